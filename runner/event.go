@@ -97,9 +97,9 @@ type StepDone struct {
 	StepName string        `json:"step_name"`
 	Node     string        `json:"node"`
 	Status   Status        `json:"status"`
-	Error    string        `json:"error,omitempty"`     // one-line message when failed
-	Detail   string        `json:"detail,omitempty"`    // Starlark backtrace or longer text
-	Reason   string        `json:"reason,omitempty"`    // why skipped
+	Error    string        `json:"error,omitempty"`  // one-line message when failed
+	Detail   string        `json:"detail,omitempty"` // Starlark backtrace or longer text
+	Reason   string        `json:"reason,omitempty"` // why skipped
 	Duration time.Duration `json:"duration_ns"`
 	At       time.Time     `json:"at"`
 }

@@ -61,6 +61,12 @@ type K3sPaths struct {
 	EnvFiles   []string // default: /etc/default/<svc>, /etc/sysconfig/<svc>, <unit>.env
 	Service    string   // default k3s, k3s-agent for agents
 	KubeConfig string   // default /etc/rancher/k3s/k3s.yaml
+	// EtcdEndpoint is etcd's client address as dialed from the node through
+	// the SSH tunnel; default 127.0.0.1:2379.
+	EtcdEndpoint string
+	// SupervisorEndpoint is the node's supervisor/API address as dialed from
+	// the node through the SSH tunnel; default 127.0.0.1:6443.
+	SupervisorEndpoint string
 }
 
 // HostKeyPolicy says what to do with a host key that is not in known_hosts.
