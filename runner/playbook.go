@@ -1,0 +1,570 @@
+package runner
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.starlark.net/resolve"
+	"go.starlark.net/starlark"
+	"go.starlark.net/syntax"
+)
+
+// Plan is a loaded playbook: its parameters and steps with their target
+// nodes resolved, known before anything touches a node.
+type Plan struct {
+	Playbook    string // name shown to the operator (e.g. "rotate-ca")
+	File        string // display path of the playbook file
+	Description string
+	Cluster     *Cluster
+	Nodes       []*Node // every node taking part (after --limit), servers first
+	Params      []*Param
+	Steps       []*Step
+}
+
+// Param is a declared playbook parameter.
+type Param struct {
+	Name    string
+	Doc     string
+	Default starlark.Value
+	Value   starlark.Value
+	Choices []string
+	Set     bool // given with -p
+	Pos     syntax.Position
+}
+
+// Step is one declared step of a plan.
+type Step struct {
+	Index    int
+	Name     string
+	Selector string
+	Nodes    []*Node // resolved targets (after --limit)
+	Serial   int     // nodes in flight at once; 0 = all
+	Once     bool    // run once, on the first target node
+	Mutates  bool
+	Timeout  time.Duration
+	Doc      string
+	Pos      syntax.Position
+	Body     starlark.Callable
+}
+
+// Info returns the event form of the step.
+func (s *Step) Info() StepInfo {
+	info := StepInfo{Index: s.Index, Name: s.Name, Serial: s.Serial, Mutates: s.Mutates, Once: s.Once, Pos: s.Pos.String(), Doc: s.Doc}
+	for _, n := range s.Nodes {
+		info.Nodes = append(info.Nodes, n.Name)
+		if s.Once {
+			break
+		}
+	}
+	return info
+}
+
+// LoadOptions say which playbook to load and against what.
+type LoadOptions struct {
+	// Name is the playbook's display name; default the file's base name
+	// without .star.
+	Name string
+	// Path is the playbook file: a path on disk, or a path inside FS.
+	Path string
+	// FS, when set, holds the playbook and the modules beside it (shipped
+	// playbooks are embedded); when nil, Path is read from disk.
+	FS fs.FS
+	// FSPrefix is prepended to paths inside FS for display.
+	FSPrefix string
+	// LibDirs are extra directories load() may read from (--lib).
+	LibDirs []string
+	// Params are the -p key=value pairs.
+	Params map[string]string
+	// Predeclared are the builtins playbooks see (builtins.All).
+	Predeclared starlark.StringDict
+	// Cluster is the cluster the plan targets; Limit restricts its nodes
+	// with a selector (see Cluster.Select).
+	Cluster *Cluster
+	Limit   string
+	// MaxSteps bounds Starlark execution steps while loading; 0 = 10M.
+	MaxSteps uint64
+}
+
+// PlaybookError is an error in a playbook: where it is and the Starlark
+// call stack that led to it.
+type PlaybookError struct {
+	Pos       string // file:line:col
+	Msg       string
+	Backtrace string // empty for syntax errors
+	Err       error
+}
+
+func (e *PlaybookError) Error() string {
+	if e.Pos != "" && !strings.HasPrefix(e.Msg, e.Pos) {
+		return e.Pos + ": " + e.Msg
+	}
+	return e.Msg
+}
+
+// Unwrap returns the cause.
+func (e *PlaybookError) Unwrap() error { return e.Err }
+
+// Is makes errors.Is(err, ErrBadInput) true.
+func (e *PlaybookError) Is(target error) bool { return target == ErrBadInput }
+
+// Load reads a playbook and builds its plan. It runs the playbook's top
+// level (which declares parameters and steps) but touches no node.
+func Load(opts LoadOptions) (*Plan, error) {
+	if opts.Cluster == nil {
+		return nil, fmt.Errorf("load %s: no cluster given: %w", opts.Path, ErrBadInput)
+	}
+	l := &loader{opts: opts, cache: map[string]*loadEntry{}}
+	name := opts.Name
+	if name == "" {
+		name = strings.TrimSuffix(path.Base(filepath.ToSlash(opts.Path)), ".star")
+	}
+	l.plan = &Plan{Playbook: name, Cluster: opts.Cluster}
+	nodes, err := l.limitNodes()
+	if err != nil {
+		return nil, err
+	}
+	l.plan.Nodes = nodes
+
+	root := l.rootRef()
+	l.plan.File = root.display
+	if _, err := l.exec(root); err != nil {
+		return nil, err
+	}
+	var unknown []string
+	for k := range opts.Params {
+		if l.param(k) == nil {
+			unknown = append(unknown, k)
+		}
+	}
+	if len(unknown) > 0 {
+		sort.Strings(unknown)
+		return nil, fmt.Errorf("unknown parameter %s for playbook %s; it takes: %s: %w", strings.Join(quoteAll(unknown), ", "), name, l.paramList(), ErrBadInput)
+	}
+	if len(l.plan.Steps) == 0 {
+		return nil, fmt.Errorf("%s declares no steps (call step(name, body, ...) at the top level): %w", root.display, ErrBadInput)
+	}
+	return l.plan, nil
+}
+
+func quoteAll(ss []string) []string {
+	out := make([]string, len(ss))
+	for i, s := range ss {
+		out[i] = strconv.Quote(s)
+	}
+	return out
+}
+
+type moduleRef struct {
+	fsys    fs.FS  // nil: the local disk
+	path    string // path in fsys, or on disk
+	display string
+}
+
+func (r moduleRef) read() ([]byte, error) {
+	if r.fsys == nil {
+		return os.ReadFile(r.path)
+	}
+	return fs.ReadFile(r.fsys, r.path)
+}
+
+type loadEntry struct {
+	globals starlark.StringDict
+	err     error
+	loading bool
+}
+
+type loader struct {
+	opts  LoadOptions
+	plan  *Plan
+	cache map[string]*loadEntry
+}
+
+func (l *loader) rootRef() moduleRef {
+	if l.opts.FS != nil {
+		p := path.Clean(filepath.ToSlash(l.opts.Path))
+		return moduleRef{fsys: l.opts.FS, path: p, display: path.Join(l.opts.FSPrefix, p)}
+	}
+	return moduleRef{path: l.opts.Path, display: l.opts.Path}
+}
+
+func (l *loader) limitNodes() ([]*Node, error) {
+	nodes := append([]*Node(nil), l.opts.Cluster.Nodes...)
+	SortNodes(nodes)
+	if l.opts.Limit == "" {
+		return nodes, nil
+	}
+	limited, err := l.opts.Cluster.Select(l.opts.Limit)
+	if err != nil {
+		return nil, fmt.Errorf("--limit: %w", err)
+	}
+	return limited, nil
+}
+
+func (l *loader) param(name string) *Param {
+	for _, p := range l.plan.Params {
+		if p.Name == name {
+			return p
+		}
+	}
+	return nil
+}
+
+func (l *loader) paramList() string {
+	if len(l.plan.Params) == 0 {
+		return "no parameters"
+	}
+	var out []string
+	for _, p := range l.plan.Params {
+		s := fmt.Sprintf("%s (%s, default %s)", p.Name, p.Default.Type(), p.Default.String())
+		if len(p.Choices) > 0 {
+			s = fmt.Sprintf("%s (%s)", p.Name, strings.Join(p.Choices, "|"))
+		}
+		out = append(out, s)
+	}
+	return strings.Join(out, ", ")
+}
+
+// resolve finds a load()ed module: beside the loading module first, then in
+// each --lib directory. Absolute paths and paths leaving those directories
+// are refused: playbooks reach nothing else.
+func (l *loader) resolve(from moduleRef, module string) (moduleRef, error) {
+	clean := path.Clean(filepath.ToSlash(module))
+	if path.IsAbs(clean) || clean == ".." || strings.HasPrefix(clean, "../") || !strings.HasSuffix(clean, ".star") {
+		return moduleRef{}, fmt.Errorf("load(%q): only .star modules beside the playbook or in a --lib directory can be loaded, by a relative path without '..'", module)
+	}
+	var tried []string
+	if from.fsys != nil {
+		p := path.Join(path.Dir(from.path), clean)
+		if _, err := fs.Stat(from.fsys, p); err == nil {
+			return moduleRef{fsys: from.fsys, path: p, display: path.Join(l.opts.FSPrefix, p)}, nil
+		}
+		tried = append(tried, path.Join(l.opts.FSPrefix, p))
+	} else {
+		p := filepath.Join(filepath.Dir(from.path), filepath.FromSlash(clean))
+		if _, err := os.Stat(p); err == nil {
+			return moduleRef{path: p, display: p}, nil
+		}
+		tried = append(tried, p)
+	}
+	for _, dir := range l.opts.LibDirs {
+		p := filepath.Join(dir, filepath.FromSlash(clean))
+		if _, err := os.Stat(p); err == nil {
+			return moduleRef{path: p, display: p}, nil
+		}
+		tried = append(tried, p)
+	}
+	return moduleRef{}, fmt.Errorf("load(%q): module not found (looked in %s; add a directory with --lib)", module, strings.Join(tried, ", "))
+}
+
+const planKey = "caretaker.loader"
+const refKey = "caretaker.module"
+
+func (l *loader) exec(ref moduleRef) (starlark.StringDict, error) {
+	if e, ok := l.cache[ref.display]; ok {
+		if e.loading {
+			return nil, fmt.Errorf("load cycle: %s loads itself (directly or through other modules)", ref.display)
+		}
+		return e.globals, e.err
+	}
+	entry := &loadEntry{loading: true}
+	l.cache[ref.display] = entry
+	src, err := ref.read()
+	if err != nil {
+		entry.loading, entry.err = false, fmt.Errorf("read %s: %w", ref.display, err)
+		return nil, entry.err
+	}
+	th := &starlark.Thread{Name: "load " + ref.display}
+	th.SetLocal(planKey, l)
+	th.SetLocal(refKey, ref)
+	max := l.opts.MaxSteps
+	if max == 0 {
+		max = 10_000_000
+	}
+	th.SetMaxExecutionSteps(max)
+	th.Print = func(_ *starlark.Thread, msg string) { fmt.Fprintln(os.Stderr, msg) }
+	th.Load = func(t *starlark.Thread, module string) (starlark.StringDict, error) {
+		from, _ := t.Local(refKey).(moduleRef)
+		target, err := l.resolve(from, module)
+		if err != nil {
+			return nil, err
+		}
+		return l.exec(target)
+	}
+	globals, err := starlark.ExecFileOptions(fileOptions(), th, ref.display, src, l.predeclared())
+	entry.loading = false
+	if err != nil {
+		entry.err = playbookError(err)
+		return nil, entry.err
+	}
+	globals.Freeze()
+	entry.globals = globals
+	return globals, nil
+}
+
+// fileOptions are the Starlark dialect of playbooks: Go-like conveniences
+// (while, set, top-level if/for, recursion) that make maintenance code
+// easier to write.
+func fileOptions() *syntax.FileOptions {
+	return &syntax.FileOptions{Set: true, While: true, TopLevelControl: true, GlobalReassign: false, Recursion: true}
+}
+
+func playbookError(err error) error {
+	var pe *PlaybookError
+	if errors.As(err, &pe) {
+		return err
+	}
+	var ee *starlark.EvalError
+	if errors.As(err, &ee) {
+		pos := ""
+		if len(ee.CallStack) > 0 {
+			pos = ee.CallStack[len(ee.CallStack)-1].Pos.String()
+		}
+		msg := ee.Msg
+		// A failing load() nests the inner module's error; surface its
+		// position, which is where the problem is.
+		var inner *PlaybookError
+		if errors.As(ee.Unwrap(), &inner) {
+			return &PlaybookError{Pos: inner.Pos, Msg: inner.Msg, Backtrace: inner.Backtrace + "\n" + ee.Backtrace(), Err: err}
+		}
+		return &PlaybookError{Pos: pos, Msg: msg, Backtrace: ee.Backtrace(), Err: err}
+	}
+	var rl resolve.ErrorList
+	if errors.As(err, &rl) && len(rl) > 0 {
+		return &PlaybookError{Pos: rl[0].Pos.String(), Msg: rl[0].Msg, Err: err}
+	}
+	var se syntax.Error
+	if errors.As(err, &se) {
+		return &PlaybookError{Pos: se.Pos.String(), Msg: se.Msg, Err: err}
+	}
+	return &PlaybookError{Msg: err.Error(), Err: err}
+}
+
+func (l *loader) predeclared() starlark.StringDict {
+	d := starlark.StringDict{}
+	for k, v := range l.opts.Predeclared {
+		d[k] = v
+	}
+	d["step"] = starlark.NewBuiltin("step", stepBuiltin)
+	d["param"] = starlark.NewBuiltin("param", paramBuiltin)
+	d["describe"] = starlark.NewBuiltin("describe", describeBuiltin)
+	return d
+}
+
+func loaderFrom(th *starlark.Thread, name string) (*loader, error) {
+	l, _ := th.Local(planKey).(*loader)
+	if l == nil {
+		return nil, fmt.Errorf("%s: can only be called while the playbook loads (at its top level), not inside a step", name)
+	}
+	return l, nil
+}
+
+// describe(text): the playbook's one-paragraph description, shown by
+// `caretaker playbooks` and in the plan.
+func describeBuiltin(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+	l, err := loaderFrom(th, b.Name())
+	if err != nil {
+		return nil, err
+	}
+	var text string
+	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "text", &text); err != nil {
+		return nil, err
+	}
+	if l.plan.Description == "" {
+		l.plan.Description = text
+	}
+	return starlark.None, nil
+}
+
+// step(name, body, nodes="all", serial=0, once=False, mutates=True,
+// timeout="", doc=""): declare a step. body(node) runs for every target
+// node (once=True: for the first only).
+func stepBuiltin(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+	l, err := loaderFrom(th, b.Name())
+	if err != nil {
+		return nil, err
+	}
+	var (
+		name, timeout, doc string
+		body               starlark.Callable
+		nodes              starlark.Value = starlark.String("all")
+		serial             int
+		once               bool
+		mutates            = true
+	)
+	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "name", &name, "body", &body, "nodes?", &nodes, "serial?", &serial, "once?", &once, "mutates?", &mutates, "timeout?", &timeout, "doc?", &doc); err != nil {
+		return nil, err
+	}
+	if name == "" {
+		return nil, fmt.Errorf("%s: name must not be empty", b.Name())
+	}
+	for _, s := range l.plan.Steps {
+		if s.Name == name {
+			return nil, fmt.Errorf("%s: a step named %q is already declared at %s", b.Name(), name, s.Pos)
+		}
+	}
+	if serial < 0 {
+		return nil, fmt.Errorf("%s: serial must be 0 (all nodes at once) or more, got %d", b.Name(), serial)
+	}
+	sel, err := selectorString(nodes)
+	if err != nil {
+		return nil, fmt.Errorf("%s: nodes: %w", b.Name(), err)
+	}
+	targets, err := l.opts.Cluster.Select(sel)
+	if err != nil {
+		return nil, fmt.Errorf("%s %q: %w", b.Name(), name, err)
+	}
+	var d time.Duration
+	if timeout != "" {
+		if d, err = time.ParseDuration(timeout); err != nil || d <= 0 {
+			return nil, fmt.Errorf("%s: timeout must be a duration such as \"30s\" or \"10m\", got %q", b.Name(), timeout)
+		}
+	}
+	// --limit keeps a step's targets within the limited nodes.
+	inRun := map[*Node]bool{}
+	for _, n := range l.plan.Nodes {
+		inRun[n] = true
+	}
+	var kept []*Node
+	for _, n := range targets {
+		if inRun[n] {
+			kept = append(kept, n)
+		}
+	}
+	pos := th.CallFrame(1).Pos
+	l.plan.Steps = append(l.plan.Steps, &Step{
+		Index: len(l.plan.Steps), Name: name, Selector: sel, Nodes: kept, Serial: serial, Once: once,
+		Mutates: mutates, Timeout: d, Doc: doc, Pos: pos, Body: body,
+	})
+	return starlark.None, nil
+}
+
+func selectorString(v starlark.Value) (string, error) {
+	switch x := v.(type) {
+	case starlark.String:
+		return string(x), nil
+	case *starlark.List, starlark.Tuple:
+		var parts []string
+		it := starlark.Iterate(x)
+		defer it.Done()
+		var e starlark.Value
+		for it.Next(&e) {
+			s, ok := starlark.AsString(e)
+			if !ok {
+				return "", fmt.Errorf("list items must be strings, got %s", e.Type())
+			}
+			parts = append(parts, s)
+		}
+		return strings.Join(parts, ","), nil
+	}
+	return "", fmt.Errorf("want a selector string (all, servers, agents, group:NAME, label:K=V, a node name) or a list of them, got %s", v.Type())
+}
+
+// param(name, default, doc="", choices=None): declare a parameter and
+// return its value: the -p value converted to the default's type, or the
+// default.
+func paramBuiltin(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+	l, err := loaderFrom(th, b.Name())
+	if err != nil {
+		return nil, err
+	}
+	var (
+		name, doc string
+		def       starlark.Value
+		choices   *starlark.List
+	)
+	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "name", &name, "default", &def, "doc?", &doc, "choices?", &choices); err != nil {
+		return nil, err
+	}
+	if prev := l.param(name); prev != nil {
+		return nil, fmt.Errorf("%s: parameter %q is already declared at %s", b.Name(), name, prev.Pos)
+	}
+	p := &Param{Name: name, Doc: doc, Default: def, Value: def, Pos: th.CallFrame(1).Pos}
+	if choices != nil {
+		for i := 0; i < choices.Len(); i++ {
+			s, ok := starlark.AsString(choices.Index(i))
+			if !ok {
+				return nil, fmt.Errorf("%s: choices must be strings", b.Name())
+			}
+			p.Choices = append(p.Choices, s)
+		}
+	}
+	if raw, ok := l.opts.Params[name]; ok {
+		v, err := convertParam(def, raw)
+		if err != nil {
+			return nil, fmt.Errorf("parameter %q: %w: %w", name, err, ErrBadInput)
+		}
+		p.Value, p.Set = v, true
+	}
+	if len(p.Choices) > 0 {
+		s, _ := starlark.AsString(p.Value)
+		found := false
+		for _, c := range p.Choices {
+			if c == s {
+				found = true
+			}
+		}
+		if !found {
+			return nil, fmt.Errorf("parameter %q: %q is not allowed; choose one of %s: %w", name, s, strings.Join(p.Choices, ", "), ErrBadInput)
+		}
+	}
+	l.plan.Params = append(l.plan.Params, p)
+	return p.Value, nil
+}
+
+// convertParam types a -p value by the parameter's default.
+func convertParam(def starlark.Value, raw string) (starlark.Value, error) {
+	switch def.(type) {
+	case starlark.String, starlark.NoneType:
+		return starlark.String(raw), nil
+	case starlark.Bool:
+		switch strings.ToLower(raw) {
+		case "true", "yes", "1", "on":
+			return starlark.True, nil
+		case "false", "no", "0", "off":
+			return starlark.False, nil
+		}
+		return nil, fmt.Errorf("%q is not a boolean (use true or false)", raw)
+	case starlark.Int:
+		n, err := strconv.ParseInt(raw, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not an integer", raw)
+		}
+		return starlark.MakeInt64(n), nil
+	case starlark.Float:
+		f, err := strconv.ParseFloat(raw, 64)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a number", raw)
+		}
+		return starlark.Float(f), nil
+	case *starlark.List:
+		var items []starlark.Value
+		for _, s := range strings.Split(raw, ",") {
+			if s = strings.TrimSpace(s); s != "" {
+				items = append(items, starlark.String(s))
+			}
+		}
+		return starlark.NewList(items), nil
+	}
+	return nil, fmt.Errorf("parameters with a default of type %s cannot be set with -p", def.Type())
+}
+
+// ParamValues returns the parameters as strings, for events and the journal.
+func (p *Plan) ParamValues() map[string]string {
+	out := map[string]string{}
+	for _, x := range p.Params {
+		if s, ok := starlark.AsString(x.Value); ok {
+			out[x.Name] = s
+		} else {
+			out[x.Name] = x.Value.String()
+		}
+	}
+	return out
+}
