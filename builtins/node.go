@@ -1,0 +1,350 @@
+package builtins
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/caretaker/caretaker/runner"
+	"go.starlark.net/starlark"
+	"go.starlark.net/starlarkstruct"
+)
+
+// Node is the Starlark value a step body receives: one node of the
+// inventory, with attributes describing it and methods that act on it.
+//
+//	node.name, node.address, node.role, node.cluster, node.groups, node.labels,
+//	node.sudo, node.data_dir, node.server_dir, node.config_file,
+//	node.unit_file, node.env_files, node.service, node.kubeconfig,
+//	node.etcd_endpoint, node.supervisor_endpoint
+//
+//	node.run(cmd, changes=True, sudo=None, check=True, stdin=None, timeout="", quiet=False)
+//	    runs cmd with sh -c and returns struct(code, stdout, stderr, ok).
+//	    A command is assumed to change the node: say changes=False for a
+//	    read-only one. In check mode only read-only commands run; the others
+//	    report "would run ..." and return code 0 with empty output.
+//	    check=True fails the step on a non-zero exit.
+//	node.read(path) -> string; fails if the file is missing
+//	node.write(path, data, mode=0o644) -> bool: atomic; True if the
+//	    content changed (mode and owner of an existing file are kept)
+//	node.exists(path) -> bool
+//	node.stat(path) -> struct(path, size, mode, mtime, is_dir, uid, gid) or None
+type Node struct {
+	N *runner.Node
+}
+
+var (
+	_ starlark.HasAttrs = (*Node)(nil)
+	_ starlark.Value    = (*Node)(nil)
+)
+
+// NewNode returns the Starlark value for n.
+func NewNode(n *runner.Node) *Node { return &Node{N: n} }
+
+// NodeValue is runner.RunOptions.NodeValue for the builtins: the step's
+// node as a *Node.
+func NodeValue(env *runner.Env) starlark.Value { return NewNode(env.Node) }
+
+// String returns the node's name.
+func (n *Node) String() string { return fmt.Sprintf("node(%q)", n.N.Name) }
+
+// Type is "node".
+func (n *Node) Type() string { return "node" }
+
+// Freeze does nothing: a node value is immutable.
+func (n *Node) Freeze() {}
+
+// Truth is always true.
+func (n *Node) Truth() starlark.Bool { return starlark.True }
+
+// Hash hashes the node's cluster and name.
+func (n *Node) Hash() (uint32, error) {
+	return starlark.String(n.N.Cluster + "/" + n.N.Name).Hash()
+}
+
+var nodeMethods = map[string]func(n *Node, th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error){
+	"run":    nodeRun,
+	"read":   nodeRead,
+	"write":  nodeWrite,
+	"exists": nodeExists,
+	"stat":   nodeStat,
+}
+
+// Attr returns an attribute or a bound method.
+func (n *Node) Attr(name string) (starlark.Value, error) {
+	k := n.N.K3s
+	switch name {
+	case "name":
+		return starlark.String(n.N.Name), nil
+	case "address":
+		return starlark.String(n.N.Address), nil
+	case "role":
+		return starlark.String(n.N.Role), nil
+	case "cluster":
+		return starlark.String(n.N.Cluster), nil
+	case "sudo":
+		return starlark.Bool(n.N.Sudo), nil
+	case "groups":
+		return stringList(n.N.Groups), nil
+	case "labels":
+		d := starlark.NewDict(len(n.N.Labels))
+		for key, v := range n.N.Labels {
+			d.SetKey(starlark.String(key), starlark.String(v))
+		}
+		d.Freeze()
+		return d, nil
+	case "data_dir":
+		return starlark.String(k.DataDir), nil
+	case "server_dir":
+		return starlark.String(strings.TrimSuffix(k.DataDir, "/") + "/server"), nil
+	case "config_file":
+		return starlark.String(k.ConfigFile), nil
+	case "unit_file":
+		return starlark.String(k.UnitFile), nil
+	case "env_files":
+		return stringList(k.EnvFiles), nil
+	case "service":
+		return starlark.String(k.Service), nil
+	case "kubeconfig":
+		return starlark.String(k.KubeConfig), nil
+	case "etcd_endpoint":
+		return starlark.String(k.EtcdEndpoint), nil
+	case "supervisor_endpoint":
+		return starlark.String(k.SupervisorEndpoint), nil
+	}
+	if m, ok := nodeMethods[name]; ok {
+		return starlark.NewBuiltin("node."+name, func(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+			return m(n, th, b, args, kwargs)
+		}), nil
+	}
+	return nil, nil
+}
+
+// AttrNames lists the attributes and methods, sorted.
+func (n *Node) AttrNames() []string {
+	names := []string{"name", "address", "role", "cluster", "sudo", "groups", "labels", "data_dir", "server_dir", "config_file", "unit_file", "env_files", "service", "kubeconfig", "etcd_endpoint", "supervisor_endpoint"}
+	for m := range nodeMethods {
+		names = append(names, m)
+	}
+	sort.Strings(names)
+	return names
+}
+
+func stringList(ss []string) *starlark.List {
+	l := starlark.NewList(nil)
+	for _, s := range ss {
+		l.Append(starlark.String(s))
+	}
+	l.Freeze()
+	return l
+}
+
+// exec returns the env of the calling thread and this node's executor.
+func (n *Node) exec(th *starlark.Thread, name string) (*runner.Env, runner.Executor, error) {
+	env, err := runner.EnvFrom(th, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	if env.Node == n.N && env.Exec != nil {
+		return env, env.Exec, nil
+	}
+	ex, err := env.Executor(n.N)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return env, ex, nil
+}
+
+// RunResult runs a command on a node for a builtin, streaming its output
+// into the run's events. It is the one place commands are started from
+// Starlark, so check mode and graceful stop apply to every builtin that uses
+// it. changes=false marks a read-only command that also runs in check mode.
+func RunResult(env *runner.Env, ex runner.Executor, node *runner.Node, c runner.Command, changes, quiet bool) (runner.Result, string, string, error) {
+	if err := env.CheckStop(); err != nil {
+		return runner.Result{}, "", "", err
+	}
+	if changes && env.Check {
+		env.Output(runner.StreamCheck, "would run on "+node.Name+": "+c.Line)
+		return runner.Result{}, "", "", nil
+	}
+	var outBuf, errBuf bytes.Buffer
+	emit := func(stream string) func(string) {
+		return func(line string) {
+			if !quiet {
+				env.Emit(runner.OutputLine{Step: env.Step, Node: node.Name, Stream: stream, Text: line, At: time.Now()})
+			}
+		}
+	}
+	ow, ew := runner.NewLineWriter(emit(runner.StreamStdout)), runner.NewLineWriter(emit(runner.StreamStderr))
+	c.Stdout = multi(&outBuf, ow)
+	c.Stderr = multi(&errBuf, ew)
+	res, err := ex.Run(env.Ctx, c)
+	ow.Flush()
+	ew.Flush()
+	if changes && err == nil {
+		env.MarkChanged()
+	}
+	return res, outBuf.String(), errBuf.String(), err
+}
+
+type multiWriter struct {
+	a, b interface{ Write([]byte) (int, error) }
+}
+
+func (m multiWriter) Write(p []byte) (int, error) {
+	m.a.Write(p)
+	return m.b.Write(p)
+}
+
+func multi(a, b interface{ Write([]byte) (int, error) }) multiWriter { return multiWriter{a, b} }
+
+func nodeRun(n *Node, th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+	var (
+		cmd, timeout string
+		changes      = true
+		check        = true
+		quiet        bool
+		sudo         starlark.Value = starlark.None
+		stdin        starlark.Value = starlark.None
+	)
+	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "cmd", &cmd, "changes?", &changes, "sudo?", &sudo, "check?", &check, "stdin?", &stdin, "timeout?", &timeout, "quiet?", &quiet); err != nil {
+		return nil, err
+	}
+	env, ex, err := n.exec(th, b.Name())
+	if err != nil {
+		return nil, err
+	}
+	c := runner.Command{Line: cmd, Sudo: n.N.Sudo}
+	if sb, ok := sudo.(starlark.Bool); ok {
+		c.Sudo = bool(sb)
+	}
+	if s, ok := starlark.AsString(stdin); ok {
+		c.Stdin = strings.NewReader(s)
+	}
+	if timeout != "" {
+		d, err := time.ParseDuration(timeout)
+		if err != nil {
+			return nil, fmt.Errorf("%s: timeout %q is not a duration (examples: 30s, 5m)", b.Name(), timeout)
+		}
+		c.Timeout = d
+	}
+	res, stdout, stderr, err := RunResult(env, ex, n.N, c, changes, quiet)
+	var exitErr *runner.ExitError
+	if err != nil && !errors.As(err, &exitErr) {
+		return nil, fmt.Errorf("%s: %w", b.Name(), err)
+	}
+	if err != nil && check {
+		return nil, fmt.Errorf("%s: %w", b.Name(), err)
+	}
+	return starlarkstruct.FromStringDict(starlark.String("result"), starlark.StringDict{
+		"code":   starlark.MakeInt(res.ExitCode),
+		"stdout": starlark.String(stdout),
+		"stderr": starlark.String(stderr),
+		"ok":     starlark.Bool(res.ExitCode == 0),
+	}), nil
+}
+
+func nodeRead(n *Node, th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+	var path string
+	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "path", &path); err != nil {
+		return nil, err
+	}
+	env, ex, err := n.exec(th, b.Name())
+	if err != nil {
+		return nil, err
+	}
+	data, err := ex.ReadFile(env.Ctx, path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", b.Name(), err)
+	}
+	return starlark.String(data), nil
+}
+
+func nodeWrite(n *Node, th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+	var (
+		path, data string
+		mode       = 0o644
+	)
+	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "path", &path, "data", &data, "mode?", &mode); err != nil {
+		return nil, err
+	}
+	env, ex, err := n.exec(th, b.Name())
+	if err != nil {
+		return nil, err
+	}
+	changed, err := WriteIfChanged(env, ex, n.N, path, []byte(data), fs.FileMode(mode))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", b.Name(), err)
+	}
+	return starlark.Bool(changed), nil
+}
+
+// WriteIfChanged writes data to path on the node unless it already holds
+// exactly that; in check mode it only reports. It returns whether the file
+// changed (or would change).
+func WriteIfChanged(env *runner.Env, ex runner.Executor, node *runner.Node, path string, data []byte, mode fs.FileMode) (bool, error) {
+	old, err := ex.ReadFile(env.Ctx, path)
+	if err == nil && bytes.Equal(old, data) {
+		return false, nil
+	}
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return false, err
+	}
+	what := fmt.Sprintf("write %s on %s (%d bytes)", path, node.Name, len(data))
+	err = env.Wet(what, func() error { return ex.WriteFile(env.Ctx, path, data, mode) })
+	if err != nil {
+		return false, err
+	}
+	env.MarkChanged()
+	return true, nil
+}
+
+func nodeExists(n *Node, th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+	var path string
+	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "path", &path); err != nil {
+		return nil, err
+	}
+	env, ex, err := n.exec(th, b.Name())
+	if err != nil {
+		return nil, err
+	}
+	_, err = ex.Stat(env.Ctx, path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return starlark.False, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", b.Name(), err)
+	}
+	return starlark.True, nil
+}
+
+func nodeStat(n *Node, th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+	var path string
+	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "path", &path); err != nil {
+		return nil, err
+	}
+	env, ex, err := n.exec(th, b.Name())
+	if err != nil {
+		return nil, err
+	}
+	fi, err := ex.Stat(env.Ctx, path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return starlark.None, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", b.Name(), err)
+	}
+	return starlarkstruct.FromStringDict(starlark.String("stat"), starlark.StringDict{
+		"path":   starlark.String(fi.Path),
+		"size":   starlark.MakeInt64(fi.Size),
+		"mode":   starlark.MakeInt(int(fi.Mode.Perm())),
+		"mtime":  starlark.Float(float64(fi.ModTime.UnixNano()) / 1e9),
+		"is_dir": starlark.Bool(fi.IsDir),
+		"uid":    starlark.MakeInt(fi.UID),
+		"gid":    starlark.MakeInt(fi.GID),
+	}), nil
+}
