@@ -323,10 +323,7 @@ func playbookError(err error) error {
 	}
 	var ee *starlark.EvalError
 	if errors.As(err, &ee) {
-		pos := ""
-		if len(ee.CallStack) > 0 {
-			pos = ee.CallStack[len(ee.CallStack)-1].Pos.String()
-		}
+		pos := strings.TrimSuffix(innermostPos(ee.CallStack), ": ")
 		msg := ee.Msg
 		// A failing load() nests the inner module's error; surface its
 		// position, which is where the problem is.

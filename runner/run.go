@@ -318,7 +318,8 @@ func (r *Run) Execute(ctx context.Context) (RunDone, error) {
 			break
 		}
 	}
-	if runErr == nil && (r.st.stopping.Load() || ctx.Err() != nil) {
+	if r.st.stopping.Load() || ctx.Err() != nil {
+		// Failures caused by the stop itself do not make the run "failed".
 		runErr = ErrAborted
 	}
 	status := "ok"
@@ -404,12 +405,21 @@ func (r *Run) runOne(ctx context.Context, step *Step, n *Node) StepDone {
 	start := time.Now()
 	r.st.emit(StepStarted{Step: step.Index, StepName: step.Name, Node: n.Name, At: start})
 	done := StepDone{Step: step.Index, StepName: step.Name, Node: n.Name}
+	sctx := ctx
 	finish := func(status Status, err error) StepDone {
 		done.Status = status
 		done.Duration = time.Since(start)
 		done.At = time.Now()
 		if err != nil && status == StatusFailed {
 			done.Error, done.Detail = describeError(err)
+			// Say why the context ended (step timeout, abort) when the
+			// error only says "context deadline exceeded".
+			if sctx.Err() != nil {
+				if c := context.Cause(sctx); c != nil && !strings.Contains(done.Error, c.Error()) {
+					done.Error += " (" + c.Error() + ")"
+				}
+			}
+			done.Error, done.Detail = r.st.redact(done.Error), r.st.redact(done.Detail)
 		}
 		return done
 	}
@@ -418,7 +428,6 @@ func (r *Run) runOne(ctx context.Context, step *Step, n *Node) StepDone {
 	if timeout == 0 {
 		timeout = r.opts.StepTimeout
 	}
-	sctx := ctx
 	if timeout > 0 {
 		var cancel context.CancelFunc
 		sctx, cancel = context.WithTimeoutCause(ctx, timeout, fmt.Errorf("step %q timed out after %s on %s", step.Name, timeout, n.Name))
@@ -461,9 +470,6 @@ func (r *Run) runOne(ctx context.Context, step *Step, n *Node) StepDone {
 			done.Reason = se.reason
 			return finish(StatusSkipped, nil)
 		}
-		if c := context.Cause(sctx); c != nil && sctx.Err() != nil && !errors.Is(err, c) {
-			err = fmt.Errorf("%w (%w)", err, c)
-		}
 		return finish(StatusFailed, err)
 	}
 	if v != nil && v != starlark.None {
@@ -483,14 +489,20 @@ func (r *Run) runOne(ctx context.Context, step *Step, n *Node) StepDone {
 func describeError(err error) (msg, detail string) {
 	var ee *starlark.EvalError
 	if errors.As(err, &ee) {
-		pos := ""
-		if len(ee.CallStack) > 0 {
-			pos = ee.CallStack[len(ee.CallStack)-1].Pos.String() + ": "
-		}
-		msg = pos + firstLine(ee.Msg)
-		return msg, ee.Backtrace()
+		return innermostPos(ee.CallStack) + firstLine(ee.Msg), ee.Backtrace()
 	}
 	return firstLine(err.Error()), err.Error()
+}
+
+// innermostPos is "file:line:col: " of the innermost Starlark frame (not
+// a builtin), where the playbook called what failed.
+func innermostPos(stack starlark.CallStack) string {
+	for i := len(stack) - 1; i >= 0; i-- {
+		if stack[i].Pos.Filename() != "<builtin>" {
+			return stack[i].Pos.String() + ": "
+		}
+	}
+	return ""
 }
 
 func firstLine(s string) string {

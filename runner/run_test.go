@@ -1,0 +1,588 @@
+package runner_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"testing/fstest"
+	"time"
+
+	"github.com/caretaker/caretaker/builtins"
+	"github.com/caretaker/caretaker/runner"
+)
+
+const testInv = `
+clusters:
+  - name: t
+    nodes:
+      - {name: s1, address: 10.0.0.1, role: server, groups: [etcd]}
+      - {name: s2, address: 10.0.0.2, role: server, groups: [etcd]}
+      - {name: s3, address: 10.0.0.3, role: server}
+      - {name: a1, address: 10.0.0.9, role: agent}
+`
+
+type fixture struct {
+	t       *testing.T
+	cluster *runner.Cluster
+	fakes   map[string]*runner.FakeExecutor
+	mu      sync.Mutex
+	events  []runner.Event
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	inv, err := runner.ParseInventory("inv.yaml", []byte(testInv))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{t: t, cluster: inv.Clusters[0], fakes: map[string]*runner.FakeExecutor{}}
+	for _, n := range f.cluster.Nodes {
+		f.fakes[n.Name] = runner.NewFakeExecutor(n.Name)
+	}
+	return f
+}
+
+func (f *fixture) load(src string, params map[string]string, limit string) (*runner.Plan, error) {
+	pre, err := builtins.All(builtins.Assert)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	fsys := fstest.MapFS{"pb.star": {Data: []byte(src)}}
+	return runner.Load(runner.LoadOptions{Path: "pb.star", FS: fsys, Params: params, Predeclared: pre, Cluster: f.cluster, Limit: limit})
+}
+
+func (f *fixture) run(plan *runner.Plan, opts runner.RunOptions) (runner.RunDone, error) {
+	opts.Connect = func(ctx context.Context, n *runner.Node) (runner.Executor, error) { return f.fakes[n.Name], nil }
+	opts.NodeValue = builtins.NodeValue
+	opts.Sink = runner.SinkFunc(func(e runner.Event) {
+		f.mu.Lock()
+		f.events = append(f.events, e)
+		f.mu.Unlock()
+	})
+	return runner.NewRun(plan, opts).Execute(context.Background())
+}
+
+func (f *fixture) status(step, node string) runner.Status {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, e := range f.events {
+		if d, ok := e.(runner.StepDone); ok && d.StepName == step && d.Node == node {
+			return d.Status
+		}
+	}
+	return runner.StatusPending
+}
+
+func (f *fixture) output(stream string) []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []string
+	for _, e := range f.events {
+		if o, ok := e.(runner.OutputLine); ok && (stream == "" || o.Stream == stream) {
+			out = append(out, o.Node+": "+o.Text)
+		}
+	}
+	return out
+}
+
+func mustLoad(t *testing.T, f *fixture, src string) *runner.Plan {
+	t.Helper()
+	p, err := f.load(src, nil, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestPlanBuilding(t *testing.T) {
+	f := newFixture(t)
+	plan := mustLoad(t, f, `
+describe("demo")
+def noop(node):
+    pass
+step("facts", noop, nodes="all", mutates=False)
+step("servers one by one", noop, nodes="servers", serial=1, timeout="2m")
+step("etcd", noop, nodes=["group:etcd", "a1"])
+step("once", noop, nodes="servers", once=True)
+`)
+	if plan.Description != "demo" || len(plan.Steps) != 4 {
+		t.Fatalf("plan = %q with %d steps", plan.Description, len(plan.Steps))
+	}
+	want := []struct {
+		nodes   string
+		serial  int
+		mutates bool
+	}{{"s1,s2,s3,a1", 0, false}, {"s1,s2,s3", 1, true}, {"s1,s2,a1", 0, true}, {"s1,s2,s3", 0, true}}
+	for i, w := range want {
+		s := plan.Steps[i]
+		if got := nodeNames(s.Nodes); got != w.nodes || s.Serial != w.serial || s.Mutates != w.mutates {
+			t.Errorf("step %d %q: nodes=%s serial=%d mutates=%v, want %+v", i, s.Name, got, s.Serial, s.Mutates, w)
+		}
+	}
+	if plan.Steps[1].Timeout != 2*time.Minute {
+		t.Errorf("timeout = %v", plan.Steps[1].Timeout)
+	}
+	if got := plan.Steps[0].Pos.String(); got != "pb.star:5:5" {
+		t.Errorf("step position = %q, want pb.star:5:5", got)
+	}
+	if info := plan.Steps[3].Info(); !info.Once || len(info.Nodes) != 1 {
+		t.Errorf("once step info = %+v, want one node", info)
+	}
+	// --limit restricts every step.
+	limited, err := f.load(`
+def noop(node):
+    pass
+step("a", noop, nodes="all")
+`, nil, "servers")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := nodeNames(limited.Steps[0].Nodes); got != "s1,s2,s3" {
+		t.Errorf("limited nodes = %s", got)
+	}
+	// Loading touches no node.
+	for name, fk := range f.fakes {
+		if len(fk.Calls()) != 0 {
+			t.Errorf("loading touched %s: %v", name, fk.Calls())
+		}
+	}
+}
+
+func nodeNames(ns []*runner.Node) string {
+	var out []string
+	for _, n := range ns {
+		out = append(out, n.Name)
+	}
+	return strings.Join(out, ",")
+}
+
+func TestParams(t *testing.T) {
+	f := newFixture(t)
+	src := `
+mode = param("mode", "auto", choices=["auto", "always", "never"])
+force = param("force", False)
+count = param("count", 3)
+names = param("names", [])
+def show(node):
+    log("mode=%s force=%s count=%d names=%s" % (mode, force, count, names))
+step("show", show, nodes="s1", mutates=False)
+`
+	plan, err := f.load(src, map[string]string{"mode": "never", "force": "true", "count": "7", "names": "a, b"}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.run(plan, runner.RunOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	out := strings.Join(f.output(runner.StreamLog), "\n")
+	if !strings.Contains(out, `mode=never force=True count=7 names=["a", "b"]`) {
+		t.Errorf("params not typed by their defaults: %s", out)
+	}
+	for _, tc := range []struct {
+		params map[string]string
+		want   []string
+	}{
+		{map[string]string{"mod": "x"}, []string{`unknown parameter "mod"`, "mode (auto|always|never)", "force (bool, default False)"}},
+		{map[string]string{"force": "perhaps"}, []string{`parameter "force"`, "not a boolean"}},
+		{map[string]string{"count": "many"}, []string{`parameter "count"`, "not an integer"}},
+		{map[string]string{"mode": "sometimes"}, []string{`"sometimes" is not allowed`, "auto, always, never"}},
+	} {
+		_, err := f.load(src, tc.params, "")
+		if err == nil || !errors.Is(err, runner.ErrBadInput) {
+			t.Errorf("params %v: err = %v, want a bad-input error", tc.params, err)
+			continue
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("params %v: error %q does not mention %q", tc.params, err, w)
+			}
+		}
+	}
+}
+
+func TestCheckMode(t *testing.T) {
+	f := newFixture(t)
+	for _, fk := range f.fakes {
+		fk.SetFile("/etc/x", []byte("old"), 0o600)
+		fk.On(`^cat /etc/hostname$`, runner.FakeReply{Stdout: "h\n"})
+		fk.On(`^systemctl restart k3s$`, runner.FakeReply{})
+	}
+	plan := mustLoad(t, f, `
+def body(node):
+    r = node.run("cat /etc/hostname", changes=False)
+    log("read " + r.stdout.strip())
+    node.write("/etc/x", "new", mode=0o644)
+    node.run("systemctl restart k3s")
+    assert.eq(node.read("/etc/x"), "old")
+step("mutate", body, nodes="servers")
+`)
+	done, err := f.run(plan, runner.RunOptions{Check: true})
+	if err != nil {
+		t.Fatalf("check run failed: %v (%+v)", err, done.Failed)
+	}
+	for name, fk := range f.fakes {
+		data, _ := fk.File("/etc/x")
+		if string(data) != "old" {
+			t.Errorf("%s: check mode wrote /etc/x", name)
+		}
+		for _, c := range fk.Calls() {
+			if strings.HasPrefix(c, "write") || strings.Contains(c, "restart") {
+				t.Errorf("%s: check mode made a mutating call: %s", name, c)
+			}
+		}
+	}
+	check := strings.Join(f.output(runner.StreamCheck), "\n")
+	for _, w := range []string{"s1: would write /etc/x on s1 (3 bytes)", "s2: would run on s2: systemctl restart k3s"} {
+		if !strings.Contains(check, w) {
+			t.Errorf("check output lacks %q:\n%s", w, check)
+		}
+	}
+	if !strings.Contains(strings.Join(f.output(runner.StreamLog), "\n"), "s1: read h") {
+		t.Errorf("read-only command did not run in check mode")
+	}
+	// The same playbook for real changes the files and reports changed.
+	f2 := newFixture(t)
+	for _, fk := range f2.fakes {
+		fk.SetFile("/etc/x", []byte("old"), 0o600)
+		fk.On(`.`, runner.FakeReply{})
+	}
+	plan2 := mustLoad(t, f2, `
+def body(node):
+    node.write("/etc/x", "new")
+step("mutate", body, nodes="s1")
+step("again", body, nodes="s1")
+`)
+	if _, err := f2.run(plan2, runner.RunOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if data, _ := f2.fakes["s1"].File("/etc/x"); string(data) != "new" {
+		t.Errorf("real run did not write: %q", data)
+	}
+	if f2.status("mutate", "s1") != runner.StatusChanged || f2.status("again", "s1") != runner.StatusOK {
+		t.Errorf("statuses = %s, %s; want changed then ok (idempotent write)", f2.status("mutate", "s1"), f2.status("again", "s1"))
+	}
+}
+
+func TestFailurePolicyStop(t *testing.T) {
+	f := newFixture(t)
+	plan := mustLoad(t, f, `
+def restart(node):
+    if node.name == "s2":
+        fail("s2 did not come back")
+    log("restarted")
+def after(node):
+    log("after")
+step("restart", restart, nodes="servers", serial=1)
+step("after", after, nodes="all")
+`)
+	done, err := f.run(plan, runner.RunOptions{})
+	if err == nil || done.Status != "failed" {
+		t.Fatalf("status = %s err = %v, want failed", done.Status, err)
+	}
+	if f.status("restart", "s1") != runner.StatusOK || f.status("restart", "s2") != runner.StatusFailed {
+		t.Errorf("s1=%s s2=%s", f.status("restart", "s1"), f.status("restart", "s2"))
+	}
+	if f.status("restart", "s3") != runner.StatusPending {
+		t.Errorf("s3 was touched after s2 failed in a serial step: %s", f.status("restart", "s3"))
+	}
+	if f.status("after", "s1") != runner.StatusPending {
+		t.Errorf("a later step ran after a failure")
+	}
+	if len(done.Failed) != 1 || !strings.Contains(done.Failed[0].Error, "pb.star:4:13: s2 did not come back") {
+		t.Errorf("failed = %+v", done.Failed)
+	}
+}
+
+func TestFailurePolicyContinueAndMaxFailed(t *testing.T) {
+	src := `
+def first(node):
+    if node.name in ("s2", "a1"):
+        fail("broken")
+def second(node):
+    pass
+step("first", first, nodes="all")
+step("second", second, nodes="all")
+`
+	f := newFixture(t)
+	done, err := f.run(mustLoad(t, f, src), runner.RunOptions{Failure: runner.FailurePolicy{Continue: true}})
+	if err == nil || done.Status != "failed" {
+		t.Fatalf("status %s, want failed", done.Status)
+	}
+	if f.status("second", "s1") != runner.StatusOK || f.status("second", "s2") != runner.StatusSkipped {
+		t.Errorf("continue: second s1=%s s2=%s, want ok and skipped", f.status("second", "s1"), f.status("second", "s2"))
+	}
+	if done.Counts[runner.StatusFailed] != 2 || done.Counts[runner.StatusSkipped] != 2 {
+		t.Errorf("counts = %v", done.Counts)
+	}
+	f2 := newFixture(t)
+	f2.run(mustLoad(t, f2, src), runner.RunOptions{Failure: runner.FailurePolicy{MaxFailed: 1}})
+	if f2.status("second", "s1") != runner.StatusPending {
+		t.Errorf("max-failed 1 with 2 failures: second step still ran")
+	}
+	f3 := newFixture(t)
+	f3.run(mustLoad(t, f3, src), runner.RunOptions{Failure: runner.FailurePolicy{MaxFailed: 2}})
+	if f3.status("second", "s1") != runner.StatusOK {
+		t.Errorf("max-failed 2 with 2 failures: second step did not run")
+	}
+}
+
+func TestSerialLimit(t *testing.T) {
+	for _, serial := range []int{0, 1, 2} {
+		f := newFixture(t)
+		var cur, peak atomic.Int32
+		for _, fk := range f.fakes {
+			fk.OnFunc(`^work$`, func(string, []byte, io.Writer, io.Writer) int {
+				n := cur.Add(1)
+				for {
+					p := peak.Load()
+					if n <= p || peak.CompareAndSwap(p, n) {
+						break
+					}
+				}
+				time.Sleep(30 * time.Millisecond)
+				cur.Add(-1)
+				return 0
+			})
+		}
+		plan := mustLoad(t, f, `
+def body(node):
+    node.run("work")
+step("w", body, nodes="all", serial=`+string(rune('0'+serial))+`)
+`)
+		if _, err := f.run(plan, runner.RunOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		want := int32(serial)
+		if serial == 0 {
+			want = 4
+		}
+		if peak.Load() != want {
+			t.Errorf("serial=%d: peak concurrency %d, want %d", serial, peak.Load(), want)
+		}
+	}
+}
+
+func TestPlaybookErrorsCarryPositionAndStack(t *testing.T) {
+	dir := t.TempDir()
+	lib := filepath.Join(dir, "lib")
+	os.MkdirAll(lib, 0o755)
+	os.WriteFile(filepath.Join(lib, "team.star"), []byte("def check(node):\n    helper(node)\n\ndef helper(node):\n    fail(\"disk full on \" + node.name)\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, "pb.star"), []byte("load(\"team.star\", \"check\")\n\ndef body(node):\n    check(node)\n\nstep(\"c\", body, nodes=\"s1\")\n"), 0o644)
+	f := newFixture(t)
+	pre, _ := builtins.All()
+	plan, err := runner.Load(runner.LoadOptions{Path: filepath.Join(dir, "pb.star"), LibDirs: []string{lib}, Predeclared: pre, Cluster: f.cluster})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done, _ := f.run(plan, runner.RunOptions{})
+	if len(done.Failed) != 1 {
+		t.Fatalf("failed = %+v", done.Failed)
+	}
+	fe := done.Failed[0]
+	if want := filepath.Join(lib, "team.star") + ":5:9: disk full on s1"; fe.Error != want {
+		t.Errorf("error = %q, want %q", fe.Error, want)
+	}
+	for _, w := range []string{"pb.star:4:10: in body", "team.star:2:11: in check", "team.star:5:9: in helper", "Error in fail: disk full on s1"} {
+		if !strings.Contains(fe.Detail, w) {
+			t.Errorf("backtrace lacks %q:\n%s", w, fe.Detail)
+		}
+	}
+
+	// Load-time errors: syntax, undefined name, error inside a loaded module.
+	cases := map[string]string{
+		"def broken(:\n":                         "pb.star:1:13:",
+		"step(\"x\", undefined_fn)\n":             "pb.star:1:11: undefined: undefined_fn",
+		"load(\"../etc/passwd.star\", \"x\")\n":   "only .star modules beside the playbook",
+		"load(\"missing.star\", \"x\")\n":         "module not found",
+		"load(\"bad.star\", \"x\")\n":             "bad.star:2:7: floored division by zero",
+		"def b(n):\n  pass\nstep(\"a\", b, nodes=\"nosuch\")\n": "matches no node",
+		"def b(n):\n  pass\nstep(\"a\", b)\nstep(\"a\", b)\n":    "already declared at pb.star:3:5",
+	}
+	for src, want := range cases {
+		fsys := fstest.MapFS{"pb.star": {Data: []byte(src)}, "bad.star": {Data: []byte("x = 1\ny = x // 0\n")}}
+		_, err := runner.Load(runner.LoadOptions{Path: "pb.star", FS: fsys, Predeclared: pre, Cluster: f.cluster})
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("source %q: err = %v, want it to contain %q", src, err, want)
+		}
+		if err != nil && !errors.Is(err, runner.ErrBadInput) {
+			t.Errorf("source %q: error is not ErrBadInput", src)
+		}
+	}
+}
+
+func TestStopAndCancel(t *testing.T) {
+	f := newFixture(t)
+	started := make(chan struct{}, 8)
+	var finished atomic.Int32
+	for _, fk := range f.fakes {
+		fk.OnFunc(`^slow$`, func(string, []byte, io.Writer, io.Writer) int {
+			started <- struct{}{}
+			time.Sleep(150 * time.Millisecond)
+			finished.Add(1)
+			return 0
+		})
+	}
+	plan := mustLoad(t, f, `
+def body(node):
+    node.run("slow")
+    node.run("slow")
+step("a", body, nodes="servers", serial=1)
+step("b", body, nodes="all")
+`)
+	f.fakes["s1"].NodeName = "s1"
+	r := runner.NewRun(plan, runner.RunOptions{
+		Connect:   func(ctx context.Context, n *runner.Node) (runner.Executor, error) { return f.fakes[n.Name], nil },
+		NodeValue: builtins.NodeValue,
+	})
+	go func() {
+		<-started
+		r.Stop(false) // graceful: the running command finishes, nothing new starts
+	}()
+	done, err := r.Execute(context.Background())
+	if !errors.Is(err, runner.ErrAborted) || done.Status != "aborted" {
+		t.Fatalf("err = %v status = %s, want aborted", err, done.Status)
+	}
+	if finished.Load() != 1 {
+		t.Errorf("graceful stop: %d commands finished, want exactly the running one", finished.Load())
+	}
+
+	// Hard stop cancels a running sleep at once.
+	f2 := newFixture(t)
+	plan2 := mustLoad(t, f2, `
+def body(node):
+    sleep("30s")
+step("a", body, nodes="s1")
+`)
+	r2 := runner.NewRun(plan2, runner.RunOptions{Connect: func(ctx context.Context, n *runner.Node) (runner.Executor, error) { return f2.fakes[n.Name], nil }, NodeValue: builtins.NodeValue})
+	time.AfterFunc(50*time.Millisecond, func() { r2.Stop(true) })
+	start := time.Now()
+	done2, _ := r2.Execute(context.Background())
+	if time.Since(start) > 5*time.Second || done2.Status != "aborted" {
+		t.Errorf("hard stop took %s, status %s", time.Since(start), done2.Status)
+	}
+}
+
+func TestStepTimeoutAndMaxSteps(t *testing.T) {
+	f := newFixture(t)
+	plan := mustLoad(t, f, `
+def slow(node):
+    sleep("10s")
+def spin(node):
+    x = 0
+    while True:
+        x += 1
+step("slow", slow, nodes="s1", timeout="100ms")
+`)
+	done, _ := f.run(plan, runner.RunOptions{})
+	if len(done.Failed) != 1 || !strings.Contains(done.Failed[0].Error, "timed out after 100ms") {
+		t.Errorf("timeout failure = %+v", done.Failed)
+	}
+	f2 := newFixture(t)
+	plan2 := mustLoad(t, f2, `
+def spin(node):
+    x = 0
+    while True:
+        x += 1
+step("spin", spin, nodes="s1")
+`)
+	done2, _ := f2.run(plan2, runner.RunOptions{MaxSteps: 10000})
+	if len(done2.Failed) != 1 || !strings.Contains(done2.Failed[0].Error, "too many steps") {
+		t.Errorf("max steps failure = %+v", done2.Failed)
+	}
+}
+
+func TestConfirmAndShare(t *testing.T) {
+	f := newFixture(t)
+	plan := mustLoad(t, f, `
+def ask(node):
+    if not confirm("really?"):
+        skip("operator said no")
+    share("answer", {"node": node.name})
+    return {"v": 42}
+def use(node):
+    assert.eq(shared("answer")["node"], "s1")
+    assert.eq(result("ask", "s1")["v"], 42)
+step("ask", ask, nodes="s1")
+step("use", use, nodes="s2")
+`)
+	// No prompter and no --yes: confirm fails clearly instead of hanging.
+	done, _ := f.run(plan, runner.RunOptions{})
+	if len(done.Failed) != 1 || !strings.Contains(done.Failed[0].Error, "--yes") {
+		t.Fatalf("confirm without a terminal: %+v", done.Failed)
+	}
+	f2 := newFixture(t)
+	if _, err := f2.run(mustLoad(t, f2, planSrc(plan)), runner.RunOptions{AutoYes: true}); err != nil {
+		t.Fatalf("--yes run: %v", err)
+	}
+	f3 := newFixture(t)
+	done3, _ := f3.run(mustLoad(t, f3, planSrc(plan)), runner.RunOptions{Prompter: no{}})
+	if f3.status("ask", "s1") != runner.StatusSkipped || done3.Status != "failed" {
+		t.Errorf("answer no: ask=%s (use fails: nothing shared) status=%s", f3.status("ask", "s1"), done3.Status)
+	}
+}
+
+type no struct{}
+
+func (no) Confirm(context.Context, runner.Prompt) (bool, error) { return false, nil }
+
+func planSrc(p *runner.Plan) string {
+	return `
+def ask(node):
+    if not confirm("really?"):
+        skip("operator said no")
+    share("answer", {"node": node.name})
+    return {"v": 42}
+def use(node):
+    assert.eq(shared("answer")["node"], "s1")
+    assert.eq(result("ask", "s1")["v"], 42)
+step("ask", ask, nodes="s1")
+step("use", use, nodes="s2")
+`
+}
+
+func TestRedaction(t *testing.T) {
+	f := newFixture(t)
+	plan := mustLoad(t, f, `
+def body(node):
+    redact("supersecret-token")
+    log("token is supersecret-token")
+    note("new token: supersecret-token")
+    fail("bad token supersecret-token")
+step("r", body, nodes="s1")
+`)
+	done, _ := f.run(plan, runner.RunOptions{})
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, e := range f.events {
+		b, _ := runner.MarshalEvent(e)
+		if strings.Contains(string(b), "supersecret") {
+			t.Errorf("secret leaked in event: %s", b)
+		}
+	}
+	if !strings.Contains(done.Failed[0].Error, "<redacted>") {
+		t.Errorf("error not redacted: %q", done.Failed[0].Error)
+	}
+}
+
+// TestRunnerImportsNoUI enforces the dependency direction: runner imports
+// none of tui, builtins, lab or Bubble Tea.
+func TestRunnerImportsNoUI(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", "github.com/caretaker/caretaker/runner").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, out)
+	}
+	for _, dep := range strings.Fields(string(out)) {
+		for _, bad := range []string{"github.com/caretaker/caretaker/tui", "github.com/caretaker/caretaker/builtins", "github.com/caretaker/caretaker/lab", "charm.land/", "github.com/charmbracelet/"} {
+			if strings.HasPrefix(dep, bad) {
+				t.Errorf("runner depends on %s", dep)
+			}
+		}
+	}
+}
