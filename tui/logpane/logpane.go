@@ -1,0 +1,201 @@
+// Package logpane is the scrollable output pane of one node: it shows a
+// window of lines, follows the tail while the operator has not scrolled
+// away, and renders only the lines in the window.
+package logpane
+
+import (
+	"strconv"
+	"strings"
+
+	"charm.land/lipgloss/v2"
+	"github.com/charmbracelet/x/ansi"
+)
+
+// Kind says where a line came from; it picks the prefix and the style.
+type Kind uint8
+
+// Line kinds.
+const (
+	Stdout Kind = iota
+	Stderr
+	Log
+	Check
+	StepStart // "▸ 3 restart"
+	StepOK    // "✓ ok in 2s"
+	StepFail  // "✗ failed: ..."
+	Info      // prompts, notes, pauses
+	numKinds
+)
+
+// Line is one line of the pane. Text is already free of control sequences.
+type Line struct {
+	Kind Kind
+	Text string
+}
+
+var prefix = [numKinds]string{
+	Stdout:    "  ",
+	Stderr:    "! ",
+	Log:       "» ",
+	Check:     "~ ",
+	StepStart: "",
+	StepOK:    "",
+	StepFail:  "",
+	Info:      "",
+}
+
+// Styles are the pane's styles.
+type Styles struct {
+	Kinds   [numKinds]lipgloss.Style
+	Title   lipgloss.Style // title bar, unfocused
+	Focused lipgloss.Style // title bar, focused
+	Dim     lipgloss.Style
+}
+
+// Pane is the model. The zero value is an empty pane that follows the tail.
+type Pane struct {
+	lines    []Line
+	offset   int
+	unfollow bool // the operator scrolled away from the tail
+	focused  bool
+	title    string
+	width    int
+	height   int
+	styles   Styles
+}
+
+// SetStyles sets the styles.
+func (p *Pane) SetStyles(s Styles) { p.styles = s }
+
+// SetSize sets the size, the title line included.
+func (p *Pane) SetSize(w, h int) {
+	p.width, p.height = max(w, 4), max(h, 2)
+	p.clamp()
+}
+
+// Width and Height return the size set last.
+func (p *Pane) Width() int  { return p.width }
+func (p *Pane) Height() int { return p.height }
+
+// SetTitle sets the text of the title line.
+func (p *Pane) SetTitle(t string) { p.title = t }
+
+// SetFocused marks the pane as receiving the scroll keys.
+func (p *Pane) SetFocused(f bool) { p.focused = f }
+
+// Focused reports whether the pane has the focus.
+func (p *Pane) Focused() bool { return p.focused }
+
+// SetLines replaces the lines (the slice is only read). When following the
+// tail the window moves to the end.
+func (p *Pane) SetLines(lines []Line) {
+	p.lines = lines
+	p.clamp()
+}
+
+// Reset shows new content from its tail (used when another node is chosen).
+func (p *Pane) Reset(lines []Line) {
+	p.unfollow = false
+	p.SetLines(lines)
+}
+
+// Following reports whether the window follows the tail.
+func (p *Pane) Following() bool { return !p.unfollow }
+
+func (p *Pane) body() int { return p.height - 1 }
+
+func (p *Pane) maxOffset() int { return max(len(p.lines)-p.body(), 0) }
+
+func (p *Pane) clamp() {
+	if !p.unfollow {
+		p.offset = p.maxOffset()
+		return
+	}
+	p.offset = min(max(p.offset, 0), p.maxOffset())
+	if p.offset == p.maxOffset() {
+		p.unfollow = false
+	}
+}
+
+// ScrollBy scrolls by n lines (negative: up). Scrolling to the end follows
+// the tail again.
+func (p *Pane) ScrollBy(n int) {
+	if n == 0 {
+		return
+	}
+	p.offset += n
+	p.unfollow = true
+	p.clamp()
+}
+
+// PageUp and PageDown scroll by a window.
+func (p *Pane) PageUp()   { p.ScrollBy(-max(p.body()-1, 1)) }
+func (p *Pane) PageDown() { p.ScrollBy(max(p.body()-1, 1)) }
+
+// Top scrolls to the first line.
+func (p *Pane) Top() { p.offset = 0; p.unfollow = p.maxOffset() > 0 }
+
+// Bottom scrolls to the tail and follows it.
+func (p *Pane) Bottom() { p.unfollow = false; p.clamp() }
+
+// View renders the title line and the window of lines.
+func (p *Pane) View() string {
+	var b strings.Builder
+	b.Grow(p.width * p.height * 2)
+	pos := "tail"
+	if p.unfollow {
+		pos = strconv.Itoa(p.offset+1) + "-" + strconv.Itoa(min(p.offset+p.body(), len(p.lines))) + "/" + strconv.Itoa(len(p.lines))
+	}
+	if len(p.lines) == 0 {
+		pos = "no output"
+	}
+	title := ansi.Truncate(p.title, max(p.width-len(pos)-3, 1), "…")
+	gap := max(p.width-ansi.StringWidth(title)-len(pos)-2, 1)
+	ts := p.styles.Title
+	if p.focused {
+		ts = p.styles.Focused
+	}
+	b.WriteString(ts.Render(" " + title + strings.Repeat(" ", gap) + pos + " "))
+	end := min(p.offset+p.body(), len(p.lines))
+	for i := p.offset; i < end; i++ {
+		b.WriteByte('\n')
+		l := p.lines[i]
+		b.WriteString(p.styles.Kinds[l.Kind].Render(ansi.Truncate(prefix[l.Kind]+l.Text, p.width, "…")))
+	}
+	return b.String()
+}
+
+// Clean makes text safe to draw: escape sequences and control characters
+// are removed and tabs expanded.
+func Clean(s string) string {
+	if !needsClean(s) {
+		return s
+	}
+	s = ansi.Strip(s)
+	var b strings.Builder
+	col := 0
+	for _, r := range s {
+		switch {
+		case r == '\t':
+			n := 4 - col%4
+			b.WriteString(strings.Repeat(" ", n))
+			col += n
+		case r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0):
+			// drop: \r, bells, stray controls
+		default:
+			b.WriteRune(r)
+			col++
+		}
+	}
+	return b.String()
+}
+
+func needsClean(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < 0x20 || c == 0x7f || c == 0xc2 { // 0xc2 starts C1 controls in UTF-8
+			return true
+		}
+	}
+	return false
+}
