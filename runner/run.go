@@ -491,7 +491,11 @@ func describeError(err error) (msg, detail string) {
 	if errors.As(err, &ee) {
 		return innermostPos(ee.CallStack) + firstLine(ee.Msg), ee.Backtrace()
 	}
-	return firstLine(err.Error()), err.Error()
+	msg = firstLine(err.Error())
+	if msg != err.Error() {
+		detail = err.Error()
+	}
+	return msg, detail
 }
 
 // innermostPos is "file:line:col: " of the innermost Starlark frame (not

@@ -1,0 +1,126 @@
+// Command caretaker runs Starlark maintenance playbooks against the nodes
+// of K3s clusters over SSH. See README.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/caretaker/caretaker/runner"
+	"github.com/spf13/cobra"
+)
+
+// Exit codes (DESIGN.md): 0 all done; 1 a step failed (or the run was
+// aborted); 2 bad input; 3 locked by another run; 4 check/verify found drift
+// or expiring certificates; 5 outside the maintenance window.
+const (
+	exitOK       = 0
+	exitFailed   = 1
+	exitBadInput = 2
+	exitLocked   = 3
+	exitDrift    = 4
+	exitWindow   = 5
+)
+
+// version is stamped at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+// exitError carries an exit code through cobra.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+func withCode(code int, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &exitError{code: code, err: err}
+}
+
+func main() {
+	if code, handled := runShim(os.Args); handled {
+		os.Exit(code)
+	}
+	os.Exit(execute(os.Args[1:]))
+}
+
+func execute(args []string) int {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+	defer stop()
+	root := newRootCommand()
+	root.SetArgs(args)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return exitOK
+	}
+	var ee *exitError
+	code := exitFailed
+	if errors.As(err, &ee) {
+		code = ee.code
+	} else if errors.Is(err, runner.ErrBadInput) || isUsageError(err) {
+		code = exitBadInput
+	} else if errors.Is(err, runner.ErrLocked) {
+		code = exitLocked
+	}
+	if !silent(err) {
+		fmt.Fprintln(os.Stderr, "caretaker:", err)
+	}
+	return code
+}
+
+// silentError is an error already reported to the operator (by the summary
+// of a run); main only sets the exit code.
+type silentError struct{ error }
+
+func silent(err error) bool {
+	var s silentError
+	return errors.As(err, &s)
+}
+
+type usageError struct{ error }
+
+func isUsageError(err error) bool {
+	var u usageError
+	return errors.As(err, &u)
+}
+
+func newRootCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "caretaker",
+		Short:         "Run maintenance playbooks against K3s clusters over SSH",
+		Long:          "caretaker runs Starlark maintenance playbooks (CA rotation, certificate checks, backups) against the nodes of K3s clusters over SSH, with a live terminal view or plain/JSON output for unattended runs.",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		return usageError{fmt.Errorf("%w (see %s --help)", err, c.CommandPath())}
+	})
+	root.AddCommand(newRunCommand(), newPlanCommand(), newPlaybooksCommand(), newVersionCommand())
+	for _, c := range extraCommands {
+		root.AddCommand(c())
+	}
+	return root
+}
+
+// extraCommands are added by other files of this package (lab, check, ...).
+var extraCommands []func() *cobra.Command
+
+func newVersionCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print caretaker's version",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			fmt.Fprintf(cmd.OutOrStdout(), "caretaker %s\n", version)
+			return nil
+		},
+	}
+}
