@@ -37,7 +37,7 @@ bench: build
 	bash bench/run.sh
 
 demo: build
-	bash bench/demo.sh
+	bash scripts/demo.sh
 
 golden-update:
 	$(GO) test $(GOLDEN_PKGS) -update
