@@ -235,9 +235,10 @@ func (m *model) layout() {
 		return
 	}
 	if w >= 120 {
-		gw := min(m.grid.NaturalWidth(), w-50)
+		gw := min(m.grid.NaturalWidth(), max(w/2, w-90))
 		m.grid.SetSize(gw, body)
 		m.pane.SetSize(w-gw-1, body)
+		m.syncPane(false)
 		return
 	}
 	need := 1 + m.grid.Shown() + 3 // header, rows, group headings
@@ -245,6 +246,7 @@ func (m *model) layout() {
 	gh = max(gh, min(body/2, need))
 	m.grid.SetSize(w, gh)
 	m.pane.SetSize(w, max(body-gh, 2))
+	m.syncPane(false)
 }
 
 // syncPane shows the selected node's output; reset starts it from the tail.
@@ -256,5 +258,6 @@ func (m *model) syncPane(reset bool) {
 	} else {
 		m.pane.SetLines(lines)
 	}
-	m.pane.SetTitle(m.cellTitle(row, step))
+	m.pane.SetTitle(m.paneTitle(row))
+	m.pane.SetHeader(m.cellText(row, step))
 }

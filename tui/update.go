@@ -34,6 +34,7 @@ func (m *model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 			return m, nil
 		}
 		m.frame++
+		m.syncPane(false) // the selected cell's running time
 		return m, m.tick()
 	case savedMsg:
 		if msg.err != nil {

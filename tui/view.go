@@ -185,42 +185,56 @@ func (m *model) renderRun() string {
 	return m.titleBar() + "\n" + m.countsBar() + "\n" + body + "\n" + m.footer()
 }
 
-// cellTitle describes the selected cell for the output pane's title.
-func (m *model) cellTitle(row, step int) string {
-	nodes, steps := m.grid.Nodes(), m.grid.Steps()
+// paneTitle names the selected node for the output pane's title.
+func (m *model) paneTitle(row int) string {
+	nodes := m.grid.Nodes()
 	if row < 0 || row >= len(nodes) {
 		if m.grid.Filter() != "" {
 			return "no node matches /" + m.grid.Filter()
 		}
 		return "no nodes"
 	}
-	t := nodes[row].Name
-	if step < 0 || step >= len(steps) {
-		return t
+	n := nodes[row]
+	t := n.Name
+	if n.Role != "" || n.Address != "" {
+		t += " (" + strings.Trim(n.Role+" "+n.Address, " ") + ")"
 	}
-	t += " · " + strconv.Itoa(step+1) + "/" + strconv.Itoa(len(steps)) + " " + steps[step].Name + " · "
+	return t
+}
+
+// cellText describes the selected cell, shown under the pane's title, and
+// the line kind that styles it.
+func (m *model) cellText(row, step int) (string, logpane.Kind) {
+	nodes, steps := m.grid.Nodes(), m.grid.Steps()
+	if row < 0 || row >= len(nodes) || step < 0 || step >= len(steps) {
+		return "", logpane.Info
+	}
+	t := strconv.Itoa(step+1) + "/" + strconv.Itoa(len(steps)) + " " + steps[step].Name + " · "
 	c, _ := m.grid.Cell(row, step)
+	kind := logpane.StepStart
 	switch c.State {
 	case grid.NA:
-		t += "not on this node"
+		t += "does not run on this node"
 	case grid.Pending:
 		t += "pending"
 	case grid.Running:
-		t += "running " + formatDuration(m.now().Sub(c.Started))
+		t += "running for " + formatDuration(m.now().Sub(c.Started))
 	case grid.Skipped:
 		t += "skipped"
 		if c.Reason != "" {
 			t += ": " + c.Reason
 		}
 	case grid.Failed:
+		kind = logpane.StepFail
 		t += "failed after " + formatDuration(c.Duration)
 		if c.Error != "" {
 			t += ": " + c.Error
 		}
 	default:
+		kind = logpane.StepOK
 		t += string(c.State.Status()) + " in " + formatDuration(c.Duration)
 	}
-	return t
+	return t, kind
 }
 
 // renderPlan is the screen before the run.
@@ -316,7 +330,7 @@ func padLeft(s string, w int) string {
 
 // renderSummary is the screen after RunDone.
 func (m *model) renderSummary() string {
-	lines := []string{m.titleBar(), m.countsBar()}
+	lines := []string{m.titleBar(), ""}
 	var body []sumLine
 	for _, l := range m.summaryLines() {
 		body = append(body, wrapLine(l, m.width)...)

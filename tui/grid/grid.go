@@ -501,6 +501,10 @@ func (g *Grid) layout() (nameW, cw, ncols int) {
 		nameW = max(nameW, ansi.StringWidth(n.Name))
 	}
 	nameW = min(nameW, max(g.width/3, 8), 28)
+	if len(g.lines) > g.height-1 {
+		// room for the position ("120/1000") in the header
+		nameW = max(nameW, 2*len(strconv.Itoa(len(g.rows)))+2)
+	}
 	avail := g.width - nameW - 1
 	s := max(len(g.steps), 1)
 	cw = min(max(avail/s, 4), g.longest()+1, 16)

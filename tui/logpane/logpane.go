@@ -59,6 +59,8 @@ type Pane struct {
 	unfollow bool // the operator scrolled away from the tail
 	focused  bool
 	title    string
+	header   []string // wrapped lines under the title (the selected cell)
+	headKind Kind
 	width    int
 	height   int
 	styles   Styles
@@ -79,6 +81,23 @@ func (p *Pane) Height() int { return p.height }
 
 // SetTitle sets the text of the title line.
 func (p *Pane) SetTitle(t string) { p.title = t }
+
+// SetHeader sets text shown under the title, wrapped to the width (at most
+// three lines), styled as kind.
+func (p *Pane) SetHeader(text string, kind Kind) {
+	p.headKind = kind
+	p.header = p.header[:0]
+	if text == "" {
+		p.clamp()
+		return
+	}
+	p.header = append(p.header, strings.Split(ansi.Wrap(text, max(p.width-1, 1), ""), "\n")...)
+	if len(p.header) > 3 {
+		p.header = p.header[:3]
+		p.header[2] = ansi.Truncate(p.header[2], max(p.width-2, 1), "") + "…"
+	}
+	p.clamp()
+}
 
 // SetFocused marks the pane as receiving the scroll keys.
 func (p *Pane) SetFocused(f bool) { p.focused = f }
@@ -102,7 +121,7 @@ func (p *Pane) Reset(lines []Line) {
 // Following reports whether the window follows the tail.
 func (p *Pane) Following() bool { return !p.unfollow }
 
-func (p *Pane) body() int { return p.height - 1 }
+func (p *Pane) body() int { return max(p.height-1-len(p.header), 1) }
 
 func (p *Pane) maxOffset() int { return max(len(p.lines)-p.body(), 0) }
 
@@ -156,6 +175,10 @@ func (p *Pane) View() string {
 		ts = p.styles.Focused
 	}
 	b.WriteString(ts.Render(" " + title + strings.Repeat(" ", gap) + pos + " "))
+	for _, h := range p.header {
+		b.WriteByte('\n')
+		b.WriteString(p.styles.Kinds[p.headKind].Render(" " + h))
+	}
 	end := min(p.offset+p.body(), len(p.lines))
 	for i := p.offset; i < end; i++ {
 		b.WriteByte('\n')
