@@ -258,6 +258,9 @@ func nodeRead(n *Node, th *starlark.Thread, b *starlark.Builtin, args starlark.T
 		return nil, err
 	}
 	data, err := ex.ReadFile(env.Ctx, path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%s: %s: no such file on %s: %w", b.Name(), path, n.N.Name, fs.ErrNotExist)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", b.Name(), err)
 	}
