@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"syscall"
@@ -49,15 +50,23 @@ func main() {
 	if code, handled := runShim(os.Args); handled {
 		os.Exit(code)
 	}
-	os.Exit(execute(os.Args[1:]))
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+	code := execute(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
 }
 
-func execute(args []string) int {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
-	defer stop()
+// execute runs the command line and returns the process exit code.
+func execute(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root := newRootCommand()
 	root.SetArgs(args)
-	err := root.ExecuteContext(ctx)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	return exitCode(root.ExecuteContext(ctx), stderr)
+}
+
+// exitCode maps an error to the exit codes of DESIGN.md and reports it.
+func exitCode(err error, stderr io.Writer) int {
 	if err == nil {
 		return exitOK
 	}
@@ -71,7 +80,7 @@ func execute(args []string) int {
 		code = exitLocked
 	}
 	if !silent(err) {
-		fmt.Fprintln(os.Stderr, "caretaker:", err)
+		fmt.Fprintln(stderr, "caretaker:", err)
 	}
 	return code
 }
