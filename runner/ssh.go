@@ -70,6 +70,22 @@ func (c *sshConn) isDead() bool {
 	}
 }
 
+// waitDead reports whether the connection is gone or goes within d; a
+// session error usually comes a moment before the connection's own end.
+func (c *sshConn) waitDead(d time.Duration) bool {
+	if c.isDead() {
+		return true
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-c.dead:
+		return true
+	case <-t.C:
+		return false
+	}
+}
+
 func (c *sshConn) reason() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -431,7 +447,7 @@ func (e *sshExecutor) run(ctx context.Context, c Command, display string) (Resul
 	if err := sess.Start(line); err != nil {
 		sess.Close()
 		closeGates()
-		if conn.isDead() {
+		if conn.waitDead(time.Second) {
 			return Result{}, e.lostError(conn, "starting "+strconv.Quote(shorten(display, 80)), err)
 		}
 		return Result{}, fmt.Errorf("node %s: start command %q: %w", e.node.Name, shorten(display, 80), err)
@@ -468,7 +484,7 @@ func (e *sshExecutor) run(ctx context.Context, c Command, display string) (Resul
 		return res, exitError(e.node.Name, e.target.node.user, display, res.ExitCode, tail.String(), sudo)
 	default:
 		res.ExitCode = -1
-		if conn.isDead() {
+		if conn.waitDead(time.Second) {
 			return res, e.lostError(conn, "while running "+strconv.Quote(shorten(display, 80))+" (it may or may not have completed)", werr)
 		}
 		return res, fmt.Errorf("node %s: command %q: %w", e.node.Name, shorten(display, 80), werr)
@@ -555,13 +571,13 @@ func (e *sshExecutor) Dial(ctx context.Context, network, addr string) (net.Conn,
 		case errors.As(err, &oce) || ctx.Err() != nil:
 			return nil, fmt.Errorf("node %s: dial %s from the node: %w", e.node.Name, addr, err)
 		}
-		if !c.isDead() || attempt > 0 {
-			if c.isDead() {
-				return nil, e.lostError(c, "dialing "+addr, err)
-			}
+		if !c.waitDead(time.Second) {
 			return nil, fmt.Errorf("node %s: dial %s from the node: %w", e.node.Name, addr, err)
 		}
 		e.drop(c)
+		if attempt > 0 {
+			return nil, e.lostError(c, "dialing "+addr, err)
+		}
 	}
 }
 
