@@ -143,6 +143,10 @@ func (m *model) applyEvent(ev runner.Event) tea.Cmd {
 	case runner.RunDone:
 		d := e
 		m.done = &d
+		if e.RunID != "" {
+			m.runID = e.RunID
+		}
+		m.flash = ""
 		m.phase = phaseDone
 		m.summary = true
 		m.modal = modalNone
