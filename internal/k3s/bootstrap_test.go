@@ -3,6 +3,7 @@ package k3s
 import (
 	"bytes"
 	"encoding/hex"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -194,5 +195,48 @@ func TestReconcileFile(t *testing.T) {
 	msg := NewerThanDatastoreMessage([]string{"/a/ipsec.psk", "/a/passwd"})
 	if msg != "/a/ipsec.psk, /a/passwd newer than datastore and could cause a cluster outage. Remove the file(s) from disk and restart to be recreated from datastore." {
 		t.Errorf("message %q", msg)
+	}
+}
+
+// TestMarshalBootstrapGoldenLengths pins the plaintext framing against the
+// real cluster: golden bootstrap-key.txt gives plainLen 8756 (first start)
+// and 25338 (after rotate-ca); the content sizes are those of files.txt and
+// the Timestamps those of bootstrap-json-shape.json. The lengths only add
+// up with the trailing newline json.Encoder writes.
+func TestMarshalBootstrapGoldenLengths(t *testing.T) {
+	b, err := os.ReadFile("/work/shared/k3s-golden/bootstrap-json-shape.json")
+	if err != nil {
+		t.Fatalf("golden data /work/shared/k3s-golden is required for this test: %v", err)
+	}
+	var shape map[string]json.RawMessage
+	if err := json.Unmarshal(b, &shape); err != nil {
+		t.Fatal(err)
+	}
+	sizes := map[string]map[string]int{
+		"after_first_start": {"ClientCA": 570, "ClientCAKey": 227, "ETCDPeerCA": 566, "ETCDPeerCAKey": 227, "ETCDServerCA": 570, "ETCDServerCAKey": 227, "IPSECKey": 97, "PasswdFile": 59, "RequestHeaderCA": 591, "RequestHeaderCAKey": 227, "ServerCA": 566, "ServerCAKey": 227, "ServiceKey": 1675},
+		"after_rotate_ca":   {"ClientCA": 2468, "ClientCAKey": 454, "ETCDPeerCA": 2480, "ETCDPeerCAKey": 454, "ETCDServerCA": 2509, "ETCDServerCAKey": 454, "IPSECKey": 97, "PasswdFile": 59, "RequestHeaderCA": 2555, "RequestHeaderCAKey": 454, "ServerCA": 2464, "ServerCAKey": 454, "ServiceKey": 3354},
+	}
+	want := map[string]int{"after_first_start": 8756, "after_rotate_ca": 25338}
+	for phase, sz := range sizes {
+		var entries map[string]struct{ Timestamp time.Time }
+		if err := json.Unmarshal(shape[phase], &entries); err != nil {
+			t.Fatal(err)
+		}
+		d := BootstrapData{}
+		for k, e := range entries {
+			d[k] = File{Timestamp: e.Timestamp, Content: bytes.Repeat([]byte{'x'}, sz[k])}
+		}
+		got, err := MarshalBootstrap(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != want[phase] {
+			t.Errorf("%s: plaintext %d bytes, golden %d", phase, len(got), want[phase])
+		}
+		// Value framing: 16 + 1 + base64(12 + plain + 16) (golden valueLen).
+		enc, _ := Encrypt("secret", got)
+		if wantLen := map[string]int{"after_first_start": 11729, "after_rotate_ca": 33841}[phase]; len(enc) != wantLen {
+			t.Errorf("%s: stored value %d bytes, golden %d", phase, len(enc), wantLen)
+		}
 	}
 }

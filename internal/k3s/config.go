@@ -26,7 +26,8 @@ type NamedFile struct {
 }
 
 // Sources are the files K3s reads its server/agent flags from on one node
-// (k3s-ca-rotation.md §7). Empty Data with a Path means "absent".
+// (k3s-ca-rotation.md §7). A nil Unit or Config means the file is absent;
+// only files that exist belong in the slices.
 type Sources struct {
 	// Unit is the systemd unit (/etc/systemd/system/k3s.service).
 	Unit     []byte

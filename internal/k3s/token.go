@@ -184,3 +184,19 @@ func ParseCertsPEM(data []byte) ([]*x509.Certificate, error) {
 	}
 	return certs, nil
 }
+
+// ServerTokenFile is the content K3s writes to SD/token at every server
+// start: "K10<HashCA(server-ca.crt)>::server:<password>" and a newline
+// (k3s-ca-rotation.md §3 "Token format"; golden token.txt, 83 bytes).
+// token may be a bare password or a full token; its password is used.
+func ServerTokenFile(serverCAPEM []byte, token string) ([]byte, error) {
+	pass, err := NormalizeToken(token)
+	if err != nil {
+		return nil, err
+	}
+	h, err := HashCA(serverCAPEM)
+	if err != nil {
+		return nil, err
+	}
+	return []byte(FormatToken(h, "server", pass) + "\n"), nil
+}

@@ -139,3 +139,21 @@ func TestHashCAUnverifiableBundleFallsBackToFileHash(t *testing.T) {
 		t.Error("want error for no certs")
 	}
 }
+
+func TestServerTokenFile(t *testing.T) {
+	ca := testCA(t, "k3s-server-ca@1")
+	b, err := ServerTokenFile(ca.certPEM, "secret")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, _ := HashCA(ca.certPEM)
+	if string(b) != "K10"+h+"::server:secret\n" || len(b) != 83 {
+		t.Errorf("token file %q (%d bytes)", b, len(b))
+	}
+	if b2, _ := ServerTokenFile(ca.certPEM, "K10"+hash64+"::server:secret"); string(b2) != string(b) {
+		t.Error("a full token must give the same file (the hash is recomputed)")
+	}
+	if _, err := ServerTokenFile(ca.certPEM, "abcdef.0123456789abcdef"); err == nil {
+		t.Error("bootstrap token must be refused")
+	}
+}
