@@ -122,6 +122,9 @@ func envUnquote(s string) (string, byte, error) {
 			for ; i < len(s) && s[i] != '"'; i++ {
 				if s[i] == '\\' && i+1 < len(s) {
 					i++
+					if s[i] == '\n' {
+						continue // a backslash-newline continues the line
+					}
 				}
 				b.WriteByte(s[i])
 			}
