@@ -1,0 +1,582 @@
+// Package lab is K3s in miniature: simulated K3s nodes that behave as K3s
+// does for everything caretaker touches, reached over real SSH, with a real
+// embedded etcd as the cluster's datastore (issue 3; behaviour specified in
+// docs/k3s-ca-rotation.md §2-§7 and the checklist in §9).
+//
+// A lab runs in one process: `caretaker lab up` starts it as a detached
+// daemon (`caretaker lab daemon`), tests run it in the test process with
+// Start. Each node has its own loopback address <subnet>.N, SSH server and
+// file tree DIR/<node>/ mirroring the node's root; its k3s, systemctl and
+// journalctl commands are the shim (package lab/shim), which hands the
+// command to the lab over the unix socket DIR/lab.sock, where the simulated
+// K3s does the work.
+package lab
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/caretaker/caretaker/internal/k3s"
+	"github.com/caretaker/caretaker/internal/sshserver"
+	"github.com/caretaker/caretaker/lab/shim"
+)
+
+// Lab is a running lab. Its methods are safe for concurrent use.
+type Lab struct {
+	opts   Options
+	nodes  []*node
+	byName map[string]*node
+	ds     *datastore
+	ctrl   *controlServer
+
+	sshServers []*sshserver.Server // inprocess mode
+	sshds      *openSSH            // openssh mode
+
+	clientKey ssh.Signer
+	password  string // the cluster token's password
+	token     string // the token nodes are configured with
+	started   time.Time
+	upTook    atomic.Int64 // nanoseconds Start took; 0 until ready
+
+	pidSeq atomic.Int64
+
+	closeOnce sync.Once
+	closeErr  error
+	downCh    chan struct{} // closed when someone asks the lab to go down
+	downOnce  sync.Once
+}
+
+// Start creates and starts a lab as o describes and returns once every
+// node's service is up, the SSH servers listen and DIR/inventory.yaml is
+// written. Close stops it.
+func Start(ctx context.Context, o Options) (l *Lab, err error) {
+	began := time.Now()
+	o, err = o.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if err := prepareDir(o.Dir); err != nil {
+		return nil, err
+	}
+	if o.SSH == SSHOpenSSH {
+		if err := checkOpenSSH(o.Dir); err != nil {
+			return nil, err
+		}
+	}
+	if len(filepath.Join(o.Dir, shim.SocketName)) > 100 {
+		return nil, fmt.Errorf("lab: directory %s is too long for a unix socket path (at most ~100 bytes); use a shorter --dir", o.Dir)
+	}
+	l = &Lab{opts: o, byName: map[string]*node{}, downCh: make(chan struct{}), started: began}
+	defer func() {
+		if err != nil {
+			_ = l.Close()
+		}
+	}()
+
+	// Cluster secrets: the SSH client key, the token password, the CAs
+	// generated as a first server start does (an hour ago, so that later
+	// rotations are clearly newer: §2 "Reconcile" 3).
+	if err := l.writeClientKey(); err != nil {
+		return nil, err
+	}
+	pw := make([]byte, 16)
+	if _, err := rand.Read(pw); err != nil {
+		return nil, err
+	}
+	l.password = hex.EncodeToString(pw)
+	t0 := time.Now().Add(-time.Hour).Truncate(time.Second)
+	cas, err := k3s.GenerateClusterCAs(t0, l.password)
+	if err != nil {
+		return nil, fmt.Errorf("lab: generate the cluster CAs: %w", err)
+	}
+	l.token = l.password
+	if o.SecureToken {
+		hash, err := k3s.HashCA(cas[k3s.PathServerCA])
+		if err != nil {
+			return nil, fmt.Errorf("lab: hash the server CA: %w", err)
+		}
+		l.token = k3s.FormatToken(hash, "server", l.password)
+	}
+
+	// Nodes and their trees.
+	for i, nn := range nodeNames(o.Servers, o.Agents) {
+		n := l.newNode(nn.name, nn.role, i+1)
+		l.nodes = append(l.nodes, n)
+		l.byName[n.name] = n
+	}
+	for _, n := range l.nodes {
+		if err := l.writeNodeTree(n, cas, t0); err != nil {
+			return nil, fmt.Errorf("lab: %s: %w", n.name, err)
+		}
+	}
+
+	// The datastore, seeded as the first server saved it long ago.
+	var serverIPs []string
+	for _, n := range l.nodes {
+		if n.isServer() {
+			serverIPs = append(serverIPs, n.ip)
+		}
+	}
+	l.ds, err = startDatastore(ctx, o.Dir, serverIPs, cas[k3s.PathETCDServerCA], cas[k3s.PathETCDServerCAKey])
+	if err != nil {
+		return nil, fmt.Errorf("lab: %w", err)
+	}
+	first := l.nodes[0]
+	seed, err := k3s.ReadBootstrapFromDir(first.host(filepath.Join(first.dataDir, "server")))
+	if err != nil {
+		return nil, fmt.Errorf("lab: read the bootstrap files of %s: %w", first.name, err)
+	}
+	if _, err := l.ds.saveBootstrap(ctx, l.password, seed, false); err != nil {
+		return nil, fmt.Errorf("lab: seed the datastore: %w", err)
+	}
+
+	l.ctrl, err = startControl(l)
+	if err != nil {
+		return nil, err
+	}
+
+	// Services: servers one by one in address order (each joins through a
+	// peer that may not be up yet, as after a full cluster restart), then
+	// the agents together.
+	for _, n := range l.nodes {
+		if err := n.daemonReload(); err != nil {
+			return nil, fmt.Errorf("lab: %s: load %s: %w", n.name, n.unitFile, err)
+		}
+	}
+	for _, n := range l.nodes {
+		if !n.isServer() {
+			continue
+		}
+		if err := l.startService(ctx, n); err != nil {
+			return nil, err
+		}
+	}
+	var g errgroup.Group
+	for _, n := range l.nodes {
+		if n.isServer() {
+			continue
+		}
+		g.Go(func() error { return l.startService(ctx, n) })
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+
+	// SSH.
+	if o.SSH == SSHOpenSSH {
+		l.sshds, err = startOpenSSH(ctx, l)
+	} else {
+		err = l.startInProcessSSH()
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := l.writeInventory(); err != nil {
+		return nil, err
+	}
+	l.upTook.Store(int64(time.Since(began)))
+	o.Logf("lab up in %s: %d servers, %d agents, ssh %s, inventory %s", l.UpDuration().Round(time.Millisecond), o.Servers, o.Agents, o.SSH, l.InventoryPath())
+	return l, nil
+}
+
+func (l *Lab) startService(ctx context.Context, n *node) error {
+	n.opMu.Lock()
+	defer n.opMu.Unlock()
+	if err := n.start(ctx); err != nil {
+		return fmt.Errorf("lab: %s: %s did not start; its journal ends:\n%s", n.name, n.unitName(), n.journalTail(15))
+	}
+	return nil
+}
+
+// journalTail returns the last k journal lines of the node's unit.
+func (n *node) journalTail(k int) string {
+	es := n.journal.snapshot(n.unitName())
+	if len(es) > k {
+		es = es[len(es)-k:]
+	}
+	var b strings.Builder
+	for _, e := range es {
+		b.WriteString("  " + n.journal.formatShort(e) + "\n")
+	}
+	return b.String()
+}
+
+// labEntries are the names Start may find in (and clear from) a lab dir
+// left by an earlier lab.
+func isLabEntry(name string) bool {
+	switch name {
+	case "lab.log", shim.SocketName, "inventory.yaml", "known_hosts", "id_ed25519", "id_ed25519.pub",
+		"etcd", "etcd-tls", "etcd-client", "etcd.log":
+		return true
+	}
+	return strings.HasPrefix(name, "server-") || strings.HasPrefix(name, "agent-")
+}
+
+// prepareDir creates dir or clears what an earlier, stopped lab left in it.
+func prepareDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("lab: create %s: %w", dir, err)
+	}
+	sock := filepath.Join(dir, shim.SocketName)
+	if _, err := os.Stat(sock); err == nil {
+		if c, err := net.DialTimeout("unix", sock, time.Second); err == nil {
+			c.Close()
+			return fmt.Errorf("lab: a lab is already running in %s; stop it first with: caretaker lab down --dir %s", dir, dir)
+		}
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("lab: read %s: %w", dir, err)
+	}
+	for _, e := range ents {
+		if !isLabEntry(e.Name()) {
+			return fmt.Errorf("lab: %s holds %s, which is not from a lab; use an empty or new --dir", dir, e.Name())
+		}
+	}
+	for _, e := range ents {
+		if e.Name() == "lab.log" {
+			continue
+		}
+		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+			return fmt.Errorf("lab: clear the old lab in %s: %w", dir, err)
+		}
+	}
+	return nil
+}
+
+func (l *Lab) newNode(name, role string, index int) *node {
+	o := l.opts
+	v := o.Version
+	if nv, ok := o.NodeVersions[name]; ok {
+		v = nv
+	}
+	n := &node{
+		lab: l, name: name, role: role, index: index,
+		ip:      fmt.Sprintf("%s.%d", o.Subnet, index),
+		version: k3s.MustParseVersion(v),
+		root:    filepath.Join(o.Dir, name),
+		state:   stateInactive,
+	}
+	n.commit = fakeCommit(n.version.String())
+	n.service = "k3s"
+	if role == "agent" {
+		n.service = "k3s-agent"
+	}
+	n.dataDir = n.view(viewDataDir)
+	n.configFile = n.view(viewConfigFile)
+	n.kubeconfig = n.view(viewKubeconfig)
+	n.unitFile = n.view(filepath.Join(viewUnitDir, n.service+".service"))
+	n.envFile = n.unitFile + ".env"
+	n.journal = newJournal(name, filepath.Join(n.root, "journal.log"))
+	return n
+}
+
+// peerOf is the server a node joins through (issue 3 scenarios; agents
+// spread over the servers).
+func (l *Lab) peerOf(n *node) *node {
+	servers := l.opts.Servers
+	if !n.isServer() {
+		idx := 0
+		fmt.Sscanf(n.name, "agent-%d", &idx)
+		return l.nodes[(idx-1)%servers]
+	}
+	if n.index == 1 {
+		if l.opts.Scenario == ScenarioClusterInit || servers == 1 {
+			return nil
+		}
+		return l.nodes[1]
+	}
+	return l.nodes[0]
+}
+
+// writeNodeTree lays out DIR/<node>/ as install.sh and a first start would
+// have left it (issue 3 "Each node"), with the node's command shims.
+func (l *Lab) writeNodeTree(n *node, cas map[string][]byte, t0 time.Time) error {
+	dirs := []string{
+		n.host(filepath.Dir(n.configFile)), n.host(n.configFile + ".d"), n.host(filepath.Dir(n.unitFile)),
+		n.host(n.dataDir), filepath.Join(n.root, "bin"), filepath.Join(n.root, "etc", "default"),
+		filepath.Join(n.root, "etc", "sysconfig"),
+	}
+	for _, d := range dirs {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+	}
+	for _, d := range []string{filepath.Join(n.root, "root", ".ssh")} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return err
+		}
+	}
+	_ = os.Chmod(filepath.Join(n.root, "root"), 0o700)
+	for _, c := range shim.Commands {
+		if err := os.Symlink(l.opts.ShimBinary, filepath.Join(n.root, "bin", c)); err != nil {
+			return err
+		}
+	}
+	pub := ssh.MarshalAuthorizedKey(l.clientKey.PublicKey())
+	if err := os.WriteFile(filepath.Join(n.root, "root", ".ssh", "authorized_keys"), pub, 0o600); err != nil {
+		return err
+	}
+
+	// Config sources (§7).
+	peer := l.peerOf(n)
+	var args []string
+	var cfg strings.Builder
+	var env strings.Builder
+	cfg.WriteString("# written by caretaker lab for " + n.name + "\n")
+	if n.isServer() {
+		fmt.Fprintf(&cfg, "token: %s\n", l.token)
+		fmt.Fprintf(&cfg, "node-ip: %s\n", n.ip)
+		if peer == nil {
+			if l.opts.Scenario == ScenarioClusterInit {
+				cfg.WriteString("cluster-init: true\n")
+			}
+		} else {
+			url := peer.serverURL()
+			switch l.opts.ServerSource[n.name] {
+			case SourceDropIn:
+				if err := writeFile(n.host(filepath.Join(n.configFile+".d", "50-server.yaml")), []byte("server: "+url+"\n"), 0o644); err != nil {
+					return err
+				}
+			case SourceUnit:
+				args = append(args, "--server", url)
+			case SourceEnv:
+				fmt.Fprintf(&env, "K3S_URL='%s'\n", url)
+			default:
+				fmt.Fprintf(&cfg, "server: %s\n", url)
+			}
+		}
+	} else {
+		fmt.Fprintf(&cfg, "node-ip: %s\n", n.ip)
+		fmt.Fprintf(&env, "K3S_TOKEN='%s'\nK3S_URL='%s'\n", l.token, peer.serverURL())
+	}
+	if err := writeFile(n.host(n.configFile), []byte(cfg.String()), 0o600); err != nil {
+		return err
+	}
+	if err := writeFile(n.host(n.envFile), []byte(env.String()), 0o600); err != nil {
+		return err
+	}
+	sub := "server"
+	if !n.isServer() {
+		sub = "agent"
+	}
+	unit := k3s.WriteUnit(sub, args, n.envFile)
+	if l.opts.SSH != SSHOpenSSH {
+		// In inprocess mode the node's /etc is DIR/<node>/etc.
+		s := string(unit)
+		s = strings.ReplaceAll(s, "EnvironmentFile=-/etc/default/", "EnvironmentFile=-"+filepath.Join(n.root, "etc", "default")+"/")
+		s = strings.ReplaceAll(s, "EnvironmentFile=-/etc/sysconfig/", "EnvironmentFile=-"+filepath.Join(n.root, "etc", "sysconfig")+"/")
+		unit = []byte(s)
+	}
+	if err := writeFile(n.host(n.unitFile), unit, 0o644); err != nil {
+		return err
+	}
+
+	if !n.isServer() {
+		return os.MkdirAll(filepath.Join(n.host(n.dataDir), "agent"), 0o755)
+	}
+	// The server's bootstrap files as the datastore holds them, and an
+	// initialized etcd member dir (§2 "Choosing the driver").
+	sd := n.host(filepath.Join(n.dataDir, "server"))
+	d := k3s.BootstrapData{}
+	for i, bf := range k3s.BootstrapFiles {
+		b, ok := cas[bf.Path]
+		if !ok {
+			continue
+		}
+		d[bf.Key] = k3s.File{Timestamp: t0.Add(time.Duration(i+1) * 1733 * time.Microsecond), Content: b}
+	}
+	if err := k3s.WriteBootstrapToDir(sd, d); err != nil {
+		return err
+	}
+	for rel, b := range cas {
+		if _, known := bootstrapPath(rel); known {
+			continue
+		}
+		if err := writeFile(filepath.Join(sd, rel), b, 0o600); err != nil {
+			return err
+		}
+	}
+	return os.MkdirAll(filepath.Join(sd, "db", "etcd", "member", "wal"), 0o700)
+}
+
+func bootstrapPath(rel string) (k3s.BootstrapFile, bool) {
+	for _, bf := range k3s.BootstrapFiles {
+		if bf.Path == rel {
+			return bf, true
+		}
+	}
+	return k3s.BootstrapFile{}, false
+}
+
+// writeClientKey creates the lab's SSH client key DIR/id_ed25519 (0600).
+func (l *Lab) writeClientKey() error {
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return err
+	}
+	blk, err := ssh.MarshalPrivateKey(priv, "caretaker lab")
+	if err != nil {
+		return err
+	}
+	signer, err := ssh.NewSignerFromKey(priv)
+	if err != nil {
+		return err
+	}
+	l.clientKey = signer
+	p := filepath.Join(l.opts.Dir, "id_ed25519")
+	if err := os.WriteFile(p, pem.EncodeToMemory(blk), 0o600); err != nil {
+		return err
+	}
+	return os.WriteFile(p+".pub", ssh.MarshalAuthorizedKey(signer.PublicKey()), 0o644)
+}
+
+func (l *Lab) startInProcessSSH() error {
+	for _, n := range l.nodes {
+		hk, err := sshserver.GenerateHostKey()
+		if err != nil {
+			return err
+		}
+		home := filepath.Join(n.root, "root")
+		srv, err := sshserver.Start(sshserver.Config{
+			Addr:           net.JoinHostPort(n.ip, "0"),
+			HostKey:        hk,
+			AuthorizedKeys: []ssh.PublicKey{l.clientKey.PublicKey()},
+			Shell:          "/bin/sh",
+			Env: []string{
+				"PATH=" + filepath.Join(n.root, "bin") + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+				"HOME=" + home,
+				shim.EnvNode + "=" + n.name,
+				shim.EnvSock + "=" + filepath.Join(l.opts.Dir, shim.SocketName),
+			},
+			Dir:                home,
+			AllowTCPForwarding: true,
+			Logf:               func(f string, a ...any) { l.opts.Logf(n.name+" ssh: "+f, a...) },
+		})
+		if err != nil {
+			return fmt.Errorf("lab: %s: start the SSH server on %s: %w", n.name, n.ip, err)
+		}
+		l.sshServers = append(l.sshServers, srv)
+		n.sshPort = srv.Port()
+		n.hostKey = srv.HostKey()
+	}
+	return nil
+}
+
+// supervisorAt returns the running supervisor a URL points at.
+func (l *Lab) supervisorAt(baseURL string) *supervisor {
+	u, err := url.Parse(baseURL)
+	if err != nil {
+		return nil
+	}
+	for _, n := range l.nodes {
+		if n.ip == u.Hostname() {
+			n.mu.Lock()
+			defer n.mu.Unlock()
+			return n.sup
+		}
+	}
+	return nil
+}
+
+// Close stops the lab: SSH servers (and every process of openssh-mode
+// nodes), the simulated services, the control socket and etcd. It leaves
+// the files in DIR and nothing running. It is safe to call more than once.
+func (l *Lab) Close() error {
+	l.closeOnce.Do(func() {
+		var errs []error
+		if l.ctrl != nil {
+			l.ctrl.close()
+		}
+		for _, s := range l.sshServers {
+			if err := s.Close(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if l.sshds != nil {
+			if err := l.sshds.close(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		for _, n := range l.nodes {
+			n.opMu.Lock()
+			n.stop()
+			n.opMu.Unlock()
+			n.journal.close()
+		}
+		l.ds.close()
+		_ = os.Remove(filepath.Join(l.opts.Dir, shim.SocketName))
+		l.requestDown()
+		l.closeErr = errors.Join(errs...)
+	})
+	return l.closeErr
+}
+
+// requestDown asks whoever waits on Done to stop the lab.
+func (l *Lab) requestDown() {
+	l.downOnce.Do(func() { close(l.downCh) })
+}
+
+// Done is closed when `lab down` (or Close) asked the lab to stop.
+func (l *Lab) Done() <-chan struct{} { return l.downCh }
+
+// Dir is the lab directory.
+func (l *Lab) Dir() string { return l.opts.Dir }
+
+// InventoryPath is DIR/inventory.yaml.
+func (l *Lab) InventoryPath() string { return filepath.Join(l.opts.Dir, "inventory.yaml") }
+
+// UpDuration is how long Start took.
+func (l *Lab) UpDuration() time.Duration { return time.Duration(l.upTook.Load()) }
+
+// SetFault injects a fault into a node's service: FaultFailStart makes
+// every start fail until FaultClear.
+func (l *Lab) SetFault(nodeName, fault string) error {
+	n, ok := l.byName[nodeName]
+	if !ok {
+		return fmt.Errorf("lab: no node %q (nodes: %s)", nodeName, strings.Join(l.nodeNames(), ", "))
+	}
+	switch fault {
+	case FaultFailStart:
+	case FaultClear, "":
+		fault = ""
+	default:
+		return fmt.Errorf("lab: unknown fault %q (want %s or %s)", fault, FaultFailStart, FaultClear)
+	}
+	n.mu.Lock()
+	n.fault = fault
+	n.mu.Unlock()
+	return nil
+}
+
+func (l *Lab) nodeNames() []string {
+	var out []string
+	for _, n := range l.nodes {
+		out = append(out, n.name)
+	}
+	return out
+}
+
+// NodeRoot returns DIR/<node>, the host directory mirroring the node's
+// root.
+func (l *Lab) NodeRoot(name string) string { return filepath.Join(l.opts.Dir, name) }
+
+// Token returns the token the nodes are configured with (the bare
+// password, or the K10 form with SecureToken). Tests only: never log it.
+func (l *Lab) Token() string { return l.token }
