@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"net"
@@ -550,5 +551,63 @@ func BenchmarkGenerateRotation(b *testing.B) {
 		if _, err := GenerateRotation(cas, time.Now()); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+func TestLeafRenewalReasons(t *testing.T) {
+	cas := clusterCAs(t)
+	opts := LeafOptions{NodeName: "n1", NodeIPs: []net.IP{net.ParseIP("10.0.0.1")}, Now: fixtureNow}
+	first, err := IssueLeafCerts(cas, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A new node IP changes the SANs of the serving certs only.
+	opts.NodeIPs = []net.IP{net.ParseIP("10.0.0.2")}
+	_, issued, err := RenewLeafCerts(cas, first, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"server/tls/serving-kube-apiserver.crt", "server/tls/etcd/peer-server-client.crt", "server/tls/etcd/server-client.crt", "agent/serving-kubelet.crt"}
+	if strings.Join(issued, ",") != strings.Join(want, ",") {
+		t.Errorf("reissued %v, want %v", issued, want)
+	}
+	// A renamed node changes the kubelet certs' CN.
+	opts.NodeIPs = []net.IP{net.ParseIP("10.0.0.1")}
+	opts.NodeName = "n9"
+	_, issued, err = RenewLeafCerts(cas, first, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !containsStr(issued, "agent/client-kubelet.crt") || containsStr(issued, "server/tls/client-admin.crt") {
+		t.Errorf("rename reissued %v", issued)
+	}
+	// A corrupt key is replaced.
+	broken := copyMap(first)
+	broken["server/tls/client-admin.key"] = []byte("junk")
+	files, issued, err := RenewLeafCerts(cas, broken, LeafOptions{NodeName: "n1", NodeIPs: []net.IP{net.ParseIP("10.0.0.1")}, Now: fixtureNow})
+	if err != nil || !containsStr(issued, "server/tls/client-admin.crt") || len(files["server/tls/client-admin.key"]) == 0 {
+		t.Errorf("corrupt key: %v %v", issued, err)
+	}
+}
+
+func TestServiceKeyWithPublicKeyBlock(t *testing.T) {
+	cas := clusterCAs(t)
+	keys, _ := parsePrivateKeys(cas[PathServiceKey])
+	der, err := x509.MarshalPKIXPublicKey(keys[0].Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
+	other, _ := newRSAKeyPEM()
+	// The old key may appear as a public key in the new file.
+	if err := validateServiceKey(cas[PathServiceKey], append(append([]byte{}, other...), pub...)); err != nil {
+		t.Errorf("public key block: %v", err)
+	}
+	if err := validateServiceKey(cas[PathServiceKey], other); err == nil {
+		t.Error("want refusal without the old key")
+	}
+	k, _ := parsePrivateKeys(other)
+	if b, err := marshalPrivateKey(k[0]); err != nil || string(b) != string(other) {
+		t.Error("marshalPrivateKey must round-trip a PKCS#1 key")
 	}
 }

@@ -80,3 +80,24 @@ func TestEnvFileParsing(t *testing.T) {
 		t.Errorf("first assignment %+v", ents[0])
 	}
 }
+
+func TestReplaceTokenEnvStyles(t *testing.T) {
+	cases := map[string]struct{ in, want string }{
+		"install.sh single quotes": {"K3S_TOKEN='old'\n", "K3S_TOKEN='n'\\''ew'\n"},
+		"double quotes":            {"export K3S_TOKEN=\"old\"\n", "export K3S_TOKEN=\"n'ew\"\n"},
+		"bare":                     {"K3S_TOKEN=old\nX=1\n", "K3S_TOKEN='n'\\''ew'\nX=1\n"},
+		"multi-line":               {"K3S_TOKEN=\"o\\\nld\"\nX=1\n", "K3S_TOKEN=\"n'ew\"\nX=1\n"},
+	}
+	for name, c := range cases {
+		edits, err := ReplaceToken(Sources{EnvFiles: []NamedFile{{Path: envPath, Data: []byte(c.in)}}}, "n'ew")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := afterOf(edits); got != c.want {
+			t.Errorf("%s:\n got %q\nwant %q", name, got, c.want)
+		}
+		if m := eff(t, Sources{EnvFiles: []NamedFile{{Path: envPath, Data: edits[0].After}}}); m["token"].Value != "n'ew" {
+			t.Errorf("%s: reads back %q", name, m["token"].Value)
+		}
+	}
+}
