@@ -79,6 +79,9 @@ type model struct {
 	planOffset int
 	sumOffset  int
 
+	helpKey  string // what the cached short help was built for
+	helpLine string
+
 	frame   int  // spinner frame
 	ticking bool // a tick is scheduled
 }

@@ -1,6 +1,7 @@
 package tui
 
 import (
+	"fmt"
 	"strconv"
 	"strings"
 
@@ -9,6 +10,7 @@ import (
 
 	"github.com/caretaker/caretaker/runner"
 	"github.com/caretaker/caretaker/tui/grid"
+	"github.com/caretaker/caretaker/tui/internal/paint"
 	"github.com/caretaker/caretaker/tui/logpane"
 )
 
@@ -42,9 +44,7 @@ func fit(s string, w, h int) string {
 		lines = lines[:h]
 	}
 	for i, l := range lines {
-		if ansi.StringWidth(l) > w {
-			lines[i] = ansi.Truncate(l, w, "")
-		}
+		lines[i] = paint.Truncate(l, w, "")
 	}
 	for len(lines) < h {
 		lines = append(lines, "")
@@ -53,12 +53,7 @@ func fit(s string, w, h int) string {
 }
 
 // padRight pads a styled line with spaces to w columns.
-func padRight(s string, w int) string {
-	if n := ansi.StringWidth(s); n < w {
-		return s + strings.Repeat(" ", w-n)
-	}
-	return s
-}
+func padRight(s string, w int) string { return paint.PadRight(s, w) }
 
 // titleBar is the first line: program, playbook, cluster, mode, run state.
 func (m *model) titleBar() string {
@@ -156,7 +151,11 @@ func (m *model) footer() string {
 	case m.flash != "":
 		return m.st.flash.Render(ansi.Truncate(m.flash, m.width, "…"))
 	}
-	return m.help.ShortHelpView(m.helpFor().short)
+	key := fmt.Sprint(m.phase, m.summary, m.pane.Focused(), m.width, m.isDark)
+	if key != m.helpKey {
+		m.helpKey, m.helpLine = key, m.help.ShortHelpView(m.helpFor().short)
+	}
+	return m.helpLine
 }
 
 // renderRun is the grid screen: header, grid and output, footer.

@@ -13,6 +13,7 @@ import (
 	"github.com/charmbracelet/x/ansi"
 
 	"github.com/caretaker/caretaker/runner"
+	"github.com/caretaker/caretaker/tui/internal/paint"
 )
 
 // State is the compact status of one cell.
@@ -141,9 +142,17 @@ type Grid struct {
 	colOff  int // first step column shown
 
 	width, height int
+	nameMax       int // widest node name
 	styles        Styles
+	pens          pens
 	cache         [NumStates][2]string // rendered static cells, [state][selected]
+	labels        []string             // abbreviated step names for cacheW
 	cacheW        int
+}
+
+// pens are the styles captured for fast painting of one-line pieces.
+type pens struct {
+	name, nameSel, group, header, headerSel, running, runningSel paint.Pen
 }
 
 type line struct {
@@ -164,6 +173,7 @@ func New(steps []runner.StepInfo, nodes []runner.NodeInfo) *Grid {
 	g.counts[NA] = len(g.cells)
 	for i, n := range g.nodes {
 		g.nodeIdx[n.Name] = i
+		g.nameMax = max(g.nameMax, paint.Width(n.Name))
 	}
 	for s, st := range g.steps {
 		g.once[s] = -1
@@ -211,6 +221,7 @@ func (g *Grid) NodeIndex(name string) int {
 	r := len(g.nodes)
 	g.nodes = append(g.nodes, runner.NodeInfo{Name: name})
 	g.nodeIdx[name] = r
+	g.nameMax = max(g.nameMax, paint.Width(name))
 	g.cells = append(g.cells, make([]Cell, len(g.steps))...)
 	g.counts[NA] += len(g.steps)
 	g.dirty = true
@@ -294,7 +305,15 @@ func (g *Grid) Progress() (done, total int) {
 }
 
 // SetStyles sets the styles.
-func (g *Grid) SetStyles(s Styles) { g.styles = s; g.cacheW = -1 }
+func (g *Grid) SetStyles(s Styles) {
+	g.styles = s
+	g.cacheW = -1
+	g.pens = pens{
+		name: paint.NewPen(s.Name), nameSel: paint.NewPen(s.NameSelected), group: paint.NewPen(s.Group),
+		header: paint.NewPen(s.Header), headerSel: paint.NewPen(s.HeaderSel),
+		running: paint.NewPen(s.States[Running]), runningSel: paint.NewPen(s.CellSelected.Inherit(s.States[Running])),
+	}
+}
 
 // SetSize sets the space the grid may use, including its header line.
 func (g *Grid) SetSize(w, h int) {
@@ -496,11 +515,7 @@ func (g *Grid) refilter() {
 // layout returns the name column width, the cell width (with its separator)
 // and how many step columns fit.
 func (g *Grid) layout() (nameW, cw, ncols int) {
-	nameW = 4
-	for _, n := range g.nodes {
-		nameW = max(nameW, ansi.StringWidth(n.Name))
-	}
-	nameW = min(nameW, max(g.width/3, 8), 28)
+	nameW = min(max(g.nameMax, 4), max(g.width/3, 8), 28)
 	if len(g.lines) > g.height-1 {
 		// room for the position ("120/1000") in the header
 		nameW = max(nameW, 2*len(strconv.Itoa(len(g.rows)))+2)
@@ -517,7 +532,7 @@ func (g *Grid) layout() (nameW, cw, ncols int) {
 func (g *Grid) longest() int {
 	w := 5
 	for _, s := range g.steps {
-		w = max(w, ansi.StringWidth(s.Name))
+		w = max(w, paint.Width(s.Name))
 	}
 	return w
 }
@@ -525,11 +540,7 @@ func (g *Grid) longest() int {
 // NaturalWidth is the width the grid needs to show every step name whole
 // (at most 16 columns per step).
 func (g *Grid) NaturalWidth() int {
-	nameW := 4
-	for _, n := range g.nodes {
-		nameW = max(nameW, ansi.StringWidth(n.Name))
-	}
-	return min(nameW, 28) + 1 + len(g.steps)*min(g.longest()+1, 16)
+	return min(max(g.nameMax, 4), 28) + 1 + len(g.steps)*min(g.longest()+1, 16)
 }
 
 // scroll keeps the selection inside the window.
@@ -578,22 +589,21 @@ func (g *Grid) View(now time.Time, frame int) string {
 	if len(g.lines) > g.height-1 && len(g.rows) > 0 {
 		left = strconv.Itoa(g.sel+1) + "/" + strconv.Itoa(len(g.rows))
 	}
-	left = pad(ansi.Truncate(left, nameW-1, ""), nameW-1)
+	left = pad(paint.Truncate(left, nameW-1, ""), nameW-1)
 	if g.colOff > 0 {
 		left += "‹"
 	} else {
 		left += " "
 	}
-	b.WriteString(g.styles.Header.Render(left))
+	b.WriteString(g.pens.header.Paint(left))
 	b.WriteByte(' ')
 	last := min(g.colOff+ncols, len(g.steps))
 	for s := g.colOff; s < last; s++ {
-		label := pad(Abbrev(g.steps[s].Name, cw-1), cw-1)
-		st := g.styles.Header
 		if s == g.col {
-			st = g.styles.HeaderSel
+			b.WriteString(g.pens.headerSel.Paint(g.labels[s]))
+		} else {
+			b.WriteString(g.pens.header.Paint(g.labels[s]))
 		}
-		b.WriteString(st.Render(label))
 		if s == last-1 && last < len(g.steps) {
 			b.WriteString("›")
 		} else {
@@ -609,15 +619,15 @@ func (g *Grid) View(now time.Time, frame int) string {
 		b.WriteByte('\n')
 		ln := g.lines[i]
 		if ln.node < 0 {
-			b.WriteString(g.styles.Group.Render(ansi.Truncate(ln.group, g.width, "…")))
+			b.WriteString(g.pens.group.Paint(paint.Truncate(ln.group, g.width, "…")))
 			continue
 		}
 		r := ln.node
-		name := pad(ansi.Truncate(g.nodes[r].Name, nameW, "…"), nameW)
+		name := pad(paint.Truncate(g.nodes[r].Name, nameW, "…"), nameW)
 		if r == selRow {
-			b.WriteString(g.styles.NameSelected.Render(name))
+			b.WriteString(g.pens.nameSel.Paint(name))
 		} else {
-			b.WriteString(g.styles.Name.Render(name))
+			b.WriteString(g.pens.name.Paint(name))
 		}
 		b.WriteByte(' ')
 		for s := g.colOff; s < last; s++ {
@@ -631,12 +641,12 @@ func (g *Grid) View(now time.Time, frame int) string {
 				if cw-1 >= 4 && !c.Started.IsZero() {
 					txt += " " + Short(now.Sub(c.Started))
 				}
-				txt = pad(ansi.Truncate(txt, cw-1, ""), cw-1)
-				st := g.styles.States[Running]
+				txt = pad(paint.Truncate(txt, cw-1, ""), cw-1)
 				if sel == 1 {
-					st = g.styles.CellSelected.Inherit(st)
+					b.WriteString(g.pens.runningSel.Paint(txt))
+				} else {
+					b.WriteString(g.pens.running.Paint(txt))
 				}
-				b.WriteString(st.Render(txt))
 				b.WriteByte(' ')
 				continue
 			}
@@ -648,6 +658,10 @@ func (g *Grid) View(now time.Time, frame int) string {
 
 func (g *Grid) buildCache(cw int) {
 	g.cacheW = cw
+	g.labels = g.labels[:0]
+	for _, st := range g.steps {
+		g.labels = append(g.labels, pad(Abbrev(st.Name, cw-1), cw-1))
+	}
 	for s := range NumStates {
 		txt := pad(State(s).Glyph(), cw-1)
 		g.cache[s][0] = g.styles.States[s].Render(txt) + " "
@@ -699,12 +713,7 @@ func Short(d time.Duration) string {
 	return strconv.Itoa(int(d/time.Hour)) + "h"
 }
 
-func pad(s string, w int) string {
-	if n := ansi.StringWidth(s); n < w {
-		return s + strings.Repeat(" ", w-n)
-	}
-	return s
-}
+func pad(s string, w int) string { return paint.PadRight(s, w) }
 
 func firstLine(s string) string {
 	if i := strings.IndexByte(s, '\n'); i >= 0 {

@@ -9,6 +9,8 @@ import (
 
 	"charm.land/lipgloss/v2"
 	"github.com/charmbracelet/x/ansi"
+
+	"github.com/caretaker/caretaker/tui/internal/paint"
 )
 
 // Kind says where a line came from; it picks the prefix and the style.
@@ -64,10 +66,18 @@ type Pane struct {
 	width    int
 	height   int
 	styles   Styles
+	pens     [numKinds]paint.Pen
+	titlePen [2]paint.Pen // unfocused, focused
 }
 
 // SetStyles sets the styles.
-func (p *Pane) SetStyles(s Styles) { p.styles = s }
+func (p *Pane) SetStyles(s Styles) {
+	p.styles = s
+	for k := range numKinds {
+		p.pens[k] = paint.NewPen(s.Kinds[k])
+	}
+	p.titlePen = [2]paint.Pen{paint.NewPen(s.Title), paint.NewPen(s.Focused)}
+}
 
 // SetSize sets the size, the title line included.
 func (p *Pane) SetSize(w, h int) {
@@ -168,22 +178,22 @@ func (p *Pane) View() string {
 	if len(p.lines) == 0 {
 		pos = "no output"
 	}
-	title := ansi.Truncate(p.title, max(p.width-len(pos)-3, 1), "…")
-	gap := max(p.width-ansi.StringWidth(title)-len(pos)-2, 1)
-	ts := p.styles.Title
+	title := paint.Truncate(p.title, max(p.width-len(pos)-3, 1), "…")
+	gap := max(p.width-paint.Width(title)-len(pos)-2, 1)
+	ts := p.titlePen[0]
 	if p.focused {
-		ts = p.styles.Focused
+		ts = p.titlePen[1]
 	}
-	b.WriteString(ts.Render(" " + title + strings.Repeat(" ", gap) + pos + " "))
+	b.WriteString(ts.Paint(" " + title + strings.Repeat(" ", gap) + pos + " "))
 	for _, h := range p.header {
 		b.WriteByte('\n')
-		b.WriteString(p.styles.Kinds[p.headKind].Render(" " + h))
+		b.WriteString(p.pens[p.headKind].Paint(" " + h))
 	}
 	end := min(p.offset+p.body(), len(p.lines))
 	for i := p.offset; i < end; i++ {
 		b.WriteByte('\n')
 		l := p.lines[i]
-		b.WriteString(p.styles.Kinds[l.Kind].Render(ansi.Truncate(prefix[l.Kind]+l.Text, p.width, "…")))
+		b.WriteString(p.pens[l.Kind].Paint(paint.Truncate(prefix[l.Kind]+l.Text, p.width, "…")))
 	}
 	return b.String()
 }
