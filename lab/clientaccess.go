@@ -24,6 +24,7 @@ type clientInfo struct {
 	caHash   string
 	username string
 	password string
+	source   string // node address requests come from
 }
 
 // validateOptions mirror clientaccess.WithUser and WithCACertificate.
@@ -35,6 +36,8 @@ type validateOptions struct {
 	localCA string
 	// warn receives K3s's warnings.
 	warn func(format string, args ...any)
+	// source is the address of the node making the requests.
+	source string
 }
 
 // parseAndValidateToken is clientaccess.ParseAndValidateToken
@@ -46,7 +49,7 @@ func parseAndValidateToken(ctx context.Context, server, token string, o validate
 	if err != nil {
 		return nil, err
 	}
-	info := &clientInfo{caHash: t.CAHash, username: t.Username, password: t.Password}
+	info := &clientInfo{caHash: t.CAHash, username: t.Username, password: t.Password, source: o.source}
 	if t.Bootstrap != "" {
 		return nil, errors.New("bootstrap tokens are not simulated by the lab")
 	}
@@ -70,7 +73,7 @@ func parseAndValidateToken(ctx context.Context, server, token string, o validate
 	}
 	u.Path = strings.TrimRight(u.Path, "/")
 	if len(info.caCerts) == 0 {
-		cacerts, err := getCACerts(ctx, *u)
+		cacerts, err := getCACerts(ctx, *u, o.source)
 		if err != nil {
 			return nil, err
 		}
@@ -92,13 +95,13 @@ func parseAndValidateToken(ctx context.Context, server, token string, o validate
 
 // getCACerts fetches /cacerts without verification, then checks that the
 // server's certificate verifies against what it served.
-func getCACerts(ctx context.Context, u url.URL) ([]byte, error) {
+func getCACerts(ctx context.Context, u url.URL, source string) ([]byte, error) {
 	u.Path = "/cacerts"
-	cacerts, err := httpGet(ctx, clientFor(nil, 10*time.Second), u.String(), "", "")
+	cacerts, err := httpGet(ctx, clientFor(nil, 10*time.Second, source), u.String(), "", "")
 	if err != nil {
 		return nil, fmt.Errorf("failed to get CA certs: %w", err)
 	}
-	if _, err := httpGet(ctx, clientFor(cacerts, 10*time.Second), u.String(), "", ""); err != nil {
+	if _, err := httpGet(ctx, clientFor(cacerts, 10*time.Second, source), u.String(), "", ""); err != nil {
 		return nil, fmt.Errorf("CA cert validation failed: %w", err)
 	}
 	return cacerts, nil
@@ -111,7 +114,7 @@ func (i *clientInfo) get(ctx context.Context, path string, timeout time.Duration
 		return nil, err
 	}
 	u.Path = path
-	return httpGet(ctx, clientFor(i.caCerts, timeout), u.String(), i.username, i.password)
+	return httpGet(ctx, clientFor(i.caCerts, timeout, i.source), u.String(), i.username, i.password)
 }
 
 // put sends body to path with PUT.
@@ -125,7 +128,7 @@ func (i *clientInfo) put(ctx context.Context, pathAndQuery string, body []byte) 
 		return err
 	}
 	req.SetBasicAuth(i.username, i.password)
-	resp, err := clientFor(i.caCerts, 30*time.Second).Do(req)
+	resp, err := clientFor(i.caCerts, 30*time.Second, i.source).Do(req)
 	if err != nil {
 		return err
 	}

@@ -168,7 +168,7 @@ func (inv *invocation) rotateCA(args []string) int {
 		server = "https://127.0.0.1:6443"
 	}
 	info, err := parseAndValidateToken(inv.ctx, n.localURL(server), strings.TrimRight(string(tok), "\n"), validateOptions{
-		user: "server", warn: func(format string, a ...any) { inv.cliLog("warning", format, a...) },
+		user: "server", source: n.ip, warn: func(format string, a ...any) { inv.cliLog("warning", format, a...) },
 	})
 	if err != nil {
 		return inv.cliFatal("Error: %v", err)

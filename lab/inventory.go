@@ -104,10 +104,13 @@ func (l *Lab) writeInventory() error {
 		}
 		kh.WriteString(knownhosts.Line([]string{knownhosts.Normalize(addr)}, n.hostKey) + "\n")
 	}
-	b, err := yaml.Marshal(invFile{Clusters: []invCluster{c}})
-	if err != nil {
+	var buf strings.Builder
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2)
+	if err := enc.Encode(invFile{Clusters: []invCluster{c}}); err != nil {
 		return err
 	}
+	b := []byte(buf.String())
 	header := "# caretaker lab inventory (" + l.opts.Dir + "); written by `caretaker lab up`.\n"
 	if err := os.WriteFile(filepath.Join(l.opts.Dir, "ssh_config"), []byte("# empty on purpose: the lab's nodes need no ssh_config\n"), 0o644); err != nil {
 		return err

@@ -3,6 +3,7 @@ package lab
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -32,6 +33,7 @@ type journal struct {
 
 func newJournal(host, path string) *journal {
 	j := &journal{host: host}
+	_ = os.MkdirAll(filepath.Dir(path), 0o755)
 	if f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600); err == nil {
 		j.file = f
 	}

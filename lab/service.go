@@ -166,7 +166,7 @@ func (n *node) runServer(ctx context.Context) (*supervisor, error) {
 		return nil, fatalf("lab: external datastores (datastore-endpoint) are not simulated")
 	}
 
-	opts := validateOptions{user: "server", warn: func(f string, a ...any) { n.logK3s("warning", f, a...) }}
+	opts := validateOptions{user: "server", source: n.ip, warn: func(f string, a ...any) { n.logK3s("warning", f, a...) }}
 	if fixed {
 		opts.localCA = filepath.Join(sdHost, k3s.PathServerCA)
 	}
@@ -638,7 +638,7 @@ func (n *node) runAgent(ctx context.Context) error {
 		return fatalf("Error: --token is required")
 	}
 	server := n.localURL(cfg.server)
-	info, err := parseAndValidateToken(ctx, server, cfg.token, validateOptions{user: "node", warn: func(f string, a ...any) { n.logK3s("warning", f, a...) }})
+	info, err := parseAndValidateToken(ctx, server, cfg.token, validateOptions{user: "node", source: n.ip, warn: func(f string, a ...any) { n.logK3s("warning", f, a...) }})
 	if err != nil {
 		n.logK3s("error", "%v", err)
 		return fatalf("lab: the agent cannot validate its token against %s (real K3s keeps retrying every 2s): %v", cfg.server, err)

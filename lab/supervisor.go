@@ -335,17 +335,23 @@ func hasDynamicCertRegenerate(v k3s.Version) bool {
 // agents' certificates.
 func (s *supervisor) signingCAs() map[string][]byte { return s.cas }
 
-// clientFor builds an HTTPS client that trusts bundle.
-func clientFor(bundle []byte, timeout time.Duration) *http.Client {
+// clientFor builds an HTTPS client that trusts bundle (nil: no
+// verification) and dials from the node address source, so that servers
+// log the peer's own address as real K3s does.
+func clientFor(bundle []byte, timeout time.Duration, source string) *http.Client {
 	var tlsCfg *tls.Config
 	if bundle == nil {
 		tlsCfg = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // K3s fetches /cacerts unverified, then checks the hash (§2 "TLS trust").
 	} else {
 		tlsCfg = &tls.Config{RootCAs: poolOf(bundle)}
 	}
+	d := &net.Dialer{Timeout: timeout}
+	if ip := net.ParseIP(source); ip != nil {
+		d.LocalAddr = &net.TCPAddr{IP: ip}
+	}
 	return &http.Client{
 		Timeout:   timeout,
-		Transport: &http.Transport{TLSClientConfig: tlsCfg, DisableKeepAlives: true},
+		Transport: &http.Transport{TLSClientConfig: tlsCfg, DisableKeepAlives: true, DialContext: d.DialContext},
 	}
 }
 
