@@ -6,7 +6,7 @@ import (
 )
 
 // modules are the Starlark modules every playbook sees besides Core.
-var modules = []*starlarkstruct.Module{Assert}
+var modules = []*starlarkstruct.Module{Assert, K3s}
 
 // Predeclared returns everything playbooks see: Core and every module
 // (assert, k3s, ...).
