@@ -216,9 +216,10 @@ func ResumeJournal(stateDir, runID string) (*FileJournal, *RunRecord, error) {
 
 func (j *FileJournal) takeLock() error {
 	j.lock = flock.New(filepath.Join(j.dir, runLockFile), flock.SetFlag(os.O_CREATE|os.O_RDWR), flock.SetPermissions(0o600))
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	// A short wait covers `caretaker runs` probing the lock just now.
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 	defer cancel()
-	ok, err := j.lock.TryLockContext(ctx, 50*time.Millisecond)
+	ok, err := j.lock.TryLockContext(ctx, 25*time.Millisecond)
 	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("lock the journal %s: %w", j.dir, err)
 	}

@@ -326,7 +326,11 @@ func (r *Run) Execute(ctx context.Context) (RunDone, error) {
 	switch {
 	case errors.Is(runErr, ErrAborted) || errors.Is(runErr, context.Canceled):
 		status = "aborted"
-		runErr = fmt.Errorf("%w", ErrAborted)
+		if !errors.Is(runErr, ErrAborted) {
+			// Keep a reason that already wraps ErrAborted (a closing
+			// maintenance window says which and when it reopens).
+			runErr = fmt.Errorf("%w", ErrAborted)
+		}
 	case runErr != nil || len(failed) > 0:
 		status = "failed"
 		if runErr == nil {
@@ -339,6 +343,9 @@ func (r *Run) Execute(ctx context.Context) (RunDone, error) {
 	done := RunDone{RunID: r.opts.RunID, Status: status, Counts: counts, Failed: failed, Notes: notes, StateDir: r.opts.StateDir, Duration: time.Since(start), At: time.Now()}
 	if runErr != nil {
 		done.Error = r.st.redact(runErr.Error())
+	}
+	if jp, ok := r.opts.Journal.(interface{ Path() string }); ok {
+		done.Journal = jp.Path()
 	}
 	r.st.emit(done)
 	return done, runErr

@@ -1,0 +1,457 @@
+package runner
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"testing/fstest"
+
+	"go.starlark.net/starlark"
+)
+
+const journalInv = `
+clusters:
+  - name: jt
+    nodes:
+      - {name: s1, address: 10.0.0.1, role: server}
+      - {name: s2, address: 10.0.0.2, role: server}
+`
+
+// A playbook that changes a file on every node (recording how to put it
+// back first) and then needs a flag file that s2 lacks at first.
+const journalPlaybook = `
+def facts(node):
+    pass
+step("facts", facts, mutates=False)
+
+def change(node):
+    put("/etc/app.conf", "new-" + node)
+step("change", change)
+
+def change_again(node):
+    put("/etc/app.conf", "newer-" + node)
+step("change again", change_again)
+
+def needs_flag(node):
+    require("/flag")
+step("needs flag", needs_flag)
+`
+
+type undoData struct {
+	Path string `json:"path"`
+	Old  string `json:"old"`
+}
+
+var registerTestUndo sync.Once
+
+// testBuiltins are put(path, data) — records a "test.put" undo with the old
+// content, then writes — and require(path), which fails when path is missing.
+func testBuiltins(t *testing.T) starlark.StringDict {
+	registerTestUndo.Do(func() {
+		RegisterUndo("test.put", func(ctx context.Context, env *Env, data []byte) error {
+			var d undoData
+			if err := json.Unmarshal(data, &d); err != nil {
+				return err
+			}
+			return env.Wet("restore "+d.Path, func() error {
+				env.MarkChanged()
+				return env.Exec.WriteFile(ctx, d.Path, []byte(d.Old), 0o644)
+			})
+		})
+	})
+	put := starlark.NewBuiltin("put", func(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+		var path, data string
+		if err := starlark.UnpackArgs(b.Name(), args, kwargs, "path", &path, "data", &data); err != nil {
+			return nil, err
+		}
+		env, err := EnvFrom(th, b.Name())
+		if err != nil {
+			return nil, err
+		}
+		old, _ := env.Exec.ReadFile(env.Ctx, path)
+		u, _ := json.Marshal(undoData{Path: path, Old: string(old)})
+		if err := env.Undo("test.put", u); err != nil {
+			return nil, err
+		}
+		return starlark.None, env.Wet("write "+path, func() error {
+			env.MarkChanged()
+			return env.Exec.WriteFile(env.Ctx, path, []byte(data), 0o644)
+		})
+	})
+	require := starlark.NewBuiltin("require", func(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+		var path string
+		if err := starlark.UnpackArgs(b.Name(), args, kwargs, "path", &path); err != nil {
+			return nil, err
+		}
+		env, err := EnvFrom(th, b.Name())
+		if err != nil {
+			return nil, err
+		}
+		if _, err := env.Exec.ReadFile(env.Ctx, path); err != nil {
+			return nil, fmt.Errorf("%s missing on %s", path, env.Node.Name)
+		}
+		return starlark.None, nil
+	})
+	return starlark.StringDict{"put": put, "require": require}
+}
+
+type jfix struct {
+	t       *testing.T
+	cluster *Cluster
+	fakes   map[string]*FakeExecutor
+	state   string
+	mu      sync.Mutex
+	events  []Event
+}
+
+func newJFix(t *testing.T) *jfix {
+	inv, err := ParseInventory("inv.yaml", []byte(journalInv))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &jfix{t: t, cluster: inv.Clusters[0], fakes: map[string]*FakeExecutor{}, state: t.TempDir()}
+	for _, n := range f.cluster.Nodes {
+		fe := NewFakeExecutor(n.Name)
+		fe.SetFile("/etc/app.conf", []byte("orig-"+n.Name), 0o644)
+		f.fakes[n.Name] = fe
+	}
+	f.fakes["s1"].SetFile("/flag", []byte("x"), 0o644)
+	return f
+}
+
+func (f *jfix) load() *Plan {
+	f.t.Helper()
+	plan, err := Load(LoadOptions{Name: "jpb", Path: "pb.star", FS: fstest.MapFS{"pb.star": {Data: []byte(journalPlaybook)}}, Predeclared: testBuiltins(f.t), Cluster: f.cluster})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return plan
+}
+
+func (f *jfix) run(plan *Plan, j *FileJournal, done func(int, string) bool) (RunDone, error) {
+	f.mu.Lock()
+	f.events = nil
+	f.mu.Unlock()
+	opts := RunOptions{
+		RunID:      j.RunID(),
+		StateDir:   f.state,
+		Journal:    j,
+		Done:       done,
+		BeforeStep: j.BeforeStep,
+		// A pool of our own: the run would close the fakes otherwise.
+		Pool: NewPool(func(ctx context.Context, n *Node) (Executor, error) { return f.fakes[n.Name], nil }),
+		Sink: MultiSink{j, SinkFunc(func(e Event) {
+			f.mu.Lock()
+			f.events = append(f.events, e)
+			f.mu.Unlock()
+		})},
+	}
+	return NewRun(plan, opts).Execute(context.Background())
+}
+
+func (f *jfix) stepDone(step, node string) StepDone {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, e := range f.events {
+		if d, ok := e.(StepDone); ok && d.StepName == step && d.Node == node {
+			return d
+		}
+	}
+	return StepDone{}
+}
+
+func (f *jfix) file(node, path string) string {
+	b, _ := f.fakes[node].File(path)
+	return string(b)
+}
+
+func TestJournalRecordsResumeAndUndo(t *testing.T) {
+	f := newJFix(t)
+	plan := f.load()
+	meta := NewRunMeta("20260101-000000-jpb-0001", plan.Playbook, f.cluster.Name)
+	meta.PlaybookRef, meta.Inventory, meta.Params = "/abs/pb.star", "/abs/inv.yaml", map[string]string{"k": "v"}
+	j, err := CreateJournal(f.state, meta)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done, err := f.run(plan, j, nil)
+	if err == nil || done.Status != "failed" {
+		t.Fatalf("first attempt: status %q err %v, want failed (s2 lacks /flag)", done.Status, err)
+	}
+	if done.Journal != j.Path() {
+		t.Errorf("RunDone.Journal = %q, want %q", done.Journal, j.Path())
+	}
+	// While the journal is open its lock is held: the run reads as running
+	// and cannot be resumed by another process.
+	rec, err := ReadRun(f.state, meta.RunID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.State != "failed" {
+		t.Errorf("state after a failed attempt = %q, want failed", rec.State)
+	}
+	if _, _, err := ResumeJournal(f.state, meta.RunID); !errors.Is(err, ErrLocked) {
+		t.Errorf("resume while the journal is held: err = %v, want ErrLocked", err)
+	}
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := os.Stat(j.Path()); err != nil || st.Mode().Perm() != 0o600 {
+		t.Errorf("journal file mode: %v %v, want 0600", st, err)
+	}
+
+	rec, err = ReadRun(f.state, meta.RunID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.Meta.PlaybookRef != "/abs/pb.star" || rec.Meta.Params["k"] != "v" || len(rec.Meta.Steps) != 4 || len(rec.Meta.Nodes) != 2 {
+		t.Errorf("header read back = %+v", rec.Meta)
+	}
+	if rec.Attempts != 1 || rec.LastDone == nil || rec.LastDone.Status != "failed" {
+		t.Errorf("attempts %d last %+v", rec.Attempts, rec.LastDone)
+	}
+	for _, c := range []struct {
+		step int
+		node string
+		want bool
+	}{{0, "s1", true}, {1, "s2", true}, {2, "s1", true}, {3, "s1", true}, {3, "s2", false}} {
+		if got := rec.Completed(c.step, c.node); got != c.want {
+			t.Errorf("Completed(%d, %s) = %v, want %v", c.step, c.node, got, c.want)
+		}
+	}
+	if len(rec.Undos) != 4 {
+		t.Fatalf("undo records = %+v, want 4 (2 steps × 2 nodes)", rec.Undos)
+	}
+	for i, u := range rec.Undos {
+		if u.Seq != i+1 || u.Kind != "test.put" {
+			t.Errorf("undo %d = %+v", i, u)
+		}
+	}
+	var first undoData
+	if err := json.Unmarshal(rec.Undos[0].Data, &first); err != nil || !strings.HasPrefix(first.Old, "orig-") || first.Path != "/etc/app.conf" {
+		t.Errorf("first undo data = %s (%v)", rec.Undos[0].Data, err)
+	}
+	if err := rec.Resumable(); err != nil {
+		t.Errorf("Resumable: %v", err)
+	}
+
+	// Resume after fixing the cause: the done steps are skipped, the failed
+	// one runs again, undo numbering continues.
+	f.fakes["s2"].SetFile("/flag", []byte("x"), 0o644)
+	j2, rec2, err := ResumeJournal(f.state, meta.RunID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rec2.CheckPlan(plan); err != nil {
+		t.Fatal(err)
+	}
+	if j2.Attempt() != 2 {
+		t.Errorf("attempt = %d, want 2", j2.Attempt())
+	}
+	done, err = f.run(f.load(), j2, rec2.Completed)
+	j2.Close()
+	if err != nil || done.Status != "ok" {
+		t.Fatalf("resume: %q %v", done.Status, err)
+	}
+	if d := f.stepDone("change", "s1"); d.Status != StatusSkipped || d.Reason != "done in an earlier run" {
+		t.Errorf("resumed run, change@s1 = %+v, want skipped as done", d)
+	}
+	if d := f.stepDone("needs flag", "s2"); d.Status != StatusOK {
+		t.Errorf("resumed run, needs flag@s2 = %+v, want ok", d)
+	}
+	rec, err = ReadRun(f.state, meta.RunID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.State != "ok" || rec.Attempts != 2 || !rec.Completed(3, "s2") || !rec.Completed(1, "s1") {
+		t.Errorf("after resume: state %q attempts %d", rec.State, rec.Attempts)
+	}
+	if err := rec.Resumable(); !errors.Is(err, ErrBadInput) {
+		t.Errorf("Resumable of an ok run = %v, want a refusal", err)
+	}
+
+	// Undo: latest first, each node back to its original content.
+	if got := f.file("s1", "/etc/app.conf"); got != "newer-s1" {
+		t.Fatalf("before undo s1 has %q", got)
+	}
+	uplan, err := UndoPlan(rec, f.cluster)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(uplan.Steps) != 4 || !strings.HasPrefix(uplan.Steps[0].Name, "undo #4 test.put") || uplan.Steps[0].Nodes[0].Name != rec.Undos[3].Node {
+		t.Fatalf("undo plan steps: %v", stepNames(uplan))
+	}
+	if got := rec.UndoOrder(); fmt.Sprint(got) != "[4 3 2 1]" {
+		t.Errorf("UndoOrder = %v", got)
+	}
+	umeta := NewRunMeta("20260101-000100-undo-jpb-0002", uplan.Playbook, f.cluster.Name)
+	umeta.UndoOf, umeta.UndoSeqs = meta.RunID, rec.UndoOrder()
+	uj, err := CreateJournal(f.state, umeta)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done, err = f.run(uplan, uj, nil)
+	uj.Close()
+	if err != nil || done.Status != "ok" || done.Counts[StatusChanged] != 4 {
+		t.Fatalf("undo run: %+v %v", done, err)
+	}
+	for _, n := range []string{"s1", "s2"} {
+		if got := f.file(n, "/etc/app.conf"); got != "orig-"+n {
+			t.Errorf("after undo %s has %q, want orig-%s", n, got, n)
+		}
+	}
+	runs, err := ListRuns(f.state)
+	if err != nil || len(runs) != 2 {
+		t.Fatalf("ListRuns = %d runs, %v", len(runs), err)
+	}
+	if runs[0].Meta.UndoOf != meta.RunID {
+		t.Errorf("newest run = %s (undo of %q), want the undo run", runs[0].Meta.RunID, runs[0].Meta.UndoOf)
+	}
+}
+
+func stepNames(p *Plan) []string {
+	var out []string
+	for _, s := range p.Steps {
+		out = append(out, s.Name+"@"+s.Nodes[0].Name)
+	}
+	return out
+}
+
+func TestJournalInterruptedAndTruncated(t *testing.T) {
+	f := newJFix(t)
+	meta := NewRunMeta("r-killed", "jpb", "jt")
+	j, err := CreateJournal(f.state, meta)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j.Emit(RunStarted{RunID: "r-killed", Playbook: "jpb", Cluster: "jt", Steps: []StepInfo{{Index: 0, Name: "a"}, {Index: 1, Name: "b"}}, Nodes: []NodeInfo{{Name: "s1"}}})
+	j.Emit(StepStarted{Step: 0, StepName: "a", Node: "s1"})
+	j.Emit(StepDone{Step: 0, StepName: "a", Node: "s1", Status: StatusChanged})
+	j.Emit(StepStarted{Step: 1, StepName: "b", Node: "s1"})
+	if err := j.RecordUndo(context.Background(), UndoRecord{Step: 1, Node: "s1", Kind: "test.put", Data: []byte("not json")}); err != nil {
+		t.Fatal(err)
+	}
+	// RecordUndo returns once the entry is in the file.
+	raw, _ := os.ReadFile(j.Path())
+	if !strings.Contains(string(raw), `"type":"undo"`) {
+		t.Fatalf("undo entry not written when RecordUndo returned:\n%s", raw)
+	}
+	if rec, _ := ReadRun(f.state, "r-killed"); rec.State != RunStateRunning {
+		t.Errorf("state with the journal held = %q, want running", rec.State)
+	}
+	// The process "dies": the lock goes, no run_done, half a line at the end.
+	j.Close()
+	fh, _ := os.OpenFile(j.Path(), os.O_APPEND|os.O_WRONLY, 0)
+	fh.WriteString(`{"type":"step_done","step":1,"no`)
+	fh.Close()
+
+	rec, err := ReadRun(f.state, "r-killed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.State != RunStateInterrupted || !rec.Truncated {
+		t.Errorf("state %q truncated %v, want interrupted and truncated", rec.State, rec.Truncated)
+	}
+	if len(rec.Started) != 1 || rec.Started[0].StepName != "b" {
+		t.Errorf("in progress = %+v, want step b", rec.Started)
+	}
+	if !rec.Completed(0, "s1") || rec.Completed(1, "s1") {
+		t.Errorf("completed a=%v b=%v", rec.Completed(0, "s1"), rec.Completed(1, "s1"))
+	}
+	if len(rec.Undos) != 1 || string(rec.Undos[0].Data) != "not json" {
+		t.Errorf("undo with non-JSON data read back as %+v", rec.Undos)
+	}
+	if err := rec.Resumable(); err != nil {
+		t.Errorf("an interrupted run must be resumable: %v", err)
+	}
+	// A damaged line in the middle is an error naming the line.
+	data, _ := os.ReadFile(j.Path())
+	lines := strings.SplitAfter(string(data), "\n")
+	lines[2] = "garbage\n"
+	os.WriteFile(j.Path(), []byte(strings.Join(lines, "")), 0o600)
+	if _, err := ReadRun(f.state, "r-killed"); err == nil || !strings.Contains(err.Error(), "journal.jsonl:3") {
+		t.Errorf("damaged journal: err = %v, want one naming line 3", err)
+	}
+}
+
+func TestJournalCheckPlanAndIDs(t *testing.T) {
+	f := newJFix(t)
+	plan := f.load()
+	rec := &RunRecord{Meta: RunMeta{RunID: "x", Steps: []StepInfo{{Name: "facts"}, {Name: "change"}, {Name: "renamed"}, {Name: "needs flag"}}}}
+	if err := rec.CheckPlan(plan); err == nil || !strings.Contains(err.Error(), `"change again"`) {
+		t.Errorf("CheckPlan with a renamed step: %v", err)
+	}
+	rec.Meta.Steps = rec.Meta.Steps[:2]
+	if err := rec.CheckPlan(plan); err == nil || !strings.Contains(err.Error(), "4 steps") {
+		t.Errorf("CheckPlan with fewer steps: %v", err)
+	}
+	for _, id := range []string{"", "..", "a/b", ".hidden"} {
+		if _, err := ReadRun(f.state, id); !errors.Is(err, ErrBadInput) {
+			t.Errorf("ReadRun(%q) = %v, want ErrBadInput", id, err)
+		}
+	}
+	if _, err := ReadRun(f.state, "nope"); !errors.Is(err, ErrBadInput) || !strings.Contains(err.Error(), "caretaker runs") {
+		t.Errorf("ReadRun of a missing run = %v", err)
+	}
+	// A journal created but never started leaves nothing behind.
+	j, err := CreateJournal(f.state, NewRunMeta("never", "jpb", "jt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	j.Close()
+	if _, err := os.Stat(filepath.Join(f.state, "runs", "never")); !os.IsNotExist(err) {
+		t.Errorf("declined run left %v", err)
+	}
+	if runs, err := ListRuns(f.state); err != nil || len(runs) != 0 {
+		t.Errorf("ListRuns = %v %v", runs, err)
+	}
+}
+
+func TestUndoPlanRefusals(t *testing.T) {
+	f := newJFix(t)
+	testBuiltins(t)
+	rec := &RunRecord{Meta: RunMeta{RunID: "r", Playbook: "p"}}
+	if _, err := UndoPlan(rec, f.cluster); err == nil || !strings.Contains(err.Error(), "nothing to undo") {
+		t.Errorf("empty: %v", err)
+	}
+	rec.Undos = []JournalUndo{{Seq: 1, Node: "gone", Kind: "test.put"}}
+	if _, err := UndoPlan(rec, f.cluster); !errors.Is(err, ErrBadInput) || !strings.Contains(err.Error(), `"gone"`) {
+		t.Errorf("unknown node: %v", err)
+	}
+	rec.Undos = []JournalUndo{{Seq: 1, Node: "s1", Kind: "x.unknown"}}
+	if _, err := UndoPlan(rec, f.cluster); !errors.Is(err, ErrBadInput) || !strings.Contains(err.Error(), "x.unknown") || !strings.Contains(err.Error(), "test.put") {
+		t.Errorf("unknown kind: %v", err)
+	}
+	defer func() {
+		if recover() == nil {
+			t.Error("registering a kind twice must panic")
+		}
+	}()
+	RegisterUndo("test.put", func(context.Context, *Env, []byte) error { return nil })
+}
+
+// A journal that cannot be written stops the run before its next step.
+func TestJournalWriteFailureStopsRun(t *testing.T) {
+	f := newJFix(t)
+	plan := f.load()
+	j, err := CreateJournal(f.state, NewRunMeta("broken", "jpb", "jt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	j.Emit(RunStarted{RunID: "broken"})
+	j.f.Close() // writes now fail
+	done, err := f.run(plan, j, nil)
+	if err == nil || !strings.Contains(done.Error, "journal") {
+		t.Fatalf("run with a broken journal: %+v %v", done, err)
+	}
+	if d := f.stepDone("change", "s1"); d.Status != "" {
+		t.Errorf("a step ran after the journal broke: %+v", d)
+	}
+}
