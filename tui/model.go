@@ -67,10 +67,11 @@ type model struct {
 	runID     string
 	done      *runner.RunDone
 	notes     []string
-	paused    bool // the runner reported RunPaused
-	wantPause bool // the operator asked for a pause
-	stopping  int  // 0 running, 1 soft stop asked, 2 hard stop asked
-	quitEarly bool // the operator left before RunDone
+	paused    bool   // the runner reported RunPaused
+	wantPause bool   // the operator asked for a pause
+	stopping  int    // 0 running, 1 soft stop asked, 2 hard stop asked
+	quitEarly bool   // the operator left before RunDone
+	savedPath string // where 's' last saved the log
 
 	modal      modal
 	prompts    []promptMsg

@@ -34,7 +34,7 @@ type sumLine struct {
 // summaryLines describes the run's outcome: status, counts, failed nodes
 // with their first error line, notes, where the journal and state are, and
 // what to do next.
-func (m *model) summaryLines() []sumLine {
+func (m *model) summaryLines(inTUI bool) []sumLine {
 	var out []sumLine
 	add := func(k sumKind, format string, a ...any) { out = append(out, sumLine{k, fmt.Sprintf(format, a...)}) }
 	blank := func() { out = append(out, sumLine{}) }
@@ -88,18 +88,21 @@ func (m *model) summaryLines() []sumLine {
 			add(sumText, "  %s", logpane.Clean(n))
 		}
 	}
-	if d != nil && (d.Journal != "" || d.StateDir != "") {
+	if d != nil && (d.Journal != "" || d.StateDir != "") || m.savedPath != "" {
 		blank()
-		if d.Journal != "" {
-			add(sumText, "journal    %s", d.Journal)
-		}
-		if d.StateDir != "" {
-			add(sumText, "state dir  %s (backups, archives)", d.StateDir)
-		}
+	}
+	if d != nil && d.Journal != "" {
+		add(sumText, "journal    %s", d.Journal)
+	}
+	if d != nil && d.StateDir != "" {
+		add(sumText, "state dir  %s (backups, archives)", d.StateDir)
+	}
+	if m.savedPath != "" {
+		add(sumText, "log        %s", m.savedPath)
 	}
 	blank()
 	add(sumHeading, "next")
-	for _, n := range m.nextSteps() {
+	for _, n := range m.nextSteps(inTUI) {
 		add(sumNext, "  %s", n)
 	}
 	return out
@@ -143,8 +146,8 @@ func (m *model) countsText() string {
 	return strings.Join(parts, "   ")
 }
 
-// nextSteps says what the operator should do now.
-func (m *model) nextSteps() []string {
+// nextSteps says what the operator should do now; inTUI adds the keys.
+func (m *model) nextSteps(inTUI bool) []string {
 	resume := "caretaker resume " + m.runID
 	if m.runID == "" {
 		resume = "caretaker resume <run>"
@@ -169,10 +172,14 @@ func (m *model) nextSteps() []string {
 			"continue with: " + resume + " (finished steps are skipped)",
 		}
 	}
-	return []string{
-		"read the failed node's output (tab: grid, f: next failed, s: save log)",
-		"fix the cause, then: " + resume + " (finished steps are skipped)",
+	read := "read the failed node's output (tab: grid, f: next failed, s: save log)"
+	if !inTUI {
+		read = "read the failed node's error above and its output in the journal"
+		if m.savedPath != "" {
+			read += " or the saved log"
+		}
 	}
+	return []string{read, "fix the cause, then: " + resume + " (finished steps are skipped)"}
 }
 
 // summaryText is the summary as plain text for the terminal after exit;
@@ -187,7 +194,7 @@ func (m *model) summaryText() string {
 		b.WriteString(" · cluster " + c)
 	}
 	b.WriteByte('\n')
-	for _, l := range m.summaryLines() {
+	for _, l := range m.summaryLines(false) {
 		b.WriteString(strings.TrimRight(l.text, " "))
 		b.WriteByte('\n')
 	}

@@ -41,6 +41,7 @@ func (m *model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 			m.flash = "✗ " + msg.err.Error()
 		} else {
 			m.flash = "log saved to " + msg.path + " (" + itoa(msg.lines) + " lines)"
+			m.savedPath = msg.path
 		}
 		return m, nil
 	case tea.PasteMsg:
@@ -272,7 +273,9 @@ func (m *model) onKey(k tea.KeyPressMsg) tea.Cmd {
 			m.pane.SetFocused(false)
 			return nil
 		}
-		if m.summary {
+		if m.summary && key.Matches(k, m.keys.NextFailed) {
+			m.summary = false // f: the failed cell, on the grid
+		} else if m.summary {
 			return m.summaryKey(k)
 		}
 	}

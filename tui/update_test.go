@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	tea "charm.land/bubbletea/v2"
+
 	"github.com/caretaker/caretaker/runner"
 	"github.com/caretaker/caretaker/tui/grid"
 )
@@ -287,6 +289,7 @@ func TestSummaryText(t *testing.T) {
 		"  srv-2  strip_server: k3s.strip_server: srv-2: /etc/rancher/k3s/config.yaml: permission denied (check sudo for the ssh user)\n",
 		"journal    /var/lib/caretaker/runs/20260314-092653-ab12/journal.jsonl\n",
 		"fix the cause, then: caretaker resume 20260314-092653-ab12",
+		"read the failed node's error above and its output in the journal\n",
 	} {
 		if !strings.Contains(s, w) {
 			t.Errorf("summary lacks %q:\n%s", w, s)
@@ -370,5 +373,26 @@ func TestPump(t *testing.T) {
 	q.Emit(runner.RunResumed{}) // after close: dropped, must not block
 	if msg := q.next()(); msg != nil {
 		t.Fatalf("a closed pump delivers nothing, got %v", msg)
+	}
+}
+
+func TestSummaryKeys(t *testing.T) {
+	m := newTest(t, Options{Plan: rotatePlan()}, 80, 24)
+	midRun(m)
+	send(m, failedDone())
+	if !m.summary {
+		t.Fatal("RunDone shows the summary")
+	}
+	press(m, "f")
+	if n, s := selected(m); m.summary || n != "srv-2" || s != "strip_server" {
+		t.Fatalf("f on the summary should show the failed cell on the grid: summary=%v %s/%s", m.summary, n, s)
+	}
+	press(m, "tab")
+	if !m.summary {
+		t.Fatal("tab goes back to the summary")
+	}
+	_, cmd := m.Update(keyMsg("q"))
+	if cmd == nil || cmd() != tea.Quit() {
+		t.Fatal("q on the summary quits")
 	}
 }

@@ -331,7 +331,7 @@ func padLeft(s string, w int) string {
 func (m *model) renderSummary() string {
 	lines := []string{m.titleBar(), ""}
 	var body []sumLine
-	for _, l := range m.summaryLines() {
+	for _, l := range m.summaryLines(true) {
 		body = append(body, wrapLine(l, m.width)...)
 	}
 	avail := max(m.height-3, 1)
