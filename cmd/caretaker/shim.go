@@ -1,5 +1,14 @@
 package main
 
+import (
+	"github.com/caretaker/caretaker/lab"
+	"github.com/spf13/cobra"
+)
+
 // runShim lets the caretaker binary act as a lab node's k3s, systemctl or
-// journalctl (the lab links them to this binary). Wired to lab.RunShim.
-func runShim(args []string) (int, bool) { return 0, false }
+// journalctl: the lab links those commands to this binary.
+func runShim(args []string) (int, bool) { return lab.RunShim(args) }
+
+func init() {
+	extraCommands = append(extraCommands, func() *cobra.Command { return lab.NewCommand() })
+}
