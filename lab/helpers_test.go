@@ -17,6 +17,7 @@ import (
 
 	"github.com/caretaker/caretaker/internal/k3s"
 	"github.com/caretaker/caretaker/lab"
+	"github.com/caretaker/caretaker/lab/labtest"
 	"github.com/caretaker/caretaker/runner"
 )
 
@@ -39,14 +40,20 @@ func ctxT(t *testing.T) context.Context {
 // connect loads the lab's inventory and dials every node over SSH.
 func connect(t *testing.T, l *lab.Lab) *cluster {
 	t.Helper()
-	inv, err := runner.LoadInventory(l.InventoryPath())
+	return connectInventory(t, l.InventoryPath(), &cluster{t: t, lab: l})
+}
+
+// connectInventory dials every node of an inventory into c.
+func connectInventory(t *testing.T, path string, c *cluster) *cluster {
+	t.Helper()
+	inv, err := runner.LoadInventory(path)
 	if err != nil {
 		t.Fatalf("load the lab inventory: %v", err)
 	}
 	if len(inv.Clusters) != 1 {
 		t.Fatalf("inventory has %d clusters, want 1", len(inv.Clusters))
 	}
-	c := &cluster{t: t, lab: l, inv: inv, nodes: map[string]*runner.Node{}, ex: map[string]runner.Executor{}}
+	c.inv, c.nodes, c.ex = inv, map[string]*runner.Node{}, map[string]runner.Executor{}
 	for _, n := range inv.Clusters[0].Nodes {
 		ex, err := runner.DialSSH(ctxT(t), n)
 		if err != nil {
@@ -310,4 +317,10 @@ func (c *cluster) effectiveServer(node string) string {
 		c.t.Fatalf("%s: effective config: %v", node, err)
 	}
 	return eff["server"].Value
+}
+
+// startLab starts a lab through labtest.
+func startLab(t *testing.T, o lab.Options) *lab.Lab {
+	t.Helper()
+	return labtest.Start(t, o)
 }

@@ -95,11 +95,14 @@ func Start(ctx context.Context, o Options) (l *Lab, err error) {
 	if err := l.writeClientKey(); err != nil {
 		return nil, err
 	}
-	pw := make([]byte, 16)
-	if _, err := rand.Read(pw); err != nil {
-		return nil, err
+	l.password = o.Token
+	if l.password == "" {
+		pw := make([]byte, 16)
+		if _, err := rand.Read(pw); err != nil {
+			return nil, err
+		}
+		l.password = hex.EncodeToString(pw)
 	}
-	l.password = hex.EncodeToString(pw)
 	t0 := time.Now().Add(-time.Hour).Truncate(time.Second)
 	cas, err := k3s.GenerateClusterCAs(t0, l.password)
 	if err != nil {
@@ -500,6 +503,8 @@ func (l *Lab) supervisorAt(baseURL string) *supervisor {
 // the files in DIR and nothing running. It is safe to call more than once.
 func (l *Lab) Close() error {
 	l.closeOnce.Do(func() {
+		t0 := time.Now()
+		defer func() { l.opts.Logf("lab closed in %s", time.Since(t0).Round(time.Millisecond)) }()
 		var errs []error
 		if l.ctrl != nil {
 			l.ctrl.close()

@@ -76,6 +76,10 @@ type Options struct {
 	// ServerSource says per server node where `server` is configured:
 	// SourceConfig (default), SourceDropIn, SourceUnit or SourceEnv.
 	ServerSource map[string]string
+	// Token is the password of the cluster token (the passphrase of the
+	// datastore key); default a random one. It must not contain ',' or
+	// newlines (it lands in the CSV passwd file).
+	Token string
 	// SecureToken configures nodes with the full K10<ca-hash>::server:<pw>
 	// token instead of the bare password.
 	SecureToken bool
@@ -114,6 +118,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.Servers+o.Agents > 250 {
 		return o, fmt.Errorf("lab: at most 250 nodes fit in one subnet, got %d", o.Servers+o.Agents)
+	}
+	if strings.ContainsAny(o.Token, ",\n\r'\" ") {
+		return o, fmt.Errorf("lab: the token password must not contain commas, quotes, spaces or newlines")
 	}
 	if o.Version == "" {
 		o.Version = DefaultVersion

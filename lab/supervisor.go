@@ -144,7 +144,6 @@ func sendStatus(w http.ResponseWriter, code int, reason, message string) {
 		Reason   string   `json:"reason"`
 		Code     int      `json:"code"`
 	}{Kind: "Status", Status: "Failure", Message: message, Reason: reason, Code: code}, "", "  ")
-	body = append(body, '\n')
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(code)
