@@ -43,7 +43,7 @@ import (
 //	k3s.restart(node, timeout="3m", check=True)
 //	                                   restart and wait until up
 //	k3s.datastore(node) -> struct      the decrypted bootstrap data's CAs
-//	k3s.verify(nodes=None, expect="", focus=None, live=True, fail=True)
+//	k3s.verify(nodes=None, expect="", focus=None, live=True, fail=True, quiet=False)
 //	                                   every node holds the datastore CA
 //	k3s.check(nodes=None, warn_days=120, fail=False)
 //	                                   certificate expiry on every node

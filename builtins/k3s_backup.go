@@ -335,6 +335,11 @@ func k3sRestore(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, k
 	if err != nil {
 		return nil, err
 	}
+	return c.restoreBackup(name, restart)
+}
+
+// restoreBackup puts backup name (the newest when empty) back on the node.
+func (c *k3sCall) restoreBackup(name string, restart bool) (starlark.Value, error) {
 	m, archive, err := c.findBackup(name)
 	if err != nil {
 		return nil, err

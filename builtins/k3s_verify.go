@@ -282,21 +282,23 @@ func verifyTable(rows []verifyRow) string {
 	return b.String()
 }
 
-// k3s.verify(nodes=None, expect="", focus=None, live=True, fail=True):
+// k3s.verify(nodes=None, expect="", focus=None, live=True, fail=True, quiet=False):
 // every server's disk CA set equals the datastore's, every server serves
 // it live (TLS chain on the supervisor port, GET /cacerts), every agent's
 // server-ca.crt equals it. expect is the sha256 the datastore's server CA
 // must have (the staged one after a rotation). focus limits which nodes
 // decide the result (the others are still shown). Returns
 // struct(ok, rows, stale, datastore, table); fails with the table when not
-// ok and fail is True.
+// ok and fail is True (the error carries the table). quiet=True prints
+// nothing.
 func k3sVerify(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
 	var (
 		nodesArg, focusArg starlark.Value = starlark.None, starlark.None
 		expect             string
 		live, fail         = true, true
+		quiet              bool
 	)
-	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "nodes?", &nodesArg, "expect?", &expect, "focus?", &focusArg, "live?", &live, "fail?", &fail); err != nil {
+	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "nodes?", &nodesArg, "expect?", &expect, "focus?", &focusArg, "live?", &live, "fail?", &fail, "quiet?", &quiet); err != nil {
 		return nil, err
 	}
 	env, err := runner.EnvFrom(th, b.Name())
@@ -379,8 +381,10 @@ func k3sVerify(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kw
 			fmt.Fprintf(&detail, "  %s: warning: %s\n", r.node, w)
 		}
 	}
-	for _, line := range strings.Split(strings.TrimRight(detail.String(), "\n"), "\n") {
-		env.Output(runner.StreamLog, line)
+	if !quiet {
+		for _, line := range strings.Split(strings.TrimRight(detail.String(), "\n"), "\n") {
+			env.Output(runner.StreamLog, line)
+		}
 	}
 
 	var rowVals []starlark.Value
