@@ -60,25 +60,28 @@ func (h helpKeys) FullHelp() [][]key.Binding { return h.full }
 func (m *model) helpFor() helpKeys {
 	k := m.keys
 	quit := k.Quit
+	move := key.NewBinding(key.WithKeys("up", "down", "j", "k"), key.WithHelp("↑↓/jk", "move"))
+	failed := key.NewBinding(key.WithKeys("f"), key.WithHelp("f", "failed"))
+	pause := key.NewBinding(key.WithKeys("p"), key.WithHelp("p", "pause"))
 	switch m.phase {
 	case phasePlan:
 		quit.SetHelp("q", "quit")
 		return helpKeys{
-			short: []key.Binding{k.Start, k.Down, k.Up, quit},
+			short: []key.Binding{k.Start, quit, key.NewBinding(key.WithKeys("up", "down", "j", "k"), key.WithHelp("↑↓/jk", "scroll"))},
 			full:  [][]key.Binding{{k.Start, quit}, {k.Down, k.Up}},
 		}
 	case phaseDone:
 		quit.SetHelp("q", "quit")
 		if m.summary {
 			return helpKeys{
-				short: []key.Binding{k.Summary, k.Down, k.Up, k.Save, quit},
+				short: []key.Binding{k.Summary, key.NewBinding(key.WithKeys("up", "down", "j", "k"), key.WithHelp("↑↓/jk", "scroll")), failed, k.Save, quit},
 				full:  [][]key.Binding{{k.Summary, k.Save, quit}, {k.Down, k.Up}},
 			}
 		}
 	}
 	if m.pane.Focused() {
 		return helpKeys{
-			short: []key.Binding{k.Back, k.Down, k.Up, k.PageDown, k.Bottom, k.Help},
+			short: []key.Binding{k.Back, key.NewBinding(key.WithKeys("up", "down", "j", "k"), key.WithHelp("↑↓/jk", "scroll")), k.PageDown, k.Bottom, k.Help},
 			full: [][]key.Binding{
 				{k.Down, k.Up, k.PageDown, k.PageUp},
 				{k.Top, k.Bottom, k.Back},
@@ -86,14 +89,14 @@ func (m *model) helpFor() helpKeys {
 			},
 		}
 	}
-	short := []key.Binding{k.Down, k.Up, k.Focus, k.Filter, k.NextFailed, k.Pause, k.Save, quit, k.Help}
+	short := []key.Binding{move, k.Focus, k.Filter, failed, pause, quit, k.Help, k.Save}
 	full := [][]key.Binding{
 		{k.Down, k.Up, k.Left, k.Right, k.PageDown, k.PageUp},
 		{k.Focus, k.Filter, k.NextFailed, k.Save},
 		{k.Pause, quit, k.Interrupt, k.Help},
 	}
 	if m.phase == phaseDone {
-		short = []key.Binding{k.Summary, k.Down, k.Up, k.Focus, k.Filter, k.NextFailed, k.Save, quit}
+		short = []key.Binding{k.Summary, move, k.Focus, k.Filter, failed, quit, k.Help, k.Save}
 		full[2] = []key.Binding{k.Summary, quit, k.Help}
 	}
 	return helpKeys{short: short, full: full}

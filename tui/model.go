@@ -77,6 +77,7 @@ type model struct {
 	prompts    []promptMsg
 	input      lineInput
 	flash      string
+	flashAt    time.Time // flashes fade after flashFor
 	planOffset int
 	sumOffset  int
 
@@ -265,3 +266,9 @@ func (m *model) syncPane(reset bool) {
 	m.pane.SetTitle(m.paneTitle(row))
 	m.pane.SetHeader(m.cellText(row, step))
 }
+
+// flashFor is how long a message stays in the footer.
+const flashFor = 6 * time.Second
+
+// setFlash shows a message in the footer for flashFor.
+func (m *model) setFlash(s string) { m.flash, m.flashAt = s, m.now() }

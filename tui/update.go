@@ -2,6 +2,7 @@ package tui
 
 import (
 	"strings"
+	"time"
 
 	"charm.land/bubbles/v2/key"
 	tea "charm.land/bubbletea/v2"
@@ -38,9 +39,9 @@ func (m *model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		return m, m.tick()
 	case savedMsg:
 		if msg.err != nil {
-			m.flash = "✗ " + msg.err.Error()
+			m.flash, m.flashAt = "✗ "+msg.err.Error(), time.Time{} // errors stay
 		} else {
-			m.flash = "log saved to " + msg.path + " (" + itoa(msg.lines) + " lines)"
+			m.setFlash("log saved to " + msg.path + " (" + itoa(msg.lines) + " lines)")
 			m.savedPath = msg.path
 		}
 		return m, nil
@@ -140,14 +141,14 @@ func (m *model) applyEvent(ev runner.Event) tea.Cmd {
 		text := logpane.Clean(e.Text)
 		m.notes = append(m.notes, text)
 		m.log.add(m.rowOf(e.Node), -1, e.At, logpane.Line{Kind: logpane.Info, Text: "note: " + text})
-		m.flash = "note: " + text
+		m.setFlash("note: " + text)
 	case runner.RunDone:
 		d := e
 		m.done = &d
 		if e.RunID != "" {
 			m.runID = e.RunID
 		}
-		m.flash = ""
+		m.setFlash("")
 		m.phase = phaseDone
 		m.summary = true
 		m.modal = modalNone
@@ -222,7 +223,7 @@ func streamKind(s string) logpane.Kind {
 
 // onKey routes a key: line editor, then modal, then the screen.
 func (m *model) onKey(k tea.KeyPressMsg) tea.Cmd {
-	m.flash = ""
+	m.setFlash("")
 	if m.input.kind != inputNone {
 		return m.inputKey(k)
 	}
@@ -313,12 +314,12 @@ func (m *model) stop(hard bool) tea.Cmd {
 	if hard {
 		m.stopping = 2
 		m.opts.Controller.Stop(true)
-		m.flash = "aborting: running commands are cancelled (q to leave now)"
+		m.setFlash("aborting: running commands are cancelled (q to leave now)")
 		return nil
 	}
 	m.stopping = 1
 	m.opts.Controller.Stop(false)
-	m.flash = "stopping: running commands finish, nothing new starts (ctrl+c: cancel them)"
+	m.setFlash("stopping: running commands finish, nothing new starts (ctrl+c: cancel them)")
 	return nil
 }
 
@@ -373,7 +374,7 @@ func (m *model) gridKey(k tea.KeyPressMsg) tea.Cmd {
 			m.quitEarly = true
 			return tea.Quit
 		case 1:
-			m.flash = "stopping: waiting for running commands (ctrl+c: cancel them)"
+			m.setFlash("stopping: waiting for running commands (ctrl+c: cancel them)")
 			return nil
 		}
 		m.modal = modalAbort
@@ -428,7 +429,7 @@ func (m *model) gridKey(k tea.KeyPressMsg) tea.Cmd {
 		m.grid.MoveCol(1)
 	case key.Matches(k, km.NextFailed):
 		if !m.grid.NextFailed() {
-			m.flash = "no failed cell"
+			m.setFlash("no failed cell")
 		}
 	case key.Matches(k, km.Filter):
 		m.input = lineInput{kind: inputFilter, prompt: "/", value: m.grid.Filter(), old: m.grid.Filter()}
@@ -448,16 +449,16 @@ func (m *model) gridKey(k tea.KeyPressMsg) tea.Cmd {
 
 func (m *model) togglePause() tea.Cmd {
 	if m.opts.Controller == nil || m.phase != phaseRun || m.stopping > 0 {
-		m.flash = "pause is not available now"
+		m.setFlash("pause is not available now")
 		return nil
 	}
 	m.wantPause = !m.wantPause
 	if m.wantPause {
 		m.opts.Controller.Pause()
-		m.flash = "pausing before the next step (running commands finish); p to resume"
+		m.setFlash("pausing before the next step (running commands finish); p to resume")
 	} else {
 		m.opts.Controller.Resume()
-		m.flash = "resuming"
+		m.setFlash("resuming")
 	}
 	return nil
 }
@@ -477,7 +478,7 @@ func (m *model) inputKey(k tea.KeyPressMsg) tea.Cmd {
 		kind, v := in.kind, strings.TrimSpace(in.value)
 		m.input = lineInput{}
 		if kind == inputSave && v != "" {
-			m.flash = "saving log to " + v + " …"
+			m.setFlash("saving log to " + v + " …")
 			return m.saveLog(v)
 		}
 		return nil

@@ -396,3 +396,17 @@ func TestSummaryKeys(t *testing.T) {
 		t.Fatal("q on the summary quits")
 	}
 }
+
+func TestFlashFades(t *testing.T) {
+	m := newTest(t, Options{Plan: rotatePlan(), Controller: &fakeController{}}, 80, 24)
+	midRun(m)
+	press(m, "p")
+	if !strings.Contains(stripANSI(screen(t, m)), "pausing before the next step") {
+		t.Fatal("p should explain itself in the footer")
+	}
+	now := m.now()
+	m.now = func() time.Time { return now.Add(flashFor + time.Second) }
+	if s := stripANSI(screen(t, m)); strings.Contains(s, "pausing before the next step") || !strings.Contains(s, "q abort • ? help") {
+		t.Fatalf("the message should give way to the help after %v:\n%s", flashFor, s)
+	}
+}

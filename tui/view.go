@@ -148,7 +148,7 @@ func (m *model) footer() string {
 	switch {
 	case m.input.kind != inputNone:
 		return m.st.bold.Render(m.input.prompt) + m.input.value + "█"
-	case m.flash != "":
+	case m.flash != "" && (m.flashAt.IsZero() || m.now().Sub(m.flashAt) < flashFor):
 		return m.st.flash.Render(ansi.Truncate(m.flash, m.width, "…"))
 	}
 	key := fmt.Sprint(m.phase, m.summary, m.pane.Focused(), m.width, m.isDark)
