@@ -358,18 +358,56 @@ func (e *sshExecutor) newSession(ctx context.Context) (*ssh.Session, *sshConn, e
 		if err != nil {
 			return nil, nil, err
 		}
-		s, err := c.client.NewSession()
+		s, err := e.openSession(ctx, c)
 		if err == nil {
 			return s, c, nil
 		}
 		var oce *ssh.OpenChannelError
-		if errors.As(err, &oce) {
-			return nil, nil, fmt.Errorf("node %s (%s): the SSH server refused a new session: %w; check MaxSessions in the node's sshd_config",
-				e.node.Name, e.target.node.addr(), err)
+		if errors.As(err, &oce) || ctx.Err() != nil {
+			return nil, nil, err
 		}
 		e.drop(c)
-		if attempt > 0 || ctx.Err() != nil {
+		if attempt > 0 {
 			return nil, nil, e.lostError(c, "opening a session", err)
+		}
+	}
+}
+
+// sessionRetryBudget is how long a refused session is retried. OpenSSH
+// frees a session slot a moment after the channel closed, so a new session
+// right after a finished one can hit MaxSessions even below the limit.
+const sessionRetryBudget = 10 * time.Second
+
+// openSession opens a session on c, retrying while the server refuses it
+// for lack of session slots.
+func (e *sshExecutor) openSession(ctx context.Context, c *sshConn) (*ssh.Session, error) {
+	var deadline time.Time
+	backoff := time.Millisecond
+	for {
+		s, err := c.client.NewSession()
+		if err == nil {
+			return s, nil
+		}
+		var oce *ssh.OpenChannelError
+		if !errors.As(err, &oce) || oce.Reason == ssh.UnknownChannelType {
+			return nil, err
+		}
+		if deadline.IsZero() {
+			deadline = time.Now().Add(sessionRetryBudget)
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("node %s (%s): the SSH server keeps refusing new sessions: %w; check MaxSessions in the node's sshd_config",
+				e.node.Name, e.target.node.addr(), err)
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		case <-t.C:
+		}
+		if backoff < 50*time.Millisecond {
+			backoff *= 2
 		}
 	}
 }
@@ -424,6 +462,7 @@ func (e *sshExecutor) run(ctx context.Context, c Command, display string) (Resul
 	if sudo {
 		line = sudoLine(line)
 	}
+	line = pidPrefix + line
 	tail := &tailBuffer{}
 	var outGate *gateWriter
 	if c.Stdout != nil {
@@ -431,7 +470,8 @@ func (e *sshExecutor) run(ctx context.Context, c Command, display string) (Resul
 		sess.Stdout = outGate
 	}
 	errGate := newGate(c.Stderr, tail)
-	sess.Stderr = errGate
+	pids := &pidFilter{w: errGate}
+	sess.Stderr = pids
 	if c.Stdin != nil {
 		sess.Stdin = c.Stdin
 	}
@@ -461,15 +501,25 @@ func (e *sshExecutor) run(ctx context.Context, c Command, display string) (Resul
 	case <-ctx.Done():
 		sess.Signal(ssh.SIGKILL)
 		sess.Close()
+		check := time.NewTimer(killCheck)
 		select {
 		case <-done:
-		case <-time.After(sshKillGrace):
+			check.Stop()
+		case <-check.C:
+			if pid := pids.pid.Load(); pid > 0 {
+				e.killRemote(conn, pid, sudo)
+			}
+			select {
+			case <-done:
+			case <-time.After(sshKillGrace):
+			}
 		}
 		closeGates()
 		return Result{ExitCode: -1, Duration: time.Since(start)}, e.cancelError(parent, display, timeout, ctx.Err())
 	}
 	res := Result{Duration: time.Since(start)}
 	sess.Close()
+	pids.flush()
 	outErr := closeGates()
 
 	var ee *ssh.ExitError
