@@ -124,6 +124,13 @@ func TestResize(t *testing.T) {
 			checkScreen(t, screen(t, m), w, h)
 		}
 	}
+	// Absurdly small windows, with a modal open, must not panic or overflow.
+	send(m, destructivePrompt())
+	for _, sz := range [][2]int{{1, 1}, {5, 2}, {20, 5}, {30, 8}} {
+		send(m, sizeMsg(sz[0], sz[1]))
+		checkScreen(t, screen(t, m), sz[0], sz[1])
+	}
+	press(m, "n")
 	send(m, sizeMsg(80, 24))
 	narrow := stripANSI(screen(t, m))
 	if strings.Contains(narrow, "│") || !strings.Contains(narrow, "\n srv-1 (server 10.0.0.11)") {

@@ -321,8 +321,10 @@ func (g *Grid) SetSize(w, h int) {
 	g.scroll()
 }
 
-// Width and Height return the size set last.
-func (g *Grid) Width() int  { return g.width }
+// Width returns the width set last.
+func (g *Grid) Width() int { return g.width }
+
+// Height returns the height set last, the header line included.
 func (g *Grid) Height() int { return g.height }
 
 // Selected returns the selected node row (-1 if no row is shown) and step.

@@ -85,8 +85,10 @@ func (p *Pane) SetSize(w, h int) {
 	p.clamp()
 }
 
-// Width and Height return the size set last.
-func (p *Pane) Width() int  { return p.width }
+// Width returns the width set last.
+func (p *Pane) Width() int { return p.width }
+
+// Height returns the height set last, the title line included.
 func (p *Pane) Height() int { return p.height }
 
 // SetTitle sets the text of the title line.
@@ -157,8 +159,10 @@ func (p *Pane) ScrollBy(n int) {
 	p.clamp()
 }
 
-// PageUp and PageDown scroll by a window.
-func (p *Pane) PageUp()   { p.ScrollBy(-max(p.body()-1, 1)) }
+// PageUp scrolls up by a window.
+func (p *Pane) PageUp() { p.ScrollBy(-max(p.body()-1, 1)) }
+
+// PageDown scrolls down by a window.
 func (p *Pane) PageDown() { p.ScrollBy(max(p.body()-1, 1)) }
 
 // Top scrolls to the first line.
