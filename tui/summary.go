@@ -161,6 +161,8 @@ func (m *model) nextSteps(inTUI bool) []string {
 		}
 	case d.Status == "ok" && m.check():
 		return []string{"nothing was changed: run again without --check to apply the plan"}
+	case m.check():
+		return []string{"nothing was changed; fix what the check found, then run the check again"}
 	case d.Status == "ok":
 		if len(m.notes)+len(d.Notes) > 0 {
 			return []string{"all steps done; follow the notes above"}

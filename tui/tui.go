@@ -13,9 +13,17 @@
 //	summary, err := p.Wait()            // operator pressed q on the summary
 //	fmt.Print(summary)
 //
-// If the run ends without emitting a RunDone (for example it failed to take
-// the lock), the caller should emit one itself so the summary says why, or
-// call Quit.
+// The Sink and the Prompter are safe for concurrent use and never block the
+// runner for long: events are queued and handed to the program at most once
+// per frame. If the run ends without emitting a RunDone (for example it
+// failed to take the lock), the caller should emit one itself so the summary
+// says why, or call Quit. Nothing else should write to the terminal while
+// the program runs.
+//
+// Keys: j/k or arrows move between nodes, h/l between steps; enter or tab
+// focuses the output pane; / filters by name, role or status; f jumps to the
+// next failed cell; p pauses before the next step; s saves the whole log;
+// q or ctrl+c asks to abort (ctrl+c again: abort at once); ? shows help.
 package tui
 
 import (
@@ -44,7 +52,7 @@ type Options struct {
 	Check      bool              // check mode: nothing is changed
 	Plan       runner.RunStarted // shown before the run: steps × nodes, serial limits, mutating steps
 	Confirm    bool              // show the plan and wait for enter (false with --yes)
-	Controller runner.Controller // pause, resume and stop; may be nil (then q quits at once)
+	Controller runner.Controller // pause, resume and stop; if nil, aborting just closes the TUI
 	LogPath    string            // default file name offered by 's' (save log)
 	Input      io.Reader         // default os.Stdin
 	Output     io.Writer         // default os.Stdout

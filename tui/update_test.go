@@ -410,3 +410,13 @@ func TestFlashFades(t *testing.T) {
 		t.Fatalf("the message should give way to the help after %v:\n%s", flashFor, s)
 	}
 }
+
+func TestNextStepsInCheckMode(t *testing.T) {
+	m := newTest(t, Options{Plan: rotatePlan(), Check: true}, 80, 24)
+	midRun(m)
+	send(m, failedDone())
+	s := m.summaryText()
+	if strings.Contains(s, "caretaker resume") || !strings.Contains(s, "run the check again") {
+		t.Fatalf("a failed check has nothing to resume:\n%s", s)
+	}
+}
