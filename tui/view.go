@@ -2,6 +2,8 @@ package tui
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -255,7 +257,16 @@ func (m *model) renderPlan() string {
 	}
 	sum := "plan: " + strconv.Itoa(len(steps)) + " steps × " + strconv.Itoa(len(nodes)) + " nodes (" + who + ") · " +
 		strconv.Itoa(mut) + " change nodes"
-	lines := []string{m.titleBar(), m.st.dim.Render(ansi.Truncate(sum, m.width, "…")), m.nodeList(nodes), ""}
+	lines := []string{m.titleBar(), m.st.dim.Render(ansi.Truncate(sum, m.width, "…")), m.nodeList(nodes)}
+	if len(m.plan.Params) > 0 {
+		keys := slices.Sorted(maps.Keys(m.plan.Params))
+		var kv []string
+		for _, k := range keys {
+			kv = append(kv, k+"="+m.plan.Params[k])
+		}
+		lines = append(lines, ansi.Truncate(m.st.bold.Render("params")+" "+logpane.Clean(strings.Join(kv, " ")), m.width, "…"))
+	}
+	lines = append(lines, "")
 
 	nameW := 4
 	for _, s := range steps {

@@ -47,8 +47,8 @@ func TestView(t *testing.T) {
 	}{
 		{"plan", Options{Plan: rotatePlan(), Confirm: true}, func(m *model) {},
 			[]string{"8 steps × 5 nodes", "backup_certs", "once", "REAL RUN", "enter start"}},
-		{"plan_check", Options{Plan: rotatePlan(), Confirm: true, Check: true}, func(m *model) {},
-			[]string{"CHECK", "check mode: steps only report"}},
+		{"plan_check", Options{Plan: withParams(rotatePlan()), Confirm: true, Check: true}, func(m *model) {},
+			[]string{"CHECK", "check mode: steps only report", "params ca=new-root.pem force=false"}},
 		{"running", Options{Plan: rotatePlan()}, midRun,
 			[]string{"servers (3)", "agents (2)", "✗", "⠋ 23s", "39% 11/28", "waiting for the API"}},
 		{"prompt", Options{Plan: rotatePlan()}, func(m *model) { midRun(m); send(m, destructivePrompt()) },
@@ -136,4 +136,9 @@ func TestResize(t *testing.T) {
 	if strings.Contains(narrow, "│") || !strings.Contains(narrow, "\n srv-1 (server 10.0.0.11)") {
 		t.Fatalf("at 80 columns the output should be below the grid:\n%s", narrow)
 	}
+}
+
+func withParams(p runner.RunStarted) runner.RunStarted {
+	p.Params = map[string]string{"force": "false", "ca": "new-root.pem"}
+	return p
 }
