@@ -262,6 +262,37 @@ func (g *gateWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// ReadFrom copies r through Write with a pooled buffer, so that the copy
+// goroutines of a session do not allocate 32 KiB per command.
+func (g *gateWriter) ReadFrom(r io.Reader) (int64, error) { return pooledCopy(g, r) }
+
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// pooledCopy is io.Copy with a buffer from copyBufs; w must not implement
+// io.ReaderFrom by calling pooledCopy's caller again.
+func pooledCopy(w io.Writer, r io.Reader) (int64, error) {
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	buf := *bp
+	var n int64
+	for {
+		k, err := r.Read(buf)
+		if k > 0 {
+			wk, werr := w.Write(buf[:k])
+			n += int64(wk)
+			if werr != nil {
+				return n, werr
+			}
+		}
+		if err == io.EOF {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+	}
+}
+
 // close stops forwarding and returns the first error of the writer.
 func (g *gateWriter) close() error {
 	g.mu.Lock()

@@ -68,6 +68,9 @@ func (f *pidFilter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// ReadFrom avoids io.Copy's per-call buffer; see pooledCopy.
+func (f *pidFilter) ReadFrom(r io.Reader) (int64, error) { return pooledCopy(f, r) }
+
 // flush passes on what was held back; called when the command is done.
 func (f *pidFilter) flush() {
 	f.passing = true

@@ -311,7 +311,7 @@ func (s *Server) serveSession(ch ssh.Channel, reqs <-chan *ssh.Request) {
 				req.Reply(false, nil)
 				continue
 			}
-			cmd, stdinW, err := ss.start(p.Command)
+			r, err := ss.start(p.Command)
 			if err != nil {
 				s.logf("sshserver: start %q: %v", p.Command, err)
 				req.Reply(false, nil)
@@ -322,7 +322,7 @@ func (s *Server) serveSession(ch ssh.Channel, reqs <-chan *ssh.Request) {
 			cmdWG.Add(1)
 			go func() {
 				defer cmdWG.Done()
-				ss.wait(cmd, stdinW)
+				ss.wait(r)
 			}()
 		case "signal":
 			var p struct{ Signal string }
@@ -365,9 +365,11 @@ func (ss *session) kill(sig syscall.Signal) {
 	}
 }
 
-// start starts line in its own process group. Stdin goes through an
-// *os.File pipe so that Wait does not wait for the client to close stdin.
-func (ss *session) start(line string) (*exec.Cmd, *os.File, error) {
+// start starts line in its own process group. All three standard streams
+// are *os.File pipes copied by the server's own goroutines with pooled
+// buffers: Wait then neither waits for the client to close stdin nor
+// allocates copy buffers per command.
+func (ss *session) start(line string) (*running, error) {
 	s := ss.srv
 	cmd := exec.Command(s.cfg.Shell, "-c", line)
 	cmd.Dir = s.cfg.Dir
@@ -376,43 +378,97 @@ func (ss *session) start(line string) (*exec.Cmd, *os.File, error) {
 	env = append(append(append(env, s.baseEnv...), s.cfg.Env...), ss.env...)
 	ss.mu.Unlock()
 	cmd.Env = env
-	cmd.Stdout = ss.ch
-	cmd.Stderr = ss.ch.Stderr()
-	cmd.WaitDelay = s.cfg.OutputWaitDelay
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	stdinR, stdinW, err := os.Pipe()
-	if err != nil {
-		return nil, nil, err
+
+	var files [6]*os.File // stdin r/w, stdout r/w, stderr r/w
+	closeAll := func() {
+		for _, f := range files {
+			if f != nil {
+				f.Close()
+			}
+		}
 	}
-	cmd.Stdin = stdinR
+	for i := 0; i < 6; i += 2 {
+		r, w, err := os.Pipe()
+		if err != nil {
+			closeAll()
+			return nil, err
+		}
+		files[i], files[i+1] = r, w
+	}
+	stdinR, stdinW, outR, outW, errR, errW := files[0], files[1], files[2], files[3], files[4], files[5]
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdinR, outW, errW
 	ss.mu.Lock()
-	err = cmd.Start()
+	err := cmd.Start()
 	if err == nil {
 		ss.pgid = cmd.Process.Pid
 	}
 	ss.mu.Unlock()
+	// The child has its copies; the server keeps only its ends.
 	stdinR.Close()
+	outW.Close()
+	errW.Close()
 	if err != nil {
 		stdinW.Close()
-		return nil, nil, err
+		outR.Close()
+		errR.Close()
+		return nil, err
 	}
+	r := &running{cmd: cmd, stdinW: stdinW, outR: outR, errR: errR}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
 		// Ends when the client sends EOF, the channel closes, or the
 		// command is gone (write error after stdinW is closed).
-		io.Copy(stdinW, ss.ch)
+		pooledCopy(stdinW, ss.ch)
 		stdinW.Close()
 	}()
-	return cmd, stdinW, nil
+	r.copies.Add(2)
+	go func() {
+		defer r.copies.Done()
+		pooledCopy(ss.ch, outR)
+		outR.Close() // a gone client means EPIPE for the command, not a hang
+	}()
+	go func() {
+		defer r.copies.Done()
+		pooledCopy(ss.ch.Stderr(), errR)
+		errR.Close()
+	}()
+	return r, nil
 }
 
-func (ss *session) wait(cmd *exec.Cmd, stdinW *os.File) {
-	err := cmd.Wait()
+// running is a started command and the server's ends of its pipes.
+type running struct {
+	cmd                *exec.Cmd
+	stdinW, outR, errR *os.File
+	copies             sync.WaitGroup
+}
+
+func (ss *session) wait(r *running) {
+	err := r.cmd.Wait()
 	ss.mu.Lock()
 	ss.done = true
 	ss.mu.Unlock()
-	stdinW.Close()
+	r.stdinW.Close()
+	// Output may still come from processes the command left behind; wait
+	// for them to close it, or at most OutputWaitDelay.
+	copied := make(chan struct{})
+	go func() { r.copies.Wait(); close(copied) }()
+	if d := ss.srv.cfg.OutputWaitDelay; d > 0 {
+		t := time.NewTimer(d)
+		select {
+		case <-copied:
+			t.Stop()
+		case <-t.C:
+			r.outR.Close()
+			r.errR.Close()
+			<-copied
+		}
+	} else {
+		<-copied
+	}
+	r.outR.Close()
+	r.errR.Close()
 
 	ss.ch.CloseWrite()
 	status := 0
@@ -432,6 +488,15 @@ func (ss *session) wait(cmd *exec.Cmd, stdinW *os.File) {
 	}
 	ss.ch.SendRequest("exit-status", false, ssh.Marshal(struct{ Status uint32 }{uint32(status)}))
 	ss.ch.Close()
+}
+
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// pooledCopy is io.Copy with a pooled buffer.
+func pooledCopy(w io.Writer, r io.Reader) {
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	io.CopyBuffer(struct{ io.Writer }{w}, struct{ io.Reader }{r}, *bp)
 }
 
 func sendExitSignal(ch ssh.Channel, sig syscall.Signal) {

@@ -300,3 +300,23 @@ func waitGone(t *testing.T, pid int) {
 	}
 	t.Errorf("process %d still running", pid)
 }
+
+func TestBackgroundOutput(t *testing.T) {
+	// By default, like OpenSSH, the session lasts while a background
+	// process keeps stdout open, and its output arrives.
+	e := start(t, nil)
+	out, _, err := e.run(t, "(sleep 0.3; echo late) & echo early", "")
+	if err != nil || out != "early\nlate\n" {
+		t.Fatalf("default: %q %v; want early and late", out, err)
+	}
+	// With OutputWaitDelay the session ends that long after the command.
+	e = start(t, func(c *Config) { c.OutputWaitDelay = 100 * time.Millisecond })
+	begin := time.Now()
+	out, _, err = e.run(t, "(sleep 5; echo late) & echo early", "")
+	if err != nil || out != "early\n" {
+		t.Fatalf("with OutputWaitDelay: %q %v; want only early", out, err)
+	}
+	if d := time.Since(begin); d > 4*time.Second {
+		t.Errorf("session took %v despite OutputWaitDelay", d)
+	}
+}
