@@ -212,6 +212,9 @@ type NodeStatus struct {
 
 // EtcdStatus says how to reach the lab's etcd.
 type EtcdStatus struct {
+	// Endpoint is server-1's client endpoint "<ip>:2379"; Endpoints lists
+	// every server's (one etcd listens on all of them).
+	Endpoint  string   `json:"endpoint"`
 	Endpoints []string `json:"endpoints"`
 	CACert    string   `json:"cacert"`
 	Cert      string   `json:"cert"`
@@ -225,7 +228,7 @@ func (l *Lab) Status() Status {
 		UpSeconds: l.UpDuration().Seconds(), Ready: l.UpDuration() > 0,
 	}
 	if l.ds != nil {
-		st.Etcd = EtcdStatus{Endpoints: l.ds.endpoints, CACert: l.ds.caFile, Cert: l.ds.certFile, Key: l.ds.keyFile}
+		st.Etcd = EtcdStatus{Endpoint: l.ds.endpoints[0], Endpoints: l.ds.endpoints, CACert: l.ds.caFile, Cert: l.ds.certFile, Key: l.ds.keyFile}
 	}
 	for _, n := range l.nodes {
 		n.mu.Lock()
