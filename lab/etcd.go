@@ -213,6 +213,9 @@ func (ds *datastore) saveBootstrap(ctx context.Context, passphrase string, d k3s
 	if len(all.Kvs) > 1 {
 		return false, fmt.Errorf("found multiple bootstrap keys in storage")
 	}
+	if len(all.Kvs) == 1 && string(all.Kvs[0].Key) != key {
+		return false, fmt.Errorf("bootstrap data already found and encrypted with different token")
+	}
 	if override {
 		_, err = ds.cli.Put(ctx, key, sealed)
 		return false, err

@@ -83,9 +83,10 @@ func Start(ctx context.Context, o Options) (l *Lab, err error) {
 		return nil, fmt.Errorf("lab: directory %s is too long for a unix socket path (at most ~100 bytes); use a shorter --dir", o.Dir)
 	}
 	l = &Lab{opts: o, byName: map[string]*node{}, downCh: make(chan struct{}), started: began}
+	built := l
 	defer func() {
 		if err != nil {
-			_ = l.Close()
+			_ = built.Close()
 		}
 	}()
 
