@@ -140,10 +140,18 @@ func (c *k3sCall) supervisorConn(ctx context.Context) (*tls.Conn, error) {
 // supervisorGet sends GET path to the node's supervisor and returns the
 // status and body.
 func (c *k3sCall) supervisorGet(ctx context.Context, p string) (int, []byte, error) {
+	code, body, _, err := c.supervisorGetChain(ctx, p)
+	return code, body, err
+}
+
+// supervisorGetChain is supervisorGet that also returns the certificate
+// chain the supervisor served.
+func (c *k3sCall) supervisorGetChain(ctx context.Context, p string) (int, []byte, []*x509.Certificate, error) {
 	tc, err := c.supervisorConn(ctx)
 	if err != nil {
-		return 0, nil, err
+		return 0, nil, nil, err
 	}
+	certs := tc.ConnectionState().PeerCertificates
 	defer tc.Close()
 	if d, ok := ctx.Deadline(); ok {
 		_ = tc.SetDeadline(d)
@@ -153,18 +161,18 @@ func (c *k3sCall) supervisorGet(ctx context.Context, p string) (int, []byte, err
 	req, _ := http.NewRequest(http.MethodGet, "https://"+c.node.K3s.SupervisorEndpoint+p, nil)
 	req.Close = true
 	if err := req.Write(tc); err != nil {
-		return 0, nil, fmt.Errorf("GET %s: %w", p, err)
+		return 0, nil, certs, fmt.Errorf("GET %s: %w", p, err)
 	}
 	resp, err := http.ReadResponse(bufio.NewReader(tc), req)
 	if err != nil {
-		return 0, nil, fmt.Errorf("GET %s: %w", p, err)
+		return 0, nil, certs, fmt.Errorf("GET %s: %w", p, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if err != nil {
-		return 0, nil, fmt.Errorf("GET %s: %w", p, err)
+		return 0, nil, certs, fmt.Errorf("GET %s: %w", p, err)
 	}
-	return resp.StatusCode, body, nil
+	return resp.StatusCode, body, certs, nil
 }
 
 // verifyLive checks the CA a server serves: the TLS chain on the
@@ -180,13 +188,12 @@ func (c *k3sCall) verifyLive(ds *dsRead, row *verifyRow) {
 		row.problems = append(row.problems, "the datastore's ServerCA does not parse: "+err.Error())
 		return
 	}
-	tc, err := c.supervisorConn(ctx)
-	if err != nil {
+	// One connection: its chain, then GET /cacerts on it.
+	code, body, certs, err := c.supervisorGetChain(ctx, "/cacerts")
+	if len(certs) == 0 {
 		row.live = "down"
 		row.problems = append(row.problems, fmt.Sprintf("live %s: %v", addr, err))
 	} else {
-		certs := tc.ConnectionState().PeerCertificates
-		tc.Close()
 		roots, inter := x509.NewCertPool(), x509.NewCertPool()
 		for _, ca := range dsCerts {
 			roots.AddCert(ca)
@@ -207,7 +214,6 @@ func (c *k3sCall) verifyLive(ds *dsRead, row *verifyRow) {
 			row.live = "ok"
 		}
 	}
-	code, body, err := c.supervisorGet(ctx, "/cacerts")
 	switch {
 	case err != nil:
 		row.cacerts = "down"
