@@ -89,7 +89,8 @@ func (m *RunMeta) stepName(i int) string {
 // JournalEntry is one line of journal.jsonl. Type says which fields are
 // set: "run" (Meta), "attempt", "step_started" and "step_done" (Step,
 // StepName, Node; Status, Error, Reason and Duration for step_done),
-// "undo" (Seq, Step, Node, Kind, Data), "note" (Node, Text), "run_done"
+// "undo" (Seq, Step, Node, Kind, Data), "share" (Kind is the key, Data
+// the value, see journal_values.go), "note" (Node, Text), "run_done"
 // (Status, Error, Counts, Duration).
 type JournalEntry struct {
 	Type    string    `json:"type"`
@@ -227,6 +228,24 @@ func (j *FileJournal) takeLock() error {
 		return fmt.Errorf("run %s is in progress in another caretaker process (its journal %s is locked); wait for it to end or stop it: %w", filepath.Base(j.dir), j.dir, ErrLocked)
 	}
 	return nil
+}
+
+// LockRun takes the lock of a run's journal without writing to it: `caretaker
+// undo` holds it while it undoes the run so that no resume runs it at the
+// same time. It fails with ErrLocked while the run is in progress.
+func LockRun(stateDir, runID string) (unlock func(), err error) {
+	if err := checkRunID(runID); err != nil {
+		return nil, err
+	}
+	dir := RunDir(stateDir, runID)
+	if _, err := os.Stat(filepath.Join(dir, journalFile)); err != nil {
+		return nil, fmt.Errorf("no journal for run %s in %s: %w (see `caretaker runs`, or give --state-dir)", runID, filepath.Join(stateDir, runsDir), ErrBadInput)
+	}
+	j := &FileJournal{dir: dir}
+	if err := j.takeLock(); err != nil {
+		return nil, err
+	}
+	return func() { j.lock.Unlock() }, nil
 }
 
 // RunID is the run the journal belongs to.
@@ -460,7 +479,8 @@ type RunRecord struct {
 	// died while writing it); it is ignored.
 	Truncated bool `json:"truncated,omitempty"`
 
-	done map[stepKey]StepResult
+	done   map[stepKey]StepResult
+	shared map[string]json.RawMessage
 }
 
 type stepKey struct {
@@ -475,6 +495,20 @@ func (r *RunRecord) Completed(step int, node string) bool {
 	return ok && (res.Status == StatusOK || res.Status == StatusChanged)
 }
 
+// ResumeDone is the RunOptions.Done of a resumed run of plan: a step that
+// changes nodes (mutates=True) is skipped where it ended ok or changed in
+// an earlier attempt; a read-only step runs again, because later steps
+// may rely on what it found (its result, the values it shared) and
+// running it costs nothing but time.
+func (r *RunRecord) ResumeDone(plan *Plan) func(step int, node string) bool {
+	return func(step int, node string) bool {
+		if step < 0 || step >= len(plan.Steps) || !plan.Steps[step].Mutates {
+			return false
+		}
+		return r.Completed(step, node)
+	}
+}
+
 // Resumable says whether `caretaker resume` can continue the run, and if
 // not, why.
 func (r *RunRecord) Resumable() error {
@@ -483,6 +517,12 @@ func (r *RunRecord) Resumable() error {
 		return fmt.Errorf("run %s is still running (pid %d on %s): %w", r.Meta.RunID, r.Meta.PID, r.Meta.Host, ErrLocked)
 	case "ok":
 		return fmt.Errorf("run %s ended ok: nothing to resume: %w", r.Meta.RunID, ErrBadInput)
+	}
+	if r.Meta.UndoOf != "" {
+		return fmt.Errorf("run %s undid run %s: run `caretaker undo %s` again to finish it: %w", r.Meta.RunID, r.Meta.UndoOf, r.Meta.UndoOf, ErrBadInput)
+	}
+	if r.Meta.PlaybookRef == "" {
+		return fmt.Errorf("run %s does not say where its playbook came from, so it cannot be loaded again: %w", r.Meta.RunID, ErrBadInput)
 	}
 	if r.Meta.Check {
 		return fmt.Errorf("run %s was a check-mode run: run it again instead of resuming it: %w", r.Meta.RunID, ErrBadInput)
@@ -566,7 +606,7 @@ func readRun(dir string, probe bool) (*RunRecord, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read journal: %w", err)
 	}
-	rec := &RunRecord{Path: path, done: map[stepKey]StepResult{}}
+	rec := &RunRecord{Path: path, done: map[stepKey]StepResult{}, shared: map[string]json.RawMessage{}}
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	sc.Buffer(make([]byte, 0, 64*1024), 64<<20)
 	lineNo := 0
@@ -623,6 +663,8 @@ func readRun(dir string, probe bool) (*RunRecord, error) {
 				u.Data = e.DataB64
 			}
 			rec.Undos = append(rec.Undos, u)
+		case "share":
+			rec.shared[e.Kind] = e.Data
 		case "note":
 			txt := e.Text
 			if e.Node != "" {

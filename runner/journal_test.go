@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"testing/fstest"
 
 	"go.starlark.net/starlark"
+	"go.starlark.net/starlarkstruct"
 )
 
 const journalInv = `
@@ -32,6 +34,7 @@ step("facts", facts, mutates=False)
 
 def change(node):
     put("/etc/app.conf", "new-" + node)
+    keep("k", {"a": (1, 2.5), "b": [True, None, "s"], "big": 1 << 70})
 step("change", change)
 
 def change_again(node):
@@ -39,6 +42,8 @@ def change_again(node):
 step("change again", change_again)
 
 def needs_flag(node):
+    if got("k") == None or got("k")["big"] != 1 << 70:
+        fail("the shared value of step change is gone")
     require("/flag")
 step("needs flag", needs_flag)
 `
@@ -98,7 +103,34 @@ func testBuiltins(t *testing.T) starlark.StringDict {
 		}
 		return starlark.None, nil
 	})
-	return starlark.StringDict{"put": put, "require": require}
+	keep := starlark.NewBuiltin("keep", func(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+		var key string
+		var v starlark.Value
+		if err := starlark.UnpackArgs(b.Name(), args, kwargs, "key", &key, "value", &v); err != nil {
+			return nil, err
+		}
+		env, err := EnvFrom(th, b.Name())
+		if err != nil {
+			return nil, err
+		}
+		env.Share(key, v)
+		return starlark.None, nil
+	})
+	got := starlark.NewBuiltin("got", func(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+		var key string
+		if err := starlark.UnpackArgs(b.Name(), args, kwargs, "key", &key); err != nil {
+			return nil, err
+		}
+		env, err := EnvFrom(th, b.Name())
+		if err != nil {
+			return nil, err
+		}
+		if v, ok := env.Shared(key); ok {
+			return v, nil
+		}
+		return starlark.None, nil
+	})
+	return starlark.StringDict{"put": put, "require": require, "keep": keep, "got": got}
 }
 
 type jfix struct {
@@ -134,7 +166,7 @@ func (f *jfix) load() *Plan {
 	return plan
 }
 
-func (f *jfix) run(plan *Plan, j *FileJournal, done func(int, string) bool) (RunDone, error) {
+func (f *jfix) run(plan *Plan, j *FileJournal, done func(int, string) bool, shared ...map[string]starlark.Value) (RunDone, error) {
 	f.mu.Lock()
 	f.events = nil
 	f.mu.Unlock()
@@ -144,6 +176,7 @@ func (f *jfix) run(plan *Plan, j *FileJournal, done func(int, string) bool) (Run
 		Journal:    j,
 		Done:       done,
 		BeforeStep: j.BeforeStep,
+		Shared:     firstOr(shared),
 		// A pool of our own: the run would close the fakes otherwise.
 		Pool: NewPool(func(ctx context.Context, n *Node) (Executor, error) { return f.fakes[n.Name], nil }),
 		Sink: MultiSink{j, SinkFunc(func(e Event) {
@@ -153,6 +186,13 @@ func (f *jfix) run(plan *Plan, j *FileJournal, done func(int, string) bool) (Run
 		})},
 	}
 	return NewRun(plan, opts).Execute(context.Background())
+}
+
+func firstOr(m []map[string]starlark.Value) map[string]starlark.Value {
+	if len(m) == 0 {
+		return nil
+	}
+	return m[0]
 }
 
 func (f *jfix) stepDone(step, node string) StepDone {
@@ -254,13 +294,20 @@ func TestJournalRecordsResumeAndUndo(t *testing.T) {
 	if j2.Attempt() != 2 {
 		t.Errorf("attempt = %d, want 2", j2.Attempt())
 	}
-	done, err = f.run(f.load(), j2, rec2.Completed)
+	shared, lost := rec2.SharedValues()
+	if len(lost) != 0 || shared["k"] == nil {
+		t.Fatalf("shared values read back: %v, lost %v", shared, lost)
+	}
+	done, err = f.run(f.load(), j2, rec2.ResumeDone(plan), shared)
 	j2.Close()
 	if err != nil || done.Status != "ok" {
 		t.Fatalf("resume: %q %v", done.Status, err)
 	}
 	if d := f.stepDone("change", "s1"); d.Status != StatusSkipped || d.Reason != "done in an earlier run" {
 		t.Errorf("resumed run, change@s1 = %+v, want skipped as done", d)
+	}
+	if d := f.stepDone("facts", "s1"); d.Status != StatusOK {
+		t.Errorf("resumed run, read-only facts@s1 = %+v, want run again (ok)", d)
 	}
 	if d := f.stepDone("needs flag", "s2"); d.Status != StatusOK {
 		t.Errorf("resumed run, needs flag@s2 = %+v, want ok", d)
@@ -326,6 +373,7 @@ func stepNames(p *Plan) []string {
 func TestJournalInterruptedAndTruncated(t *testing.T) {
 	f := newJFix(t)
 	meta := NewRunMeta("r-killed", "jpb", "jt")
+	meta.PlaybookRef = "jpb"
 	j, err := CreateJournal(f.state, meta)
 	if err != nil {
 		t.Fatal(err)
@@ -367,6 +415,7 @@ func TestJournalInterruptedAndTruncated(t *testing.T) {
 	if len(rec.Undos) != 1 || string(rec.Undos[0].Data) != "not json" {
 		t.Errorf("undo with non-JSON data read back as %+v", rec.Undos)
 	}
+	rec.Meta.PlaybookRef = "jpb"
 	if err := rec.Resumable(); err != nil {
 		t.Errorf("an interrupted run must be resumable: %v", err)
 	}
@@ -424,9 +473,34 @@ func TestUndoPlanRefusals(t *testing.T) {
 	if _, err := UndoPlan(rec, f.cluster); !errors.Is(err, ErrBadInput) || !strings.Contains(err.Error(), `"gone"`) {
 		t.Errorf("unknown node: %v", err)
 	}
-	rec.Undos = []JournalUndo{{Seq: 1, Node: "s1", Kind: "x.unknown"}}
-	if _, err := UndoPlan(rec, f.cluster); !errors.Is(err, ErrBadInput) || !strings.Contains(err.Error(), "x.unknown") || !strings.Contains(err.Error(), "test.put") {
-		t.Errorf("unknown kind: %v", err)
+	// A kind without an undo function is reported, not run: the step is
+	// skipped and the recorded "how" becomes a note.
+	rec.Undos = []JournalUndo{{Seq: 1, Node: "s1", Kind: "x.unknown", Data: []byte(`{"how":"restore the backup by hand"}`)}}
+	plan, err := UndoPlan(rec, f.cluster)
+	if err != nil || !strings.Contains(plan.Description, "cannot be undone automatically (x.unknown)") {
+		t.Fatalf("unknown kind: %v %v", plan, err)
+	}
+	j, err := CreateJournal(f.state, NewRunMeta("u-unknown", plan.Playbook, "jt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done, err := f.run(plan, j, nil)
+	j.Close()
+	if err != nil || done.Counts[StatusSkipped] != 1 || len(done.Notes) != 1 || !strings.Contains(done.Notes[0], "no automatic undo for x.unknown; recorded: restore the backup by hand") {
+		t.Errorf("undo run of an unknown kind: %+v %v", done, err)
+	}
+	for _, c := range []struct {
+		meta RunMeta
+		want string
+	}{
+		{RunMeta{RunID: "u", UndoOf: "orig", PlaybookRef: "x"}, "caretaker undo orig"},
+		{RunMeta{RunID: "n"}, "cannot be loaded again"},
+		{RunMeta{RunID: "c", PlaybookRef: "x", Check: true}, "check-mode"},
+	} {
+		r := &RunRecord{Meta: c.meta, State: "failed"}
+		if err := r.Resumable(); !errors.Is(err, ErrBadInput) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("Resumable(%+v) = %v, want %q", c.meta, err, c.want)
+		}
 	}
 	defer func() {
 		if recover() == nil {
@@ -453,5 +527,40 @@ func TestJournalWriteFailureStopsRun(t *testing.T) {
 	}
 	if d := f.stepDone("change", "s1"); d.Status != "" {
 		t.Errorf("a step ran after the journal broke: %+v", d)
+	}
+}
+
+func TestSharedValuesRoundTrip(t *testing.T) {
+	big, _ := new(big.Int).SetString("123456789012345678901234567890", 10)
+	d := starlark.NewDict(2)
+	d.SetKey(starlark.MakeInt(1), starlark.String("one"))
+	d.SetKey(starlark.String("t"), starlark.Tuple{starlark.Float(0.5), starlark.Bytes("\x00\xff")})
+	in := starlark.NewList([]starlark.Value{
+		starlark.None, starlark.True, starlark.String("s"), starlark.MakeInt(-7), starlark.MakeBigInt(big), d,
+		starlarkstruct.FromStringDict(starlark.String("ca"), starlark.StringDict{"sha256": starlark.String("ab"), "certs": starlark.MakeInt(2)}),
+	})
+	raw, err := encodeShared(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := decodeShared(raw)
+	if err != nil {
+		t.Fatalf("decode %s: %v", raw, err)
+	}
+	if out.String() != in.String() {
+		t.Errorf("round trip:\n got %s\nwant %s\n(json %s)", out, in, raw)
+	}
+	s := out.(*starlark.List).Index(6).(*starlarkstruct.Struct)
+	if v, _ := s.Attr("certs"); v != starlark.MakeInt(2) {
+		t.Errorf("struct field certs = %v", v)
+	}
+	// A value that cannot be kept is reported by key, not silently dropped.
+	rec := &RunRecord{shared: map[string]json.RawMessage{}}
+	rec.shared["ok"] = raw
+	fn, _ := encodeShared(starlark.NewBuiltin("f", nil))
+	rec.shared["fn"] = fn
+	vals, lost := rec.SharedValues()
+	if len(vals) != 1 || len(lost) != 1 || !strings.Contains(lost[0], "fn: a builtin_function_or_method cannot be kept") {
+		t.Errorf("SharedValues = %v, lost %q", vals, lost)
 	}
 }

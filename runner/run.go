@@ -53,6 +53,9 @@ type RunOptions struct {
 	// BeforeStep is called before each step starts; an error stops the run
 	// cleanly (used for maintenance windows). Optional.
 	BeforeStep func(step *Step) error
+	// Shared seeds the values share() published in an earlier run of the
+	// same journal (resume), so skipped steps' values stay available.
+	Shared map[string]starlark.Value
 }
 
 // Run executes a plan. It implements Controller so a live view can pause
@@ -94,6 +97,10 @@ func NewRun(plan *Plan, opts RunOptions) *Run {
 		opts.RunID = NewRunID(plan.Playbook)
 	}
 	st := &runState{opts: opts, cluster: plan.Cluster, nodes: plan.Nodes, shared: map[string]starlark.Value{}, results: map[string]starlark.Value{}}
+	for k, v := range opts.Shared {
+		v.Freeze()
+		st.shared[k] = v
+	}
 	st.pool = opts.Pool
 	if st.pool == nil {
 		st.pool = NewPool(opts.Connect)

@@ -131,12 +131,23 @@ func (e *Env) Shared(key string) (starlark.Value, bool) {
 	return v, ok
 }
 
-// Share publishes a frozen value for later steps (and other nodes).
+// Share publishes a frozen value for later steps (and other nodes). A
+// journal that implements ShareRecorder keeps it, so a resumed run sees
+// the values of the steps it skips.
 func (e *Env) Share(key string, v starlark.Value) {
 	v.Freeze()
 	e.run.mu.Lock()
-	defer e.run.mu.Unlock()
 	e.run.shared[key] = v
+	e.run.mu.Unlock()
+	if sr, ok := e.run.opts.Journal.(ShareRecorder); ok {
+		sr.RecordShare(key, v)
+	}
+}
+
+// ShareRecorder is implemented by journals that keep shared values
+// (FileJournal); RunOptions.Shared gives them back to a resumed run.
+type ShareRecorder interface {
+	RecordShare(key string, v starlark.Value)
 }
 
 // Undo records an undo action before a change is made; the journal keeps it

@@ -2,6 +2,7 @@ package runner
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"sort"
 	"strings"
@@ -62,8 +63,9 @@ func lookupUndo(kind string) (UndoFunc, bool) {
 // UndoPlan builds the plan of an undo run for a journaled run: one step
 // per recorded undo action, the latest first, each on the node the change
 // was made on. cluster is the run's cluster from the inventory. It fails
-// when the run recorded nothing to undo, when a node is no longer in the
-// inventory, or when an action's kind is unknown to this caretaker.
+// when the run recorded nothing to undo or when a node is no longer in the
+// inventory. An action whose kind has no registered UndoFunc becomes a
+// step that ends skipped with a note saying what was recorded.
 func UndoPlan(rec *RunRecord, cluster *Cluster) (*Plan, error) {
 	if len(rec.Undos) == 0 {
 		return nil, fmt.Errorf("run %s recorded no undo actions: nothing to undo", rec.Meta.RunID)
@@ -88,8 +90,8 @@ func UndoPlan(rec *RunRecord, cluster *Cluster) (*Plan, error) {
 		}
 		fn, ok := lookupUndo(u.Kind)
 		if !ok {
+			fn = manualUndo(u.Kind)
 			unknown = append(unknown, u.Kind)
-			continue
 		}
 		if !seen[n.Name] {
 			seen[n.Name] = true
@@ -119,8 +121,46 @@ func UndoPlan(rec *RunRecord, cluster *Cluster) (*Plan, error) {
 		})
 	}
 	if len(unknown) > 0 {
-		return nil, fmt.Errorf("run %s recorded undo actions this caretaker does not know (%s; it knows %s): use the caretaker version that made the run: %w",
-			rec.Meta.RunID, strings.Join(unknown, ", "), strings.Join(UndoKinds(), ", "), ErrBadInput)
+		plan.Description += fmt.Sprintf("; %d action(s) cannot be undone automatically (%s) and are only reported", len(unknown), strings.Join(dedupe(unknown), ", "))
 	}
 	return plan, nil
+}
+
+// manualUndo stands in for a kind without a registered UndoFunc: a record
+// that only documents what was done (e.g. "k3s.rotate_ca", whose way back
+// is a restore of the backup), or one written by another caretaker
+// version. The step ends skipped and its data becomes a note for the
+// operator.
+func manualUndo(kind string) UndoFunc {
+	return func(ctx context.Context, env *Env, data []byte) error {
+		env.Note(fmt.Sprintf("%s: no automatic undo for %s; recorded: %s", env.nodeName(), kind, describeUndoData(data)))
+		return Skip("cannot be undone automatically: see the note")
+	}
+}
+
+// describeUndoData renders undo data for a note: its "how" field when it
+// has one, else the JSON as recorded.
+func describeUndoData(data []byte) string {
+	var m map[string]any
+	if json.Unmarshal(data, &m) == nil {
+		if how, ok := m["how"].(string); ok && how != "" {
+			return how
+		}
+	}
+	if len(data) > 300 {
+		return string(data[:300]) + "..."
+	}
+	return string(data)
+}
+
+func dedupe(in []string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, s := range in {
+		if !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	return out
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -9,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/caretaker/caretaker/builtins"
 	"github.com/caretaker/caretaker/playbooks"
@@ -32,6 +34,18 @@ type runFlags struct {
 	maxFailed int
 	stateDir  string
 	verbose   bool
+
+	// Unattended runs (session.go).
+	breakLock     bool
+	noClusterLock bool
+	window        string
+	notifyURL     string
+	lockTTL       time.Duration
+	// playbookRef is what loadPlan resolved (a shipped name or an absolute
+	// path): the journal keeps it for resume.
+	playbookRef string
+	// cont is set by resume and undo.
+	cont *continuation
 }
 
 func (f *runFlags) addLoadFlags(c *cobra.Command) {
@@ -51,6 +65,7 @@ func (f *runFlags) addRunFlags(c *cobra.Command) {
 	c.Flags().IntVar(&f.maxFailed, "max-failed", 0, "continue until more than this many nodes failed, then stop (0: see --on-failure)")
 	c.Flags().StringVar(&f.stateDir, "state-dir", "", "state directory for journals and backups (default $XDG_STATE_HOME/caretaker or ~/.local/state/caretaker)")
 	c.Flags().BoolVarP(&f.verbose, "verbose", "v", false, "plain output: show the Starlark backtrace of failures")
+	f.addSessionFlags(c)
 }
 
 func (f *runFlags) parseParams() (map[string]string, error) {
@@ -101,6 +116,12 @@ func (f *runFlags) loadPlan(playbook string, params map[string]string) (*runner.
 	opts := runner.LoadOptions{Params: params, LibDirs: f.libDirs, Predeclared: pre, Cluster: cluster, Limit: f.limit}
 	if err := resolvePlaybook(playbook, &opts); err != nil {
 		return nil, err
+	}
+	f.playbookRef = opts.Path
+	if opts.FS != nil {
+		f.playbookRef = opts.Name
+	} else if abs, err := filepath.Abs(opts.Path); err == nil {
+		f.playbookRef = abs
 	}
 	return runner.Load(opts)
 }
@@ -180,7 +201,15 @@ func executePlan(ctx context.Context, stdout io.Writer, plan *runner.Plan, f *ru
 		Failure:   failure,
 		NodeValue: builtins.NodeValue,
 	}
+	// Window, notifier, locks and journal (session.go).
+	sess, err := openSession(ctx, plan, f)
+	if err != nil {
+		return err
+	}
+	defer sess.close(context.WithoutCancel(ctx))
+	sess.apply(&opts)
 	if output == "tui" {
+		opts.Sink = sess.sink(nil)
 		return runWithTUI(ctx, plan, opts, f)
 	}
 	var sink runner.Sink
@@ -189,7 +218,7 @@ func executePlan(ctx context.Context, stdout io.Writer, plan *runner.Plan, f *ru
 	} else {
 		sink = runner.NewPlainSink(stdout, f.verbose)
 	}
-	opts.Sink = sink
+	opts.Sink = sess.sink(sink)
 	if !f.yes && interactive {
 		opts.Prompter = linePrompter{in: os.Stdin, out: os.Stderr}
 	}
@@ -200,10 +229,20 @@ func executePlan(ctx context.Context, stdout io.Writer, plan *runner.Plan, f *ru
 }
 
 // runOutcome maps a finished run to the process's exit code; the summary
-// was already printed by the sink.
+// was already printed by the sink. A run stopped by its closing window
+// exits 5, one that lost its cluster lock 3.
 func runOutcome(done runner.RunDone, err error) error {
 	if err == nil {
 		return nil
+	}
+	if hint := needsConfirmHint(done); hint != nil {
+		return withCode(exitFailed, hint)
+	}
+	switch {
+	case errors.Is(err, runner.ErrOutsideWindow):
+		return withCode(exitWindow, silentError{err})
+	case errors.Is(err, runner.ErrLocked):
+		return withCode(exitLocked, silentError{err})
 	}
 	return withCode(exitFailed, silentError{err})
 }

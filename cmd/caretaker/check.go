@@ -1,0 +1,539 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"sort"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/caretaker/caretaker/builtins"
+	"github.com/caretaker/caretaker/runner"
+	"github.com/spf13/cobra"
+	"go.starlark.net/starlark"
+	"go.starlark.net/starlarkstruct"
+)
+
+func init() {
+	extraCommands = append(extraCommands, newCheckCommand)
+}
+
+type checkFlags struct {
+	inventory   string
+	cluster     string
+	limit       string
+	warnDays    int
+	output      string
+	metricsFile string
+	verbose     bool
+	timeout     time.Duration
+}
+
+func newCheckCommand() *cobra.Command {
+	var f checkFlags
+	c := &cobra.Command{
+		Use:   "check -i INVENTORY [--warn-days 30] [--output table|json] [--metrics-file PATH]",
+		Short: "Read-only health check for cron and monitoring: CA consistency and certificate expiry on every node",
+		Long: `check reads, and changes nothing: it compares the CA on every node's disk with
+the CA in the datastore and the CA served live by every server (:6443 and
+/cacerts), agents' server-ca.crt included (k3s.verify), and lists every
+certificate's expiry on every node (k3s.check, like ` + "`k3s certificate check`" + `).
+
+Exit codes: 0 healthy; 4 a node's CA differs (drift) or a certificate is
+expired or expires within --warn-days; 1 a node (or the datastore) could not
+be reached, so health is unknown. --metrics-file writes the result in the
+Prometheus text format for node_exporter's textfile collector, atomically.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runCheck(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), &f)
+		},
+	}
+	fl := c.Flags()
+	fl.StringVarP(&f.inventory, "inventory", "i", "", "inventory file (required)")
+	fl.StringVar(&f.cluster, "cluster", "", "cluster of the inventory (needed when it declares several)")
+	fl.StringVar(&f.limit, "limit", "", "only these nodes (selector)")
+	fl.IntVar(&f.warnDays, "warn-days", 30, "a certificate expiring within this many days is a finding (exit 4)")
+	fl.StringVarP(&f.output, "output", "o", "table", "table or json")
+	fl.StringVar(&f.metricsFile, "metrics-file", "", "write Prometheus metrics here (node_exporter textfile collector), atomically")
+	fl.BoolVarP(&f.verbose, "verbose", "v", false, "log every step's output to stderr")
+	fl.DurationVar(&f.timeout, "timeout", 2*time.Minute, "time limit per node")
+	return c
+}
+
+// checkReport is what `caretaker check -o json` prints.
+type checkReport struct {
+	Cluster      string        `json:"cluster"`
+	CheckedAt    time.Time     `json:"checked_at"`
+	WarnDays     int           `json:"warn_days"`
+	Status       string        `json:"status"` // healthy, drift, unreachable
+	ExitCode     int           `json:"exit_code"`
+	Summary      string        `json:"summary"`
+	Problems     []string      `json:"problems,omitempty"`
+	Unreachable  []nodeProblem `json:"unreachable,omitempty"`
+	CA           caReport      `json:"ca"`
+	Expiring     []certRow     `json:"expiring"`
+	Certificates []certRow     `json:"certificates"`
+	Nodes        []string      `json:"nodes"`
+}
+
+type nodeProblem struct {
+	Node  string `json:"node"`
+	Error string `json:"error"`
+}
+
+// caReport is the CA consistency part (k3s.verify).
+type caReport struct {
+	Checked    bool           `json:"checked"`
+	Consistent bool           `json:"consistent"`
+	Error      string         `json:"error,omitempty"`
+	Via        string         `json:"via,omitempty"`
+	Stale      []string       `json:"stale"`
+	Datastore  map[string]any `json:"datastore,omitempty"`
+	Nodes      []caRow        `json:"nodes"`
+}
+
+// caRow mirrors a row of k3s.verify.
+type caRow struct {
+	Node     string   `json:"node"`
+	Role     string   `json:"role"`
+	OK       bool     `json:"ok"`
+	Disk     string   `json:"disk"`
+	Live     string   `json:"live"`
+	Cacerts  string   `json:"cacerts"`
+	Agent    string   `json:"agent"`
+	Problems []string `json:"problems,omitempty"`
+	Warnings []string `json:"warnings,omitempty"`
+}
+
+// certRow mirrors a row of k3s.check.
+type certRow struct {
+	Node         string    `json:"node"`
+	File         string    `json:"file"`
+	Subject      string    `json:"subject"`
+	Issuer       string    `json:"issuer"`
+	Expires      time.Time `json:"expires"`
+	ResidualDays int       `json:"residual_days"`
+	Status       string    `json:"status"`
+}
+
+func runCheck(ctx context.Context, stdout, stderr io.Writer, f *checkFlags) error {
+	if f.output != "table" && f.output != "json" {
+		return usageError{fmt.Errorf("--output %q: use table or json", f.output)}
+	}
+	if f.warnDays < 0 {
+		return usageError{fmt.Errorf("--warn-days %d: give a number of days ≥ 0", f.warnDays)}
+	}
+	if f.inventory == "" {
+		return usageError{fmt.Errorf("no inventory: give one with -i FILE")}
+	}
+	inv, err := runner.LoadInventory(f.inventory)
+	if err != nil {
+		return err
+	}
+	cluster, err := inv.Cluster(f.cluster)
+	if err != nil {
+		return err
+	}
+	nodes := cluster.Nodes
+	if f.limit != "" {
+		if nodes, err = cluster.Select(f.limit); err != nil {
+			return err
+		}
+	}
+	pool := runner.NewPool(runner.DialSSH)
+	defer pool.Close()
+	var log runner.Sink
+	if f.verbose {
+		log = runner.NewPlainSink(stderr, true)
+	}
+	rep := &checkReport{Cluster: cluster.Name, CheckedAt: time.Now().UTC(), WarnDays: f.warnDays, Expiring: []certRow{}, Certificates: []certRow{}, CA: caReport{Stale: []string{}, Nodes: []caRow{}}}
+	for _, n := range nodes {
+		rep.Nodes = append(rep.Nodes, n.Name)
+	}
+
+	// 1. Certificates, node by node (an unreachable node fails alone).
+	var mu sync.Mutex
+	certsStep := &runner.Step{Index: 0, Name: "certificates", Selector: "all", Nodes: nodes, Timeout: f.timeout, Doc: "k3s.check on each node",
+		Body: goStep("certificates", func(th *starlark.Thread, env *runner.Env) error {
+			v, err := callK3s(th, "check", starlark.Tuple{}, []starlark.Tuple{
+				{starlark.String("nodes"), starlark.NewList([]starlark.Value{starlark.String(env.Node.Name)})},
+				{starlark.String("warn_days"), starlark.MakeInt(f.warnDays)},
+				{starlark.String("fail"), starlark.False},
+			})
+			if err != nil {
+				return err
+			}
+			var res struct {
+				Rows []certRow `json:"rows"`
+			}
+			if err := fromStarlark(v, &res); err != nil {
+				return err
+			}
+			mu.Lock()
+			rep.Certificates = append(rep.Certificates, res.Rows...)
+			mu.Unlock()
+			return nil
+		})}
+	done1, _ := runCheckPlan(ctx, pool, cluster, nodes, certsStep, log)
+	failed := map[string]bool{}
+	for _, d := range done1.Failed {
+		failed[d.Node] = true
+		rep.Unreachable = append(rep.Unreachable, nodeProblem{Node: d.Node, Error: d.Error})
+	}
+	var reachable []*runner.Node
+	var server *runner.Node
+	for _, n := range nodes {
+		if !failed[n.Name] {
+			reachable = append(reachable, n)
+			if server == nil && n.Role == runner.RoleServer {
+				server = n
+			}
+		}
+	}
+	if server == nil {
+		// Any server of the cluster can reach the datastore.
+		for _, n := range cluster.Nodes {
+			if n.Role == runner.RoleServer && !failed[n.Name] {
+				server = n
+				break
+			}
+		}
+	}
+
+	// 2. CA consistency across the reachable nodes, the datastore and the
+	// live endpoints, read once through one server.
+	if server == nil {
+		rep.CA.Error = "no reachable server to read the datastore through"
+	} else if len(reachable) > 0 {
+		names := make([]starlark.Value, 0, len(reachable))
+		for _, n := range reachable {
+			names = append(names, starlark.String(n.Name))
+		}
+		verifyStep := &runner.Step{Index: 0, Name: "ca consistency", Selector: server.Name, Nodes: []*runner.Node{server}, Once: true, Timeout: f.timeout, Doc: "k3s.verify",
+			Body: goStep("ca consistency", func(th *starlark.Thread, env *runner.Env) error {
+				v, err := callK3s(th, "verify", starlark.Tuple{}, []starlark.Tuple{
+					{starlark.String("nodes"), starlark.NewList(names)},
+					{starlark.String("live"), starlark.True},
+					{starlark.String("fail"), starlark.False},
+				})
+				if err != nil {
+					return err
+				}
+				var res struct {
+					OK        bool           `json:"ok"`
+					Rows      []caRow        `json:"rows"`
+					Stale     []string       `json:"stale"`
+					Datastore map[string]any `json:"datastore"`
+				}
+				if err := fromStarlark(v, &res); err != nil {
+					return err
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				rep.CA.Checked, rep.CA.Consistent, rep.CA.Nodes = true, res.OK, res.Rows
+				if res.Stale != nil {
+					rep.CA.Stale = res.Stale
+				}
+				rep.CA.Datastore = map[string]any{}
+				for _, k := range []string{"key", "revision", "via", "server_ca", "ca_hash"} {
+					if v, ok := res.Datastore[k]; ok {
+						rep.CA.Datastore[k] = v
+					}
+				}
+				rep.CA.Via = server.Name
+				return nil
+			})}
+		done2, _ := runCheckPlan(ctx, pool, cluster, append(reachable, missing(server, reachable)...), verifyStep, log)
+		for _, d := range done2.Failed {
+			rep.CA.Error = d.Error
+		}
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+
+	finishReport(rep, len(nodes))
+	if f.metricsFile != "" {
+		if err := runner.WriteMetricsFile(f.metricsFile, checkMetrics(rep)); err != nil {
+			fmt.Fprintf(stderr, "caretaker: %v\n", err)
+			if rep.ExitCode == exitOK {
+				rep.ExitCode = exitFailed
+			}
+		}
+	}
+	if f.output == "json" {
+		if err := writeJSON(stdout, rep); err != nil {
+			return err
+		}
+	} else {
+		printCheck(stdout, rep)
+	}
+	if rep.ExitCode != exitOK {
+		return withCode(rep.ExitCode, silentError{fmt.Errorf("%s", rep.Summary)})
+	}
+	return nil
+}
+
+// finishReport sorts the rows, lists the findings and sets the status and
+// exit code: unreachable (1) wins over drift or expiry (4).
+func finishReport(rep *checkReport, nodeCount int) {
+	order := map[string]int{}
+	for i, n := range rep.Nodes {
+		order[n] = i
+	}
+	sort.SliceStable(rep.Certificates, func(a, b int) bool {
+		ca, cb := rep.Certificates[a], rep.Certificates[b]
+		if ca.Node != cb.Node {
+			return order[ca.Node] < order[cb.Node]
+		}
+		return ca.File < cb.File
+	})
+	sort.Slice(rep.Unreachable, func(a, b int) bool { return order[rep.Unreachable[a].Node] < order[rep.Unreachable[b].Node] })
+	for _, c := range rep.Certificates {
+		if c.Status != "OK" {
+			rep.Expiring = append(rep.Expiring, c)
+		}
+	}
+	for _, u := range rep.Unreachable {
+		rep.Problems = append(rep.Problems, fmt.Sprintf("%s: not checked: %s", u.Node, u.Error))
+	}
+	if rep.CA.Error != "" {
+		rep.Problems = append(rep.Problems, "CA consistency not checked: "+rep.CA.Error)
+	}
+	for _, r := range rep.CA.Nodes {
+		if !r.OK {
+			for _, p := range r.Problems {
+				rep.Problems = append(rep.Problems, fmt.Sprintf("%s: %s", r.Node, p))
+			}
+			if len(r.Problems) == 0 {
+				rep.Problems = append(rep.Problems, fmt.Sprintf("%s: does not hold the datastore's CA", r.Node))
+			}
+		}
+	}
+	for _, c := range rep.Expiring {
+		rep.Problems = append(rep.Problems, fmt.Sprintf("%s: %s (%s) %s, expires %s (%d days)", c.Node, c.File, c.Subject, c.Status, c.Expires.UTC().Format("2006-01-02"), c.ResidualDays))
+	}
+	drift := (rep.CA.Checked && !rep.CA.Consistent) || len(rep.Expiring) > 0
+	var parts []string
+	if len(rep.CA.Stale) > 0 {
+		parts = append(parts, fmt.Sprintf("%d node(s) without the datastore's CA: %s", len(rep.CA.Stale), strings.Join(rep.CA.Stale, ", ")))
+	} else if rep.CA.Checked && !rep.CA.Consistent {
+		parts = append(parts, "the CA is not consistent")
+	}
+	if len(rep.Expiring) > 0 {
+		parts = append(parts, fmt.Sprintf("%d certificate(s) expired or expiring within %d days", len(rep.Expiring), rep.WarnDays))
+	}
+	switch {
+	case len(rep.Unreachable) > 0 || rep.CA.Error != "":
+		rep.Status, rep.ExitCode = "unreachable", exitFailed
+		var who []string
+		for _, u := range rep.Unreachable {
+			who = append(who, u.Node)
+		}
+		msg := "health unknown"
+		if len(who) > 0 {
+			msg += fmt.Sprintf(": %d of %d node(s) could not be checked (%s)", len(who), nodeCount, strings.Join(who, ", "))
+		}
+		if rep.CA.Error != "" {
+			msg += "; CA consistency not checked"
+		}
+		parts = append([]string{msg}, parts...)
+	case drift:
+		rep.Status, rep.ExitCode = "drift", exitDrift
+	default:
+		rep.Status, rep.ExitCode = "healthy", exitOK
+		parts = append(parts, fmt.Sprintf("%d node(s) hold the datastore's CA, %d certificate(s) valid for more than %d days", nodeCount, len(rep.Certificates), rep.WarnDays))
+	}
+	rep.Summary = fmt.Sprintf("cluster %s: %s: %s", rep.Cluster, strings.ToUpper(rep.Status), strings.Join(parts, "; "))
+}
+
+func printCheck(w io.Writer, rep *checkReport) {
+	fmt.Fprintln(w, rep.Summary)
+	if rep.CA.Checked {
+		if sc, ok := rep.CA.Datastore["server_ca"].(map[string]any); ok {
+			fmt.Fprintf(w, "datastore CA: %v (sha256 %.16v…, read via %s)\n", sc["subject"], sc["sha256"], rep.CA.Via)
+		}
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "NODE\tROLE\tCA\tDISK\tLIVE\tCACERTS\tAGENT")
+		for _, r := range rep.CA.Nodes {
+			ok := "ok"
+			if !r.OK {
+				ok = "DRIFT"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Node, r.Role, ok, r.Disk, r.Live, r.Cacerts, r.Agent)
+		}
+		tw.Flush()
+	}
+	if len(rep.Expiring) > 0 {
+		fmt.Fprintf(w, "certificates needing attention (%d of %d):\n", len(rep.Expiring), len(rep.Certificates))
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "NODE\tFILE\tSUBJECT\tEXPIRES\tDAYS\tSTATUS")
+		for _, c := range rep.Expiring {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", c.Node, c.File, c.Subject, c.Expires.UTC().Format("2006-01-02 15:04 MST"), c.ResidualDays, c.Status)
+		}
+		tw.Flush()
+	} else if len(rep.Certificates) > 0 {
+		soonest := rep.Certificates[0]
+		for _, c := range rep.Certificates {
+			if c.Expires.Before(soonest.Expires) {
+				soonest = c
+			}
+		}
+		fmt.Fprintf(w, "certificates: %d checked, the first to expire is %s on %s (%s, in %d days)\n", len(rep.Certificates), soonest.File, soonest.Node, soonest.Expires.UTC().Format("2006-01-02"), soonest.ResidualDays)
+	}
+	for _, p := range rep.Problems {
+		fmt.Fprintf(w, "  problem: %s\n", p)
+	}
+}
+
+// checkMetrics turns a report into Prometheus metrics.
+func checkMetrics(rep *checkReport) []runner.MetricFamily {
+	now := rep.CheckedAt
+	b2f := func(b bool) float64 {
+		if b {
+			return 1
+		}
+		return 0
+	}
+	cl := map[string]string{"cluster": rep.Cluster}
+	expiry := runner.MetricFamily{Name: "caretaker_cert_expiry_seconds", Help: "Seconds until the certificate expires (negative: expired), per node, file and subject, as of the last check."}
+	notAfter := runner.MetricFamily{Name: "caretaker_cert_not_after_timestamp_seconds", Help: "Expiry time of the certificate as a Unix timestamp."}
+	seen := map[string]bool{}
+	for _, c := range rep.Certificates {
+		labels := map[string]string{"cluster": rep.Cluster, "node": c.Node, "file": c.File, "subject": c.Subject}
+		key := c.Node + "\x00" + c.File + "\x00" + c.Subject
+		if seen[key] {
+			// A bundle can hold the same subject twice (cross-signed
+			// roots); keep the first, as Prometheus wants unique series.
+			continue
+		}
+		seen[key] = true
+		expiry.Samples = append(expiry.Samples, runner.Sample{Labels: labels, Value: math.Round(c.Expires.Sub(now).Seconds())})
+		notAfter.Samples = append(notAfter.Samples, runner.Sample{Labels: labels, Value: float64(c.Expires.Unix())})
+	}
+	reach := runner.MetricFamily{Name: "caretaker_node_reachable", Help: "1 when the node could be checked."}
+	down := map[string]bool{}
+	for _, u := range rep.Unreachable {
+		down[u.Node] = true
+	}
+	for _, n := range rep.Nodes {
+		reach.Samples = append(reach.Samples, runner.Sample{Labels: map[string]string{"cluster": rep.Cluster, "node": n}, Value: b2f(!down[n])})
+	}
+	fams := []runner.MetricFamily{
+		expiry, notAfter,
+		{Name: "caretaker_ca_consistent", Help: "1 when every checked node's disk, the datastore and the live endpoints carry the same CA; 0 when not or not checked.", Samples: []runner.Sample{{Labels: cl, Value: b2f(rep.CA.Checked && rep.CA.Consistent)}}},
+		{Name: "caretaker_certs_expiring", Help: "Certificates expired or expiring within the warning window.", Samples: []runner.Sample{{Labels: cl, Value: float64(len(rep.Expiring))}}},
+		{Name: "caretaker_check_warn_days", Help: "The warning window of the check in days.", Samples: []runner.Sample{{Labels: cl, Value: float64(rep.WarnDays)}}},
+		{Name: "caretaker_check_healthy", Help: "1 when the check found no drift and no expiring certificate and reached every node.", Samples: []runner.Sample{{Labels: cl, Value: b2f(rep.ExitCode == exitOK)}}},
+		{Name: "caretaker_check_success", Help: "1 when the check could reach every node and the datastore (its findings are complete).", Samples: []runner.Sample{{Labels: cl, Value: b2f(rep.Status != "unreachable")}}},
+		{Name: "caretaker_check_timestamp_seconds", Help: "When the check ran, as a Unix timestamp.", Samples: []runner.Sample{{Labels: cl, Value: float64(now.Unix())}}},
+		reach,
+	}
+	return fams
+}
+
+func missing(n *runner.Node, in []*runner.Node) []*runner.Node {
+	for _, x := range in {
+		if x == n {
+			return nil
+		}
+	}
+	return []*runner.Node{n}
+}
+
+// runCheckPlan runs one read-only Go step over nodes with the shared pool.
+func runCheckPlan(ctx context.Context, pool *runner.Pool, cluster *runner.Cluster, nodes []*runner.Node, step *runner.Step, log runner.Sink) (runner.RunDone, error) {
+	plan := &runner.Plan{Playbook: "check", File: "caretaker check", Description: "read-only health check", Cluster: cluster, Nodes: nodes, Steps: []*runner.Step{step}}
+	sink := runner.Sink(runner.SinkFunc(func(runner.Event) {}))
+	if log != nil {
+		sink = log
+	}
+	return runner.NewRun(plan, runner.RunOptions{
+		Check: false, Pool: pool, Sink: sink, NodeValue: builtins.NodeValue,
+		Failure: runner.FailurePolicy{Continue: true},
+	}).Execute(ctx)
+}
+
+// goStep makes a step body of a Go function.
+func goStep(name string, fn func(th *starlark.Thread, env *runner.Env) error) starlark.Callable {
+	return starlark.NewBuiltin(name, func(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+		env, err := runner.EnvFrom(th, name)
+		if err != nil {
+			return nil, err
+		}
+		return starlark.None, fn(th, env)
+	})
+}
+
+// callK3s calls a function of the k3s module on th.
+func callK3s(th *starlark.Thread, name string, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+	fn, ok := builtins.K3s.Members[name].(starlark.Callable)
+	if !ok {
+		return nil, fmt.Errorf("the k3s module has no %s", name)
+	}
+	return starlark.Call(th, fn, args, kwargs)
+}
+
+// fromStarlark decodes a Starlark value (structs, dicts, lists, scalars)
+// into v through its JSON form.
+func fromStarlark(sv starlark.Value, v any) error {
+	b, err := json.Marshal(starToGo(sv))
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(b, v)
+}
+
+func starToGo(v starlark.Value) any {
+	switch x := v.(type) {
+	case starlark.NoneType:
+		return nil
+	case starlark.Bool:
+		return bool(x)
+	case starlark.String:
+		return string(x)
+	case starlark.Int:
+		if i, ok := x.Int64(); ok {
+			return i
+		}
+		return x.String()
+	case starlark.Float:
+		return float64(x)
+	case *starlark.List:
+		out := make([]any, 0, x.Len())
+		for i := 0; i < x.Len(); i++ {
+			out = append(out, starToGo(x.Index(i)))
+		}
+		return out
+	case starlark.Tuple:
+		out := make([]any, 0, len(x))
+		for _, e := range x {
+			out = append(out, starToGo(e))
+		}
+		return out
+	case *starlark.Dict:
+		out := map[string]any{}
+		for _, it := range x.Items() {
+			k, _ := starlark.AsString(it[0])
+			if k == "" {
+				k = it[0].String()
+			}
+			out[k] = starToGo(it[1])
+		}
+		return out
+	case *starlarkstruct.Struct:
+		out := map[string]any{}
+		for _, name := range x.AttrNames() {
+			if a, err := x.Attr(name); err == nil {
+				out[name] = starToGo(a)
+			}
+		}
+		return out
+	}
+	return v.String()
+}
