@@ -23,7 +23,7 @@ type entry struct {
 
 // journal is a node's systemd journal: K3s's logrus lines and systemd's
 // unit lines, in memory (journalctl reads it) and appended to
-// DIR/<node>/journal.log for humans.
+// DIR/run/<node>/journal.log for humans.
 type journal struct {
 	mu      sync.Mutex
 	host    string

@@ -226,7 +226,7 @@ func (n *node) journalTail(k int) string {
 func isLabEntry(name string) bool {
 	switch name {
 	case "lab.log", shim.SocketName, "inventory.yaml", "known_hosts", "id_ed25519", "id_ed25519.pub",
-		"etcd", "etcd-tls", "etcd-client", "etcd.log":
+		"etcd", "etcd-tls", "etcd-client", "etcd.log", "run", "ssh_config":
 		return true
 	}
 	return strings.HasPrefix(name, "server-") || strings.HasPrefix(name, "agent-")
@@ -287,7 +287,7 @@ func (l *Lab) newNode(name, role string, index int) *node {
 	n.kubeconfig = n.view(viewKubeconfig)
 	n.unitFile = n.view(filepath.Join(viewUnitDir, n.service+".service"))
 	n.envFile = n.unitFile + ".env"
-	n.journal = newJournal(name, filepath.Join(n.root, "journal.log"))
+	n.journal = newJournal(name, filepath.Join(n.runDir(), "journal.log"))
 	return n
 }
 

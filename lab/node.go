@@ -71,6 +71,11 @@ type node struct {
 
 func (n *node) isServer() bool { return n.role == "server" }
 
+// runDir is DIR/run/<node>: the lab's own files about the node (journal,
+// sshd config and logs), kept out of the node's root tree so that the tree
+// changes only as a real node's would.
+func (n *node) runDir() string { return filepath.Join(n.lab.opts.Dir, "run", n.name) }
+
 // unitName is the systemd unit name, "k3s.service".
 func (n *node) unitName() string { return n.service + ".service" }
 

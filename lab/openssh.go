@@ -91,14 +91,14 @@ func startOpenSSH(ctx context.Context, l *Lab) (*openSSH, error) {
 			}
 			select {
 			case <-p.exit:
-				log, _ := os.ReadFile(filepath.Join(p.n.root, "ssh", "sshd.log"))
+				log, _ := os.ReadFile(filepath.Join(p.n.runDir(), "ssh", "sshd.log"))
 				return o, fmt.Errorf("lab: %s: sshd exited while starting: %s", p.n.name, strings.TrimSpace(string(log)))
 			case <-ctx.Done():
 				return o, ctx.Err()
 			case <-time.After(20 * time.Millisecond):
 			}
 			if time.Now().After(deadline) {
-				return o, fmt.Errorf("lab: %s: sshd does not listen on %s:22 after 20s (see %s)", p.n.name, p.n.ip, filepath.Join(p.n.root, "ssh", "sshd.log"))
+				return o, fmt.Errorf("lab: %s: sshd does not listen on %s:22 after 20s (see %s)", p.n.name, p.n.ip, filepath.Join(p.n.runDir(), "ssh", "sshd.log"))
 			}
 		}
 	}
@@ -107,7 +107,7 @@ func startOpenSSH(ctx context.Context, l *Lab) (*openSSH, error) {
 
 func (o *openSSH) startNode(n *node) (*sshdProc, error) {
 	l := o.l
-	sshDir := filepath.Join(n.root, "ssh")
+	sshDir := filepath.Join(n.runDir(), "ssh")
 	if err := os.MkdirAll(sshDir, 0o700); err != nil {
 		return nil, err
 	}
