@@ -153,6 +153,16 @@ func (h *hostKeyChecker) acceptNew(hostport string, remote net.Addr, key ssh.Pub
 	return nil
 }
 
+// probeKey is a key no server has, used to ask known_hosts which keys it
+// holds for an address.
+var probeKey = sync.OnceValues(func() (ssh.PublicKey, error) {
+	pub, _, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		return nil, err
+	}
+	return ssh.NewPublicKey(pub)
+})
+
 // hostKeyAlgorithms orders the client's host key algorithms so that the
 // types already recorded for hostport come first: a server with several
 // host keys then presents the one known_hosts can check, and a server that
@@ -163,8 +173,7 @@ func hostKeyAlgorithms(file, hostport string) []string {
 	if err != nil {
 		return nil
 	}
-	_, probeKey, _ := ed25519.GenerateKey(nil)
-	probe, err := ssh.NewPublicKey(probeKey.Public())
+	probe, err := probeKey()
 	if err != nil {
 		return nil
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net"
 	"os"
@@ -72,7 +73,15 @@ func (l *localExecutor) Run(ctx context.Context, c Command) (Result, error) {
 	}
 	errGate := newGate(c.Stderr, tail)
 	cmd.Stderr = errGate
-	cmd.Stdin = c.Stdin
+	var stdin io.WriteCloser
+	if c.Stdin != nil {
+		// Our own copy: exec's Wait would wait for a reader that never
+		// ends even after the command exited.
+		var err error
+		if stdin, err = cmd.StdinPipe(); err != nil {
+			return Result{}, fmt.Errorf("node %s: command %q: stdin: %w", l.name, shorten(c.Line, 80), err)
+		}
+	}
 	closeGates := func() error {
 		errGate.close()
 		if outGate != nil {
@@ -82,7 +91,16 @@ func (l *localExecutor) Run(ctx context.Context, c Command) (Result, error) {
 	}
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
+		if stdin != nil {
+			stdin.Close()
+		}
 		return Result{}, fmt.Errorf("node %s: start command %q: %w", l.name, shorten(c.Line, 80), err)
+	}
+	if stdin != nil {
+		go func() {
+			pooledCopy(stdin, c.Stdin)
+			stdin.Close()
+		}()
 	}
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()

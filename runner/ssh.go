@@ -473,7 +473,17 @@ func (e *sshExecutor) run(ctx context.Context, c Command, display string) (Resul
 	pids := &pidFilter{w: errGate}
 	sess.Stderr = pids
 	if c.Stdin != nil {
-		sess.Stdin = c.Stdin
+		// Our own copy, not Session.Stdin: Session.Wait would wait for a
+		// reader that never ends even after the command exited.
+		w, err := sess.StdinPipe()
+		if err != nil {
+			sess.Close()
+			return Result{}, fmt.Errorf("node %s: command %q: stdin: %w", e.node.Name, shorten(display, 80), err)
+		}
+		go func() {
+			pooledCopy(w, c.Stdin)
+			w.Close()
+		}()
 	}
 	closeGates := func() error {
 		errGate.close()

@@ -70,6 +70,25 @@ func executorSuite(t *testing.T, newExec func(t *testing.T) Executor) {
 		}
 	})
 
+	t.Run("a stdin that never ends does not hold a finished command", func(t *testing.T) {
+		e := newExec(t)
+		r := blockingReader{release: make(chan struct{})}
+		defer close(r.release)
+		done := make(chan error, 1)
+		go func() {
+			_, err := e.Run(ctx, Command{Line: "echo ignoring stdin", Stdin: r, Timeout: 20 * time.Second})
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(15 * time.Second):
+			t.Fatal("Run waited for stdin after the command exited")
+		}
+	})
+
 	t.Run("output streams before the command ends", func(t *testing.T) {
 		// The command prints a line, then waits for stdin, which is only
 		// written once the line has arrived: without streaming this
@@ -398,4 +417,12 @@ func statT(fi os.FileInfo) *syscall.Stat_t {
 		return st
 	}
 	return &syscall.Stat_t{}
+}
+
+// blockingReader never returns from Read until released.
+type blockingReader struct{ release chan struct{} }
+
+func (b blockingReader) Read(p []byte) (int, error) {
+	<-b.release
+	return 0, io.EOF
 }

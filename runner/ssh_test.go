@@ -18,6 +18,7 @@ import (
 
 	"github.com/caretaker/caretaker/internal/sshserver"
 	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/agent"
 )
 
 func dialTest(t testing.TB, n *Node) Executor {
@@ -681,5 +682,48 @@ func TestWriteFileScriptQuoting(t *testing.T) {
 	}
 	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
 		t.Errorf("temporary file left after a short write")
+	}
+}
+
+func TestSSHAgent(t *testing.T) {
+	// A key held only by ssh-agent (an in-process one on a unix socket).
+	priv, err := testClientKeyPair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyring := agent.NewKeyring()
+	if err := keyring.Add(agent.AddedKey{PrivateKey: priv}); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(t.TempDir(), "agent.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { agent.ServeAgent(keyring, c); c.Close() }()
+		}
+	}()
+	t.Setenv("SSH_AUTH_SOCK", sock)
+	t.Setenv("HOME", t.TempDir()) // no default keys in ~/.ssh
+
+	n, _ := startTestNode(t, "server-1")
+	n.SSH.IdentityFiles = nil
+	n.SSH.UseAgent = true
+	e := dialTest(t, n)
+	if _, err := e.Run(context.Background(), Command{Line: "true"}); err != nil {
+		t.Fatal(err)
+	}
+
+	// Without the agent and without keys there is nothing to offer.
+	n.SSH.UseAgent = false
+	if _, err := DialSSH(context.Background(), n); !errors.Is(err, ErrAuth) || !strings.Contains(err.Error(), "identity_files") {
+		t.Errorf("no keys: err = %v; want ErrAuth telling to set identity_files", err)
 	}
 }
