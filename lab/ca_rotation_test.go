@@ -86,6 +86,15 @@ func TestFixedReleaseRotates(t *testing.T) {
 			t.Errorf("%s: server/token does not carry the new CA hash %s", s, want)
 		}
 	}
+	// A node's own etcd client cert, reissued from the rotated etcd CA,
+	// still reaches the datastore, trusting the node's new etcd CA bundle
+	// (what caretaker's datastore() does through the node).
+	st := l.Status()
+	tlsDir := filepath.Join(st.Nodes[1].Root, "var/lib/rancher/k3s/server/tls/etcd")
+	cli := etcdClientWith(t, []string{st.Nodes[1].Address + ":2379"}, filepath.Join(tlsDir, "client.crt"), filepath.Join(tlsDir, "client.key"), filepath.Join(tlsDir, "server-ca.crt"))
+	if resp, err := cli.Get(ctxT(t), k3s.StorageKey(c.tokenPassword("server-2"))); err != nil || len(resp.Kvs) != 1 {
+		t.Errorf("etcd with server-2's rotated client cert: %v", err)
+	}
 	// server-1 joined through server-2, which was not yet restarted and
 	// answered from the datastore (fixed serveBootstrap).
 	if j := c.journal("server-2"); !strings.Contains(j, "Serving HTTP bootstrap from datastore for 127.") {

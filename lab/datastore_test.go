@@ -142,8 +142,10 @@ func TestDatastoreFormatMatchesVector(t *testing.T) {
 		t.Logf("etcdctl not installed (apt-get install etcd-client): not cross-checked with it")
 		return
 	}
-	cmd := exec.Command(etcdctl, "--endpoints", "https://"+st.Etcd.Endpoints[0], "--cacert", st.Etcd.CACert,
-		"--cert", st.Etcd.Cert, "--key", st.Etcd.Key, "get", vectorKey, "--print-value-only")
+	// With the cluster's etcd client certs of a node, as §3 "Key" says.
+	etls := filepath.Join(sd, "tls", "etcd")
+	cmd := exec.Command(etcdctl, "--endpoints", "https://"+st.Etcd.Endpoints[1], "--cacert", filepath.Join(etls, "server-ca.crt"),
+		"--cert", filepath.Join(etls, "client.crt"), "--key", filepath.Join(etls, "client.key"), "get", vectorKey, "--print-value-only")
 	cmd.Env = append(os.Environ(), "ETCDCTL_API=3")
 	out, err := cmd.CombinedOutput()
 	if err != nil {

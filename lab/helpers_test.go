@@ -174,22 +174,29 @@ func (c *cluster) tokenPassword(node string) string {
 	return pw
 }
 
-// etcd returns a client of the lab's etcd using the client cert the lab
-// status names.
+// etcdClient returns a client of the lab's etcd using the client cert the
+// lab status names.
 func etcdClient(t *testing.T, st lab.Status) *clientv3.Client {
 	t.Helper()
-	cert, err := tls.LoadX509KeyPair(st.Etcd.Cert, st.Etcd.Key)
+	return etcdClientWith(t, st.Etcd.Endpoints, st.Etcd.Cert, st.Etcd.Key, st.Etcd.CACert)
+}
+
+// etcdClientWith returns an etcd client with the given cert, key and CA
+// files (e.g. a node's own SD/tls/etcd/client.crt).
+func etcdClientWith(t *testing.T, endpoints []string, certFile, keyFile, caFile string) *clientv3.Client {
+	t.Helper()
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
 	if err != nil {
 		t.Fatalf("etcd client cert: %v", err)
 	}
-	caPEM, err := os.ReadFile(st.Etcd.CACert)
+	caPEM, err := os.ReadFile(caFile)
 	if err != nil {
 		t.Fatal(err)
 	}
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(caPEM)
 	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:   st.Etcd.Endpoints,
+		Endpoints:   endpoints,
 		DialTimeout: 5 * time.Second,
 		TLS:         &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool},
 		Logger:      nil,
