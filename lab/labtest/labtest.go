@@ -12,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -32,19 +31,37 @@ var (
 func ShimBinary(tb testing.TB) string {
 	tb.Helper()
 	shimOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "caretaker-lab-shim-")
+		// One stable path for every test process: each builds to a temp
+		// name and renames it into place (atomic; running shims keep their
+		// file), so nothing piles up in $TMPDIR.
+		dir := filepath.Join(os.TempDir(), "caretaker-lab-shim")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			shimErr = err
+			return
+		}
+		tmp, err := os.CreateTemp(dir, "build-*")
 		if err != nil {
 			shimErr = err
 			return
 		}
+		tmp.Close()
 		out := filepath.Join(dir, "lab-shim")
-		goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
-		if _, err := os.Stat(goBin); err != nil {
-			goBin = "go"
+		goBin, err := exec.LookPath("go")
+		if err != nil {
+			goBin = filepath.Join(os.Getenv("GOROOT"), "bin", "go")
+			if _, err := os.Stat(goBin); err != nil {
+				goBin = "/usr/local/go/bin/go"
+			}
 		}
-		cmd := exec.Command(goBin, "build", "-o", out, "github.com/caretaker/caretaker/lab/internal/shimmain")
+		cmd := exec.Command(goBin, "build", "-o", tmp.Name(), "github.com/caretaker/caretaker/lab/internal/shimmain")
 		if b, err := cmd.CombinedOutput(); err != nil {
+			os.Remove(tmp.Name())
 			shimErr = fmt.Errorf("build the lab shim: %v\n%s", err, b)
+			return
+		}
+		if err := os.Rename(tmp.Name(), out); err != nil {
+			os.Remove(tmp.Name())
+			shimErr = err
 			return
 		}
 		shimPath = out
