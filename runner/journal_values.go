@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/big"
 	"sort"
+	"time"
 
 	"go.starlark.net/starlark"
 	"go.starlark.net/starlarkstruct"
@@ -228,7 +229,7 @@ func (j *FileJournal) RecordShare(key string, v starlark.Value) {
 	}
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	j.appendLocked(JournalEntry{Type: "share", Kind: key, Data: raw})
+	j.appendLocked(JournalEntry{Type: "share", At: time.Now(), Kind: key, Data: raw})
 }
 
 // SharedValues returns the values the run published with share(), last

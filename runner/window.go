@@ -20,7 +20,7 @@ var ErrOutsideWindow = errors.New("outside the maintenance window")
 type Window struct {
 	spec       string
 	days       [7]bool // indexed by time.Weekday
-	start, end int     // minutes after midnight; end may be 24*60
+	start, end int     // seconds after midnight; end may be 24h
 	loc        *time.Location
 }
 
@@ -34,7 +34,8 @@ var dayNames = map[string]time.Weekday{
 	"sat": time.Saturday, "saturday": time.Saturday,
 }
 
-// ParseWindow parses a window: "[DAYS] HH:MM-HH:MM [ZONE]". DAYS is a
+// ParseWindow parses a window: "[DAYS] HH:MM-HH:MM [ZONE]" (HH:MM:SS
+// works too). DAYS is a
 // comma-separated list of days or day ranges (Sat, Mon-Fri, Sat,Sun,
 // Fri-Mon), or "daily" / "*"; without DAYS the window opens every day.
 // ZONE is an IANA name (Europe/Berlin), UTC or Local (the default).
@@ -52,7 +53,7 @@ func ParseWindow(spec string) (*Window, error) {
 	// The time range is the field with a '-' between two HH:MM.
 	ti := -1
 	for i, f := range fields {
-		if strings.Count(f, ":") == 2 && strings.Contains(f, "-") {
+		if c := strings.Count(f, ":"); c >= 2 && c <= 4 && strings.Contains(f, "-") {
 			ti = i
 			break
 		}
@@ -138,13 +139,26 @@ func (w *Window) parseDays(s string) error {
 }
 
 func parseClock(s string, isEnd bool) (int, error) {
-	h, m, ok := strings.Cut(s, ":")
-	hh, err1 := strconv.Atoi(h)
-	mm, err2 := strconv.Atoi(m)
-	if !ok || err1 != nil || err2 != nil || len(m) != 2 || hh < 0 || mm < 0 || mm > 59 || hh > 24 || (hh == 24 && (mm != 0 || !isEnd)) {
-		return 0, fmt.Errorf("%q is not a time of day HH:MM", s)
+	parts := strings.Split(s, ":")
+	if len(parts) == 2 {
+		parts = append(parts, "00")
 	}
-	return hh*60 + mm, nil
+	bad := fmt.Errorf("%q is not a time of day HH:MM", s)
+	if len(parts) != 3 {
+		return 0, bad
+	}
+	var v [3]int
+	for i, p := range parts {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 0 || (i > 0 && (len(p) != 2 || n > 59)) {
+			return 0, bad
+		}
+		v[i] = n
+	}
+	if v[0] > 24 || (v[0] == 24 && (v[1] != 0 || v[2] != 0 || !isEnd)) {
+		return 0, bad
+	}
+	return v[0]*3600 + v[1]*60 + v[2], nil
 }
 
 // String is the window as given (whitespace normalised).
@@ -155,12 +169,12 @@ func (w *Window) Location() *time.Location { return w.loc }
 
 func (w *Window) occurrence(day time.Time) (open, close time.Time) {
 	y, m, d := day.Date()
-	open = time.Date(y, m, d, w.start/60, w.start%60, 0, 0, w.loc)
+	open = time.Date(y, m, d, w.start/3600, w.start/60%60, w.start%60, 0, w.loc)
 	endDay := d
 	if w.end <= w.start {
 		endDay++
 	}
-	close = time.Date(y, m, endDay, w.end/60, w.end%60, 0, 0, w.loc)
+	close = time.Date(y, m, endDay, w.end/3600, w.end/60%60, w.end%60, 0, w.loc)
 	return open, close
 }
 

@@ -57,6 +57,7 @@ func TestWindowContains(t *testing.T) {
 		{"Sat,Sun 01:00-02:00 UTC", "UTC", "2026-11-29 01:30", true},
 		{"daily 01:00-02:00 UTC", "UTC", "2026-11-25 01:30", true},
 		{"01:00-02:00 UTC", "UTC", "2026-11-25 02:30", false},
+		{"01:00:00-01:00:30 UTC", "UTC", "2026-11-25 01:00", true},
 		// Summer time: 02:00-05:00 Berlin is 00:00-03:00 UTC in July.
 		{"Sat 02:00-05:00 Europe/Berlin", "UTC", "2026-07-04 00:30", true},
 		{"Sat 02:00-05:00 Europe/Berlin", "UTC", "2026-07-04 03:30", false},
@@ -97,6 +98,8 @@ func TestWindowParseErrors(t *testing.T) {
 		"":                           "empty window",
 		"Sat":                        "no time range",
 		"Sat 2:00-5:00":              "", // single-digit hours are fine
+		"02:00:30-02:00:45 UTC":      "", // seconds too
+		"Sat 02:00:60-03:00":         `"02:00:60" is not a time of day`,
 		"Caturday 02:00-05:00":       `unknown day "caturday"`,
 		"Sat 02:00-05:61":            `"05:61" is not a time of day`,
 		"Sat 25:00-05:00":            `"25:00" is not a time of day`,

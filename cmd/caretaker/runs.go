@@ -105,7 +105,7 @@ func stateLabel(r *runner.RunRecord) string {
 	return s
 }
 
-// cellsDone counts step×node cells that ended ok or changed, of the plan's.
+// cellsDone counts step×node cells that ended ok, changed or skipped, of the plan's.
 func cellsDone(r *runner.RunRecord) string {
 	total := 0
 	for _, s := range r.Meta.Steps {
@@ -117,7 +117,7 @@ func cellsDone(r *runner.RunRecord) string {
 	}
 	done := 0
 	for _, res := range r.Results {
-		if r.Completed(res.Step, res.Node) {
+		if res.Status == runner.StatusOK || res.Status == runner.StatusChanged || res.Status == runner.StatusSkipped {
 			done++
 		}
 	}

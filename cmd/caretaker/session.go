@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/caretaker/caretaker/runner"
@@ -197,6 +198,14 @@ func (s *session) lock(ctx context.Context) error {
 	}
 	s.etcd = cli
 	lock, err := runner.LockCluster(cctx, cli, cluster, holder, runner.ClusterLockOptions{TTL: s.f.effectiveLockTTL(), Break: s.f.breakLock})
+	var le *runner.LockedError
+	if errors.As(err, &le) && le.Holder != nil && le.Holder.Host == holder.Host && le.Holder.PID > 0 && !processAlive(le.Holder.PID) {
+		// The holder ran on this machine and its process is gone (killed,
+		// crashed): its lease only has not expired yet. Nothing can still
+		// be running for it, so its lock is stale.
+		fmt.Fprintf(s.stderr, "caretaker: the cluster lock of %s is held by %s, a process of this machine that is gone: breaking its stale lock\n", cluster, le.Holder)
+		lock, err = runner.LockCluster(cctx, cli, cluster, holder, runner.ClusterLockOptions{TTL: s.f.effectiveLockTTL(), Break: true})
+	}
 	if err != nil {
 		return err
 	}
@@ -315,6 +324,12 @@ func (s *session) close(ctx context.Context) {
 		s.notifier.Wait(nctx)
 		cancel()
 	}
+}
+
+// processAlive reports whether a process with pid exists on this machine.
+func processAlive(pid int) bool {
+	err := syscall.Kill(pid, 0)
+	return err == nil || errors.Is(err, syscall.EPERM)
 }
 
 // needsConfirmHint explains a failure of confirm() without a terminal.
