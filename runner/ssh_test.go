@@ -727,3 +727,20 @@ func TestSSHAgent(t *testing.T) {
 		t.Errorf("no keys: err = %v; want ErrAuth telling to set identity_files", err)
 	}
 }
+
+func TestSSHUnreachableBlackholeAddress(t *testing.T) {
+	// 192.0.2.1 (TEST-NET-1) is never routed: the dial either fails at
+	// once or gets no answer; either way the node is reported, in bounded
+	// time, by name.
+	n, _ := startTestNode(t, "server-8")
+	n.Address, n.Port = "192.0.2.1", 22
+	n.SSH.ConnectTimeout = Duration(300 * time.Millisecond)
+	start := time.Now()
+	_, err := DialSSH(context.Background(), n)
+	if !errors.Is(err, ErrUnreachable) || !strings.Contains(err.Error(), "server-8") || !strings.Contains(err.Error(), "192.0.2.1:22") {
+		t.Fatalf("err = %v; want ErrUnreachable naming node and address", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("took %v with a 300ms connect timeout", d)
+	}
+}
