@@ -76,15 +76,18 @@ func TestSystemctlAndJournalctl(t *testing.T) {
 	if out, _, code := c.run("server-1", "systemctl is-active k3s"); strings.TrimSpace(out) != "inactive" || code != 3 {
 		t.Errorf("after stop: %q %d", out, code)
 	}
+	// A second passes between the stop and the time taken, so --since
+	// that time must show the start and not the stop.
+	since := strings.TrimSpace(c.mustRun("server-1", "sleep 1.1; date '+%Y-%m-%d %H:%M:%S'"))
 	c.mustRun("server-1", "systemctl start k3s")
 
 	out := c.mustRun("server-1", "journalctl -u k3s --no-pager -n 3")
 	if n := strings.Count(out, "\n"); n != 3 || !strings.Contains(out, "server-1 systemd[1]: Started k3s.service - Lightweight Kubernetes.") {
 		t.Errorf("journalctl -n 3:\n%s", out)
 	}
-	out = c.mustRun("server-1", `journalctl -u k3s -o cat --since "$(date -d '-2 sec' '+%Y-%m-%d %H:%M:%S')"`)
-	if !strings.Contains(out, `level=info msg="Starting k3s `) {
-		t.Errorf("journalctl --since:\n%s", out)
+	out = c.mustRun("server-1", "journalctl -u k3s -o cat --since '"+since+"'")
+	if !strings.Contains(out, `level=info msg="Starting k3s `) || strings.Contains(out, "Stopped k3s.service") {
+		t.Errorf("journalctl --since %s:\n%s", since, out)
 	}
 	if out := c.mustRun("server-1", "journalctl -u k3s --since '2099-01-01 00:00:00'"); out != "-- No entries --\n" {
 		t.Errorf("journalctl with a future --since: %q", out)

@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/gofrs/flock"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/caretaker/caretaker/lab/shim"
@@ -47,9 +48,21 @@ func checkOpenSSH(dir string) error {
 // namespace where the node's tree is bind-mounted over the real paths
 // (issue 3 "--ssh openssh"; recipe in docs/openssh-nodes.md).
 type openSSH struct {
-	l       *Lab
-	procs   []*sshdProc
-	created []string // mount points this lab created on the host
+	l     *Lab
+	procs []*sshdProc
+	// shared is held (shared) while this lab's namespaces use the host's
+	// mount points; see releaseMountPoints.
+	shared *flock.Flock
+}
+
+// mountStateDir holds the lock and the list of host mount points created
+// by openssh-mode labs (pitfall 7: create them if missing, remove them
+// only if a lab created them, and only when no lab uses them any more).
+func mountStateDir() string {
+	if fi, err := os.Stat("/run"); err == nil && fi.IsDir() {
+		return "/run/caretaker-lab"
+	}
+	return filepath.Join(os.TempDir(), "caretaker-lab-run")
 }
 
 type sshdProc struct {
@@ -62,13 +75,27 @@ type sshdProc struct {
 func startOpenSSH(ctx context.Context, l *Lab) (*openSSH, error) {
 	o := &openSSH{l: l}
 	// Mount points must exist on the host (pitfall 7); sshd needs its
-	// privilege separation dir (pitfall 1).
+	// privilege separation dir (pitfall 1). Every openssh lab holds a
+	// shared lock while it runs, so that the last one to stop removes the
+	// mount points the labs created.
+	state := mountStateDir()
+	if err := os.MkdirAll(state, 0o755); err != nil {
+		return o, fmt.Errorf("lab: %w", err)
+	}
+	o.shared = flock.New(filepath.Join(state, "mounts.lock"))
+	if err := o.shared.RLock(); err != nil {
+		return o, fmt.Errorf("lab: lock %s: %w", state, err)
+	}
 	for _, m := range append(append([]string{}, shim.NodeMounts...), "/usr/local/sbin", "/usr/local/bin") {
 		if _, err := os.Stat(m); errors.Is(err, os.ErrNotExist) {
 			if err := os.MkdirAll(m, 0o755); err != nil {
 				return o, fmt.Errorf("lab: create mount point %s: %w", m, err)
 			}
-			o.created = append(o.created, m)
+			f, err := os.OpenFile(filepath.Join(state, "created"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+			if err == nil {
+				_, _ = f.WriteString(m + "\n")
+				f.Close()
+			}
 		}
 	}
 	if err := os.MkdirAll("/run/sshd", 0o755); err != nil {
@@ -237,10 +264,35 @@ func (o *openSSH) close() error {
 			<-p.exit
 		}
 	}
-	for i := len(o.created) - 1; i >= 0; i-- {
-		_ = os.Remove(o.created[i]) // rmdir: only if still empty
-	}
+	o.releaseMountPoints()
 	return errors.Join(errs...)
+}
+
+// releaseMountPoints drops this lab's shared lock; when no other openssh
+// lab holds one, it removes (rmdir: only if empty) the host mount points
+// that labs created. Removing a directory another lab's namespaces still
+// mount would detach their mounts, hence the lock.
+func (o *openSSH) releaseMountPoints() {
+	if o.shared == nil {
+		return
+	}
+	_ = o.shared.Unlock()
+	state := mountStateDir()
+	ex := flock.New(filepath.Join(state, "mounts.lock"))
+	ok, err := ex.TryLock()
+	if err != nil || !ok {
+		return
+	}
+	defer ex.Unlock()
+	b, err := os.ReadFile(filepath.Join(state, "created"))
+	if err != nil {
+		return
+	}
+	lines := strings.Fields(string(b))
+	for i := len(lines) - 1; i >= 0; i-- {
+		_ = os.Remove(lines[i])
+	}
+	_ = os.Remove(filepath.Join(state, "created"))
 }
 
 // nsProcesses lists the live processes (not zombies) whose mount
