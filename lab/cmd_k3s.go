@@ -1,7 +1,6 @@
 package lab
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -443,4 +442,3 @@ func copyTree(src, dst string) error {
 	})
 }
 
-var _ = json.Marshal

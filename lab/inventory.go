@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"strings"
 
-	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
 	"gopkg.in/yaml.v3"
 )
@@ -121,4 +120,3 @@ func (l *Lab) writeInventory() error {
 	return os.WriteFile(l.InventoryPath(), append([]byte(header), b...), 0o644)
 }
 
-var _ ssh.PublicKey
