@@ -441,4 +441,3 @@ func copyTree(src, dst string) error {
 		return os.Chtimes(target, info.ModTime(), info.ModTime())
 	})
 }
-

@@ -119,4 +119,3 @@ func (l *Lab) writeInventory() error {
 	}
 	return os.WriteFile(l.InventoryPath(), append([]byte(header), b...), 0o644)
 }
-
