@@ -81,7 +81,8 @@ type runState struct {
 	promptID int
 
 	stopping atomic.Bool
-	cancel   context.CancelFunc
+	hard     chan struct{} // closed by a hard stop
+	hardOnce sync.Once
 
 	pauseMu sync.Mutex
 	paused  bool
@@ -96,7 +97,7 @@ func NewRun(plan *Plan, opts RunOptions) *Run {
 	if opts.RunID == "" {
 		opts.RunID = NewRunID(plan.Playbook)
 	}
-	st := &runState{opts: opts, cluster: plan.Cluster, nodes: plan.Nodes, shared: map[string]starlark.Value{}, results: map[string]starlark.Value{}}
+	st := &runState{opts: opts, cluster: plan.Cluster, nodes: plan.Nodes, shared: map[string]starlark.Value{}, results: map[string]starlark.Value{}, hard: make(chan struct{})}
 	for k, v := range opts.Shared {
 		v.Freeze()
 		st.shared[k] = v
@@ -146,9 +147,7 @@ func (r *Run) Resume() {
 // and starts nothing new; a second call, or hard, cancels them.
 func (r *Run) Stop(hard bool) {
 	if r.st.stopping.Swap(true) || hard {
-		if r.st.cancel != nil {
-			r.st.cancel()
-		}
+		r.st.hardOnce.Do(func() { close(r.st.hard) })
 	}
 	r.Resume()
 }
@@ -255,9 +254,15 @@ func (e *Env) Result(step, node string) starlark.Value {
 // policy) or is stopped. The returned RunDone is also the last event. The
 // error is nil when every cell ended ok, changed or skipped.
 func (r *Run) Execute(ctx context.Context) (RunDone, error) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	r.st.cancel = cancel
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	go func() {
+		select {
+		case <-r.st.hard:
+			cancel(fmt.Errorf("aborted by the operator: %w", ErrAborted))
+		case <-ctx.Done():
+		}
+	}()
 	if r.opts.Pool == nil {
 		defer r.st.pool.Close()
 	}

@@ -436,7 +436,6 @@ def body(node):
 step("a", body, nodes="servers", serial=1)
 step("b", body, nodes="all")
 `)
-	f.fakes["s1"].NodeName = "s1"
 	r := runner.NewRun(plan, runner.RunOptions{
 		Connect:   func(ctx context.Context, n *runner.Node) (runner.Executor, error) { return f.fakes[n.Name], nil },
 		NodeValue: builtins.NodeValue,
