@@ -1,0 +1,487 @@
+package main
+
+// End-to-end tests of journal, resume and undo, maintenance windows,
+// notifications and prompts without a terminal (issue 6), against the lab
+// with the caretaker binary. Helpers for processes that run in the
+// background (killed mid-run, or holding a lock) live here too.
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/caretaker/caretaker/internal/k3s"
+	"github.com/caretaker/caretaker/lab"
+	"github.com/caretaker/caretaker/runner"
+)
+
+// liveCaretaker is a caretaker process running in the background whose
+// JSON events are read as they come.
+type liveCaretaker struct {
+	t      testing.TB
+	cmd    *exec.Cmd
+	mu     sync.Mutex
+	events []e2eEvent
+	out    bytes.Buffer
+	errb   bytes.Buffer
+	change chan struct{}
+	done   chan struct{}
+	code   int
+	start  time.Time
+}
+
+// startLive starts the caretaker binary with args (env added to the
+// test's environment); it is killed when the test ends.
+func startLive(t testing.TB, env []string, args ...string) *liveCaretaker {
+	t.Helper()
+	bin := caretakerBinary(t)
+	lc := &liveCaretaker{t: t, change: make(chan struct{}, 1), done: make(chan struct{}), start: time.Now()}
+	lc.cmd = exec.Command(bin, args...)
+	lc.cmd.Env = append(append(os.Environ(), "NO_COLOR=1"), env...)
+	lc.cmd.Stderr = &syncWriter{mu: &lc.mu, w: &lc.errb}
+	stdout, err := lc.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lc.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		sc.Buffer(make([]byte, 1<<20), 1<<22)
+		for sc.Scan() {
+			line := sc.Bytes()
+			lc.mu.Lock()
+			lc.out.Write(line)
+			lc.out.WriteByte('\n')
+			var raw map[string]any
+			if len(line) > 0 && line[0] == '{' && json.Unmarshal(line, &raw) == nil {
+				ty, _ := raw["type"].(string)
+				lc.events = append(lc.events, e2eEvent{Type: ty, Raw: raw})
+			}
+			lc.mu.Unlock()
+			select {
+			case lc.change <- struct{}{}:
+			default:
+			}
+		}
+		err := lc.cmd.Wait()
+		lc.mu.Lock()
+		if xe, ok := err.(*exec.ExitError); ok {
+			lc.code = xe.ExitCode()
+			if ws, ok := xe.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+				lc.code = -int(ws.Signal())
+			}
+		}
+		lc.mu.Unlock()
+		close(lc.done)
+	}()
+	t.Cleanup(func() {
+		lc.cmd.Process.Kill()
+		<-lc.done
+	})
+	return lc
+}
+
+type syncWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
+}
+
+// waitFor waits until an event matches (and returns it) or the process
+// ends or timeout passes (then the test fails).
+func (lc *liveCaretaker) waitFor(timeout time.Duration, what string, match func(e2eEvent) bool) e2eEvent {
+	lc.t.Helper()
+	deadline := time.After(timeout)
+	seen := 0
+	for {
+		lc.mu.Lock()
+		for ; seen < len(lc.events); seen++ {
+			if match(lc.events[seen]) {
+				e := lc.events[seen]
+				lc.mu.Unlock()
+				return e
+			}
+		}
+		lc.mu.Unlock()
+		select {
+		case <-lc.change:
+		case <-lc.done:
+			// Drain what is left, then give up.
+			lc.mu.Lock()
+			for ; seen < len(lc.events); seen++ {
+				if match(lc.events[seen]) {
+					e := lc.events[seen]
+					lc.mu.Unlock()
+					return e
+				}
+			}
+			lc.mu.Unlock()
+			lc.t.Fatalf("caretaker ended before %s:\n%s", what, lc.result().Describe())
+		case <-deadline:
+			lc.t.Fatalf("no %s within %s:\n%s", what, timeout, lc.result().Describe())
+		}
+	}
+}
+
+// kill9 kills the process with SIGKILL and waits for it.
+func (lc *liveCaretaker) kill9() {
+	lc.cmd.Process.Signal(syscall.SIGKILL)
+	<-lc.done
+}
+
+// wait waits for the process to end.
+func (lc *liveCaretaker) wait(timeout time.Duration) cliResult {
+	lc.t.Helper()
+	select {
+	case <-lc.done:
+	case <-time.After(timeout):
+		lc.kill9()
+		lc.t.Fatalf("caretaker did not end within %s:\n%s", timeout, lc.result().Describe())
+	}
+	return lc.result()
+}
+
+func (lc *liveCaretaker) result() cliResult {
+	lc.mu.Lock()
+	defer lc.mu.Unlock()
+	return cliResult{Code: lc.code, Stdout: lc.out.String(), Stderr: lc.errb.String(), Events: append([]e2eEvent(nil), lc.events...), Took: time.Since(lc.start)}
+}
+
+func isOutput(node, contains string) func(e2eEvent) bool {
+	return func(e e2eEvent) bool {
+		return e.Type == "output" && e.str("node") == node && strings.Contains(e.str("text"), contains)
+	}
+}
+
+// runID is the run ID of a run's run_started event.
+func (r cliResult) runID() string {
+	for _, e := range r.Events {
+		if e.Type == "run_started" {
+			return e.str("run_id")
+		}
+	}
+	return ""
+}
+
+// readRunJSON is `caretaker runs RUN -o json`.
+func readRunJSON(t *testing.T, stateDir, id string) runner.RunRecord {
+	t.Helper()
+	res := runCaretakerBinary(t, "runs", id, "--state-dir", stateDir, "-o", "json")
+	if res.Code != 0 {
+		t.Fatalf("caretaker runs %s: exit %d: %s", id, res.Code, res.Stderr)
+	}
+	var rec runner.RunRecord
+	if err := json.Unmarshal([]byte(res.Stdout), &rec); err != nil {
+		t.Fatalf("runs -o json: %v\n%s", err, res.Stdout)
+	}
+	return rec
+}
+
+// killMidRotation starts rotate-ca and kills it with SIGKILL right after
+// strip_server edited server-2 (server-1 is stripped and restarted by
+// then): the cluster is half rotated with `server` stripped on two nodes.
+func killMidRotation(t *testing.T, l *e2eLab) (runID string) {
+	t.Helper()
+	lc := startLive(t, nil, "run", "rotate-ca", "-i", l.InventoryPath(), "--yes", "-o", "json", "--state-dir", l.StateDir)
+	started := lc.waitFor(30*time.Second, "run_started", func(e e2eEvent) bool { return e.Type == "run_started" })
+	lc.waitFor(60*time.Second, "the strip of server-2", isOutput("server-2", "removed server"))
+	lc.kill9()
+	runID = started.str("run_id")
+	stripped := 0
+	for _, n := range []string{"server-1", "server-2"} {
+		if !bytes.Contains(l.ReadNodeFile(n, l.Node(n).K3s.ConfigFile), []byte("server:")) {
+			stripped++
+		}
+	}
+	if stripped != 2 {
+		t.Fatalf("after the kill, %d of server-1, server-2 have `server` stripped, want 2", stripped)
+	}
+	rec := readRunJSON(t, l.StateDir, runID)
+	if rec.State != runner.RunStateInterrupted || len(rec.Started) != 1 || rec.Started[0].StepName != "servers" || rec.Started[0].Node != "server-2" {
+		t.Fatalf("the killed run reads back as %q, in progress %+v; want interrupted in servers@server-2", rec.State, rec.Started)
+	}
+	if len(rec.Undos) < 3 {
+		t.Fatalf("undo records of the killed run: %+v, want rotate_ca and two restore_server", rec.Undos)
+	}
+	return runID
+}
+
+// Acceptance: kill -9 in the middle of rotate-ca (after a `server` source
+// was stripped, before it was restored); resume completes the rotation,
+// verify passes and every config source is back byte for byte.
+func TestE2EKillThenResumeRotateCA(t *testing.T) {
+	t.Parallel()
+	l := startE2ELab(t, lab.Options{Servers: 3, Agents: 1})
+	before := l.allConfigSources()
+	oldCA := l.serverCA("server-1")
+	id := killMidRotation(t, l)
+
+	start := time.Now()
+	res := runCaretakerBinary(t, "resume", id, "--state-dir", l.StateDir, "--yes", "-o", "json")
+	if res.Code != 0 {
+		t.Fatalf("resume: %s", res.Describe())
+	}
+	t.Logf("resume after kill -9 took %s", time.Since(start).Round(time.Millisecond))
+	if missing := containsAll(res.Stderr, "resuming run "+id+" (attempt 2)", `interrupted in step "servers" on server-2`, "a process of this machine that is gone: breaking its stale lock"); len(missing) > 0 {
+		t.Errorf("resume's stderr lacks %q:\n%s", missing, res.Stderr)
+	}
+	if res.runID() != id {
+		t.Errorf("the resumed run has ID %q, want %q", res.runID(), id)
+	}
+	for _, c := range []struct{ step, node, status string }{
+		{"backup", "server-1", "skipped"}, {"generate", "server-1", "skipped"}, {"rotate-ca", "server-1", "skipped"},
+		{"servers", "server-1", "skipped"}, {"servers", "server-2", "changed"}, {"servers", "server-3", "changed"},
+		{"facts", "server-1", "ok"}, {"restore-server", "server-1", "changed"}, {"verify", "server-1", "ok"},
+	} {
+		if got := res.StepStatus(c.step, c.node); got != c.status {
+			t.Errorf("resumed run: %s on %s = %q, want %q", c.step, c.node, got, c.status)
+		}
+	}
+	newCA := l.datastore()[k3s.KeyServerCA].Content
+	if bytes.Equal(newCA, oldCA) {
+		t.Fatal("the datastore still holds the old CA")
+	}
+	l.assertClusterHoldsCA(newCA)
+	if d := sameSources(before, l.allConfigSources()); len(d) > 0 {
+		t.Errorf("config sources after kill + resume differ from before the run: %s", strings.Join(d, "; "))
+	}
+	rec := readRunJSON(t, l.StateDir, id)
+	if rec.State != "ok" || rec.Attempts != 2 {
+		t.Errorf("after resume the run reads %q with %d attempts, want ok with 2", rec.State, rec.Attempts)
+	}
+	// A finished run is not resumed again.
+	again := runCaretakerBinary(t, "resume", id, "--state-dir", l.StateDir, "--yes", "-o", "json")
+	if again.Code != exitBadInput || !strings.Contains(again.Stderr, "nothing to resume") {
+		t.Errorf("resume of a finished run: exit %d: %s", again.Code, again.Stderr)
+	}
+	list := runCaretakerBinary(t, "runs", "--state-dir", l.StateDir)
+	if list.Code != 0 || !strings.Contains(list.Stdout, id) || !strings.Contains(list.Stdout, "rotate-ca") {
+		t.Errorf("caretaker runs: exit %d\n%s", list.Code, list.Stdout)
+	}
+}
+
+// Acceptance: the same kill, then undo: asking first (and failing at once
+// without a terminal), then with --yes every config source is back byte
+// for byte; the CA rotation itself is reported, not undone.
+func TestE2EKillThenUndo(t *testing.T) {
+	t.Parallel()
+	l := startE2ELab(t, lab.Options{Servers: 3, Agents: 1})
+	before := l.allConfigSources()
+	id := killMidRotation(t, l)
+
+	start := time.Now()
+	ask := runCaretakerBinary(t, "undo", id, "--state-dir", l.StateDir, "-o", "plain")
+	if ask.Code != exitFailed || !strings.Contains(ask.Stderr, "run it again with --yes") || time.Since(start) > 20*time.Second {
+		t.Errorf("undo without --yes and without a terminal: exit %d after %s: %s", ask.Code, time.Since(start), ask.Stderr)
+	}
+	if d := sameSources(before, l.allConfigSources()); len(d) == 0 {
+		t.Fatal("undo changed nothing yet the sources match the original: the kill did not strip anything")
+	}
+
+	res := runCaretakerBinary(t, "undo", id, "--state-dir", l.StateDir, "--yes", "-o", "json")
+	if res.Code != 0 {
+		t.Fatalf("undo: %s", res.Describe())
+	}
+	if d := sameSources(before, l.allConfigSources()); len(d) > 0 {
+		t.Errorf("config sources after kill + undo differ from before the run: %s", strings.Join(d, "; "))
+	}
+	// Latest first: server-2's restore before server-1's, the rotation last.
+	var order []string
+	for _, e := range res.Events {
+		if e.Type == "step_done" {
+			order = append(order, e.str("step_name")+"@"+e.str("node")+"="+e.str("status"))
+		}
+	}
+	if len(order) < 3 || !strings.Contains(order[0], "k3s.restore_server@server-2=changed") || !strings.Contains(order[1], "k3s.restore_server@server-1=changed") || !strings.Contains(order[len(order)-1], "k3s.rotate_ca@server-1=skipped") {
+		t.Errorf("undo steps: %v", order)
+	}
+	if notes := strings.Join(res.Notes(), "\n"); !strings.Contains(notes, "no automatic undo for k3s.rotate_ca") {
+		t.Errorf("undo notes: %s", notes)
+	}
+	// Undoing again finds everything done.
+	again := runCaretakerBinary(t, "undo", id, "--state-dir", l.StateDir, "--yes", "-o", "json")
+	if again.Code != 0 || !strings.Contains(again.Stderr, "were done by an earlier undo run") {
+		t.Errorf("second undo: %s", again.Describe())
+	}
+	if d := sameSources(before, l.allConfigSources()); len(d) > 0 {
+		t.Errorf("config sources after the second undo: %s", strings.Join(d, "; "))
+	}
+}
+
+// holdPlaybook is a mutating two-step playbook whose first step holds the
+// run (and its locks) for a while.
+const holdPlaybook = `
+describe("hold the cluster for a while (tests)")
+secs = param("secs", "4s")
+def hold(node):
+    log("holding")
+    sleep(secs)
+step("hold", hold, nodes = "servers", once = True)
+def after(node):
+    log("after")
+step("after", after, nodes = "servers", once = True)
+`
+
+func writePlaybook(t *testing.T, name, src string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+type notifyCatcher struct {
+	*httptest.Server
+	mu  sync.Mutex
+	got []runner.Notification
+}
+
+func newNotifyCatcher(t *testing.T) *notifyCatcher {
+	c := &notifyCatcher{}
+	c.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var n runner.Notification
+		if err := json.NewDecoder(r.Body).Decode(&n); err != nil {
+			t.Errorf("notification body: %v", err)
+		}
+		c.mu.Lock()
+		c.got = append(c.got, n)
+		c.mu.Unlock()
+	}))
+	t.Cleanup(c.Close)
+	return c
+}
+
+func (c *notifyCatcher) events() []runner.Notification {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]runner.Notification(nil), c.got...)
+}
+
+func windowSpec(from, to time.Time) string {
+	return fmt.Sprintf("%s-%s UTC", from.UTC().Format("15:04:05"), to.UTC().Format("15:04:05"))
+}
+
+// Acceptance: --window refuses to start outside the window (exit 5) and
+// starts no step after it closes (the run stops cleanly, exit 5, and can
+// be resumed); --notify-url gets a JSON POST for the refusal and at the
+// end of each run.
+func TestE2EWindowAndNotify(t *testing.T) {
+	t.Parallel()
+	l := startE2ELab(t, lab.Options{Servers: 1, Agents: 0})
+	hook := newNotifyCatcher(t)
+	pb := writePlaybook(t, "hold.star", holdPlaybook)
+	now := time.Now()
+
+	// Outside: the window opens in an hour.
+	out := runCaretakerBinary(t, "run", pb, "-i", l.InventoryPath(), "--yes", "-o", "json", "--state-dir", l.StateDir,
+		"--window", windowSpec(now.Add(time.Hour), now.Add(2*time.Hour)), "--notify-url", hook.URL+"/hook")
+	t.Logf("refused took %s", out.Took)
+	if out.Code != exitWindow || !strings.Contains(out.Stderr, "outside the maintenance window") || !strings.Contains(out.Stderr, "opens next at") || len(out.Events) != 0 {
+		t.Errorf("run outside the window: %s", out.Describe())
+	}
+	if runs, _ := runner.ListRuns(l.StateDir); len(runs) != 0 {
+		t.Errorf("a refused run left a journal: %v", runs)
+	}
+
+	// Inside, but the window closes while the first step holds: the second
+	// step never starts.
+	start := time.Now()
+	res := runCaretakerBinary(t, "run", pb, "-i", l.InventoryPath(), "--yes", "-o", "json", "--state-dir", l.StateDir, "-p", "secs=5s",
+		"--window", windowSpec(start.Add(-time.Minute), start.Add(3*time.Second)), "--notify-url", hook.URL+"/hook")
+	t.Logf("window run took %s", res.Took)
+	if res.Code != exitWindow || res.RunStatus() != "aborted" {
+		t.Fatalf("run whose window closes: %s", res.Describe())
+	}
+	if res.StepStatus("hold", "server-1") != "changed" && res.StepStatus("hold", "server-1") != "ok" {
+		t.Errorf("the first step did not finish: %s", res.Describe())
+	}
+	if res.Started("after", "server-1") {
+		t.Error("a step started after the window closed")
+	}
+	var doneErr string
+	for _, e := range res.Events {
+		if e.Type == "run_done" {
+			doneErr = e.str("error")
+		}
+	}
+	if missing := containsAll(doneErr, "maintenance window", "closed", `not starting step "after"`, "caretaker resume"); len(missing) > 0 {
+		t.Errorf("run_done error %q lacks %q", doneErr, missing)
+	}
+	id := res.runID()
+	if rec := readRunJSON(t, l.StateDir, id); rec.State != "aborted" {
+		t.Errorf("the stopped run reads %q, want aborted", rec.State)
+	}
+	// Resumable: the next run (no window now) does only what is left.
+	resumed := runCaretakerBinary(t, "resume", id, "--state-dir", l.StateDir, "--yes", "-o", "json")
+	t.Logf("resume took %s", resumed.Took)
+	if resumed.Code != 0 || resumed.StepStatus("hold", "server-1") != "skipped" || resumed.StepStatus("after", "server-1") != "ok" {
+		t.Errorf("resume after the window closed: %s", resumed.Describe())
+	}
+
+	got := hook.events()
+	kinds := map[string]runner.Notification{}
+	for _, n := range got {
+		kinds[n.Event+"/"+n.Status] = n
+	}
+	if n, ok := kinds["run_refused/refused"]; !ok || !strings.Contains(n.Error, "outside the maintenance window") {
+		t.Errorf("no refusal notification: %+v", got)
+	}
+	if n, ok := kinds["run_done/aborted"]; !ok || n.RunID != id || n.Cluster != "lab" || !strings.Contains(n.Text, "caretaker resume "+id) || !strings.HasSuffix(n.Journal, "journal.jsonl") {
+		t.Errorf("no run_done notification for the stopped run: %+v", got)
+	}
+}
+
+const confirmPlaybook = `
+def ask(node):
+    if not confirm("restart everything?"):
+        fail("declined")
+    log("confirmed")
+step("ask", ask, nodes = "servers", once = True)
+`
+
+// Acceptance: without a terminal and without --yes, a playbook that
+// prompts fails at once with a clear message; with --yes it runs.
+func TestE2EPromptWithoutTerminal(t *testing.T) {
+	t.Parallel()
+	l := startE2ELab(t, lab.Options{Servers: 1, Agents: 0})
+	pb := writePlaybook(t, "ask.star", confirmPlaybook)
+	for _, output := range []string{"json", "plain"} {
+		res := runCaretakerBinary(t, "run", pb, "-i", l.InventoryPath(), "-o", output, "--state-dir", l.StateDir)
+		if res.Code != exitFailed || res.Took > 20*time.Second {
+			t.Errorf("-o %s: exit %d after %s, want 1 at once", output, res.Code, res.Took)
+		}
+		if missing := containsAll(res.Stderr, `step "ask" on server-1 asked for confirmation`, "no terminal", "add --yes"); len(missing) > 0 {
+			t.Errorf("-o %s: stderr lacks %q:\n%s", output, missing, res.Stderr)
+		}
+		if !strings.Contains(res.Stdout, "confirmation needed but no terminal to ask (use --yes)") {
+			t.Errorf("-o %s: the step's failure does not say why:\n%s", output, res.Stdout)
+		}
+		if output == "json" && res.StepStatus("ask", "server-1") != "failed" {
+			t.Errorf("step ask = %q", res.StepStatus("ask", "server-1"))
+		}
+	}
+	ok := runCaretakerBinary(t, "run", pb, "-i", l.InventoryPath(), "-o", "json", "--yes", "--state-dir", l.StateDir)
+	if ok.Code != 0 || !strings.Contains(strings.Join(ok.Output("server-1"), "\n"), "confirmed") {
+		t.Errorf("with --yes: %s", ok.Describe())
+	}
+}
