@@ -1,0 +1,360 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// goBench is one benchmark's line of `go test -bench` output.
+type goBench struct {
+	name    string
+	iters   int
+	metrics map[string]float64 // unit → value
+}
+
+// parseGoBench reads the Benchmark lines of `go test -bench` output.
+func parseGoBench(out string) []goBench {
+	var list []goBench
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 4 || !strings.HasPrefix(f[0], "Benchmark") {
+			continue
+		}
+		iters, err := strconv.Atoi(f[1])
+		if err != nil {
+			continue
+		}
+		b := goBench{name: f[0], iters: iters, metrics: map[string]float64{}}
+		if i := strings.LastIndexByte(b.name, '-'); i > 0 {
+			if _, err := strconv.Atoi(b.name[i+1:]); err == nil {
+				b.name = b.name[:i]
+			}
+		}
+		for i := 2; i+1 < len(f); i += 2 {
+			v, err := strconv.ParseFloat(f[i], 64)
+			if err != nil {
+				break
+			}
+			b.metrics[f[i+1]] = v
+		}
+		list = append(list, b)
+	}
+	return list
+}
+
+// overheadResult is the runner overhead section (Go benchmarks).
+type overheadResult struct {
+	err     string
+	cmd     []string
+	benches []goBench
+	took    time.Duration
+}
+
+func (r *overheadResult) find(name string) *goBench {
+	for i := range r.benches {
+		if r.benches[i].name == name {
+			return &r.benches[i]
+		}
+	}
+	return nil
+}
+
+// runOverhead runs runner's BenchmarkRunnerOverhead (cfg.benchtime) and
+// BenchmarkFanOut200 (once) and extracts their figures.
+func runOverhead(ctx context.Context, cfg *config) *overheadResult {
+	r := &overheadResult{}
+	start := time.Now()
+	defer func() { r.took = time.Since(start) }()
+	runs := [][]string{
+		{"test", "-run", "^$", "-bench", "^BenchmarkRunnerOverhead$", "-benchtime", cfg.benchtime, "-count", "1", "./runner/"},
+		{"test", "-run", "^$", "-bench", "^BenchmarkFanOut200$", "-benchtime", "1x", "-count", "1", "./runner/"},
+	}
+	for _, args := range runs {
+		say("overhead: go %s", strings.Join(args, " "))
+		r.cmd = append(r.cmd, "go "+strings.Join(args, " "))
+		o, err := execTimed(ctx, 10*time.Minute, cfg.repo, nil, "go", args...)
+		if err == nil && o.code != 0 {
+			err = fmt.Errorf("exit %d: %s", o.code, tailOf(append(o.stdout, o.stderr...), 15))
+		}
+		if err != nil {
+			r.err = fmt.Sprintf("go %s: %v", strings.Join(args, " "), err)
+			say("overhead: FAILED: %s", r.err)
+			return r
+		}
+		bs := parseGoBench(string(o.stdout))
+		if len(bs) == 0 {
+			r.err = fmt.Sprintf("go %s printed no benchmark line: %s", strings.Join(args, " "), tailOf(o.stdout, 10))
+			return r
+		}
+		r.benches = append(r.benches, bs...)
+	}
+	if b := r.find("BenchmarkRunnerOverhead"); b != nil {
+		say("overhead: raw %.3f ms, caretaker %.3f ms, overhead %.3f ms per step per node (%d steps)",
+			b.metrics["raw-ms/step"], b.metrics["caretaker-ms/step"], b.metrics["overhead-ms/step"], b.iters)
+	}
+	if b := r.find("BenchmarkFanOut200"); b != nil {
+		say("fan-out 200: %.2f s wall, %.0f MB peak heap", b.metrics["wall-s"], b.metrics["peak-heap-MB"])
+	}
+	return r
+}
+
+// checkResult is the `caretaker check` at scale section.
+type checkResult struct {
+	err      string
+	missing  string // a piece that is not there yet
+	servers  int
+	agents   int
+	labUp    time.Duration
+	walls    []time.Duration
+	rss      []int64
+	status   string
+	summary  string
+	fallback string // why the lab is smaller than asked
+}
+
+// runCheck brings up an in-process lab of cfg.checkN nodes and times
+// `caretaker check` against it three times (fresh process each), recording
+// wall time and peak RSS.
+func runCheck(ctx context.Context, cfg *config) *checkResult {
+	r := &checkResult{}
+	servers := 3
+	if cfg.checkN < servers {
+		servers = cfg.checkN
+	}
+	r.servers, r.agents = servers, cfg.checkN-servers
+	start := time.Now()
+	l, err := startLab(ctx, cfg, "check-"+strconv.Itoa(cfg.checkN), "--ssh", "inprocess",
+		"--servers", strconv.Itoa(r.servers), "--agents", strconv.Itoa(r.agents))
+	if err != nil && cfg.checkN > 250 && strings.Contains(err.Error(), "at most 250 nodes") {
+		// The lab cannot hold that many nodes yet: say so and measure the
+		// largest lab it can, so the figure still moves.
+		r.missing = fmt.Sprintf("the lab cannot start %d nodes yet (%s)", cfg.checkN, lastLine(err.Error()))
+		r.agents = 250 - servers
+		say("check: %s; measuring %d nodes instead", r.missing, servers+r.agents)
+		l, err = startLab(ctx, cfg, "check-250", "--ssh", "inprocess", "--servers", strconv.Itoa(servers), "--agents", strconv.Itoa(r.agents))
+	}
+	if err != nil {
+		r.err = err.Error()
+		say("check: FAILED: %v", err)
+		return r
+	}
+	r.labUp = time.Since(start)
+	defer l.stop(ctx)
+	for i := 1; i <= 3 && ctx.Err() == nil; i++ {
+		o, err := execTimed(ctx, 5*time.Minute, cfg.work, nil, cfg.caretaker, "check", "-i", l.inventory, "-o", "json")
+		if err != nil {
+			r.err = err.Error()
+			return r
+		}
+		var doc struct {
+			Status  string `json:"status"`
+			Summary string `json:"summary"`
+			CA      struct {
+				Nodes []json.RawMessage `json:"nodes"`
+			} `json:"ca"`
+		}
+		if err := json.Unmarshal(o.stdout, &doc); err != nil {
+			r.err = fmt.Sprintf("caretaker check exit %d, output not JSON: %v: %s", o.code, err, tailOf(append(o.stdout, o.stderr...), 8))
+			return r
+		}
+		r.status, r.summary = doc.Status, doc.Summary
+		if o.code != 0 || doc.Status != "healthy" || len(doc.CA.Nodes) != len(l.nodes) {
+			r.err = fmt.Sprintf("caretaker check exit %d, status %q, %d of %d nodes in the result: %s", o.code, doc.Status, len(doc.CA.Nodes), len(l.nodes), doc.Summary)
+			say("check: FAILED: %s", r.err)
+			return r
+		}
+		r.walls = append(r.walls, o.wall)
+		r.rss = append(r.rss, o.maxRSS)
+		say("check %d nodes run %d/3: %.2f s, peak RSS %.0f MB: %s", len(l.nodes), i, o.wall.Seconds(), mb(o.maxRSS), doc.Summary)
+	}
+	return r
+}
+
+func lastLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
+		return strings.TrimSpace(s[i+1:])
+	}
+	return s
+}
+
+func mb(b int64) float64 { return float64(b) / (1 << 20) }
+
+// rotateResult is the rotate-ca section.
+type rotateResult struct {
+	err      string
+	missing  string
+	wall     time.Duration // the caretaker process, start to exit
+	runDur   time.Duration // run_done's duration
+	waits    time.Duration // the restarts on the critical path
+	restarts []restartSpan
+	steps    []stepSpan
+	status   string
+}
+
+// restartSpan is one step whose cells restart services: its wall span
+// (first start to last done) is time the run has to wait.
+type restartSpan struct {
+	step  string
+	nodes int
+	span  time.Duration
+}
+
+// stepSpan is one step's wall span in the run.
+type stepSpan struct {
+	index int
+	name  string
+	nodes int
+	span  time.Duration
+	sum   time.Duration
+}
+
+// runRotate runs the shipped rotate-ca playbook on a fresh 3-server +
+// 2-agent lab and compares its wall time with the time its service
+// restarts take.
+func runRotate(ctx context.Context, cfg *config) *rotateResult {
+	r := &rotateResult{}
+	o, err := execTimed(ctx, time.Minute, cfg.work, nil, cfg.caretaker, "playbooks")
+	if err != nil || !strings.Contains(string(o.stdout), "rotate-ca") {
+		r.missing = "the rotate-ca playbook is not shipped yet (`caretaker playbooks` does not list it)"
+		say("rotate-ca: NOT RUN: %s", r.missing)
+		return r
+	}
+	l, err := startLab(ctx, cfg, "rotate", "--ssh", "inprocess", "--servers", "3", "--agents", "2")
+	if err != nil {
+		r.err = err.Error()
+		say("rotate-ca: FAILED: %v", err)
+		return r
+	}
+	defer l.stop(ctx)
+	o, err = execTimed(ctx, 10*time.Minute, cfg.work, nil, cfg.caretaker, "run", "rotate-ca", "-i", l.inventory, "--yes", "-o", "json",
+		"--state-dir", cfg.work+"/rotate-state")
+	if err != nil {
+		r.err = err.Error()
+		return r
+	}
+	r.wall = o.wall
+	if err := r.parse(o.stdout); err != nil {
+		r.err = err.Error()
+		return r
+	}
+	if o.code != 0 || r.status != "ok" {
+		r.err = fmt.Sprintf("caretaker run rotate-ca exit %d, status %q: %s", o.code, r.status, tailOf(append(o.stderr, o.stdout...), 10))
+		say("rotate-ca: FAILED: %s", r.err)
+		return r
+	}
+	// Independent check: the cluster is healthy on the new CA.
+	c, err := execTimed(ctx, 5*time.Minute, cfg.work, nil, cfg.caretaker, "check", "-i", l.inventory)
+	if err != nil || c.code != 0 {
+		r.err = fmt.Sprintf("after rotate-ca, caretaker check exit %d: %v %s", c.code, err, tailOf(c.stdout, 5))
+		return r
+	}
+	say("rotate-ca: %.2f s wall (run %.2f s); restarts %.2f s on the critical path; ratio %.2f",
+		r.wall.Seconds(), r.runDur.Seconds(), r.waits.Seconds(), r.ratio())
+	return r
+}
+
+func (r *rotateResult) ratio() float64 {
+	if r.waits <= 0 {
+		return 0
+	}
+	return r.wall.Seconds() / r.waits.Seconds()
+}
+
+// parse reads rotate-ca's JSON events: per step the wall span and the
+// cells; a step is a restart step when a cell's output says it ran
+// `systemctl restart` (k3s.restart logs that line).
+func (r *rotateResult) parse(out []byte) error {
+	type cell struct{ start, done time.Time }
+	type step struct {
+		name    string
+		cells   map[string]*cell
+		restart bool
+	}
+	steps := map[int]*step{}
+	get := func(i int, name string) *step {
+		s := steps[i]
+		if s == nil {
+			s = &step{name: name, cells: map[string]*cell{}}
+			steps[i] = s
+		}
+		if name != "" {
+			s.name = name
+		}
+		return s
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.TrimSpace(line) == "" {
+			continue
+		}
+		var ev struct {
+			Type     string    `json:"type"`
+			Step     *int      `json:"step"`
+			StepName string    `json:"step_name"`
+			Node     string    `json:"node"`
+			Text     string    `json:"text"`
+			Status   string    `json:"status"`
+			At       time.Time `json:"at"`
+			Duration int64     `json:"duration_ns"`
+		}
+		if err := json.Unmarshal([]byte(line), &ev); err != nil {
+			return fmt.Errorf("rotate-ca printed a line that is not JSON: %.80q", line)
+		}
+		switch ev.Type {
+		case "step_started":
+			s := get(*ev.Step, ev.StepName)
+			s.cells[ev.Node] = &cell{start: ev.At}
+		case "step_done":
+			s := get(*ev.Step, ev.StepName)
+			c := s.cells[ev.Node]
+			if c == nil {
+				c = &cell{start: ev.At.Add(-time.Duration(ev.Duration))}
+				s.cells[ev.Node] = c
+			}
+			c.done = ev.At
+		case "output":
+			if ev.Step != nil && strings.HasPrefix(strings.TrimSpace(ev.Text), "systemctl restart") {
+				get(*ev.Step, "").restart = true
+			}
+		case "run_done":
+			r.status = ev.Status
+			r.runDur = time.Duration(ev.Duration)
+		}
+	}
+	idx := make([]int, 0, len(steps))
+	for i := range steps {
+		idx = append(idx, i)
+	}
+	sort.Ints(idx)
+	for _, i := range idx {
+		s := steps[i]
+		var first, last time.Time
+		var sum time.Duration
+		for _, c := range s.cells {
+			if first.IsZero() || c.start.Before(first) {
+				first = c.start
+			}
+			if c.done.After(last) {
+				last = c.done
+			}
+			if !c.done.IsZero() {
+				sum += c.done.Sub(c.start)
+			}
+		}
+		sp := stepSpan{index: i, name: s.name, nodes: len(s.cells), span: last.Sub(first), sum: sum}
+		r.steps = append(r.steps, sp)
+		if s.restart {
+			r.restarts = append(r.restarts, restartSpan{step: s.name, nodes: len(s.cells), span: sp.span})
+			r.waits += sp.span
+		}
+	}
+	if len(r.restarts) == 0 && r.status == "ok" {
+		return fmt.Errorf("rotate-ca's events show no `systemctl restart` output: cannot find the restart steps")
+	}
+	return nil
+}

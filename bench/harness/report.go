@@ -1,0 +1,447 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+)
+
+// report gathers every section's figures.
+type report struct {
+	cfg                   *config
+	started               time.Time
+	took                  time.Duration
+	env                   envInfo
+	loadBefore, loadAfter string
+	compare               *compareResult
+	overhead              *overheadResult
+	check                 *checkResult
+	rotate                *rotateResult
+}
+
+// median of a list of durations (mean of the middle two for even counts).
+func median(ds []time.Duration) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func maxOf(xs []int64) int64 {
+	var m int64
+	for _, x := range xs {
+		m = max(m, x)
+	}
+	return m
+}
+
+func minMax(ds []time.Duration) (time.Duration, time.Duration) {
+	if len(ds) == 0 {
+		return 0, 0
+	}
+	lo, hi := ds[0], ds[0]
+	for _, d := range ds {
+		lo, hi = min(lo, d), max(hi, d)
+	}
+	return lo, hi
+}
+
+// target is one line of the targets table.
+type target struct {
+	what, goal, got string
+	met             *bool // nil: not measured
+}
+
+func yes(b bool) *bool { return &b }
+
+// ratio of caretaker's median to another runner's at n, if both ran
+// cleanly.
+func (c *compareResult) ratio(other string, n int) (float64, bool) {
+	a, b := c.get(rCaretaker, n), c.get(other, n)
+	if a == nil || b == nil || len(a.times) == 0 || len(b.times) == 0 || len(a.failures) > 0 || len(b.failures) > 0 {
+		return 0, false
+	}
+	return median(a.times).Seconds() / median(b.times).Seconds(), true
+}
+
+// ratioLines are `ratio caretaker/X N=n: r` for every measured pair.
+func (r *report) ratioLines() []string {
+	var out []string
+	if r.compare == nil || r.compare.skipped != "" {
+		return nil
+	}
+	for _, n := range r.compare.sizes {
+		for _, other := range []string{rAnsibleDefault, rAnsibleTuned, rPSSH, rRaw} {
+			if v, ok := r.compare.ratio(other, n); ok {
+				out = append(out, fmt.Sprintf("ratio caretaker/%s N=%d: %.3f", other, n, v))
+			}
+		}
+	}
+	return out
+}
+
+func (r *report) targets() []target {
+	var ts []target
+	bigN := 50
+	if r.compare != nil && len(r.compare.sizes) > 0 {
+		bigN = r.compare.sizes[len(r.compare.sizes)-1]
+	}
+	cmp := func(other, goal string, limit float64) {
+		t := target{what: fmt.Sprintf("caretaker/%s at N=%d", other, bigN), goal: goal, got: "not measured"}
+		if r.compare != nil {
+			if v, ok := r.compare.ratio(other, bigN); ok {
+				t.got = fmt.Sprintf("%.3f (%.1f× faster)", v, 1/v)
+				if other == rPSSH {
+					t.got = fmt.Sprintf("%.2f", v)
+				}
+				t.met = yes(v <= limit)
+			}
+		}
+		ts = append(ts, t)
+	}
+	cmp(rAnsibleDefault, "≤ 0.05 (≥ 20× faster)", 0.05)
+	cmp(rAnsibleTuned, "≤ 0.2 (≥ 5× faster)", 0.2)
+	cmp(rPSSH, "≤ 1.2", 1.2)
+	t := target{what: "runner overhead per step per node", goal: "< 1 ms", got: "not measured"}
+	if r.overhead != nil {
+		if b := r.overhead.find("BenchmarkRunnerOverhead"); b != nil {
+			v := b.metrics["overhead-ms/step"]
+			t.got, t.met = fmt.Sprintf("%.3f ms", v), yes(v < 1)
+		}
+	}
+	ts = append(ts, t)
+	t1 := target{what: "`caretaker check` on 1,000 nodes: wall", goal: "< 10 s", got: "not measured"}
+	t2 := target{what: "`caretaker check` on 1,000 nodes: peak RSS", goal: "< 300 MB", got: "not measured"}
+	if c := r.check; c != nil && len(c.walls) > 0 && c.err == "" {
+		n := c.servers + c.agents
+		w, m := median(c.walls), mb(maxOf(c.rss))
+		t1.got, t2.got = fmt.Sprintf("%.2f s", w.Seconds()), fmt.Sprintf("%.0f MB", m)
+		if n >= 1000 {
+			t1.met, t2.met = yes(w < 10*time.Second), yes(m < 300)
+		} else {
+			t1.got += fmt.Sprintf(" (only %d nodes)", n)
+			t2.got += fmt.Sprintf(" (only %d nodes)", n)
+		}
+	}
+	ts = append(ts, t1, t2)
+	t = target{what: "rotate-ca on 3 servers + 2 agents: wall / restart waits", goal: "≤ 1.2", got: "not measured"}
+	if rr := r.rotate; rr != nil && rr.err == "" && rr.waits > 0 {
+		v := rr.ratio()
+		t.got, t.met = fmt.Sprintf("%.2f (%.2f s / %.2f s)", v, rr.wall.Seconds(), rr.waits.Seconds()), yes(v <= 1.2)
+	}
+	ts = append(ts, t)
+	return ts
+}
+
+func (t target) verdict() string {
+	switch {
+	case t.met == nil:
+		return "—"
+	case *t.met:
+		return "met"
+	default:
+		return "MISSED"
+	}
+}
+
+// failed reports whether any run failed its own verification or a
+// section broke (a piece that is simply missing does not count).
+func (r *report) failed() bool {
+	if c := r.compare; c != nil {
+		if len(c.labErr) > 0 {
+			return true
+		}
+		for _, m := range c.series {
+			for _, s := range m {
+				if len(s.failures) > 0 {
+					return true
+				}
+			}
+		}
+	}
+	if r.overhead != nil && r.overhead.err != "" {
+		return true
+	}
+	if r.check != nil && r.check.err != "" {
+		return true
+	}
+	if r.rotate != nil && r.rotate.err != "" {
+		return true
+	}
+	return false
+}
+
+// summary is what the harness prints at the end.
+func (r *report) summary() string {
+	var b strings.Builder
+	b.WriteString("== caretaker benchmark ==\n")
+	fmt.Fprintf(&b, "machine: %s; load before %s, after %s\n", r.env.cpu, r.loadBefore, r.loadAfter)
+	if c := r.compare; c != nil {
+		if c.skipped != "" {
+			fmt.Fprintf(&b, "comparison: NOT RUN: %s\n", c.skipped)
+		} else {
+			b.WriteString(r.compareTable(false))
+			for _, l := range r.ratioLines() {
+				b.WriteString(l + "\n")
+			}
+		}
+	}
+	if o := r.overhead; o != nil {
+		if o.err != "" {
+			fmt.Fprintf(&b, "overhead: FAILED: %s\n", o.err)
+		} else if x := o.find("BenchmarkRunnerOverhead"); x != nil {
+			fmt.Fprintf(&b, "runner overhead: %.3f ms per step per node (raw session %.3f ms, caretaker step %.3f ms, ratio %.2f)\n",
+				x.metrics["overhead-ms/step"], x.metrics["raw-ms/step"], x.metrics["caretaker-ms/step"], x.metrics["ratio"])
+		}
+		if x := o.find("BenchmarkFanOut200"); x != nil {
+			fmt.Fprintf(&b, "fan-out 200 in-process nodes: %.2f s wall, %.0f MB peak heap\n", x.metrics["wall-s"], x.metrics["peak-heap-MB"])
+		}
+	}
+	if c := r.check; c != nil {
+		switch {
+		case c.err != "":
+			fmt.Fprintf(&b, "check: FAILED: %s\n", c.err)
+		case len(c.walls) > 0:
+			fmt.Fprintf(&b, "check on %d in-process nodes: %.2f s wall (median of %d), peak RSS %.0f MB\n",
+				c.servers+c.agents, median(c.walls).Seconds(), len(c.walls), mb(maxOf(c.rss)))
+		}
+		if c.missing != "" {
+			fmt.Fprintf(&b, "check: MISSING PIECE: %s\n", c.missing)
+		}
+	}
+	if rr := r.rotate; rr != nil {
+		switch {
+		case rr.missing != "":
+			fmt.Fprintf(&b, "rotate-ca: NOT RUN: %s\n", rr.missing)
+		case rr.err != "":
+			fmt.Fprintf(&b, "rotate-ca: FAILED: %s\n", rr.err)
+		default:
+			fmt.Fprintf(&b, "rotate-ca on 3 servers + 2 agents: %.2f s wall, restarts %.2f s: ratio %.2f\n", rr.wall.Seconds(), rr.waits.Seconds(), rr.ratio())
+		}
+	}
+	b.WriteString("targets:\n")
+	for _, t := range r.targets() {
+		fmt.Fprintf(&b, "  %-58s %-24s %-8s %s\n", t.what, t.goal, t.verdict(), t.got)
+	}
+	return b.String()
+}
+
+// compareTable renders medians (min–max) per runner and N.
+func (r *report) compareTable(md bool) string {
+	c := r.compare
+	var b strings.Builder
+	if md {
+		b.WriteString("| runner, cold connections |")
+		for _, n := range c.sizes {
+			fmt.Fprintf(&b, " N=%d |", n)
+		}
+		b.WriteString("\n|---|")
+		for range c.sizes {
+			b.WriteString("---|")
+		}
+		b.WriteString("\n")
+	} else {
+		fmt.Fprintf(&b, "%-18s", "median (min-max)")
+		for _, n := range c.sizes {
+			fmt.Fprintf(&b, " %22s", fmt.Sprintf("N=%d", n))
+		}
+		b.WriteString("\n")
+	}
+	labels := map[string]string{
+		rCaretaker:      "caretaker",
+		rAnsibleDefault: "Ansible, forks 5, pipelining off (defaults)",
+		rAnsibleTuned:   "Ansible, forks 50, pipelining on",
+		rPSSH:           "parallel-ssh -p 50",
+		rRaw:            "floor: plain x/crypto/ssh, one goroutine per node, no playbook",
+	}
+	for _, name := range runnerNames {
+		if _, ok := c.series[name]; !ok {
+			continue
+		}
+		if md {
+			fmt.Fprintf(&b, "| %s |", labels[name])
+		} else {
+			fmt.Fprintf(&b, "%-18s", name)
+		}
+		for _, n := range c.sizes {
+			s := c.get(name, n)
+			cellText := "—"
+			switch {
+			case s == nil && c.labErr[n] != "":
+				cellText = "lab failed"
+			case s == nil:
+			case s.missing != "":
+				cellText = "not installed"
+			case len(s.failures) > 0:
+				cellText = fmt.Sprintf("FAILED %d/%d", len(s.failures), len(s.failures)+len(s.times))
+			case len(s.times) > 0:
+				lo, hi := minMax(s.times)
+				cellText = fmt.Sprintf("%.2f s (%.2f–%.2f)", median(s.times).Seconds(), lo.Seconds(), hi.Seconds())
+			}
+			if md {
+				fmt.Fprintf(&b, " %s |", cellText)
+			} else {
+				fmt.Fprintf(&b, " %22s", cellText)
+			}
+		}
+		b.WriteString("\n")
+	}
+	return b.String()
+}
+
+// markdown renders bench/results.md.
+func (r *report) markdown() string {
+	var b strings.Builder
+	cfg := r.cfg
+	b.WriteString("# Benchmark results\n\n")
+	b.WriteString("Written by `make bench` (bench/run.sh → bench/harness); rerun it to refresh. Figures are wall-clock\n")
+	b.WriteString("times on a shared machine: compare rows, not absolutes.\n\n")
+	fmt.Fprintf(&b, "- date: %s; the whole benchmark took %s\n", r.started.UTC().Format("2006-01-02 15:04 MST"), r.took.Round(time.Second))
+	fmt.Fprintf(&b, "- machine: %s, Linux %s\n", r.env.cpu, r.env.kernel)
+	fmt.Fprintf(&b, "- load average (1/5/15 min): %s before, %s after (other work shares these cores)\n", r.loadBefore, r.loadAfter)
+	for _, v := range r.env.versions {
+		fmt.Fprintf(&b, "- %s\n", v)
+	}
+
+	b.WriteString("\n## Targets\n\n| what | target | result | figure |\n|---|---|---|---|\n")
+	for _, t := range r.targets() {
+		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", t.what, t.goal, t.verdict(), t.got)
+	}
+
+	b.WriteString("\n## Same job, three runners, real OpenSSH nodes\n\n")
+	b.WriteString("Job: on every node archive `server/tls` to a timestamped private backup and return the sha256 of\n")
+	b.WriteString("`server/tls/server-ca.crt` to the controller (`bench/tls-backup.star`, `bench/ansible/tls-backup.yml`, and\n")
+	b.WriteString("parallel-ssh with the same shell command). Nodes: `caretaker lab up --ssh openssh` (one OpenSSH sshd per\n")
+	b.WriteString("node in its own mount namespace, loopback addresses). Every run is cold (a fresh process, no\n")
+	b.WriteString("connection kept from an earlier run: Ansible gets a fresh ControlMaster directory per run and its\n")
+	b.WriteString("masters are closed afterwards) and is verified: N checksums, each equal to the sha256 of the node's\n")
+	b.WriteString("file as read on this machine, and exactly one new 0600 archive per node; a run that fails that is\n")
+	b.WriteString("reported as FAILED and not timed. ")
+	fmt.Fprintf(&b, "%d runs per cell, interleaved (caretaker, ansible-default, ansible-tuned, pssh, raw-go, then again);\n", cfg.runs)
+	b.WriteString("median with min–max. The last row is the floor: a fresh Go process (`bench/harness raw-ssh`) that dials\n")
+	b.WriteString("every node with plain golang.org/x/crypto/ssh and runs the command in one session, without playbook,\n")
+	b.WriteString("events, journal or locks. Ansible runs without fact gathering (the job needs none) and with\n")
+	b.WriteString("`interpreter_python` set, both in its favour; OpenSSH clients use their default key exchange.\n\n")
+	if c := r.compare; c == nil {
+		b.WriteString("Not run this time (`-only`).\n")
+	} else if c.skipped != "" {
+		fmt.Fprintf(&b, "**Not run: %s.**\n", c.skipped)
+	} else {
+		b.WriteString(r.compareTable(true))
+		b.WriteString("\n```\n")
+		for _, l := range r.ratioLines() {
+			b.WriteString(l + "\n")
+		}
+		b.WriteString("```\n")
+		if s := c.get(rCaretaker, cfg.sizes[len(cfg.sizes)-1]); s != nil && len(s.rss) > 0 {
+			fmt.Fprintf(&b, "\ncaretaker's peak RSS at N=%d: %.0f MB.\n", s.n, mb(maxOf(s.rss)))
+		}
+		var notes []string
+		for _, name := range runnerNames {
+			for _, n := range c.sizes {
+				s := c.get(name, n)
+				if s == nil {
+					continue
+				}
+				if s.missing != "" && n == c.sizes[0] {
+					notes = append(notes, fmt.Sprintf("%s not run: %s", name, s.missing))
+				}
+				for _, f := range s.failures {
+					notes = append(notes, fmt.Sprintf("%s N=%d FAILED %s", name, n, f))
+				}
+			}
+		}
+		for n, e := range c.labErr {
+			notes = append(notes, fmt.Sprintf("N=%d: the lab did not come up: %s", n, e))
+		}
+		if len(notes) > 0 {
+			b.WriteString("\n")
+			for _, n := range notes {
+				fmt.Fprintf(&b, "- %s\n", n)
+			}
+		}
+	}
+
+	b.WriteString("\n## Runner overhead (Go benchmarks, in-process SSH)\n\n")
+	if o := r.overhead; o == nil {
+		b.WriteString("Not run this time (`-only`).\n")
+	} else if o.err != "" {
+		fmt.Fprintf(&b, "**FAILED:** %s\n", o.err)
+	} else {
+		if x := o.find("BenchmarkRunnerOverhead"); x != nil {
+			fmt.Fprintf(&b, "One step running `true` on one node, %d times (plan → run → Starlark → executor → SSH session →\n", x.iters)
+			b.WriteString("events) against the same command on a raw x/crypto/ssh session over a kept connection:\n\n")
+			b.WriteString("| raw session | caretaker step | overhead per step per node | ratio |\n|---|---|---|---|\n")
+			fmt.Fprintf(&b, "| %.3f ms | %.3f ms | %.3f ms | %.2f |\n", x.metrics["raw-ms/step"], x.metrics["caretaker-ms/step"], x.metrics["overhead-ms/step"], x.metrics["ratio"])
+		}
+		if x := o.find("BenchmarkFanOut200"); x != nil {
+			fmt.Fprintf(&b, "\nFan-out: one step on 200 in-process SSH nodes at once, cold: %.2f s wall, %.0f MB peak heap.\n", x.metrics["wall-s"], x.metrics["peak-heap-MB"])
+		}
+		b.WriteString("\n```\n" + strings.Join(o.cmd, "\n") + "\n```\n")
+	}
+
+	b.WriteString("\n## `caretaker check` at scale (in-process lab)\n\n")
+	if c := r.check; c == nil {
+		b.WriteString("Not run this time (`-only`).\n")
+	} else {
+		if c.missing != "" {
+			fmt.Fprintf(&b, "**Missing piece:** %s.\n\n", c.missing)
+		}
+		if c.err != "" {
+			fmt.Fprintf(&b, "**FAILED:** %s\n", c.err)
+		} else if len(c.walls) > 0 {
+			fmt.Fprintf(&b, "`caretaker check -i INV -o json` on %d servers + %d agents (the lab's in-process SSH mode; the lab\n", c.servers, c.agents)
+			lo, hi := minMax2(c.walls)
+			fmt.Fprintf(&b, "daemon shares the cores), fresh process each time, %d runs: **%.2f s** wall (median; min–max %.2f–%.2f s),\n",
+				len(c.walls), median(c.walls).Seconds(), lo, hi)
+			fmt.Fprintf(&b, "peak RSS **%.0f MB** (maximum over the runs, from getrusage). Result: %s. Lab start-up: %.1f s.\n",
+				mb(maxOf(c.rss)), c.summary, c.labUp.Seconds())
+		}
+	}
+
+	b.WriteString("\n## rotate-ca on the 3-server + 2-agent lab\n\n")
+	if rr := r.rotate; rr == nil {
+		b.WriteString("Not run this time (`-only`).\n")
+	} else if rr.missing != "" {
+		fmt.Fprintf(&b, "**Not run:** %s.\n", rr.missing)
+	} else if rr.err != "" {
+		fmt.Fprintf(&b, "**FAILED:** %s\n", rr.err)
+	} else {
+		fmt.Fprintf(&b, "`caretaker run rotate-ca --yes -o json` on a fresh in-process lab: **%.2f s** wall (the run itself: %.2f s);\n", rr.wall.Seconds(), rr.runDur.Seconds())
+		fmt.Fprintf(&b, "its service restarts take **%.2f s** on the critical path (sum over restart steps of each step's span,\n", rr.waits.Seconds())
+		fmt.Fprintf(&b, "first start to last done); ratio **%.2f**. Afterwards `caretaker check` finds the cluster healthy.\n\n", rr.ratio())
+		b.WriteString("| # | step | nodes | span | restart |\n|---|---|---|---|---|\n")
+		restart := map[string]bool{}
+		for _, s := range rr.restarts {
+			restart[s.step] = true
+		}
+		for _, s := range rr.steps {
+			mark := ""
+			if restart[s.name] {
+				mark = "yes"
+			}
+			fmt.Fprintf(&b, "| %d | %s | %d | %.2f s | %s |\n", s.index, s.name, s.nodes, s.span.Seconds(), mark)
+		}
+	}
+
+	if notes, err := os.ReadFile(filepath.Join(cfg.repo, "bench", "profiling.md")); err == nil {
+		b.WriteString("\n")
+		b.Write(notes)
+	}
+	b.WriteString("\n## Reproduce\n\n```sh\nsudo make bench        # installs openssh-server, ansible, pssh with apt when missing; ~10 min\n")
+	b.WriteString("bash bench/run.sh -only compare -sizes 50 -runs 5    # one section, other sizes\n```\n")
+	return b.String()
+}
+
+func minMax2(ds []time.Duration) (float64, float64) {
+	lo, hi := minMax(ds)
+	return lo.Seconds(), hi.Seconds()
+}
