@@ -126,5 +126,8 @@ func formatFloat(v float64) string {
 	case math.IsNaN(v):
 		return "NaN"
 	}
+	if v == math.Trunc(v) && math.Abs(v) < 1e15 {
+		return strconv.FormatFloat(v, 'f', -1, 64) // whole numbers (timestamps, seconds) without an exponent
+	}
 	return strconv.FormatFloat(v, 'g', -1, 64)
 }

@@ -255,6 +255,8 @@ var shorthands = map[string]string{
 	"annually": "0 0 1 1 *",
 }
 
+var daysRe = regexp.MustCompile(`^[A-Za-z]+((\.\.|[,-])[A-Za-z]+)*$`)
+
 var clockRe = regexp.MustCompile(`^(\d{1,2}):(\d{2})(?::(\d{2}))?$`)
 
 // parseOnCalendar turns --on into a systemd OnCalendar expression and,
@@ -276,6 +278,9 @@ func parseOnCalendar(on string) (calendar, cron string, err error) {
 	}
 	if len(fields) >= 2 && fields[0] != "*-*-*" {
 		days = fields[0]
+		if !daysRe.MatchString(days) {
+			return on, "", nil // a date expression: systemd's business
+		}
 	}
 	hh, _ := strconv.Atoi(m[1])
 	mm, _ := strconv.Atoi(m[2])

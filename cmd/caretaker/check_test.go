@@ -1,0 +1,89 @@
+package main
+
+import (
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caretaker/caretaker/runner"
+)
+
+func baseReport() *checkReport {
+	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	return &checkReport{
+		Cluster: "lab", CheckedAt: now, WarnDays: 30, Nodes: []string{"s1", "s2", "a1"},
+		CA: caReport{Checked: true, Consistent: true, Stale: []string{}, Nodes: []caRow{{Node: "s1", OK: true}, {Node: "s2", OK: true}, {Node: "a1", OK: true}}},
+		Certificates: []certRow{
+			{Node: "s2", File: "b.crt", Subject: "x", Expires: now.Add(400 * 24 * time.Hour), ResidualDays: 400, Status: "OK"},
+			{Node: "s1", File: "a.crt", Subject: "y", Expires: now.Add(400 * 24 * time.Hour), ResidualDays: 400, Status: "OK"},
+		},
+		Expiring: []certRow{},
+	}
+}
+
+func TestCheckReportExitCodes(t *testing.T) {
+	rep := baseReport()
+	finishReport(rep, 3)
+	if rep.ExitCode != exitOK || rep.Status != "healthy" || rep.Certificates[0].Node != "s1" {
+		t.Errorf("healthy: %d %s, first cert on %s", rep.ExitCode, rep.Summary, rep.Certificates[0].Node)
+	}
+
+	rep = baseReport()
+	rep.CA.Consistent, rep.CA.Stale = false, []string{"s2"}
+	rep.CA.Nodes[1] = caRow{Node: "s2", OK: false, Problems: []string{"disk tls/server-ca.crt holds k3s-server-ca@1 (old)"}}
+	finishReport(rep, 3)
+	if rep.ExitCode != exitDrift || !strings.Contains(rep.Summary, "1 node(s) without the datastore's CA: s2") || rep.Problems[0] != "s2: disk tls/server-ca.crt holds k3s-server-ca@1 (old)" {
+		t.Errorf("drift: %d %s %q", rep.ExitCode, rep.Summary, rep.Problems)
+	}
+
+	rep = baseReport()
+	rep.Certificates[0].Status, rep.Certificates[0].ResidualDays = "WARNING", 10
+	finishReport(rep, 3)
+	if rep.ExitCode != exitDrift || len(rep.Expiring) != 1 || !strings.Contains(rep.Summary, "1 certificate(s) expired or expiring within 30 days") {
+		t.Errorf("expiring: %d %s", rep.ExitCode, rep.Summary)
+	}
+
+	// Unreachable wins over drift: the findings are incomplete.
+	rep = baseReport()
+	rep.CA.Consistent, rep.CA.Stale = false, []string{"s2"}
+	rep.Unreachable = []nodeProblem{{Node: "a1", Error: "node unreachable: connection refused"}}
+	finishReport(rep, 3)
+	if rep.ExitCode != exitFailed || rep.Status != "unreachable" || !strings.Contains(rep.Summary, "1 of 3 node(s) could not be checked (a1)") || !strings.Contains(rep.Summary, "s2") {
+		t.Errorf("unreachable: %d %s", rep.ExitCode, rep.Summary)
+	}
+	rep = baseReport()
+	rep.CA = caReport{Error: "etcd unreachable", Stale: []string{}}
+	finishReport(rep, 3)
+	if rep.ExitCode != exitFailed || !strings.Contains(rep.Summary, "CA consistency not checked") {
+		t.Errorf("datastore unreachable: %d %s", rep.ExitCode, rep.Summary)
+	}
+}
+
+func TestCheckMetrics(t *testing.T) {
+	rep := baseReport()
+	rep.Certificates = append(rep.Certificates, rep.Certificates[0]) // a bundle repeating a subject
+	rep.Unreachable = []nodeProblem{{Node: "a1", Error: "down"}}
+	finishReport(rep, 3)
+	fams := checkMetrics(rep)
+	data, err := runner.FormatMetrics(fams)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(data)
+	for _, want := range []string{
+		`caretaker_cert_expiry_seconds{cluster="lab",file="a.crt",node="s1",subject="y"} 34560000`,
+		`caretaker_node_reachable{cluster="lab",node="a1"} 0`,
+		`caretaker_node_reachable{cluster="lab",node="s1"} 1`,
+		`caretaker_check_success{cluster="lab"} 0`,
+		`caretaker_ca_consistent{cluster="lab"} 1`,
+		`caretaker_check_timestamp_seconds{cluster="lab"} ` + strconv.FormatInt(rep.CheckedAt.Unix(), 10) + "\n",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("metrics lack %q:\n%s", want, text)
+		}
+	}
+	if n := strings.Count(text, `caretaker_cert_expiry_seconds{cluster="lab",file="b.crt"`); n != 1 {
+		t.Errorf("the repeated subject gives %d series, want 1", n)
+	}
+}
