@@ -80,6 +80,7 @@ type LockedError struct {
 	Hint string
 }
 
+// Error names the cluster, where it is locked, the holder and the way out.
 func (e *LockedError) Error() string {
 	where := "in its etcd"
 	if e.Scope == "local" {
