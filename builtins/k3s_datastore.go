@@ -73,6 +73,9 @@ func (c *k3sCall) etcdClient() (*clientv3.Client, error) {
 
 // readDatastore reads and decrypts /bootstrap/<hash> through this server.
 func (c *k3sCall) readDatastore() (*dsRead, error) {
+	if c.node.Role != runner.RoleServer {
+		return nil, c.errorf("is an agent; the datastore is reached through a server")
+	}
 	tok, err := c.serverToken()
 	if err != nil {
 		return nil, err
