@@ -419,7 +419,6 @@ func k3sVerify(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kw
 		}
 		return nil, fmt.Errorf("%s\n%s", head, detail.String())
 	}
-	sort.Strings(stale)
 	return structOf("verify", starlark.StringDict{
 		"ok":        starlark.Bool(ok),
 		"rows":      starlark.NewList(rowVals),

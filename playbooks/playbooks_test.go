@@ -1,0 +1,71 @@
+package playbooks_test
+
+import (
+	"io/fs"
+	"os"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/caretaker/caretaker/builtins"
+	"github.com/caretaker/caretaker/playbooks"
+)
+
+// TestMain stops the etcd the fake clusters share after the tests.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	builtins.CloseFakeK3s()
+	os.Exit(code)
+}
+
+// TestEveryPlaybookHasATest: each shipped playbook ships with
+// <name>_test.star.
+func TestEveryPlaybookHasATest(t *testing.T) {
+	names := playbooks.Names()
+	if len(names) == 0 {
+		t.Fatal("no shipped playbooks")
+	}
+	for _, n := range names {
+		if _, err := fs.Stat(playbooks.FS, n+"_test.star"); err != nil {
+			t.Errorf("playbook %s has no %s_test.star", n, n)
+		}
+	}
+}
+
+// TestPlaybooks runs the test_* functions of every <name>_test.star, in
+// sorted order, against fake clusters (builtins.FakeK3sCluster).
+func TestPlaybooks(t *testing.T) {
+	entries, err := fs.ReadDir(playbooks.FS, ".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var files []string
+	for _, e := range entries {
+		if strings.HasSuffix(e.Name(), "_test.star") {
+			files = append(files, e.Name())
+		}
+	}
+	sort.Strings(files)
+	for _, f := range files {
+		src, err := fs.ReadFile(playbooks.FS, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		results, err := builtins.RunStarTestFile(f, src, playbooks.FS)
+		if err != nil {
+			t.Errorf("%s: %v", f, err)
+			continue
+		}
+		if len(results) == 0 {
+			t.Errorf("%s defines no test_* function", f)
+		}
+		for _, r := range results {
+			t.Run(strings.TrimSuffix(f, ".star")+"/"+r.Name, func(t *testing.T) {
+				t.Logf("took %s", r.Duration)
+				if r.Err != nil {
+					t.Error(r.Err)
+				}
+			})
+		}
+	}
+}
