@@ -1,14 +1,15 @@
 package builtins
 
 import (
+	"archive/tar"
 	"bufio"
 	"bytes"
 	"context"
 	"encoding/base64"
 	"fmt"
+	"io"
 	"path"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -216,25 +217,32 @@ type remoteFile struct {
 	MTime time.Time
 }
 
-// fetchScript prints every existing regular file matching the patterns
+// fetchScript sends every existing regular file matching the patterns
 // given on stdin (one per line; shell globs allowed, newline is the only
-// separator), each as a header line "#caretaker-file <mode> <uid> <gid>
-// <mtime> <size> <path>" followed by its base64 content. '#' is not in the
-// base64 alphabet, so headers cannot be confused with content.
+// separator) as one tar stream, so that reading many files costs two
+// processes on the node: first a line "#caretaker-file <path>" per file
+// found, then "#caretaker-tar", then the base64 of `tar -ch` of them
+// (symlinks followed; modes, owners and modification times kept). '#' is
+// not in the base64 alphabet.
 const fetchScript = `IFS='
 '
+set --
 while IFS= read -r p; do
   [ -n "$p" ] || continue
   for f in $p; do
-    [ -f "$f" ] || continue
-    s=$(stat -L -c '%a %u %g %Y %s' -- "$f") || exit 1
-    printf '#caretaker-file %s %s\n' "$s" "$f"
-    base64 < "$f" || exit 1
+    [ -f "$f" ] && set -- "$@" "$f"
   done
-done`
+done
+[ $# -gt 0 ] || exit 0
+for f in "$@"; do printf '#caretaker-file %s\n' "$f"; done
+echo '#caretaker-tar'
+tar -chf - -- "$@" 2>/dev/null | base64`
 
-// fetchHeader starts each file in fetchScript's output.
-const fetchHeader = "#caretaker-file "
+// Markers of fetchScript's output.
+const (
+	fetchHeader = "#caretaker-file "
+	fetchTar    = "#caretaker-tar"
+)
 
 // fetch reads every existing file matching patterns (paths or globs) from
 // the node with one command. It is read-only and runs in check mode too.
@@ -247,58 +255,82 @@ func (c *k3sCall) fetch(patterns ...string) ([]remoteFile, error) {
 	if err != nil {
 		return nil, c.errorf("read files %s: %w", strings.Join(patterns, ", "), err)
 	}
-	return parseFetch(out.Bytes())
+	files, err := parseFetch(out.Bytes())
+	if err != nil {
+		return nil, c.errorf("read files %s: %w", strings.Join(patterns, ", "), err)
+	}
+	return files, nil
 }
 
+// parseFetch decodes fetchScript's output.
 func parseFetch(out []byte) ([]remoteFile, error) {
-	var files []remoteFile
-	var cur *remoteFile
-	var b64 strings.Builder
-	flush := func() error {
-		if cur == nil {
-			return nil
-		}
-		data, err := base64.StdEncoding.DecodeString(b64.String())
-		if err != nil {
-			return fmt.Errorf("decode %s: %w", cur.Path, err)
-		}
-		cur.Data = data
-		files = append(files, *cur)
-		cur = nil
-		b64.Reset()
-		return nil
+	if len(bytes.TrimSpace(out)) == 0 {
+		return nil, nil
 	}
+	var listed []string
+	var b64 strings.Builder
+	inTar := false
 	sc := bufio.NewScanner(bytes.NewReader(out))
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
-		if strings.HasPrefix(line, fetchHeader) {
-			if err := flush(); err != nil {
-				return nil, err
-			}
-			f := strings.SplitN(strings.TrimPrefix(line, fetchHeader), " ", 6)
-			if len(f) != 6 {
-				return nil, fmt.Errorf("unexpected file header %q", line)
-			}
-			mode, err1 := strconv.ParseUint(f[0], 8, 32)
-			uid, err2 := strconv.Atoi(f[1])
-			gid, err3 := strconv.Atoi(f[2])
-			mt, err4 := strconv.ParseInt(f[3], 10, 64)
-			if err1 != nil || err2 != nil || err3 != nil || err4 != nil {
-				return nil, fmt.Errorf("unexpected file header %q", line)
-			}
-			cur = &remoteFile{Path: f[5], Mode: uint32(mode), UID: uid, GID: gid, MTime: time.Unix(mt, 0)}
-			continue
-		}
-		if cur != nil {
+		switch {
+		case inTar:
 			b64.WriteString(strings.TrimSpace(line))
+		case line == fetchTar:
+			inTar = true
+		case strings.HasPrefix(line, fetchHeader):
+			listed = append(listed, strings.TrimPrefix(line, fetchHeader))
 		}
 	}
 	if err := sc.Err(); err != nil {
 		return nil, err
 	}
-	if err := flush(); err != nil {
-		return nil, err
+	raw, err := base64.StdEncoding.DecodeString(b64.String())
+	if err != nil {
+		return nil, fmt.Errorf("decode the archive: %w", err)
+	}
+	entries := map[string]remoteFile{}
+	tr := tar.NewReader(bytes.NewReader(raw))
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read the archive: %w", err)
+		}
+		name := strings.TrimPrefix(h.Name, "/")
+		f := remoteFile{Mode: uint32(h.Mode) & 0o7777, UID: h.Uid, GID: h.Gid, MTime: h.ModTime}
+		switch h.Typeflag {
+		case tar.TypeReg:
+			if f.Data, err = io.ReadAll(tr); err != nil {
+				return nil, fmt.Errorf("read %s from the archive: %w", h.Name, err)
+			}
+		case tar.TypeLink:
+			target, ok := entries[strings.TrimPrefix(h.Linkname, "/")]
+			if !ok {
+				continue
+			}
+			f.Data = target.Data
+		default:
+			continue
+		}
+		entries[name] = f
+	}
+	var files []remoteFile
+	seen := map[string]bool{}
+	for _, p := range listed {
+		if seen[p] {
+			continue
+		}
+		seen[p] = true
+		f, ok := entries[strings.TrimPrefix(p, "/")]
+		if !ok {
+			return nil, fmt.Errorf("%s exists but could not be read (permission denied? give the inventory user root or sudo)", p)
+		}
+		f.Path = p
+		files = append(files, f)
 	}
 	return files, nil
 }

@@ -1,6 +1,7 @@
 package builtins
 
 import (
+	"archive/tar"
 	"bufio"
 	"bytes"
 	"context"
@@ -727,6 +728,7 @@ func (fc *FakeK3sCluster) handle(fn *fakeNode) {
 	}
 	ex.OnFunc(`^IFS=`, func(_ string, stdin []byte, stdout, _ io.Writer) int {
 		files := ex.Files()
+		var found []string
 		for _, pat := range strings.Split(string(stdin), "\n") {
 			if pat == "" {
 				continue
@@ -738,22 +740,32 @@ func (fc *FakeK3sCluster) handle(fn *fakeNode) {
 				}
 			}
 			sort.Strings(matched)
-			for _, p := range matched {
-				data, _ := ex.File(p)
-				fi, err := ex.Stat(context.Background(), p)
-				if err != nil {
-					continue
-				}
-				fmt.Fprintf(stdout, "%s%o 0 0 %d %d %s\n", fetchHeader, fi.Mode.Perm(), fi.ModTime.Unix(), len(data), p)
-				enc := base64.StdEncoding.EncodeToString(data)
-				for len(enc) > 76 {
-					fmt.Fprintln(stdout, enc[:76])
-					enc = enc[76:]
-				}
-				if enc != "" {
-					fmt.Fprintln(stdout, enc)
-				}
+			found = append(found, matched...)
+		}
+		if len(found) == 0 {
+			return 0
+		}
+		var buf bytes.Buffer
+		tw := tar.NewWriter(&buf)
+		for _, p := range found {
+			data, _ := ex.File(p)
+			fi, err := ex.Stat(context.Background(), p)
+			if err != nil {
+				continue
 			}
+			fmt.Fprintf(stdout, "%s%s\n", fetchHeader, p)
+			_ = tw.WriteHeader(&tar.Header{Name: strings.TrimPrefix(p, "/"), Mode: int64(fi.Mode.Perm()), Size: int64(len(data)), ModTime: fi.ModTime, Typeflag: tar.TypeReg})
+			_, _ = tw.Write(data)
+		}
+		_ = tw.Close()
+		fmt.Fprintln(stdout, fetchTar)
+		enc := base64.StdEncoding.EncodeToString(buf.Bytes())
+		for len(enc) > 76 {
+			fmt.Fprintln(stdout, enc[:76])
+			enc = enc[76:]
+		}
+		if enc != "" {
+			fmt.Fprintln(stdout, enc)
 		}
 		return 0
 	})
