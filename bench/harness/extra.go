@@ -191,7 +191,8 @@ type rotateResult struct {
 	missing  string
 	wall     time.Duration // the caretaker process, start to exit
 	runDur   time.Duration // run_done's duration
-	waits    time.Duration // the restarts on the critical path
+	waits    time.Duration // the restarts themselves, on the critical path
+	nRestart int           // restarts seen
 	restarts []restartSpan
 	steps    []stepSpan
 	status   string
@@ -254,8 +255,8 @@ func runRotate(ctx context.Context, cfg *config) *rotateResult {
 		r.err = fmt.Sprintf("after rotate-ca, caretaker check exit %d: %v %s", c.code, err, tailOf(c.stdout, 5))
 		return r
 	}
-	say("rotate-ca: %.2f s wall (run %.2f s); restarts %.2f s on the critical path; ratio %.2f",
-		r.wall.Seconds(), r.runDur.Seconds(), r.waits.Seconds(), r.ratio())
+	say("rotate-ca: %.2f s wall (run %.2f s); %d restarts took %.2f s on the critical path; ratio %.2f; the rest: %.2f s",
+		r.wall.Seconds(), r.runDur.Seconds(), r.nRestart, r.waits.Seconds(), r.ratio(), (r.wall - r.waits).Seconds())
 	return r
 }
 
@@ -277,6 +278,7 @@ func (r *rotateResult) parse(out []byte) error {
 		restart bool
 	}
 	steps := map[int]*step{}
+	var waits []interval
 	get := func(i int, name string) *step {
 		s := steps[i]
 		if s == nil {
@@ -318,8 +320,16 @@ func (r *rotateResult) parse(out []byte) error {
 			}
 			c.done = ev.At
 		case "output":
-			if ev.Step != nil && strings.HasPrefix(strings.TrimSpace(ev.Text), "systemctl restart") {
+			text := strings.TrimSpace(ev.Text)
+			if ev.Step != nil && strings.HasPrefix(text, "systemctl restart") {
 				get(*ev.Step, "").restart = true
+			}
+			// k3s.restart logs "<service> is up after <duration>" when the
+			// service is active again (and /readyz answers on servers).
+			if _, d, ok := strings.Cut(text, " is up after "); ok {
+				if took, err := time.ParseDuration(d); err == nil {
+					waits = append(waits, interval{ev.At.Add(-took), ev.At})
+				}
 			}
 		case "run_done":
 			r.status = ev.Status
@@ -350,11 +360,40 @@ func (r *rotateResult) parse(out []byte) error {
 		r.steps = append(r.steps, sp)
 		if s.restart {
 			r.restarts = append(r.restarts, restartSpan{step: s.name, nodes: len(s.cells), span: sp.span})
-			r.waits += sp.span
 		}
 	}
-	if len(r.restarts) == 0 && r.status == "ok" {
-		return fmt.Errorf("rotate-ca's events show no `systemctl restart` output: cannot find the restart steps")
+	r.nRestart = len(waits)
+	r.waits = unionLength(waits)
+	if (len(r.restarts) == 0 || len(waits) == 0) && r.status == "ok" {
+		return fmt.Errorf("rotate-ca's events show no restart (`systemctl restart` and `... is up after D` lines from k3s.restart): cannot measure its waits")
 	}
 	return nil
+}
+
+// interval is a span of wall time.
+type interval struct{ from, to time.Time }
+
+// unionLength is the wall time covered by at least one interval: restarts
+// that overlap (parallel ones) count once.
+func unionLength(iv []interval) time.Duration {
+	sort.Slice(iv, func(i, j int) bool { return iv[i].from.Before(iv[j].from) })
+	var total time.Duration
+	var cur interval
+	for i, x := range iv {
+		switch {
+		case i == 0:
+			cur = x
+		case !x.from.After(cur.to):
+			if x.to.After(cur.to) {
+				cur.to = x.to
+			}
+		default:
+			total += cur.to.Sub(cur.from)
+			cur = x
+		}
+	}
+	if len(iv) > 0 {
+		total += cur.to.Sub(cur.from)
+	}
+	return total
 }

@@ -193,21 +193,30 @@ func TestMedian(t *testing.T) {
 }
 
 // TestRotateParse: restart steps are found by their `systemctl restart`
-// output, and their spans (first start to last done) add up.
+// output; the waits are the restarts' own durations (k3s.restart's "is up
+// after" lines), overlapping ones counted once.
 func TestRotateParse(t *testing.T) {
 	ev := `{"type":"step_started","step":0,"step_name":"prepare","node":"a","at":"2026-01-01T00:00:00Z"}
 {"type":"step_done","step":0,"step_name":"prepare","node":"a","status":"ok","duration_ns":1000000000,"at":"2026-01-01T00:00:01Z"}
 {"type":"step_started","step":1,"step_name":"restart servers","node":"a","at":"2026-01-01T00:00:01Z"}
 {"type":"output","step":1,"node":"a","stream":"log","text":"systemctl restart k3s","at":"2026-01-01T00:00:01Z"}
+{"type":"output","step":1,"node":"a","stream":"log","text":"k3s is up after 1.5s","at":"2026-01-01T00:00:02.5Z"}
 {"type":"step_done","step":1,"step_name":"restart servers","node":"a","status":"changed","duration_ns":2000000000,"at":"2026-01-01T00:00:03Z"}
 {"type":"step_started","step":1,"step_name":"restart servers","node":"b","at":"2026-01-01T00:00:03Z"}
+{"type":"output","step":1,"node":"b","stream":"log","text":"systemctl restart k3s","at":"2026-01-01T00:00:03Z"}
+{"type":"output","step":1,"node":"b","stream":"log","text":"k3s is up after 1s","at":"2026-01-01T00:00:04Z"}
+{"type":"step_started","step":2,"step_name":"restart agents","node":"c","at":"2026-01-01T00:00:03.5Z"}
+{"type":"output","step":2,"node":"c","stream":"log","text":"systemctl restart k3s-agent","at":"2026-01-01T00:00:03.5Z"}
+{"type":"output","step":2,"node":"c","stream":"log","text":"k3s-agent is up after 1s","at":"2026-01-01T00:00:04.5Z"}
+{"type":"step_done","step":2,"step_name":"restart agents","node":"c","status":"changed","duration_ns":1000000000,"at":"2026-01-01T00:00:04.5Z"}
 {"type":"step_done","step":1,"step_name":"restart servers","node":"b","status":"changed","duration_ns":2000000000,"at":"2026-01-01T00:00:05Z"}
 {"type":"run_done","status":"ok","duration_ns":5000000000,"at":"2026-01-01T00:00:05Z"}`
 	var r rotateResult
 	if err := r.parse([]byte(ev)); err != nil {
 		t.Fatal(err)
 	}
-	if r.waits != 4*time.Second || len(r.restarts) != 1 || r.restarts[0].nodes != 2 || r.runDur != 5*time.Second || r.status != "ok" {
-		t.Errorf("got waits %v restarts %+v run %v status %q", r.waits, r.restarts, r.runDur, r.status)
+	// Restarts [1s,2.5s], [3s,4s] and the overlapping [3.5s,4.5s]: 1.5s + 1.5s.
+	if r.waits != 3*time.Second || r.nRestart != 3 || len(r.restarts) != 2 || r.restarts[0].nodes != 2 || r.runDur != 5*time.Second || r.status != "ok" {
+		t.Errorf("got waits %v (%d restarts) restart steps %+v run %v status %q", r.waits, r.nRestart, r.restarts, r.runDur, r.status)
 	}
 }
