@@ -22,7 +22,7 @@ import (
 // k3s module and of the shipped playbooks. A test file defines test_*
 // functions; RunStarTestFile calls each with fresh state:
 //
-//	def test_strip(t):   # no argument is passed; the name is the test's
+//	def test_strip():
 //	    c = fake.cluster(servers=3, agents=1)
 //	    r = c.call(lambda node: k3s.strip_server(node), node="server-1")
 //	    assert.eq(r.status, "changed")
@@ -198,7 +198,11 @@ func (v *fakeClusterValue) method(th *starlark.Thread, b *starlark.Builtin, name
 		return starlark.None, nil
 	case "read", "fault":
 		var s string
-		if err := starlark.UnpackArgs(b.Name(), args, kwargs, "node", &node, "arg", &s); err != nil {
+		second := "path"
+		if name == "fault" {
+			second = "kind"
+		}
+		if err := starlark.UnpackArgs(b.Name(), args, kwargs, "node", &node, second, &s); err != nil {
 			return nil, err
 		}
 		rest = append(rest, s)
