@@ -113,7 +113,7 @@ func (c *k3sCall) verifyServerDisk(ds *dsRead, row *verifyRow) error {
 // supervisorConn opens a TLS connection to the node's supervisor through
 // its tunnel. The certificate is not checked during the handshake: the
 // caller verifies the chain against the datastore's CA explicitly.
-func (c *k3sCall) supervisorConn(ctx context.Context) (*tls.Conn, error) {
+func (c *k3sCall) supervisorConn(ctx context.Context, client *tls.Certificate) (*tls.Conn, error) {
 	addr := c.node.K3s.SupervisorEndpoint
 	raw, err := c.ex.Dial(ctx, "tcp", addr)
 	if err != nil {
@@ -123,13 +123,17 @@ func (c *k3sCall) supervisorConn(ctx context.Context) (*tls.Conn, error) {
 	if i := strings.LastIndexByte(addr, ':'); i > 0 {
 		host = addr[:i]
 	}
-	tc := tls.Client(raw, &tls.Config{
+	cfg := &tls.Config{
 		ServerName: host,
 		// The served chain is verified below against the datastore's
 		// server CA, which is the point of the check.
 		InsecureSkipVerify: true, //nolint:gosec
 		MinVersion:         tls.VersionTLS12,
-	})
+	}
+	if client != nil {
+		cfg.Certificates = []tls.Certificate{*client}
+	}
+	tc := tls.Client(raw, cfg)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		raw.Close()
 		return nil, fmt.Errorf("TLS handshake with %s: %w", addr, err)
@@ -139,15 +143,15 @@ func (c *k3sCall) supervisorConn(ctx context.Context) (*tls.Conn, error) {
 
 // supervisorGet sends GET path to the node's supervisor and returns the
 // status and body.
-func (c *k3sCall) supervisorGet(ctx context.Context, p string) (int, []byte, error) {
-	code, body, _, err := c.supervisorGetChain(ctx, p)
+func (c *k3sCall) supervisorGet(ctx context.Context, p string, client *tls.Certificate) (int, []byte, error) {
+	code, body, _, err := c.supervisorGetChain(ctx, p, client)
 	return code, body, err
 }
 
 // supervisorGetChain is supervisorGet that also returns the certificate
 // chain the supervisor served.
-func (c *k3sCall) supervisorGetChain(ctx context.Context, p string) (int, []byte, []*x509.Certificate, error) {
-	tc, err := c.supervisorConn(ctx)
+func (c *k3sCall) supervisorGetChain(ctx context.Context, p string, client *tls.Certificate) (int, []byte, []*x509.Certificate, error) {
+	tc, err := c.supervisorConn(ctx, client)
 	if err != nil {
 		return 0, nil, nil, err
 	}
@@ -189,7 +193,7 @@ func (c *k3sCall) verifyLive(ds *dsRead, row *verifyRow) {
 		return
 	}
 	// One connection: its chain, then GET /cacerts on it.
-	code, body, certs, err := c.supervisorGetChain(ctx, "/cacerts")
+	code, body, certs, err := c.supervisorGetChain(ctx, "/cacerts", nil)
 	if len(certs) == 0 {
 		row.live = "down"
 		row.problems = append(row.problems, fmt.Sprintf("live %s: %v", addr, err))
