@@ -78,6 +78,27 @@ func TestE2ERotateCABugScenario(t *testing.T) {
 		t.Errorf("the token file does not hold a K10 token")
 	}
 
+	// Backups on the controller: one per node, files 0600, dirs 0700.
+	backups := 0
+	err := filepath.WalkDir(filepath.Join(l.StateDir, "backups"), func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		fi, _ := d.Info()
+		switch {
+		case d.IsDir() && fi.Mode().Perm() != 0o700:
+			t.Errorf("backup dir %s has mode %v, want 0700", p, fi.Mode().Perm())
+		case !d.IsDir() && fi.Mode().Perm() != 0o600:
+			t.Errorf("backup file %s has mode %v, want 0600", p, fi.Mode().Perm())
+		case d.Name() == "backup.tar.gz":
+			backups++
+		}
+		return nil
+	})
+	if err != nil || backups != 5 {
+		t.Errorf("%d node backups on the controller (%v), want 5", backups, err)
+	}
+
 	chk := l.runCaretaker("run", "check-certs", "-i", l.InventoryPath(), "--yes", "--output", "json")
 	if chk.Code != 0 {
 		t.Errorf("check-certs after the rotation failed:\n%s", chk.Describe())
