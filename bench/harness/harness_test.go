@@ -220,3 +220,71 @@ func TestRotateParse(t *testing.T) {
 		t.Errorf("got waits %v (%d restarts) restart steps %+v run %v status %q", r.waits, r.nRestart, r.restarts, r.runDur, r.status)
 	}
 }
+
+// TestMergeLabs: the merged inventory loads with caretaker's own parser,
+// has every node once (later labs prefixed), each with its own lab's key,
+// and one known_hosts with every lab's host keys.
+func TestMergeLabs(t *testing.T) {
+	work := t.TempDir()
+	var labs []*runningLab
+	for i := 1; i <= 2; i++ {
+		dir := filepath.Join(work, "lab"+string(rune('0'+i)))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		inv := `clusters:
+  - name: lab
+    ssh:
+      user: root
+      identity_files: [id_ed25519]
+      known_hosts: known_hosts
+      host_key_policy: strict
+    nodes:
+      - name: server-1
+        address: 127.0.0.1
+        port: 2201
+        role: server
+        k3s:
+          data_dir: server-1/var/lib/rancher/k3s
+      - name: agent-1
+        address: 127.0.0.1
+        port: 2202
+        role: agent
+`
+		for name, data := range map[string]string{"inventory.yaml": inv, "id_ed25519": "key", "known_hosts": "[127.0.0.1]:220" + string(rune('0'+i)) + " ssh-ed25519 AAAA\n"} {
+			if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		labs = append(labs, &runningLab{dir: dir, inventory: filepath.Join(dir, "inventory.yaml"), key: filepath.Join(dir, "id_ed25519"), knownHost: filepath.Join(dir, "known_hosts")})
+	}
+	path, err := mergeLabs(&config{work: work}, labs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv, err := runner.LoadInventory(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := inv.Cluster("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, n := range cl.Nodes {
+		got = append(got, n.Name+" "+filepath.Base(filepath.Dir(n.SSH.IdentityFiles[0]))+" "+n.K3s.DataDir)
+	}
+	want := []string{
+		"server-1 lab1 " + filepath.Join(labs[0].dir, "server-1/var/lib/rancher/k3s"),
+		"agent-1 lab1 /var/lib/rancher/k3s",
+		"l2-server-1 lab2 " + filepath.Join(labs[1].dir, "server-1/var/lib/rancher/k3s"),
+		"l2-agent-1 lab2 /var/lib/rancher/k3s",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("nodes:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	kh, err := os.ReadFile(cl.Nodes[0].SSH.KnownHosts)
+	if err != nil || strings.Count(string(kh), "ssh-ed25519") != 2 {
+		t.Errorf("merged known_hosts %q (%v)", kh, err)
+	}
+}

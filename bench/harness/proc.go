@@ -16,8 +16,9 @@ import (
 // outcome is what one process did.
 type outcome struct {
 	wall   time.Duration
-	code   int   // exit code; -1 when killed or not started
-	maxRSS int64 // peak resident set of the process itself, bytes
+	code   int           // exit code; -1 when killed or not started
+	maxRSS int64         // peak resident set of the process itself, bytes
+	cpu    time.Duration // user + system CPU of the process and its waited-for children
 	stdout []byte
 	stderr []byte
 }
@@ -53,6 +54,7 @@ func execTimed(ctx context.Context, timeout time.Duration, dir string, env []str
 		o.code = cmd.ProcessState.ExitCode()
 		if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
 			o.maxRSS = ru.Maxrss * 1024 // kilobytes on Linux
+			o.cpu = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 		}
 	}
 	if ctx.Err() != nil {
