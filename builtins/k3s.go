@@ -271,7 +271,7 @@ func parseFetch(out []byte) ([]remoteFile, error) {
 	var b64 strings.Builder
 	inTar := false
 	sc := bufio.NewScanner(bytes.NewReader(out))
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20) // grows to 1 MiB only for long lines
 	for sc.Scan() {
 		line := sc.Text()
 		switch {
