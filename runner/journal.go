@@ -134,6 +134,15 @@ type FileJournal struct {
 	resumed bool
 	err     error
 	closed  bool
+
+	// Group commit: entries are written under mu and made durable by
+	// flush, where one fsync covers every entry written before it, so
+	// nodes finishing at once share a sync instead of queueing for one
+	// each. Every Emit and RecordUndo still returns only once its entry
+	// is on disk.
+	syncMu  sync.Mutex
+	written uint64 // entries written (under mu)
+	synced  uint64 // entries known durable (under syncMu)
 }
 
 // RunDir is the directory of a run's journal.
@@ -281,8 +290,18 @@ func (j *FileJournal) BeforeStep(*Step) error {
 // step start and result, notes and the run's end. Output lines are not
 // journaled (the terminal view keeps a log of them).
 func (j *FileJournal) Emit(ev Event) {
+	switch ev.(type) {
+	case RunStarted, StepStarted, StepDone, Note, RunDone:
+	default:
+		return
+	}
 	j.mu.Lock()
-	defer j.mu.Unlock()
+	j.emitLocked(ev)
+	j.mu.Unlock()
+	j.flush()
+}
+
+func (j *FileJournal) emitLocked(ev Event) {
 	switch e := ev.(type) {
 	case RunStarted:
 		if !j.resumed {
@@ -316,7 +335,6 @@ func (j *FileJournal) RecordUndo(ctx context.Context, u UndoRecord) error {
 		return err
 	}
 	j.mu.Lock()
-	defer j.mu.Unlock()
 	j.seq++
 	e := JournalEntry{Type: "undo", At: u.At, Seq: j.seq, Step: u.Step, StepName: j.meta.stepName(u.Step), Node: u.Node, Kind: u.Kind}
 	if e.At.IsZero() {
@@ -328,10 +346,45 @@ func (j *FileJournal) RecordUndo(ctx context.Context, u UndoRecord) error {
 		e.DataB64 = u.Data
 	}
 	j.appendLocked(e)
-	if j.err != nil {
-		return fmt.Errorf("record undo action %s for %s in journal %s: %w", u.Kind, u.Node, j.path, j.err)
+	j.mu.Unlock()
+	j.flush()
+	if err := j.Err(); err != nil {
+		return fmt.Errorf("record undo action %s for %s in journal %s: %w", u.Kind, u.Node, j.path, err)
 	}
 	return nil
+}
+
+// flush makes every entry written so far durable. Callers that arrive while
+// a sync runs wait for it and then find their entry already covered, or
+// sync once for all of them.
+func (j *FileJournal) flush() {
+	j.mu.Lock()
+	target, f := j.written, j.f
+	j.mu.Unlock()
+	if f == nil {
+		return
+	}
+	j.syncMu.Lock()
+	defer j.syncMu.Unlock()
+	if j.synced >= target {
+		return
+	}
+	j.mu.Lock()
+	upto := j.written
+	closed := j.closed
+	j.mu.Unlock()
+	if closed {
+		return // Close synced the file
+	}
+	if err := f.Sync(); err != nil {
+		j.mu.Lock()
+		if j.err == nil {
+			j.err = fmt.Errorf("sync journal: %w", err)
+		}
+		j.mu.Unlock()
+		return
+	}
+	j.synced = upto
 }
 
 func compactJSON(b []byte) json.RawMessage {
@@ -388,9 +441,7 @@ func (j *FileJournal) writeLocked(e JournalEntry) {
 		j.err = fmt.Errorf("write journal: %w", err)
 		return
 	}
-	if err := j.f.Sync(); err != nil {
-		j.err = fmt.Errorf("sync journal: %w", err)
-	}
+	j.written++
 }
 
 func syncDir(dir string) {
@@ -411,7 +462,7 @@ func (j *FileJournal) Close() error {
 	j.closed = true
 	var errs []error
 	if j.f != nil {
-		errs = append(errs, j.f.Close())
+		errs = append(errs, j.f.Sync(), j.f.Close())
 	} else if !j.resumed {
 		os.Remove(filepath.Join(j.dir, runLockFile))
 		os.Remove(j.dir)

@@ -228,8 +228,9 @@ func (j *FileJournal) RecordShare(key string, v starlark.Value) {
 		raw, _ = json.Marshal(map[string]any{"$unsupported": fmt.Sprintf("%s (%v)", v.Type(), err)})
 	}
 	j.mu.Lock()
-	defer j.mu.Unlock()
 	j.appendLocked(JournalEntry{Type: "share", At: time.Now(), Kind: key, Data: raw})
+	j.mu.Unlock()
+	j.flush()
 }
 
 // SharedValues returns the values the run published with share(), last
