@@ -44,7 +44,7 @@ type upFlags struct {
 	servers, agents                           int
 	nodeVersions, serverSources               []string
 	secureToken                               bool
-	timeout                                   time.Duration
+	timeout, startDelay                       time.Duration
 }
 
 func (f *upFlags) register(cmd *cobra.Command) {
@@ -61,11 +61,12 @@ func (f *upFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.ssh, "ssh", SSHInProcess, "inprocess (SSH servers in the lab process) or openssh (one sshd per node in its own mount namespace; needs root)")
 	fl.StringVar(&f.subnet, "subnet", DefaultSubnet, "first three octets of the node addresses (node N is SUBNET.N)")
 	fl.DurationVar(&f.timeout, "timeout", 2*time.Minute, "how long lab up waits for the lab to come up")
+	fl.DurationVar(&f.startDelay, "start-delay", 0, "how long each service start takes once the lab is up (real K3s servers: 10-15s); 0 for fast tests")
 }
 
 func (f *upFlags) options() (Options, error) {
 	o := Options{Dir: f.dir, Name: f.name, Servers: f.servers, Agents: f.agents, Version: f.version,
-		Scenario: f.scenario, SecureToken: f.secureToken, SSH: f.ssh, Subnet: f.subnet}
+		Scenario: f.scenario, SecureToken: f.secureToken, SSH: f.ssh, Subnet: f.subnet, StartDelay: f.startDelay}
 	kv := func(list []string, flag string) (map[string]string, error) {
 		m := map[string]string{}
 		for _, s := range list {
@@ -99,6 +100,9 @@ func (f *upFlags) args() []string {
 	}
 	if f.secureToken {
 		a = append(a, "--secure-token")
+	}
+	if f.startDelay > 0 {
+		a = append(a, "--start-delay", f.startDelay.String())
 	}
 	return a
 }

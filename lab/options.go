@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/caretaker/caretaker/internal/k3s"
 )
@@ -95,6 +96,12 @@ type Options struct {
 	ShimBinary string
 	// Logf receives the daemon's own diagnostics (not node journals).
 	Logf func(format string, args ...any)
+	// StartDelay is how long a service start takes once the lab is up,
+	// before the service reports active (or failed): real K3s servers take
+	// 10–15 s to come back (k3s-golden README time line), the simulation
+	// ~0.1 s. Default 0, for fast tests; benchmarks of whole procedures set
+	// it so that "unavoidable waits" are realistic.
+	StartDelay time.Duration
 }
 
 // withDefaults validates o and fills in defaults.

@@ -47,6 +47,15 @@ func (n *node) start(ctx context.Context) error {
 	n.mu.Unlock()
 	desc := "Lightweight Kubernetes"
 	n.logSystemd("Starting %s - %s...", n.unitName(), desc)
+	if d := n.lab.opts.StartDelay; d > 0 && n.lab.UpDuration() > 0 {
+		// Model K3s's start-up time on restarts (Options.StartDelay).
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+		}
+	}
 	var sup *supervisor
 	var err error
 	if fault == FaultFailStart {
