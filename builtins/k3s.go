@@ -120,6 +120,18 @@ func resolveNode(env *runner.Env, v starlark.Value) (*runner.Node, error) {
 	return nil, fmt.Errorf("want a node or a node name, got %s", v.Type())
 }
 
+// unpackK3sCall unpacks a builtin's arguments — an optional first "node"
+// (a node value or name; default the step's node) followed by pairs of
+// further parameter names and pointers, as starlark.UnpackArgs takes them —
+// and prepares the call on that node.
+func unpackK3sCall(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple, pairs ...any) (*k3sCall, error) {
+	var nodeArg starlark.Value = starlark.None
+	if err := starlark.UnpackArgs(b.Name(), args, kwargs, append([]any{"node?", &nodeArg}, pairs...)...); err != nil {
+		return nil, err
+	}
+	return newK3sCall(th, b, nodeArg)
+}
+
 // newK3sCall resolves the env and node of a builtin call.
 func newK3sCall(th *starlark.Thread, b *starlark.Builtin, nodeArg starlark.Value) (*k3sCall, error) {
 	env, err := runner.EnvFrom(th, b.Name())

@@ -234,12 +234,8 @@ func backupValue(c *k3sCall, m *backupManifest, changed bool) starlark.Value {
 // the controller; files 0600. name defaults to the run ID. Taking the same
 // backup again changes nothing.
 func k3sBackupCerts(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
-	var nodeArg starlark.Value = starlark.None
 	var name string
-	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "node?", &nodeArg, "name?", &name); err != nil {
-		return nil, err
-	}
-	c, err := newK3sCall(th, b, nodeArg)
+	c, err := unpackK3sCall(th, b, args, kwargs, "name?", &name)
 	if err != nil {
 		return nil, err
 	}

@@ -201,11 +201,7 @@ func datastoreValue(d *dsRead) (starlark.Value, error) {
 // k3s.datastore(node): the bootstrap data in etcd, decrypted with the
 // node's server token; CA subjects and sha256 of every file (no content).
 func k3sDatastore(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
-	var nodeArg starlark.Value = starlark.None
-	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "node?", &nodeArg); err != nil {
-		return nil, err
-	}
-	c, err := newK3sCall(th, b, nodeArg)
+	c, err := unpackK3sCall(th, b, args, kwargs)
 	if err != nil {
 		return nil, err
 	}
@@ -227,12 +223,8 @@ func k3sDatastore(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple,
 // writes it to a 0600 file in the state directory and adds a note saying
 // where.
 func k3sToken(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
-	var nodeArg starlark.Value = starlark.None
 	var save bool
-	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "node?", &nodeArg, "save?", &save); err != nil {
-		return nil, err
-	}
-	c, err := newK3sCall(th, b, nodeArg)
+	c, err := unpackK3sCall(th, b, args, kwargs, "save?", &save)
 	if err != nil {
 		return nil, err
 	}

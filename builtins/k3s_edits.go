@@ -312,11 +312,7 @@ func (c *k3sCall) daemonReload() error {
 
 // k3s.strip_server(node): remove `server` from every source that sets it.
 func k3sStripServer(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
-	var nodeArg starlark.Value = starlark.None
-	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "node?", &nodeArg); err != nil {
-		return nil, err
-	}
-	c, err := newK3sCall(th, b, nodeArg)
+	c, err := unpackK3sCall(th, b, args, kwargs)
 	if err != nil {
 		return nil, err
 	}
@@ -369,11 +365,7 @@ func k3sRestoreToken(th *starlark.Thread, b *starlark.Builtin, args starlark.Tup
 }
 
 func restoreKind(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple, kind string) (starlark.Value, error) {
-	var nodeArg starlark.Value = starlark.None
-	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "node?", &nodeArg); err != nil {
-		return nil, err
-	}
-	c, err := newK3sCall(th, b, nodeArg)
+	c, err := unpackK3sCall(th, b, args, kwargs)
 	if err != nil {
 		return nil, err
 	}

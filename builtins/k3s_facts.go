@@ -301,11 +301,7 @@ func fingerprintValue(fp k3s.CAFingerprint) starlark.Value {
 
 // k3s.facts(node): what caretaker knows about a node's K3s.
 func k3sFacts(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
-	var nodeArg starlark.Value = starlark.None
-	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "node?", &nodeArg); err != nil {
-		return nil, err
-	}
-	c, err := newK3sCall(th, b, nodeArg)
+	c, err := unpackK3sCall(th, b, args, kwargs)
 	if err != nil {
 		return nil, err
 	}
