@@ -125,6 +125,7 @@ type checkSeries struct {
 	status  string
 	summary string
 	err     string
+	short   string // the failure in a few words, for the targets table
 }
 
 // full returns the series that covers n nodes or more, preferring one lab.
@@ -267,6 +268,10 @@ func timeCheck(ctx context.Context, cfg *config, s *checkSeries, inv string, nod
 			why := ""
 			if len(doc.Unreachable) > 0 {
 				why = fmt.Sprintf("; first unreachable: %s", firstN(doc.Unreachable[0].Error, 200))
+			}
+			s.short = fmt.Sprintf("exit %d, status %s", o.code, doc.Status)
+			if len(doc.Unreachable) > 0 {
+				s.short = fmt.Sprintf("%d of %d nodes unreachable", len(doc.Unreachable), nodes)
 			}
 			s.err = fmt.Sprintf("run %d: caretaker check exit %d (want %d), status %q (want %q), %d unreachable, %d stale (want %d) of %d nodes after %.1f s, peak RSS %.0f MB%s",
 				i, o.code, wantCode, doc.Status, wantStatus, len(doc.Unreachable), len(doc.CA.Stale), wantStale, nodes, o.wall.Seconds(), mb(o.maxRSS), why)

@@ -129,10 +129,12 @@ func (r *report) targets() []target {
 				t2.got += fmt.Sprintf(" (%d labs merged)", s.merged)
 			}
 			t1.met, t2.met = yes(w < 10*time.Second), yes(m < 300)
-		} else if s := c.failedAt(1000); s != nil {
-			t1.got = fmt.Sprintf("FAILED: not every node checked (%s)", firstN(s.err, 120))
+		} else if s := c.failedAt(1000); s != nil && len(s.walls) > 0 {
+			t1.got = fmt.Sprintf("FAILED after %.1f s: %s", s.walls[len(s.walls)-1].Seconds(), s.short)
 			t2.got = fmt.Sprintf("%.0f MB in the failed run", mb(maxOf(s.rss)))
 			t1.met, t2.met = yes(false), yes(mb(maxOf(s.rss)) < 300)
+		} else if s := c.failedAt(1000); s != nil {
+			t1.got = "FAILED: " + firstN(s.err, 120)
 		} else if s := c.full(1); s != nil {
 			t1.got = fmt.Sprintf("%.2f s (only %d nodes)", median(s.walls).Seconds(), s.nodes)
 			t2.got = fmt.Sprintf("%.0f MB (only %d nodes)", mb(maxOf(s.rss)), s.nodes)
