@@ -395,6 +395,10 @@ type rotateResult struct {
 	restarts []restartSpan
 	steps    []stepSpan
 	status   string
+	// startDelay is the lab's modelled K3s start-up time; noDelay says
+	// why there is none.
+	startDelay time.Duration
+	noDelay    string
 }
 
 // restartSpan is one step whose cells restart services: its wall span
@@ -425,7 +429,17 @@ func runRotate(ctx context.Context, cfg *config) *rotateResult {
 		say("rotate-ca: NOT RUN: %s", r.missing)
 		return r
 	}
-	l, err := startLab(ctx, cfg, "rotate", "--ssh", "inprocess", "--servers", "3", "--agents", "2")
+	args := []string{"--ssh", "inprocess", "--servers", "3", "--agents", "2"}
+	if cfg.startDelay > 0 {
+		if h, _ := execTimed(ctx, time.Minute, cfg.work, nil, cfg.caretaker, "lab", "up", "--help"); strings.Contains(string(h.stdout), "--start-delay") {
+			args = append(args, "--start-delay", cfg.startDelay.String())
+			r.startDelay = cfg.startDelay
+		} else {
+			r.noDelay = "this caretaker's lab has no --start-delay: its restarts take as long as the simulation (≈ 0.1 s), far below K3s's 10-15 s"
+			say("rotate-ca: %s", r.noDelay)
+		}
+	}
+	l, err := startLab(ctx, cfg, "rotate", args...)
 	if err != nil {
 		r.err = err.Error()
 		say("rotate-ca: FAILED: %v", err)

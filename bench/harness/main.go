@@ -33,6 +33,9 @@ type config struct {
 	checkN    int
 	benchtime string
 	keep      bool
+	// startDelay is the lab's --start-delay for rotate-ca: how long each
+	// simulated K3s start takes (real servers: 10-15 s).
+	startDelay time.Duration
 }
 
 func main() {
@@ -64,6 +67,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.IntVar(&cfg.checkN, "check-nodes", 1000, "nodes of the in-process lab `caretaker check` runs against")
 	fs.StringVar(&cfg.benchtime, "benchtime", "300x", "-benchtime of the runner overhead benchmark")
 	fs.BoolVar(&cfg.keep, "keep", false, "keep the scratch directory")
+	fs.DurationVar(&cfg.startDelay, "start-delay", 10*time.Second, "rotate-ca lab: how long each K3s service start takes (the lab's --start-delay; real K3s servers take 10-15 s)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}

@@ -432,6 +432,12 @@ func (r *report) markdown() string {
 	} else if rr.err != "" {
 		fmt.Fprintf(&b, "**FAILED:** %s\n", rr.err)
 	} else {
+		if rr.startDelay > 0 {
+			fmt.Fprintf(&b, "The lab models K3s's start-up time: every service start takes %s (`caretaker lab up --start-delay %s`;\n", rr.startDelay, rr.startDelay)
+			b.WriteString("real K3s servers took 10–15 s per restart in the captured run, shared/k3s-golden).\n\n")
+		} else if rr.noDelay != "" {
+			fmt.Fprintf(&b, "**Note:** %s.\n\n", rr.noDelay)
+		}
 		fmt.Fprintf(&b, "`caretaker run rotate-ca --yes -o json` on a fresh in-process lab: **%.2f s** wall (the run itself: %.2f s).\n", rr.wall.Seconds(), rr.runDur.Seconds())
 		fmt.Fprintf(&b, "Its %d service restarts, each from `systemctl restart` until the service is active (and `/readyz` answers\n", rr.nRestart)
 		fmt.Fprintf(&b, "on servers) as k3s.restart reports it, cover **%.2f s** of wall time (overlaps counted once): ratio **%.2f**;\n", rr.waits.Seconds(), rr.ratio())
