@@ -204,9 +204,9 @@ func TestReconcileFile(t *testing.T) {
 // the Timestamps those of bootstrap-json-shape.json. The lengths only add
 // up with the trailing newline json.Encoder writes.
 func TestMarshalBootstrapGoldenLengths(t *testing.T) {
-	b, err := os.ReadFile("/work/shared/k3s-golden/bootstrap-json-shape.json")
+	b, err := os.ReadFile("testdata/k3s-golden/bootstrap-json-shape.json")
 	if err != nil {
-		t.Fatalf("golden data /work/shared/k3s-golden is required for this test: %v", err)
+		t.Fatalf("golden data testdata/k3s-golden (a copy of shared/k3s-golden) is required for this test: %v", err)
 	}
 	var shape map[string]json.RawMessage
 	if err := json.Unmarshal(b, &shape); err != nil {

@@ -12,9 +12,9 @@ import (
 // goldenCheck loads golden certificate-check.json.
 func goldenCheck(t *testing.T) (verbatim string, certs []CertStatus) {
 	t.Helper()
-	b, err := os.ReadFile("/work/shared/k3s-golden/certificate-check.json")
+	b, err := os.ReadFile("testdata/k3s-golden/certificate-check.json")
 	if err != nil {
-		t.Fatalf("golden data /work/shared/k3s-golden is required for this test: %v", err)
+		t.Fatalf("golden data testdata/k3s-golden (a copy of shared/k3s-golden) is required for this test: %v", err)
 	}
 	var g struct {
 		Verbatim string `json:"stdout_verbatim"`
@@ -42,7 +42,7 @@ func TestFormatCheckJSONMatchesGolden(t *testing.T) {
 
 func TestFormatCheckTableMatchesGolden(t *testing.T) {
 	_, certs := goldenCheck(t)
-	b, err := os.ReadFile("/work/shared/k3s-golden/certificate-check-table.txt")
+	b, err := os.ReadFile("testdata/k3s-golden/certificate-check-table.txt")
 	if err != nil {
 		t.Fatal(err)
 	}
