@@ -122,6 +122,7 @@ type checkSeries struct {
 	walls   []time.Duration
 	rss     []int64
 	cpu     []time.Duration
+	labCPU  []time.Duration
 	status  string
 	summary string
 	err     string
@@ -176,7 +177,7 @@ func runCheck(ctx context.Context, cfg *config) *checkResult {
 	if err == nil {
 		s := &checkSeries{label: fmt.Sprintf("%d servers + %d agents, one lab", servers, cfg.checkN-servers), nodes: len(l.nodes), labUp: time.Since(start)}
 		r.series = append(r.series, s)
-		timeCheck(ctx, cfg, s, l.inventory, len(l.nodes), 0)
+		timeCheck(ctx, cfg, s, l.inventory, len(l.nodes), []*runningLab{l})
 		l.stop(ctx)
 		return r
 	}
@@ -198,7 +199,7 @@ func runCheck(ctx context.Context, cfg *config) *checkResult {
 		return r
 	}
 	one.labUp = time.Since(start)
-	timeCheck(ctx, cfg, one, l.inventory, len(l.nodes), 0)
+	timeCheck(ctx, cfg, one, l.inventory, len(l.nodes), []*runningLab{l})
 	l.stop(ctx)
 
 	// Several labs merged: the full node count, four datastores.
@@ -226,16 +227,19 @@ func runCheck(ctx context.Context, cfg *config) *checkResult {
 		return r
 	}
 	merged.labUp = time.Since(start)
-	timeCheck(ctx, cfg, merged, inv, k*labMax, k)
+	timeCheck(ctx, cfg, merged, inv, k*labMax, labs)
 	return r
 }
 
-// timeCheck runs `caretaker check` three times on inv. With labs > 1 the
-// inventory spans that many clusters' worth of nodes with different CAs,
-// so the right verdict is drift on every node outside the first lab.
-func timeCheck(ctx context.Context, cfg *config, s *checkSeries, inv string, nodes, labs int) {
+// timeCheck runs `caretaker check` three times on inv, recording wall
+// time, peak RSS and CPU (caretaker's and the lab daemons'). With several
+// labs the inventory spans that many clusters' worth of nodes with
+// different CAs, so the right verdict is drift outside one lab.
+func timeCheck(ctx context.Context, cfg *config, s *checkSeries, inv string, nodes int, labs []*runningLab) {
 	for i := 1; i <= 3 && ctx.Err() == nil; i++ {
+		before := labCPU(labs)
 		o, err := execTimed(ctx, 5*time.Minute, cfg.work, nil, cfg.caretaker, "check", "-i", inv, "-o", "json")
+		lcpu := labCPU(labs) - before
 		if err != nil {
 			s.err = err.Error()
 			return
@@ -258,12 +262,13 @@ func timeCheck(ctx context.Context, cfg *config, s *checkSeries, inv string, nod
 		}
 		s.status, s.summary = doc.Status, doc.Summary
 		wantCode, wantStatus, wantStale := 0, "healthy", 0
-		if labs > 1 {
-			wantCode, wantStatus, wantStale = 4, "drift", nodes-nodes/labs
+		if len(labs) > 1 {
+			wantCode, wantStatus, wantStale = 4, "drift", nodes-nodes/len(labs)
 		}
 		s.walls = append(s.walls, o.wall)
 		s.rss = append(s.rss, o.maxRSS)
 		s.cpu = append(s.cpu, o.cpu)
+		s.labCPU = append(s.labCPU, lcpu)
 		if o.code != wantCode || doc.Status != wantStatus || len(doc.CA.Nodes) != nodes || len(doc.Unreachable) > 0 || len(doc.CA.Stale) != wantStale {
 			why := ""
 			if len(doc.Unreachable) > 0 {
@@ -278,7 +283,7 @@ func timeCheck(ctx context.Context, cfg *config, s *checkSeries, inv string, nod
 			say("check: FAILED: %s", s.err)
 			return
 		}
-		say("check %d nodes (%s) run %d/3: %.2f s, caretaker CPU %.2f s, peak RSS %.0f MB: %s", nodes, s.label, i, o.wall.Seconds(), o.cpu.Seconds(), mb(o.maxRSS), firstN(doc.Summary, 100))
+		say("check %d nodes (%s) run %d/3: %.2f s, CPU caretaker %.2f s + lab %.2f s, peak RSS %.0f MB: %s", nodes, s.label, i, o.wall.Seconds(), o.cpu.Seconds(), lcpu.Seconds(), mb(o.maxRSS), firstN(doc.Summary, 100))
 	}
 }
 

@@ -32,6 +32,7 @@ type runningLab struct {
 	nodes          []labNode
 	release        func()
 	caretaker      string
+	pid            int // the lab daemon
 }
 
 // startLab runs `caretaker lab up` in a fresh directory on a free
@@ -80,6 +81,9 @@ func startLab(ctx context.Context, cfg *config, name string, args ...string) (*r
 	}
 	if l.user == "" {
 		l.user = "root"
+	}
+	if _, after, ok := strings.Cut(string(o.stderr), "daemon pid "); ok {
+		l.pid, _ = strconv.Atoi(strings.TrimRight(strings.Fields(after)[0], ","))
 	}
 	say("lab %s up: %d nodes (%s)", name, len(l.nodes), tailOf(o.stderr, 1))
 	return l, nil
@@ -187,4 +191,31 @@ func verifySums(got, want map[string]string) error {
 		return fmt.Errorf("got %d checksums for %d nodes: %s", len(got), len(want), strings.Join(bad, "; "))
 	}
 	return nil
+}
+
+// labCPU is the CPU time the lab daemons (and the children they waited
+// for: shells, shims) have used so far, from /proc/PID/stat.
+func labCPU(labs []*runningLab) time.Duration {
+	var ticks int64
+	for _, l := range labs {
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(l.pid) + "/stat")
+		if err != nil || l.pid == 0 {
+			continue
+		}
+		s := string(b)
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(s[i+1:])
+		// Fields after the command: state is f[0], utime f[11], stime
+		// f[12], cutime f[13], cstime f[14].
+		for _, k := range []int{11, 12, 13, 14} {
+			if k < len(f) {
+				v, _ := strconv.ParseInt(f[k], 10, 64)
+				ticks += v
+			}
+		}
+	}
+	return time.Duration(ticks) * time.Second / 100 // USER_HZ is 100 on Linux
 }
