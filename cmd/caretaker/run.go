@@ -126,6 +126,15 @@ func (f *runFlags) loadPlan(playbook string, params map[string]string) (*runner.
 	return runner.Load(opts)
 }
 
+// planFromArgs parses -p and loads the named playbook's plan.
+func (f *runFlags) planFromArgs(playbook string) (*runner.Plan, error) {
+	params, err := f.parseParams()
+	if err != nil {
+		return nil, err
+	}
+	return f.loadPlan(playbook, params)
+}
+
 // resolvePlaybook fills in where a playbook comes from: a file on disk
 // (a path, or anything ending in .star) or a shipped playbook by name.
 func resolvePlaybook(name string, opts *runner.LoadOptions) error {
@@ -153,11 +162,7 @@ func newRunCommand() *cobra.Command {
 		Short: "Run a playbook (a shipped name or a .star file) against a cluster",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			params, err := f.parseParams()
-			if err != nil {
-				return err
-			}
-			plan, err := f.loadPlan(args[0], params)
+			plan, err := f.planFromArgs(args[0])
 			if err != nil {
 				return err
 			}
@@ -312,11 +317,7 @@ func newPlanCommand() *cobra.Command {
 		Short: "Print a playbook's plan (steps × nodes) without touching any node",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			params, err := f.parseParams()
-			if err != nil {
-				return err
-			}
-			plan, err := f.loadPlan(args[0], params)
+			plan, err := f.planFromArgs(args[0])
 			if err != nil {
 				return err
 			}
