@@ -509,21 +509,37 @@ func (e *sshExecutor) run(ctx context.Context, c Command, display string) (Resul
 	select {
 	case werr = <-done:
 	case <-ctx.Done():
+		// The signal ends the command where the server honours it. The
+		// session stays open meanwhile: its stderr may still carry the
+		// PID line that killRemote needs (on a loaded machine it can
+		// arrive after the cancellation).
 		sess.Signal(ssh.SIGKILL)
-		sess.Close()
 		check := time.NewTimer(killCheck)
 		select {
 		case <-done:
 			check.Stop()
 		case <-check.C:
-			if pid := pids.pid.Load(); pid > 0 {
+			finished := false
+			pid := pids.pid.Load()
+			for wait := time.Now().Add(sshKillGrace); pid == 0 && !finished && time.Now().Before(wait); pid = pids.pid.Load() {
+				select {
+				case <-done:
+					finished = true
+				case <-time.After(20 * time.Millisecond):
+				}
+			}
+			if pid > 0 && !finished {
 				e.killRemote(conn, pid, sudo)
 			}
-			select {
-			case <-done:
-			case <-time.After(sshKillGrace):
+			sess.Close()
+			if !finished {
+				select {
+				case <-done:
+				case <-time.After(sshKillGrace):
+				}
 			}
 		}
+		sess.Close()
 		closeGates()
 		return Result{ExitCode: -1, Duration: time.Since(start)}, e.cancelError(parent, display, timeout, ctx.Err())
 	}
