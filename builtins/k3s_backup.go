@@ -352,7 +352,7 @@ func (c *k3sCall) restoreBackup(name string, restart bool) (starlark.Value, erro
 	if err != nil {
 		return nil, err
 	}
-	var todo []backupFile
+	var pending []backupFile
 	for _, f := range m.Files {
 		data, ok := contents[f.Path]
 		if !ok || sha256Hex(data) != f.SHA256 {
@@ -362,18 +362,18 @@ func (c *k3sCall) restoreBackup(name string, restart bool) (starlark.Value, erro
 		if exists && bytes.Equal(now.Data, data) && now.Mode == f.Mode {
 			continue
 		}
-		todo = append(todo, f)
+		pending = append(pending, f)
 	}
-	if len(todo) == 0 {
+	if len(pending) == 0 {
 		c.env.Output(runner.StreamLog, fmt.Sprintf("every file already matches backup %s", m.Name))
 		return structOf("restore", starlark.StringDict{"changed": starlark.False, "backup": starlark.String(m.Name), "files": strList(nil)}), nil
 	}
 	var restored []string
-	for _, f := range todo {
+	for _, f := range pending {
 		restored = append(restored, f.Path)
 	}
 	safety := "pre-restore-" + c.env.RunID()
-	err = c.env.Wet(fmt.Sprintf("restore %d file(s) of backup %s on %s: %s", len(todo), m.Name, c.node.Name, strings.Join(restored, ", ")), func() error {
+	err = c.env.Wet(fmt.Sprintf("restore %d file(s) of backup %s on %s: %s", len(pending), m.Name, c.node.Name, strings.Join(restored, ", ")), func() error {
 		if _, _, err := c.backup(safety, paths); err != nil {
 			return fmt.Errorf("safety backup before restoring (nothing was changed): %w", err)
 		}
@@ -384,7 +384,7 @@ func (c *k3sCall) restoreBackup(name string, restart bool) (starlark.Value, erro
 		reload := false
 		var touch []string
 		dirs := map[string]bool{}
-		for _, f := range todo {
+		for _, f := range pending {
 			dirs[path.Dir(f.Path)] = true
 		}
 		var mk []string
@@ -395,7 +395,7 @@ func (c *k3sCall) restoreBackup(name string, restart bool) (starlark.Value, erro
 		if _, _, err := c.runQuiet("mkdir -p -- "+strings.Join(mk, " "), time.Minute); err != nil {
 			return c.errorf("create directories: %w", err)
 		}
-		for _, f := range todo {
+		for _, f := range pending {
 			if err := c.ex.WriteFile(c.ctx(), f.Path, contents[f.Path], fs.FileMode(f.Mode)); err != nil {
 				return c.errorf("write %s: %w", f.Path, err)
 			}

@@ -159,6 +159,17 @@ func (n *Node) exec(th *starlark.Thread, name string) (*runner.Env, runner.Execu
 	return env, ex, nil
 }
 
+// pathCall unpacks the single "path" argument of read, exists and stat and
+// returns the calling step's env and this node's executor.
+func (n *Node) pathCall(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (string, *runner.Env, runner.Executor, error) {
+	var path string
+	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "path", &path); err != nil {
+		return "", nil, nil, err
+	}
+	env, ex, err := n.exec(th, b.Name())
+	return path, env, ex, err
+}
+
 // RunResult runs a command on a node for a builtin, streaming its output
 // into the run's events. It is the one place commands are started from
 // Starlark, so check mode and graceful stop apply to every builtin that uses
@@ -249,11 +260,7 @@ func nodeRun(n *Node, th *starlark.Thread, b *starlark.Builtin, args starlark.Tu
 }
 
 func nodeRead(n *Node, th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
-	var path string
-	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "path", &path); err != nil {
-		return nil, err
-	}
-	env, ex, err := n.exec(th, b.Name())
+	path, env, ex, err := n.pathCall(th, b, args, kwargs)
 	if err != nil {
 		return nil, err
 	}
@@ -307,11 +314,7 @@ func WriteIfChanged(env *runner.Env, ex runner.Executor, node *runner.Node, path
 }
 
 func nodeExists(n *Node, th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
-	var path string
-	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "path", &path); err != nil {
-		return nil, err
-	}
-	env, ex, err := n.exec(th, b.Name())
+	path, env, ex, err := n.pathCall(th, b, args, kwargs)
 	if err != nil {
 		return nil, err
 	}
@@ -326,11 +329,7 @@ func nodeExists(n *Node, th *starlark.Thread, b *starlark.Builtin, args starlark
 }
 
 func nodeStat(n *Node, th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
-	var path string
-	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "path", &path); err != nil {
-		return nil, err
-	}
-	env, ex, err := n.exec(th, b.Name())
+	path, env, ex, err := n.pathCall(th, b, args, kwargs)
 	if err != nil {
 		return nil, err
 	}

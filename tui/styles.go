@@ -25,7 +25,7 @@ type styles struct {
 	bad      lipgloss.Style
 	good     lipgloss.Style
 	barDone  lipgloss.Style
-	barTodo  lipgloss.Style
+	barRest  lipgloss.Style
 	modal    lipgloss.Style
 	danger   lipgloss.Style // modal border of a destructive question
 	flash    lipgloss.Style
@@ -86,7 +86,7 @@ func newStyles(isDark bool) styles {
 	s.bad = ns().Foreground(red).Bold(true)
 	s.good = ns().Foreground(green).Bold(true)
 	s.barDone = ns().Foreground(green)
-	s.barTodo = ns().Foreground(faint)
+	s.barRest = ns().Foreground(faint)
 	s.modal = ns().Border(lipgloss.RoundedBorder()).BorderForeground(accent).Padding(0, 1)
 	s.danger = ns().Border(lipgloss.DoubleBorder()).BorderForeground(red).Padding(0, 1)
 	s.flash = ns().Foreground(accent)

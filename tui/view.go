@@ -141,7 +141,7 @@ func (m *model) countsBar() string {
 	if total > 0 {
 		fill = barW * done / total
 	}
-	bar := m.st.barDone.Render(strings.Repeat("█", fill)) + m.st.barTodo.Render(strings.Repeat("░", barW-fill))
+	bar := m.st.barDone.Render(strings.Repeat("█", fill)) + m.st.barRest.Render(strings.Repeat("░", barW-fill))
 	return left + "  " + bar + tail
 }
 
