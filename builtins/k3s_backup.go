@@ -421,7 +421,7 @@ func (c *k3sCall) restoreBackup(name string, restart bool) (starlark.Value, erro
 		return nil, err
 	}
 	if restart {
-		res, err := c.restart(3 * time.Minute)
+		res, err := c.restart(restartOptions{timeout: 3 * time.Minute})
 		if err != nil {
 			return nil, err
 		}

@@ -324,11 +324,12 @@ func k3sFacts(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwa
 	}
 
 	isServer := c.node.Role == runner.RoleServer
-	version, needs := "", isServer
+	version := ""
 	if verr == nil {
 		version = v.String()
-		needs = isServer && k3s.NeedsServerWorkaround(v)
-	} else {
+	}
+	needs, gate := bugGate(c.node, v, verr)
+	if verr != nil && c.node.K3s.BootstrapBug == runner.BootstrapBugAuto {
 		c.env.Output(runner.StreamStderr, fmt.Sprintf("k3s version unknown (%v); assuming it needs the --server workaround", verr))
 	}
 	dataDir := c.node.K3s.DataDir
@@ -356,7 +357,7 @@ func k3sFacts(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwa
 	}
 	log := fmt.Sprintf("k3s %s, %s, service %s, server=%q, token %s", orUnknown(version), c.node.Role, state, serverURL, kind)
 	if isServer {
-		log += fmt.Sprintf(", needs --server workaround: %v", needs)
+		log += fmt.Sprintf(", needs --server workaround: %v (%s)", needs, gate)
 	}
 	c.env.Output(runner.StreamLog, log)
 	return structOf("facts", starlark.StringDict{
@@ -365,6 +366,7 @@ func k3sFacts(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwa
 		"version":          starlark.String(version),
 		"version_line":     starlark.String(vline),
 		"needs_workaround": starlark.Bool(needs),
+		"bug_gate":         starlark.String(gate),
 		"service":          starlark.String(c.node.K3s.Service),
 		"service_state":    starlark.String(state),
 		"data_dir":         starlark.String(dataDir),
@@ -377,6 +379,29 @@ func k3sFacts(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwa
 		"cas":              casDict,
 		"sources":          strList(ns.paths()),
 	}), nil
+}
+
+// bugGate decides whether a node has bug k3s-io/k3s#11233 (a server
+// restarted with `server` set takes its CA from its peer's disk) and says
+// what decided: the inventory's k3s.bootstrap_bug when it is not auto,
+// else the version gate. Agents never need the workaround.
+func bugGate(n *runner.Node, v k3s.Version, verr error) (bool, string) {
+	if n.Role != runner.RoleServer {
+		return false, "agent"
+	}
+	switch n.K3s.BootstrapBug {
+	case runner.BootstrapBugTrue:
+		return true, "inventory: bootstrap_bug true (" + n.K3s.BootstrapBugFrom + ")"
+	case runner.BootstrapBugFalse:
+		return false, "inventory: bootstrap_bug false (" + n.K3s.BootstrapBugFrom + ")"
+	}
+	if verr != nil {
+		return true, "version unknown"
+	}
+	if k3s.NeedsServerWorkaround(v) {
+		return true, "version " + v.String() + " predates the fix (v1.29.15, v1.30.11, v1.31.7, v1.32.3)"
+	}
+	return false, "version " + v.String() + " has the fix"
 }
 
 func orUnknown(s string) string {

@@ -52,6 +52,10 @@ type FakeK3sOptions struct {
 	ServerSource map[string]string
 	// SecureToken configures the nodes with K10<hash>::server:<password>.
 	SecureToken bool
+	// BootstrapBug makes servers answer /v1-k3s/server-bootstrap from
+	// their disk whatever their version (bug #11233 in a build whose
+	// version string says it is fixed).
+	BootstrapBug bool
 }
 
 // FakeK3sCluster is a K3s cluster in miniature for unit tests of the k3s
@@ -74,6 +78,7 @@ type FakeK3sCluster struct {
 	cli      *clientv3.Client
 	password string
 	token    string
+	opts     FakeK3sOptions
 
 	mu    sync.Mutex
 	nodes map[string]*fakeNode
@@ -117,7 +122,7 @@ func NewFakeK3sCluster(o FakeK3sOptions) (fc *FakeK3sCluster, err error) {
 	if err != nil {
 		return nil, err
 	}
-	fc = &FakeK3sCluster{Execs: map[string]*runner.FakeExecutor{}, nodes: map[string]*fakeNode{}, dir: dir, StateDir: filepath.Join(dir, "state")}
+	fc = &FakeK3sCluster{Execs: map[string]*runner.FakeExecutor{}, nodes: map[string]*fakeNode{}, dir: dir, StateDir: filepath.Join(dir, "state"), opts: o}
 	defer func() {
 		if err != nil {
 			fc.Close()
@@ -595,7 +600,7 @@ func (fc *FakeK3sCluster) start(fn *fakeNode) error {
 				ok = h == tok.CAHash
 			}
 		}
-		if ok && !k3s.ServesBootstrapFromDatastore(peer.version) {
+		if ok && (fc.opts.BootstrapBug || !k3s.ServesBootstrapFromDatastore(peer.version)) {
 			data = k3s.BootstrapData{}
 			for _, bf := range k3s.BootstrapFiles {
 				if b, has := peer.ex.File(peer.sd() + "/" + bf.Path); has {
@@ -814,14 +819,46 @@ func (fc *FakeK3sCluster) handle(fn *fakeNode) {
 		fn.state = "inactive"
 		return 0
 	})
-	ex.OnFunc(`^journalctl -u '?`+svc+`'? -n \d+ --no-pager$`, func(line string, _ []byte, stdout, _ io.Writer) int {
+	show := func(stdout io.Writer) {
+		active, sub, result := fn.state, "running", "success"
+		switch fn.state {
+		case "failed":
+			sub, result = "failed", "exit-code"
+		case "inactive":
+			sub = "dead"
+		}
+		fmt.Fprintf(stdout, "Result=%s\nNRestarts=0\nActiveState=%s\nSubState=%s\nInvocationID=%032x\n", result, active, sub, fn.restarts)
+	}
+	ex.OnFunc(`^date \+%s\.%N && systemctl show '?`+svc+`'? --property=`, func(_ string, _ []byte, stdout, _ io.Writer) int {
 		fc.mu.Lock()
 		defer fc.mu.Unlock()
-		j := fn.journal
-		if len(j) > journalLines {
-			j = j[len(j)-journalLines:]
+		now := time.Now()
+		fmt.Fprintf(stdout, "%d.%09d\n", now.Unix(), now.Nanosecond())
+		show(stdout)
+		return 0
+	})
+	ex.OnFunc(`^systemctl show '?`+svc+`'? --property=`, func(_ string, _ []byte, stdout, _ io.Writer) int {
+		fc.mu.Lock()
+		defer fc.mu.Unlock()
+		show(stdout)
+		return 0
+	})
+	ex.OnFunc(`^(touch \S+ && )?systemctl restart --no-block '?`+svc+`'?$`, func(line string, _ []byte, _, _ io.Writer) int {
+		fc.mu.Lock()
+		defer fc.mu.Unlock()
+		if f := strings.Fields(line); f[0] == "touch" {
+			ex.SetFile(unquote(f[1]), nil, 0o644)
 		}
-		for _, l := range j {
+		_ = fc.start(fn) // the failure shows in systemctl show and the journal
+		return 0
+	})
+	ex.OnFunc(`^journalctl -u '?`+svc+`'? (-n \d+|--since @\S+) --no-pager`, func(line string, _ []byte, stdout, _ io.Writer) int {
+		fc.mu.Lock()
+		defer fc.mu.Unlock()
+		for _, l := range fn.journal {
+			if strings.Contains(line, "grep -E") && !errorLine.MatchString(l) {
+				continue
+			}
 			fmt.Fprintln(stdout, l)
 		}
 		return 0

@@ -31,7 +31,10 @@ import (
 //
 // fake.cluster(servers=3, agents=2, version="v1.30.10+k3s1",
 //              scenario="init-replaced", secure_token=False,
-//              server_source={}, node_versions={}) -> cluster
+//              server_source={}, node_versions={}, bootstrap_bug=False) -> cluster
+//
+// bootstrap_bug=True makes every server serve bootstrap data from its
+// disk whatever its version says (a patched build with bug #11233).
 //
 //	cluster.call(fn, node="server-1", check=False) -> struct(status, value, error, output, notes)
 //	    runs fn(node) as the body of a one-step run on node
@@ -68,18 +71,19 @@ type fakeClusters struct {
 func newFakeClusterValue(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple, playbooks fs.FS) (starlark.Value, error) {
 	var (
 		o                    FakeK3sOptions
-		secure               bool
+		secure, bug          bool
 		sources, nodeVersion *starlark.Dict
 	)
 	o.Servers, o.Agents = 3, 2
 	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "servers?", &o.Servers, "agents?", &o.Agents, "version?", &o.Version,
-		"scenario?", &o.Scenario, "secure_token?", &secure, "server_source?", &sources, "node_versions?", &nodeVersion); err != nil {
+		"scenario?", &o.Scenario, "secure_token?", &secure, "server_source?", &sources, "node_versions?", &nodeVersion, "bootstrap_bug?", &bug); err != nil {
 		return nil, err
 	}
 	if o.Agents == 0 {
 		o.Agents = -1
 	}
 	o.SecureToken = secure
+	o.BootstrapBug = bug
 	toMap := func(d *starlark.Dict) map[string]string {
 		if d == nil {
 			return nil

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -13,71 +15,117 @@ import (
 	"go.starlark.net/starlark"
 )
 
-// journalLines is how many journal lines a failed restart reports.
-const journalLines = 30
+// RegenerateFile is the file K3s looks for at start to issue a new
+// serving certificate for the supervisor port (:6443) instead of serving
+// its cached one (SD/tls/dynamic-cert.json, shared through the
+// kube-system/k3s-serving secret); K3s deletes it. The rotate-ca handler
+// creates it only on the server that took the request, so caretaker
+// creates it before every server restart of a rotation.
+const RegenerateFile = "tls/dynamic-cert-regenerate"
 
-// journal returns the last lines of the service's journal.
-func (c *k3sCall) journal() []string {
-	line := fmt.Sprintf("journalctl -u %s -n %d --no-pager", runner.ShellQuote(c.node.K3s.Service), journalLines)
-	// A fresh context: the step's may have timed out already, and the
-	// journal is what tells the operator why.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.ctx()), 30*time.Second)
-	defer cancel()
-	var out strings.Builder
-	var errb strings.Builder
-	_, err := c.ex.Run(ctx, runner.Command{Line: line, Stdout: &out, Stderr: &errb})
-	text := strings.TrimRight(out.String(), "\n")
-	if err != nil && text == "" {
-		return []string{fmt.Sprintf("(%s failed: %v)", line, err)}
-	}
-	if text == "" {
-		return nil
-	}
-	return strings.Split(text, "\n")
+// restartOptions say how a restart is done.
+type restartOptions struct {
+	timeout time.Duration
+	// regenerate creates SD/tls/dynamic-cert-regenerate before a server
+	// restarts, so that it serves a certificate of the CA on its disk.
+	regenerate bool
 }
 
 // restartResult is what restart found.
 type restartResult struct {
 	ok      bool
-	state   string
+	state   string // systemd's ActiveState: active, activating, failed, ...
+	sub     string // systemd's SubState: running, start, auto-restart, ...
 	reason  string
 	journal []string
 	took    time.Duration
 }
 
-// restart restarts the node's K3s service and waits until it is active and,
-// on servers, /readyz answers on the supervisor port.
-func (c *k3sCall) restart(timeout time.Duration) (restartResult, error) {
+// unitStatus is the part of `systemctl show` a restart watches.
+type unitStatus struct {
+	active, sub, result, invocation string
+	restarts                        int
+}
+
+// unitShowProps are the properties a restart reads; systemd prints them in
+// its own order, as Key=Value lines.
+const unitShowProps = "ActiveState,SubState,Result,NRestarts,InvocationID"
+
+func parseUnitShow(out string) unitStatus {
+	var st unitStatus
+	for _, line := range strings.Split(out, "\n") {
+		k, v, ok := strings.Cut(strings.TrimSpace(line), "=")
+		if !ok {
+			continue
+		}
+		switch k {
+		case "ActiveState":
+			st.active = v
+		case "SubState":
+			st.sub = v
+		case "Result":
+			st.result = v
+		case "NRestarts":
+			st.restarts, _ = strconv.Atoi(v)
+		case "InvocationID":
+			st.invocation = v
+		}
+	}
+	return st
+}
+
+// describe is the state as an operator reads it: "active", or
+// "activating (auto-restart)".
+func (st unitStatus) describe() string {
+	if st.active == "active" || st.sub == "" {
+		return st.active
+	}
+	return st.active + " (" + st.sub + ")"
+}
+
+// unitShow runs `systemctl show` for the node's service.
+func (c *k3sCall) unitShow(ctx context.Context) (unitStatus, error) {
+	var out strings.Builder
+	line := "systemctl show " + runner.ShellQuote(c.node.K3s.Service) + " --property=" + unitShowProps
+	if _, err := c.ex.Run(ctx, runner.Command{Line: line, Stdout: &out, Timeout: 30 * time.Second}); err != nil {
+		return unitStatus{}, c.errorf("%s: %w", line, err)
+	}
+	st := parseUnitShow(out.String())
+	if st.active == "" {
+		return st, c.errorf("%s printed no ActiveState (is this systemd?)", line)
+	}
+	return st, nil
+}
+
+// restart restarts the node's K3s service without blocking on it
+// (`systemctl restart --no-block`: with the installer's Type=notify and
+// TimeoutStartSec=0 a blocking restart of a K3s that never gets ready
+// never returns), then watches the unit and the journal: it is up when a
+// new invocation is active and, on servers, /readyz answers ok. New
+// error lines of K3s are shown while it waits; a K3s that dies twice with
+// the same fatal error is reported at once, not at the timeout.
+func (c *k3sCall) restart(o restartOptions) (restartResult, error) {
 	svc := c.node.K3s.Service
 	start := time.Now()
 	res := restartResult{ok: true, state: "active"}
-	err := c.env.Wet(fmt.Sprintf("restart %s on %s and wait until it is up (timeout %s)", svc, c.node.Name, timeout), func() error {
-		ctx, cancel := context.WithTimeout(c.ctx(), timeout)
+	what := fmt.Sprintf("restart %s on %s and wait until it is up (timeout %s)", svc, c.node.Name, o.timeout)
+	if o.regenerate && c.node.Role == runner.RoleServer {
+		what += fmt.Sprintf(", creating %s/%s first so that it serves a certificate of the CA on its disk", c.sd(), RegenerateFile)
+	}
+	var since string
+	err := c.env.Wet(what, func() error {
+		ctx, cancel := context.WithTimeout(c.ctx(), o.timeout)
 		defer cancel()
-		c.env.Output(runner.StreamLog, "systemctl restart "+svc)
-		_, _, _, err := RunResult(c.env, c.ex, c.node, runner.Command{Line: "systemctl restart " + runner.ShellQuote(svc), Timeout: timeout}, true, true)
-		c.env.MarkChanged()
+		before, clock, err := c.restartNoBlock(ctx, o.regenerate)
+		since = clock
 		if err != nil {
-			if errors.Is(err, runner.ErrAborted) || (c.ctx().Err() != nil && !errors.Is(c.ctx().Err(), context.DeadlineExceeded)) {
-				return err
-			}
-			var xe *runner.ExitError
-			if errors.As(err, &xe) {
-				res.reason = fmt.Sprintf("systemctl restart %s exited with code %d", svc, xe.Code)
-			} else {
-				res.reason = fmt.Sprintf("systemctl restart %s: %v", svc, err)
-			}
-			res.ok = false
-			res.state, _ = c.serviceState()
-			return nil
+			return err
 		}
-		if err := c.waitActive(ctx, &res); err != nil {
+		if err := c.waitUp(ctx, before, since, o.timeout, &res); err != nil {
 			return err
 		}
 		if res.ok && c.node.Role == runner.RoleServer {
-			if err := c.waitReady(ctx, &res); err != nil {
-				return err
-			}
+			return c.waitReady(ctx, &res)
 		}
 		return nil
 	})
@@ -86,14 +134,235 @@ func (c *k3sCall) restart(timeout time.Duration) (restartResult, error) {
 		return res, err
 	}
 	if !res.ok {
-		res.journal = c.journal()
+		res.journal = c.journalExcerpt(since)
 	}
 	return res, nil
 }
 
-// poll calls fn until it reports done, ctx ends, or the run stops.
+// restartNoBlock records the unit's invocation and the node's clock, then
+// (after creating the regenerate file on a server, when asked) queues the
+// restart. It returns the invocation before the restart and the node's
+// clock as seconds since the epoch, for journalctl --since.
+func (c *k3sCall) restartNoBlock(ctx context.Context, regenerate bool) (unitStatus, string, error) {
+	svc := runner.ShellQuote(c.node.K3s.Service)
+	var out strings.Builder
+	line := "date +%s.%N && systemctl show " + svc + " --property=" + unitShowProps
+	if _, err := c.ex.Run(ctx, runner.Command{Line: line, Stdout: &out, Timeout: 30 * time.Second}); err != nil {
+		return unitStatus{}, "", c.errorf("read the state of %s: %w", c.node.K3s.Service, err)
+	}
+	clock, rest, _ := strings.Cut(out.String(), "\n")
+	before := parseUnitShow(rest)
+	cmd := "systemctl restart --no-block " + svc
+	if regenerate && c.node.Role == runner.RoleServer {
+		cmd = "touch " + runner.ShellQuote(c.sd()+"/"+RegenerateFile) + " && " + cmd
+	}
+	c.env.Output(runner.StreamLog, cmd)
+	_, _, _, err := RunResult(c.env, c.ex, c.node, runner.Command{Line: cmd, Timeout: time.Minute}, true, true)
+	if err != nil {
+		return before, strings.TrimSpace(clock), c.errorf("%s: %w", cmd, err)
+	}
+	return before, strings.TrimSpace(clock), nil
+}
+
+// fatalLine matches K3s's (logrus) fatal lines and captures the message.
+var fatalLine = regexp.MustCompile(`level=fatal msg="((?:[^"\\]|\\.)*)"`)
+
+// errorLine matches K3s's (logrus) error and fatal lines.
+var errorLine = regexp.MustCompile(`level=(error|fatal) `)
+
+// waitUp polls the unit until a new invocation is active, the unit gives
+// up, K3s crash-loops on one fatal error, or ctx ends (then res says the
+// state it was stuck in). Only ctx stops it: a graceful stop of the run
+// lets a restart that was started finish.
+func (c *k3sCall) waitUp(ctx context.Context, before unitStatus, since string, timeout time.Duration, res *restartResult) error {
+	w := &upWatch{c: c, before: before, since: since, shown: map[string]bool{}, fatal: map[string]int{}}
+	err := poll(ctx, func() (bool, error) {
+		st, err := c.unitShow(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return false, ctx.Err()
+			}
+			return false, err
+		}
+		res.state, res.sub = st.active, st.sub
+		w.showNewErrors(ctx)
+		return w.judge(st, res), nil
+	})
+	if err != nil && ctx.Err() != nil && c.ctx().Err() == nil {
+		res.ok = false
+		res.reason = w.stuck(timeout, unitStatus{active: res.state, sub: res.sub}.describe())
+		return nil
+	}
+	return err
+}
+
+// upWatch is the state of one waitUp.
+type upWatch struct {
+	c      *k3sCall
+	before unitStatus
+	since  string
+	shown  map[string]bool // error lines already shown
+	fatal  map[string]int  // fatal message → times seen
+	errs   []string        // error lines seen, in order
+}
+
+// judge decides from one status whether waiting is over.
+func (w *upWatch) judge(st unitStatus, res *restartResult) bool {
+	svc := w.c.node.K3s.Service
+	restarted := st.invocation != "" && st.invocation != w.before.invocation
+	switch {
+	case !restarted:
+		return false // the restart job has not started the new invocation yet
+	case st.active == "active":
+		return true
+	case st.active == "failed":
+		res.ok = false
+		res.reason = fmt.Sprintf("%s failed after the restart (systemd result %s)%s", svc, st.result, w.cause())
+		return true
+	case st.active == "inactive":
+		res.ok = false
+		res.reason = fmt.Sprintf("%s is inactive after the restart (it was stopped)%s", svc, w.cause())
+		return true
+	}
+	for msg, n := range w.fatal {
+		if n >= 2 {
+			res.ok = false
+			res.reason = fmt.Sprintf("%s crash-loops: K3s exited %d times with the same fatal error (systemd restarts it every few seconds, %d restarts so far): %s", svc, n, st.restarts-w.before.restarts, msg)
+			return true
+		}
+	}
+	return false
+}
+
+// cause is the last error K3s logged since the restart, for a reason.
+func (w *upWatch) cause() string {
+	if len(w.errs) == 0 {
+		return ""
+	}
+	return "; last K3s error: " + shortJournalLine(w.errs[len(w.errs)-1])
+}
+
+// stuck explains a restart that did not finish in time.
+func (w *upWatch) stuck(timeout time.Duration, state string) string {
+	svc := w.c.node.K3s.Service
+	msg := fmt.Sprintf("%s on %s is still %s %s after the restart: K3s has not reported ready", svc, w.c.node.Name, state, timeout)
+	if strings.HasPrefix(state, "activating") {
+		msg += " (the installer's unit has TimeoutStartSec=0, so systemd waits for it forever; a longer timeout does not help unless K3s is only slow)"
+	}
+	return msg + w.cause()
+}
+
+// showNewErrors prints the K3s error lines logged since the restart that
+// were not shown yet, and counts fatal ones.
+func (w *upWatch) showNewErrors(ctx context.Context) {
+	if w.since == "" {
+		return
+	}
+	line := fmt.Sprintf("journalctl -u %s --since @%s --no-pager -o short-iso | grep -E 'level=(error|fatal) ' | tail -n 50", runner.ShellQuote(w.c.node.K3s.Service), w.since)
+	var out strings.Builder
+	if _, err := w.c.ex.Run(ctx, runner.Command{Line: line, Stdout: &out, Timeout: 30 * time.Second}); err != nil {
+		return
+	}
+	for _, l := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+		if l == "" || w.shown[l] {
+			continue
+		}
+		w.shown[l] = true
+		w.errs = append(w.errs, l)
+		if m := fatalLine.FindStringSubmatch(l); m != nil {
+			w.fatal[m[1]]++
+		}
+		w.c.env.Output(runner.StreamStderr, "journal: "+shortJournalLine(l))
+	}
+}
+
+// shortJournalLine drops journald's prefix (time, host, unit[pid]) and
+// logrus's time field from a K3s journal line.
+func shortJournalLine(l string) string {
+	if i := strings.Index(l, "]: "); i >= 0 {
+		l = l[i+3:]
+	}
+	if strings.HasPrefix(l, "time=\"") {
+		if i := strings.Index(l[6:], "\" "); i >= 0 {
+			l = l[6+i+2:]
+		}
+	}
+	return l
+}
+
+// journalExcerptLines is how many journal lines a failed restart reports.
+const journalExcerptLines = 30
+
+// journalExcerpt returns what explains a failed restart: the K3s error and
+// fatal lines logged since the restart first (each once, newest last),
+// then the last lines of the journal since the restart without etcd's
+// JSON records and Kubernetes' info lines, which drown the cause (issue
+// 10: 373 of 621 lines in 10 s were etcd "request stats").
+func (c *k3sCall) journalExcerpt(since string) []string {
+	// A fresh context: the step's may have timed out already, and the
+	// journal is what tells the operator why.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.ctx()), 30*time.Second)
+	defer cancel()
+	sel := "--since @" + since
+	if since == "" {
+		sel = "-n 2000"
+	}
+	line := fmt.Sprintf("journalctl -u %s %s --no-pager -o short-iso | tail -n 5000", runner.ShellQuote(c.node.K3s.Service), sel)
+	var out, errb strings.Builder
+	_, err := c.ex.Run(ctx, runner.Command{Line: line, Stdout: &out, Stderr: &errb})
+	text := strings.TrimRight(out.String(), "\n")
+	if err != nil && text == "" {
+		return []string{fmt.Sprintf("(%s failed: %v)", line, err)}
+	}
+	return excerpt(strings.Split(text, "\n"), journalExcerptLines)
+}
+
+// excerpt picks at most max lines of a journal: error and fatal lines of
+// K3s first (deduplicated by message, newest kept), then the tail of the
+// other meaningful lines.
+func excerpt(lines []string, max int) []string {
+	var errs, rest []string
+	seen := map[string]int{}
+	for _, l := range lines {
+		body := shortJournalLine(l)
+		switch {
+		case l == "" || strings.HasPrefix(body, "{"): // etcd's JSON records
+		case errorLine.MatchString(l):
+			if i, ok := seen[body]; ok {
+				errs = append(errs[:i], errs[i+1:]...)
+				for k, v := range seen {
+					if v > i {
+						seen[k] = v - 1
+					}
+				}
+			}
+			seen[body] = len(errs)
+			errs = append(errs, l)
+		case len(body) > 5 && body[0] == 'I' && body[1] >= '0' && body[1] <= '9': // klog info
+		default:
+			rest = append(rest, l)
+		}
+	}
+	if len(errs) > max/2 {
+		errs = errs[len(errs)-max/2:]
+	}
+	room := max - len(errs)
+	if len(errs) > 0 {
+		room-- // the separator line
+	}
+	if len(rest) > room {
+		rest = rest[len(rest)-room:]
+	}
+	out := append([]string{}, errs...)
+	if len(errs) > 0 && len(rest) > 0 {
+		out = append(out, "-- the last other lines since the restart:")
+	}
+	return append(out, rest...)
+}
+
+// poll calls fn until it reports done, ctx ends, or fn fails.
 func poll(ctx context.Context, fn func() (bool, error)) error {
-	wait := 100 * time.Millisecond
+	wait := 200 * time.Millisecond
 	for {
 		done, err := fn()
 		if err != nil || done {
@@ -110,37 +379,6 @@ func poll(ctx context.Context, fn func() (bool, error)) error {
 			wait = wait * 3 / 2
 		}
 	}
-}
-
-func (c *k3sCall) waitActive(ctx context.Context, res *restartResult) error {
-	err := poll(ctx, func() (bool, error) {
-		if err := c.env.CheckStop(); err != nil {
-			return false, err
-		}
-		st, err := c.serviceState()
-		if err != nil {
-			if ctx.Err() != nil {
-				return false, ctx.Err()
-			}
-			return false, err
-		}
-		res.state = st
-		switch st {
-		case "active":
-			return true, nil
-		case "failed", "inactive":
-			res.ok = false
-			res.reason = fmt.Sprintf("%s is %s after the restart", c.node.K3s.Service, st)
-			return true, nil
-		}
-		return false, nil
-	})
-	if err != nil && ctx.Err() != nil && c.ctx().Err() == nil {
-		res.ok = false
-		res.reason = fmt.Sprintf("%s did not become active in time (state %s)", c.node.K3s.Service, res.state)
-		return nil
-	}
-	return err
 }
 
 // adminCert is the server's admin client certificate (SD/tls/client-admin
@@ -163,9 +401,6 @@ func (c *k3sCall) waitReady(ctx context.Context, res *restartResult) error {
 	var last string
 	admin := c.adminCert()
 	err := poll(ctx, func() (bool, error) {
-		if err := c.env.CheckStop(); err != nil {
-			return false, err
-		}
 		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
 		code, body, err := c.supervisorGet(pctx, "/readyz", admin)
@@ -187,32 +422,43 @@ func (c *k3sCall) waitReady(ctx context.Context, res *restartResult) error {
 	if err != nil && ctx.Err() != nil && c.ctx().Err() == nil {
 		res.ok = false
 		res.reason = fmt.Sprintf("/readyz on %s did not answer ok in time (last: %s)", c.node.K3s.SupervisorEndpoint, last)
-		res.state, _ = c.serviceState()
+		if st, err := c.unitShow(context.WithoutCancel(c.ctx())); err == nil {
+			res.state, res.sub = st.active, st.sub
+		}
 		return nil
 	}
 	return err
 }
 
-// k3s.restart(node, timeout="3m", check=True): restart the node's K3s
-// service and wait until it is active and, on servers, /readyz answers on
-// the supervisor port. When it does not come up the last journal lines are
-// shown and the step fails, or with check=False the result says so:
-// struct(ok, state, error, journal, seconds).
+// k3s.restart(node, timeout="3m", check=True, regenerate_cert=False):
+// restart the node's K3s service without blocking on systemd and wait
+// until a new invocation is active and, on servers, /readyz answers on
+// the supervisor port. K3s's new error lines are shown while it waits; a
+// crash loop on one fatal error ends the wait early. When it does not come
+// up, the journal lines that explain it are shown and the step fails, or
+// with check=False the result says so: struct(ok, state, substate, error,
+// journal, seconds) with systemd's ActiveState and SubState. regenerate_cert=True first creates SD/tls/dynamic-cert-
+// regenerate on a server, so that K3s serves a new certificate of the CA
+// on its disk (needed after a CA rotation).
 func k3sRestart(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
 	var (
-		nodeArg starlark.Value = starlark.None
-		timeout                = Duration(3 * time.Minute)
-		check                  = true
+		nodeArg    starlark.Value = starlark.None
+		timeout                   = Duration(3 * time.Minute)
+		check                     = true
+		regenerate bool
 	)
-	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "node?", &nodeArg, "timeout?", &timeout, "check?", &check); err != nil {
+	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "node?", &nodeArg, "timeout?", &timeout, "check?", &check, "regenerate_cert?", &regenerate); err != nil {
 		return nil, err
 	}
 	c, err := newK3sCall(th, b, nodeArg)
 	if err != nil {
 		return nil, err
 	}
-	res, err := c.restart(time.Duration(timeout))
+	res, err := c.restart(restartOptions{timeout: time.Duration(timeout), regenerate: regenerate})
 	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			return nil, fmt.Errorf("%s: %s on %s: %w", b.Name(), c.node.K3s.Service, c.node.Name, err)
+		}
 		return nil, err
 	}
 	msg := ""
@@ -222,16 +468,17 @@ func k3sRestart(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, k
 		}
 		msg = fmt.Sprintf("%s: %s did not come back on %s: %s", b.Name(), c.node.K3s.Service, c.node.Name, res.reason)
 		if check {
-			return nil, fmt.Errorf("%s; last %d journal lines (journalctl -u %s):\n%s", msg, len(res.journal), c.node.K3s.Service, strings.Join(res.journal, "\n"))
+			return nil, fmt.Errorf("%s; journal since the restart (errors first):\n%s", msg, strings.Join(res.journal, "\n"))
 		}
 	} else if !c.env.Check {
 		c.env.Output(runner.StreamLog, fmt.Sprintf("%s is up after %s", c.node.K3s.Service, res.took.Round(time.Millisecond)))
 	}
 	return structOf("restart", starlark.StringDict{
-		"ok":      starlark.Bool(res.ok),
-		"state":   starlark.String(res.state),
-		"error":   starlark.String(msg),
-		"journal": strList(res.journal),
-		"seconds": starlark.Float(res.took.Seconds()),
+		"ok":       starlark.Bool(res.ok),
+		"state":    starlark.String(res.state),
+		"substate": starlark.String(res.sub),
+		"error":    starlark.String(msg),
+		"journal":  strList(res.journal),
+		"seconds":  starlark.Float(res.took.Seconds()),
 	}), nil
 }

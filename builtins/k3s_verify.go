@@ -30,7 +30,18 @@ type verifyRow struct {
 	// previous: a server whose disk CA set is the one the datastore's
 	// set rotates from (a rotation in progress, not drift).
 	previous bool
+	// liveStale: the live certificate is still issued by the previous
+	// CA (one the new one cross-signs). Servers converge on the newest
+	// serving certificate within seconds of a restart, so a verify that
+	// waits re-checks such rows.
+	liveStale bool
+	// service is the unit's state when K3s is not active on a server
+	// ("activating (start)", "failed (failed)", ...): not drift, an outage.
+	service string
 }
+
+// serialHex is a certificate's serial number as openssl prints it.
+func serialHex(c *x509.Certificate) string { return strings.ToUpper(c.SerialNumber.Text(16)) }
 
 // caDesc names a CA bundle for messages: its subject and short sha256.
 func caDesc(bundle []byte) string {
@@ -196,6 +207,13 @@ func (c *k3sCall) verifyLive(ds *dsRead, row *verifyRow) {
 	code, body, certs, err := c.supervisorGetChain(ctx, "/cacerts", nil)
 	if len(certs) == 0 {
 		row.live = "down"
+		if st, serr := c.unitShow(ctx); serr == nil && st.active != "active" {
+			row.live = "down: " + st.describe()
+			row.service = st.describe()
+			row.problems = append(row.problems, fmt.Sprintf("%s is %s on %s: it does not serve %s (see journalctl -u %s)", c.node.K3s.Service, st.describe(), c.node.Name, addr, c.node.K3s.Service))
+			row.cacerts = "down"
+			return
+		}
 		row.problems = append(row.problems, fmt.Sprintf("live %s: %v", addr, err))
 	} else {
 		roots, inter := x509.NewCertPool(), x509.NewCertPool()
@@ -212,8 +230,10 @@ func (c *k3sCall) verifyLive(ds *dsRead, row *verifyRow) {
 			row.live = "OLD " + leaf.Issuer.CommonName
 			row.problems = append(row.problems, fmt.Sprintf("live %s serves a certificate issued by %s that does not verify against the datastore's server CA %s: %v", addr, leaf.Issuer.CommonName, dsCerts[0].Subject.CommonName, verr))
 		case leaf.CheckSignatureFrom(dsCerts[0]) != nil:
-			row.live = "ok (prev. issuer)"
-			row.warnings = append(row.warnings, fmt.Sprintf("live %s certificate is still issued by %s, which the new CA cross-signs; K3s reissues it (see k3s#13006)", addr, leaf.Issuer.CommonName))
+			row.live = "prev. issuer"
+			row.liveStale = true
+			row.problems = append(row.problems, fmt.Sprintf("live %s certificate (serial %s) is still issued by %s, not by the datastore's CA %s: K3s issues a new one only when %s/%s exists at its start (create it and restart K3s on %s; rotate-ca does both)",
+				addr, serialHex(leaf), leaf.Issuer.CommonName, dsCerts[0].Subject.CommonName, c.sd(), RegenerateFile, c.node.Name))
 		default:
 			row.live = "ok"
 		}
@@ -254,6 +274,26 @@ func (c *k3sCall) verifyAgent(ds *dsRead, row *verifyRow) error {
 	return nil
 }
 
+// verifyNodeWaiting is verifyNode that, for up to wait, re-checks a
+// server whose only problem is a live certificate of the previous CA:
+// running servers adopt the newest serving certificate (the
+// kube-system/k3s-serving secret) a few seconds after a peer wrote it.
+func (c *k3sCall) verifyNodeWaiting(ds *dsRead, live bool, wait time.Duration) verifyRow {
+	row := c.verifyNode(ds, live)
+	deadline := time.Now().Add(wait)
+	for !row.ok && row.liveStale && len(row.problems) == 1 && time.Now().Before(deadline) {
+		t := time.NewTimer(time.Second)
+		select {
+		case <-c.ctx().Done():
+			t.Stop()
+			return row
+		case <-t.C:
+		}
+		row = c.verifyNode(ds, live)
+	}
+	return row
+}
+
 // verifyNode fills the row of one node.
 func (c *k3sCall) verifyNode(ds *dsRead, live bool) verifyRow {
 	row := verifyRow{node: c.node.Name, role: c.node.Role, disk: "-", live: "-", cacerts: "-", agent: "-"}
@@ -292,7 +332,7 @@ func verifyTable(rows []verifyRow) string {
 	return b.String()
 }
 
-// k3s.verify(nodes=None, expect="", focus=None, live=True, fail=True, quiet=False):
+// k3s.verify(nodes=None, expect="", focus=None, live=True, fail=True, quiet=False, wait="0s"):
 // every server's disk CA set equals the datastore's, every server serves
 // it live (TLS chain on the supervisor port, GET /cacerts), every agent's
 // server-ca.crt equals it. expect is the sha256 the datastore's server CA
@@ -300,15 +340,20 @@ func verifyTable(rows []verifyRow) string {
 // decide the result (the others are still shown). Returns
 // struct(ok, rows, stale, datastore, table); fails with the table when not
 // ok and fail is True (the error carries the table). quiet=True prints
-// nothing.
+// nothing. A live :6443 certificate must be issued by the datastore's
+// CA itself: one of the previous CA ("prev. issuer") is not done. wait
+// re-checks, for up to that long, servers whose only problem is such a
+// certificate (servers converge on the newest one seconds after a
+// restart).
 func k3sVerify(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
 	var (
 		nodesArg, focusArg starlark.Value = starlark.None, starlark.None
 		expect             string
 		live, fail         = true, true
 		quiet              bool
+		wait               Duration
 	)
-	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "nodes?", &nodesArg, "expect?", &expect, "focus?", &focusArg, "live?", &live, "fail?", &fail, "quiet?", &quiet); err != nil {
+	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "nodes?", &nodesArg, "expect?", &expect, "focus?", &focusArg, "live?", &live, "fail?", &fail, "quiet?", &quiet, "wait?", &wait); err != nil {
 		return nil, err
 	}
 	env, err := runner.EnvFrom(th, b.Name())
@@ -348,7 +393,7 @@ func k3sVerify(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kw
 		return nil, fmt.Errorf("%s: the datastore's ServerCA: %w", b.Name(), err)
 	}
 	rows, errs := forEachNode(env, nodes, b.Name(), func(c *k3sCall) (verifyRow, error) {
-		return c.verifyNode(ds, live), nil
+		return c.verifyNodeWaiting(ds, live, time.Duration(wait)), nil
 	})
 	for i, e := range errs {
 		if e != nil {
@@ -403,7 +448,7 @@ func k3sVerify(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kw
 			"node": starlark.String(r.node), "role": starlark.String(r.role), "ok": starlark.Bool(r.ok),
 			"disk": starlark.String(r.disk), "live": starlark.String(r.live), "cacerts": starlark.String(r.cacerts),
 			"agent": starlark.String(r.agent), "problems": strList(r.problems), "warnings": strList(r.warnings),
-			"previous": starlark.Bool(r.previous),
+			"previous": starlark.Bool(r.previous), "service": starlark.String(r.service),
 		}))
 	}
 	dsv, err := datastoreValue(ds)
@@ -453,9 +498,11 @@ type checkRow struct {
 	k3s.CertStatus
 }
 
-// k3s.check(nodes=None, warn_days=120, fail=False): the expiry of every
-// certificate on every node, as `k3s certificate check` lists them (CA
-// chains included). Returns struct(ok, rows, counts, table); ok is False
+// k3s.check(nodes=None, warn_days=120, fail=False, quiet=False): the
+// expiry of every certificate on every node, as `k3s certificate check`
+// lists them (CA chains included); rows are struct(node, file, subject,
+// issuer, usages, expires, residual_days, status, serial, ca); quiet=True
+// does not print the table. Returns struct(ok, rows, counts, table); ok is False
 // when a certificate is expired, not yet valid or within warn_days of
 // expiry, and then fail=True fails the step.
 func k3sCheck(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
@@ -463,8 +510,9 @@ func k3sCheck(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwa
 		nodesArg starlark.Value = starlark.None
 		warnDays                = k3s.CertificateRenewDays
 		fail     bool
+		quiet    bool
 	)
-	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "nodes?", &nodesArg, "warn_days?", &warnDays, "fail?", &fail); err != nil {
+	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "nodes?", &nodesArg, "warn_days?", &warnDays, "fail?", &fail, "quiet?", &quiet); err != nil {
 		return nil, err
 	}
 	env, err := runner.EnvFrom(th, b.Name())
@@ -524,12 +572,16 @@ func k3sCheck(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwa
 			"expires":       starlark.String(r.ExpiryTime.UTC().Format(time.RFC3339)),
 			"residual_days": starlark.MakeInt(int(r.ResidualTime.Hours() / 24)),
 			"status":        starlark.String(r.Status),
+			"serial":        starlark.String(r.Serial),
+			"ca":            starlark.Bool(r.IsCA),
 		}))
 	}
 	tw.Flush()
 	table := b2.String()
-	for _, line := range strings.Split(strings.TrimRight(table, "\n"), "\n") {
-		env.Output(runner.StreamLog, line)
+	if !quiet {
+		for _, line := range strings.Split(strings.TrimRight(table, "\n"), "\n") {
+			env.Output(runner.StreamLog, line)
+		}
 	}
 	countDict := starlark.NewDict(len(counts))
 	for k, v := range counts {

@@ -326,7 +326,7 @@ func (inv *invocation) certCheck(args []string) int {
 			Certificates []cert `yaml:"certificates"`
 		}
 		for _, c := range certs {
-			doc.Certificates = append(doc.Certificates, cert(c))
+			doc.Certificates = append(doc.Certificates, cert{c.Filename, c.Subject, c.Issuer, c.Usages, c.ExpiryTime, c.ResidualTime, c.Status})
 		}
 		b, err := yaml.Marshal(doc)
 		if err != nil {

@@ -11,6 +11,9 @@ type Inventory struct {
 type Cluster struct {
 	Name  string
 	SSH   SSHSettings
+	// K3s holds the cluster-wide k3s: settings; every node starts from them
+	// and overrides what it sets itself.
+	K3s   K3sPaths
 	Nodes []*Node
 	// Line is where the cluster is declared in the inventory file.
 	Line int
@@ -67,7 +70,20 @@ type K3sPaths struct {
 	// SupervisorEndpoint is the node's supervisor/API address as dialed from
 	// the node through the SSH tunnel; default 127.0.0.1:6443.
 	SupervisorEndpoint string
+	// BootstrapBug overrides the version gate of bug k3s-io/k3s#11233 for
+	// builds whose version string says nothing (vendor or patched builds):
+	// BootstrapBugAuto (default: decide by version), BootstrapBugTrue or
+	// BootstrapBugFalse. BootstrapBugFrom says where it was set.
+	BootstrapBug     string
+	BootstrapBugFrom string
 }
+
+// Values of K3sPaths.BootstrapBug.
+const (
+	BootstrapBugAuto  = "auto"
+	BootstrapBugTrue  = "true"
+	BootstrapBugFalse = "false"
+)
 
 // HostKeyPolicy says what to do with a host key that is not in known_hosts.
 type HostKeyPolicy string

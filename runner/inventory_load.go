@@ -230,13 +230,15 @@ func (p *invParser) inventory(n *yaml.Node, inv *Inventory) error {
 func (p *invParser) cluster(n *yaml.Node, field string) (*Cluster, error) {
 	cl := &Cluster{Line: n.Line}
 	var nodes *yaml.Node
-	err := p.mapping(n, field, []string{"name", "ssh", "nodes"}, func(key string, v, _ *yaml.Node) error {
+	err := p.mapping(n, field, []string{"name", "ssh", "k3s", "nodes"}, func(key string, v, _ *yaml.Node) error {
 		var err error
 		switch key {
 		case "name":
 			cl.Name, err = p.str(v, field+".name")
 		case "ssh":
 			err = p.ssh(v, field+".ssh", &cl.SSH)
+		case "k3s":
+			err = p.k3s(v, field+".k3s", &cl.K3s)
 		case "nodes":
 			nodes = v
 		}
@@ -318,11 +320,14 @@ func (p *invParser) ssh(n *yaml.Node, field string, s *SSHSettings) error {
 }
 
 var nodeKeys = []string{"name", "address", "port", "user", "sudo", "role", "groups", "labels", "ssh_host", "ssh", "k3s"}
-var k3sKeys = []string{"data_dir", "config_file", "unit_file", "env_files", "service", "kubeconfig", "etcd_endpoint", "supervisor_endpoint"}
+var k3sKeys = []string{"data_dir", "config_file", "unit_file", "env_files", "service", "kubeconfig", "etcd_endpoint", "supervisor_endpoint", "bootstrap_bug"}
 
 func (p *invParser) node(n *yaml.Node, field string, cl *Cluster) (*Node, error) {
-	node := &Node{Cluster: cl.Name, Line: n.Line, SSH: cl.SSH}
+	node := &Node{Cluster: cl.Name, Line: n.Line, SSH: cl.SSH, K3s: cl.K3s}
 	node.SSH.IdentityFiles = append([]string(nil), cl.SSH.IdentityFiles...)
+	if cl.K3s.EnvFiles != nil {
+		node.K3s.EnvFiles = append([]string(nil), cl.K3s.EnvFiles...)
+	}
 	var roleNode *yaml.Node
 	err := p.mapping(n, field, nodeKeys, func(key string, v, _ *yaml.Node) error {
 		f := field + "." + key
@@ -401,9 +406,28 @@ func (p *invParser) k3s(n *yaml.Node, field string, k *K3sPaths) error {
 			k.EtcdEndpoint, err = p.str(v, f)
 		case "supervisor_endpoint":
 			k.SupervisorEndpoint, err = p.str(v, f)
+		case "bootstrap_bug":
+			k.BootstrapBug, err = p.bootstrapBug(v, f)
+			k.BootstrapBugFrom = fmt.Sprintf("%s:%d %s", filepath.Base(p.file), v.Line, f)
 		}
 		return err
 	})
+}
+
+// bootstrapBug reads k3s.bootstrap_bug: auto, or a boolean (true/false,
+// yes/no as YAML spells them).
+func (p *invParser) bootstrapBug(n *yaml.Node, field string) (string, error) {
+	if n.Kind == yaml.ScalarNode && n.Value == BootstrapBugAuto {
+		return BootstrapBugAuto, nil
+	}
+	b, err := p.boolean(n, field)
+	if err != nil {
+		return "", p.errf(n, field, "must be auto, true or false, got %q (true: the nodes have bug k3s-io/k3s#11233 whatever their version says)", n.Value)
+	}
+	if b {
+		return BootstrapBugTrue, nil
+	}
+	return BootstrapBugFalse, nil
 }
 
 // applyNodeDefaults fills in what the inventory left out with K3s's and
@@ -454,6 +478,9 @@ func applyNodeDefaults(n *Node) {
 	}
 	if k.SupervisorEndpoint == "" {
 		k.SupervisorEndpoint = "127.0.0.1:6443"
+	}
+	if k.BootstrapBug == "" {
+		k.BootstrapBug = BootstrapBugAuto
 	}
 }
 

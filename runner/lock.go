@@ -5,11 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"net/url"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/gofrs/flock"
@@ -353,15 +351,16 @@ func (l *ClusterLock) Unlock(ctx context.Context) error {
 // external datastore) and there is no etcd to hold a cluster lock in.
 var ErrNoEtcd = errors.New("the cluster runs no embedded etcd")
 
-// DialClusterEtcd connects to the cluster's etcd through the first server
-// of servers that answers: it reads the server's etcd client certificate
-// (DATA_DIR/server/tls/etcd/client.crt and .key, or server-client.crt and
-// .key, with server-ca.crt) and dials its etcd endpoint through the node's
-// SSH connection from pool. It returns ErrNoEtcd when every reachable
-// server lacks the certificate.
-func DialClusterEtcd(ctx context.Context, pool *Pool, servers []*Node) (*clientv3.Client, *Node, error) {
+// DialClusterEtcd connects to the cluster's etcd through every server of
+// servers that answers, each with its own etcd client certificate and
+// SSH connection from pool (DialEtcdCluster), so that the client (and a
+// cluster lock on it) survives the restart of any one server. It returns
+// the client and the servers it goes through, or ErrNoEtcd when every
+// reachable server lacks an etcd client certificate.
+func DialClusterEtcd(ctx context.Context, pool *Pool, servers []*Node) (*clientv3.Client, []*Node, error) {
 	var errs []error
-	reached, withCerts := 0, 0
+	var eps []*EtcdEndpoint
+	reached, noEtcd := 0, 0
 	for _, n := range servers {
 		if n.Role != RoleServer {
 			continue
@@ -372,38 +371,33 @@ func DialClusterEtcd(ctx context.Context, pool *Pool, servers []*Node) (*clientv
 			continue
 		}
 		reached++
-		tlsDir := strings.TrimSuffix(n.K3s.DataDir, "/") + "/server/tls/etcd/"
-		read := func(name string) []byte {
-			b, err := ex.ReadFile(ctx, tlsDir+name)
-			if err != nil {
-				if !errors.Is(err, fs.ErrNotExist) {
-					errs = append(errs, err)
-				}
-				return nil
-			}
-			return b
-		}
-		cert, key := read("client.crt"), read("client.key")
-		if len(cert) == 0 || len(key) == 0 {
-			cert, key = read("server-client.crt"), read("server-client.key")
-		}
-		ca := read("server-ca.crt")
-		if len(cert) == 0 || len(key) == 0 || len(ca) == 0 {
+		ep, err := NewEtcdEndpoint(ctx, ex, n)
+		if errors.Is(err, ErrNoEtcd) {
+			noEtcd++
 			continue
 		}
-		withCerts++
-		cli, err := DialEtcd(ctx, ex, n.K3s.EtcdEndpoint, cert, key, ca)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		return cli, n, nil
+		eps = append(eps, ep)
 	}
-	if reached > 0 && withCerts == 0 && len(errs) == 0 {
+	if reached > 0 && noEtcd == reached {
 		return nil, nil, ErrNoEtcd
 	}
-	if len(errs) == 0 {
-		return nil, nil, fmt.Errorf("no server node to reach etcd through: %w", ErrBadInput)
+	if len(eps) == 0 {
+		if len(errs) == 0 {
+			return nil, nil, fmt.Errorf("no server node to reach etcd through: %w", ErrBadInput)
+		}
+		return nil, nil, fmt.Errorf("reach the cluster's etcd: %w", errors.Join(errs...))
 	}
-	return nil, nil, fmt.Errorf("reach the cluster's etcd: %w", errors.Join(errs...))
+	cli, err := DialEtcdCluster(ctx, eps)
+	if err != nil {
+		return nil, nil, err
+	}
+	var via []*Node
+	for _, ep := range eps {
+		via = append(via, ep.Node)
+	}
+	return cli, via, nil
 }

@@ -108,6 +108,8 @@ type caRow struct {
 	Agent    string   `json:"agent"`
 	Problems []string `json:"problems,omitempty"`
 	Warnings []string `json:"warnings,omitempty"`
+	// Service is the unit's state when K3s is not active on the server.
+	Service string `json:"service,omitempty"`
 }
 
 // certRow mirrors a row of k3s.check.
@@ -302,6 +304,20 @@ func finishReport(rep *checkReport, nodeCount int) {
 	for _, u := range rep.Unreachable {
 		rep.Problems = append(rep.Problems, fmt.Sprintf("%s: not checked: %s", u.Node, u.Error))
 	}
+	var down []string
+	isDown := map[string]bool{}
+	for _, r := range rep.CA.Nodes {
+		if r.Service != "" {
+			down = append(down, fmt.Sprintf("%s (%s)", r.Node, r.Service))
+			isDown[r.Node] = true
+		}
+	}
+	var stale []string
+	for _, n := range rep.CA.Stale {
+		if !isDown[n] {
+			stale = append(stale, n)
+		}
+	}
 	if rep.CA.Error != "" {
 		rep.Problems = append(rep.Problems, "CA consistency not checked: "+rep.CA.Error)
 	}
@@ -318,17 +334,24 @@ func finishReport(rep *checkReport, nodeCount int) {
 	for _, c := range rep.Expiring {
 		rep.Problems = append(rep.Problems, fmt.Sprintf("%s: %s (%s) %s, expires %s (%d days)", c.Node, c.File, c.Subject, c.Status, c.Expires.UTC().Format("2006-01-02"), c.ResidualDays))
 	}
-	drift := (rep.CA.Checked && !rep.CA.Consistent) || len(rep.Expiring) > 0
+	drift := (rep.CA.Checked && !rep.CA.Consistent && len(stale) > 0) || len(rep.Expiring) > 0 || (rep.CA.Checked && !rep.CA.Consistent && len(down) == 0)
 	var parts []string
-	if len(rep.CA.Stale) > 0 {
-		parts = append(parts, fmt.Sprintf("%d node(s) without the datastore's CA: %s", len(rep.CA.Stale), strings.Join(rep.CA.Stale, ", ")))
-	} else if rep.CA.Checked && !rep.CA.Consistent {
+	if len(down) > 0 {
+		parts = append(parts, fmt.Sprintf("K3s is not running on %s", strings.Join(down, ", ")))
+	}
+	if len(stale) > 0 {
+		parts = append(parts, fmt.Sprintf("%d node(s) without the datastore's CA: %s", len(stale), strings.Join(stale, ", ")))
+	} else if rep.CA.Checked && !rep.CA.Consistent && len(down) == 0 {
 		parts = append(parts, "the CA is not consistent")
 	}
 	if len(rep.Expiring) > 0 {
 		parts = append(parts, fmt.Sprintf("%d certificate(s) expired or expiring within %d days", len(rep.Expiring), rep.WarnDays))
 	}
 	switch {
+	case len(down) > 0 && len(rep.Unreachable) == 0 && rep.CA.Error == "":
+		// A stopped or stuck service is an outage, not drift: what its CA
+		// will be once it runs cannot be told.
+		rep.Status, rep.ExitCode = "down", exitFailed
 	case len(rep.Unreachable) > 0 || rep.CA.Error != "":
 		rep.Status, rep.ExitCode = "unreachable", exitFailed
 		var who []string

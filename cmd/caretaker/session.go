@@ -223,7 +223,7 @@ func (s *session) lock(ctx context.Context) error {
 		select {
 		case <-lock.Lost():
 			s.lockLost.Store(true)
-			fmt.Fprintf(s.stderr, "caretaker: lost the cluster lock of %s (its lease was revoked, e.g. by --break-lock elsewhere, or etcd was unreachable for its TTL via %s): no new step starts\n", cluster, via.Name)
+			fmt.Fprintf(s.stderr, "caretaker: lost the cluster lock of %s (its lease was revoked, e.g. by --break-lock elsewhere, or etcd was unreachable for its TTL via %s): no new step starts\n", cluster, nodeNames(via))
 		case <-s.stopLost:
 		}
 	}()
@@ -340,4 +340,13 @@ func needsConfirmHint(done runner.RunDone) error {
 		}
 	}
 	return nil
+}
+
+// nodeNames lists node names, comma-separated.
+func nodeNames(ns []*runner.Node) string {
+	var out []string
+	for _, n := range ns {
+		out = append(out, n.Name)
+	}
+	return strings.Join(out, ", ")
 }

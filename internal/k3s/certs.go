@@ -73,6 +73,12 @@ type CertStatus struct {
 	ExpiryTime   time.Time
 	ResidualTime time.Duration
 	Status       string
+	// Serial (upper-case hex, as openssl prints it) and IsCA are not in
+	// K3s's output; they tell a renewed certificate from an unchanged one
+	// when K3s keeps its dates (a leaf's notBefore is max(now - 1h, the
+	// CA's notBefore)).
+	Serial string `json:"-"`
+	IsCA   bool   `json:"-"`
 }
 
 // Certificate statuses (k3s-ca-rotation.md §6).

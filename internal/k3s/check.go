@@ -49,6 +49,8 @@ func CheckCertificates(files map[string][]byte, now time.Time, warnWithin time.D
 				ExpiryTime:   exp,
 				ResidualTime: c.NotAfter.Sub(now),
 				Status:       st,
+				Serial:       strings.ToUpper(c.SerialNumber.Text(16)),
+				IsCA:         c.IsCA,
 			})
 		}
 	}
