@@ -9,8 +9,8 @@ type Inventory struct {
 
 // Cluster is a set of nodes maintained together.
 type Cluster struct {
-	Name  string
-	SSH   SSHSettings
+	Name string
+	SSH  SSHSettings
 	// K3s holds the cluster-wide k3s: settings; every node starts from them
 	// and overrides what it sets itself.
 	K3s   K3sPaths
