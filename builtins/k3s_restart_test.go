@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caretaker/caretaker/internal/k3s"
 	"github.com/caretaker/caretaker/runner"
 )
 
@@ -133,4 +134,39 @@ func containsLine(lines []string, sub string) bool {
 		}
 	}
 	return false
+}
+
+func TestBugGateInventoryOverridesTheVersion(t *testing.T) {
+	fixed, buggy := mustVersion(t, "v1.32.3+k3s1"), mustVersion(t, "v1.30.10+k3s1")
+	node := func(role, bug string) *runner.Node {
+		return &runner.Node{Role: role, K3s: runner.K3sPaths{BootstrapBug: bug, BootstrapBugFrom: "inv.yaml:4 clusters[0].k3s.bootstrap_bug"}}
+	}
+	cases := []struct {
+		name    string
+		n       *runner.Node
+		v       k3s.Version
+		want    bool
+		because string
+	}{
+		{"fixed version, auto", node(runner.RoleServer, runner.BootstrapBugAuto), fixed, false, "has the fix"},
+		{"buggy version, auto", node(runner.RoleServer, runner.BootstrapBugAuto), buggy, true, "predates the fix"},
+		{"fixed version, inventory true", node(runner.RoleServer, runner.BootstrapBugTrue), fixed, true, "inventory: bootstrap_bug true (inv.yaml:4"},
+		{"buggy version, inventory false", node(runner.RoleServer, runner.BootstrapBugFalse), buggy, false, "inventory: bootstrap_bug false"},
+		{"agents never", node(runner.RoleAgent, runner.BootstrapBugTrue), buggy, false, "agent"},
+	}
+	for _, tc := range cases {
+		got, why := bugGate(tc.n, tc.v, nil)
+		if got != tc.want || !strings.Contains(why, tc.because) {
+			t.Errorf("%s: bugGate = %v (%s), want %v (%s)", tc.name, got, why, tc.want, tc.because)
+		}
+	}
+}
+
+func mustVersion(t *testing.T, s string) k3s.Version {
+	t.Helper()
+	v, err := k3s.ParseVersion(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
 }

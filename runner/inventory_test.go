@@ -2,6 +2,7 @@ package runner
 
 import (
 	"errors"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -106,6 +107,7 @@ func TestParseInventoryErrors(t *testing.T) {
 		{"missing role", "clusters:\n  - name: c\n    nodes:\n      - name: a\n        address: x\n", 4, []string{"role", "is required"}},
 		{"bad port", "clusters:\n  - name: c\n    nodes:\n      - name: a\n        address: x\n        role: agent\n        port: 99999\n", 7, []string{"port", "1 to 65535"}},
 		{"bad sudo", "clusters:\n  - name: c\n    nodes:\n      - name: a\n        address: x\n        role: agent\n        sudo: maybe\n", 7, []string{"sudo", "yes or no"}},
+		{"bad bootstrap_bug", "clusters:\n  - name: c\n    k3s:\n      bootstrap_bug: sometimes\n    nodes:\n      - name: a\n        address: x\n        role: server\n", 4, []string{"clusters[0].k3s.bootstrap_bug", "auto, true or false", "sometimes"}},
 		{"bad policy", "clusters:\n  - name: c\n    ssh:\n      host_key_policy: off\n    nodes:\n      - {name: a, address: x, role: agent}\n", 4, []string{"host_key_policy", "strict or accept-new"}},
 		{"bad duration", "clusters:\n  - name: c\n    ssh:\n      connect_timeout: soon\n    nodes:\n      - {name: a, address: x, role: agent}\n", 4, []string{"connect_timeout", "duration"}},
 		{"duplicate node", "clusters:\n  - name: c\n    nodes:\n      - {name: a, address: x, role: agent}\n      - {name: a, address: y, role: agent}\n", 5, []string{"declared twice", "line 4"}},
@@ -151,5 +153,54 @@ func TestInventoryClusterChoice(t *testing.T) {
 	}
 	if _, err := inv.Cluster("zz"); err == nil || !strings.Contains(err.Error(), "a, b") {
 		t.Errorf("Cluster(zz) err = %v", err)
+	}
+}
+
+func TestInventoryBootstrapBugOverride(t *testing.T) {
+	src := `clusters:
+  - name: c
+    k3s:
+      bootstrap_bug: true
+      data_dir: /srv/k3s
+    nodes:
+      - {name: a, address: x, role: server}
+      - name: b
+        address: y
+        role: server
+        k3s: {bootstrap_bug: no}
+      - {name: c, address: z, role: agent}
+  - name: d
+    nodes:
+      - {name: e, address: w, role: server}
+`
+	dir := t.TempDir()
+	p := filepath.Join(dir, "inv.yaml")
+	if err := os.WriteFile(p, []byte(src), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	inv, err := LoadInventory(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, d := inv.Clusters[0], inv.Clusters[1]
+	want := []struct {
+		n         *Node
+		bug, from string
+	}{
+		{c.Nodes[0], BootstrapBugTrue, "inv.yaml:4 clusters[0].k3s.bootstrap_bug"},
+		{c.Nodes[1], BootstrapBugFalse, "inv.yaml:11 clusters[0].nodes[1].k3s.bootstrap_bug"},
+		{c.Nodes[2], BootstrapBugTrue, "inv.yaml:4 clusters[0].k3s.bootstrap_bug"},
+		{d.Nodes[0], BootstrapBugAuto, ""},
+	}
+	for _, w := range want {
+		if w.n.K3s.BootstrapBug != w.bug || w.n.K3s.BootstrapBugFrom != w.from {
+			t.Errorf("%s: bootstrap_bug %q from %q, want %q from %q", w.n.Name, w.n.K3s.BootstrapBug, w.n.K3s.BootstrapBugFrom, w.bug, w.from)
+		}
+	}
+	if got := c.Nodes[1].K3s.DataDir; got != "/srv/k3s" {
+		t.Errorf("cluster-wide data_dir not inherited: %q", got)
+	}
+	if got := d.Nodes[0].K3s.DataDir; got != DefaultDataDir {
+		t.Errorf("another cluster's k3s settings leaked: data_dir %q", got)
 	}
 }
