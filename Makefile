@@ -1,5 +1,6 @@
 # caretaker — see README.md. `make demo` and `make test` are all a fresh
-# machine needs (after .ci/run's installs, or `make deps`).
+# Debian 12 machine needs: both install the system packages they lack first
+# (.ci/install-deps.sh, as root).
 GO        ?= go
 BIN       := bin/caretaker
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -8,15 +9,20 @@ PKGS      := ./...
 # Packages whose tests use golden files (only these understand -update).
 GOLDEN_PKGS := ./tui/...
 
-.PHONY: all build test test-short test-race lint fmt-check vet bench demo golden-update clean deps
+.PHONY: all build test test-short test-race test-real lint fmt-check vet bench demo golden-update clean deps
 
 all: build
 
 build:
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/caretaker
 
-test: lint
-	$(GO) test -count=1 -timeout 15m $(PKGS)
+test: deps lint
+	$(GO) test -count=1 -timeout 40m $(PKGS)
+
+# The acceptance suite on the real engine alone (real K3s in systemd-nspawn
+# nodes; CARETAKER_K3S_BINARY, default ../shared/k3s/k3s.xz).
+test-real: deps
+	$(GO) test -count=1 -timeout 40m -run 'TestAcceptance/real' -v ./cmd/caretaker/
 
 test-short:
 	$(GO) test -short -count=1 $(PKGS)
@@ -33,18 +39,19 @@ fmt-check:
 vet:
 	$(GO) vet $(PKGS)
 
-bench: build
+bench: deps build
 	bash bench/run.sh
 
-demo: build
+demo: deps build
 	bash scripts/demo.sh
 
 golden-update:
 	$(GO) test $(GOLDEN_PKGS) -update
 
-# Installs the system packages the tests need (as root, Debian 12).
+# Installs the system packages the tests need (as root, Debian 12); says
+# what to run when not root.
 deps:
-	bash .ci/install-deps.sh
+	@bash .ci/install-deps.sh
 
 clean:
 	rm -rf bin
