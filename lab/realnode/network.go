@@ -115,24 +115,26 @@ func nodeNetUp(ctx context.Context, subnet, br, ns, veth string, i int) error {
 	return nil
 }
 
-// netDown deletes the nodes' netns and veths and the bridge (its address
-// and routes go with it). Missing pieces are fine.
+// netDown deletes the nodes' veths (their eth0 peers go with them), the
+// netns and the bridge (its address and routes go with it). Missing
+// pieces are fine: a veth also vanishes, asynchronously, with its netns.
 func netDown(ctx context.Context, st *state) []error {
 	var errs []error
+	gone := func(err error) bool { return err == nil || strings.Contains(err.Error(), "Cannot find device") }
 	for _, n := range st.Nodes {
+		if fileExists(filepath.Join("/sys/class/net", n.Veth)) {
+			if _, err := run(ctx, "ip", "link", "del", n.Veth); !gone(err) {
+				errs = append(errs, err)
+			}
+		}
 		if fileExists(filepath.Join("/run/netns", n.Netns)) {
 			if _, err := run(ctx, "ip", "netns", "del", n.Netns); err != nil {
 				errs = append(errs, err)
 			}
 		}
-		if fileExists(filepath.Join("/sys/class/net", n.Veth)) {
-			if _, err := run(ctx, "ip", "link", "del", n.Veth); err != nil {
-				errs = append(errs, err)
-			}
-		}
 	}
 	if fileExists(filepath.Join("/sys/class/net", st.Bridge)) {
-		if _, err := run(ctx, "ip", "link", "del", st.Bridge); err != nil {
+		if _, err := run(ctx, "ip", "link", "del", st.Bridge); !gone(err) {
 			errs = append(errs, err)
 		}
 	}
