@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -87,6 +88,7 @@ func TestRealCluster(t *testing.T) {
 			}
 		}
 	})
+	t.Run("reboot inside restarts the machine", func(t *testing.T) { checkReboot(ctx, t, c, "server-2") })
 	t.Run("second lab on another subnet at the same time", func(t *testing.T) { checkSecondLab(t, c) })
 	t.Run("Open from the state file and Close leave nothing", func(t *testing.T) { checkOpenClose(t, c) })
 }
@@ -273,13 +275,54 @@ func mustNode(t *testing.T, c *Cluster, name string) *nodeState {
 	return n
 }
 
-// checkSecondLab runs a one-server cluster-init lab with the bootstrap bug
-// next to the first, then closes it: the first keeps running and the host
-// settings stay raised while it does.
+// envChildDir makes TestHelperStartAndExit start a lab in that dir and
+// exit without closing it: the lab must outlive the process that made it.
+const envChildDir = "CARETAKER_REALNODE_TEST_CHILD_DIR"
+
+// TestHelperStartAndExit is not a test: checkSecondLab runs the test
+// binary with it to start a lab from another process that then exits.
+func TestHelperStartAndExit(t *testing.T) {
+	dir := os.Getenv(envChildDir)
+	if dir == "" {
+		t.Skip("helper process for checkSecondLab")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	_, err := Start(ctx, Options{Dir: dir, Name: "second", Servers: 1, Scenario: ScenarioClusterInit, BootstrapBug: true, Subnet: testSubnet2, Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// checkSecondLab starts a one-server cluster-init lab with the bootstrap
+// bug next to the first, from a child process that exits at once; it
+// reattaches with Open, checks it and closes it: the first keeps running
+// and the host settings stay raised while it does.
 func checkSecondLab(t *testing.T, first *Cluster) {
-	c2 := startLab(t, Options{Name: "second", Servers: 1, Scenario: ScenarioClusterInit, BootstrapBug: true, Subnet: testSubnet2})
+	dir := t.TempDir()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	began := time.Now()
+	cmd := exec.Command(exe, "-test.run=^TestHelperStartAndExit$", "-test.v")
+	cmd.Env = append(os.Environ(), envChildDir+"="+dir)
+	out, err := cmd.CombinedOutput()
+	t.Logf("child process (%.1fs): %s", time.Since(began).Seconds(), out)
+	c2, oerr := Open(dir)
+	if oerr != nil {
+		t.Fatalf("Open the second lab: %v (child: %v)", oerr, err)
+	}
+	c2.SetLogf(t.Logf)
+	t.Cleanup(func() { c2.Close() })
+	if err != nil {
+		t.Fatalf("child process: %v", err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
+	if st, err := c2.Status(ctx); err != nil || !st.Ready || st.Nodes[0].ActiveState != "active" {
+		t.Errorf("second lab after its creator exited: %+v %v", st, err)
+	}
 	if ok, msg := c2.Readyz(ctx, "server-1"); !ok {
 		t.Errorf("second lab: /readyz %s", msg)
 	}
@@ -290,9 +333,9 @@ func checkSecondLab(t *testing.T, first *Cluster) {
 	if !strings.Contains(string(env), "K3S_SERVE_BOOTSTRAP_FROM_DISK=true") {
 		t.Errorf("env file %q", env)
 	}
-	out, _, _, _ := c2.Exec(ctx, "server-1", "tr '\\0' '\\n' < /proc/$(systemctl show -p MainPID --value k3s)/environ | grep K3S_SERVE")
-	if strings.TrimSpace(out) != "K3S_SERVE_BOOTSTRAP_FROM_DISK=true" {
-		t.Errorf("k3s runs without the bug toggle: %q", out)
+	pe, _, _, _ := c2.Exec(ctx, "server-1", "tr '\\0' '\\n' < /proc/$(systemctl show -p MainPID --value k3s)/environ | grep K3S_SERVE")
+	if strings.TrimSpace(pe) != "K3S_SERVE_BOOTSTRAP_FROM_DISK=true" {
+		t.Errorf("k3s runs without the bug toggle: %q", pe)
 	}
 	inv, _ := os.ReadFile(c2.InventoryPath())
 	if !strings.Contains(string(inv), "bootstrap_bug: true") {
@@ -301,11 +344,43 @@ func checkSecondLab(t *testing.T, first *Cluster) {
 	if err := c2.Close(); err != nil {
 		t.Fatalf("close the second lab: %v", err)
 	}
+	if left := c2.Leftovers(); len(left) > 0 {
+		t.Errorf("second lab left %v", left)
+	}
 	if v, _ := readSysctl("fs.inotify.max_user_instances"); v != "8192" {
 		t.Errorf("inotify instances %s after closing the second lab while the first runs", v)
 	}
 	if ok, msg := first.Readyz(ctx, "server-1"); !ok {
 		t.Errorf("first lab after the second's Close: /readyz %s", msg)
+	}
+}
+
+// checkReboot: `systemctl reboot` inside a node makes systemd-nspawn exit
+// 133; the supervisor starts the machine again and K3s (enabled) comes
+// back.
+func checkReboot(ctx context.Context, t *testing.T, c *Cluster, node string) {
+	n := mustNode(t, c, node)
+	before, err := leaderPID(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Exec(ctx, node, "systemctl reboot")
+	err = poll(ctx, 250*time.Millisecond, func() (bool, error) {
+		p, err := leaderPID(n)
+		return err == nil && p != before, nil
+	})
+	if err != nil {
+		t.Fatalf("no new machine after reboot: %v", err)
+	}
+	if err := c.waitBooted(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.waitReadyz(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	log, _ := os.ReadFile(filepath.Join(n.Dir, "console.log"))
+	if !strings.Contains(string(log), "systemd-nspawn exited 133") {
+		t.Errorf("console.log does not show the reboot exit 133")
 	}
 }
 
