@@ -29,6 +29,10 @@ func (c *Cluster) Close() error {
 	st := c.st
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
+	if st.OwnsSubnet && registeredDir(st.Bridge) != "" && registeredDir(st.Bridge) != st.Dir {
+		c.logf("down: subnet %s now belongs to the lab in %s: leaving its network and cgroups alone", st.Subnet, registeredDir(st.Bridge))
+		st.OwnsSubnet = false
+	}
 	t := time.Now()
 	if forced := stopSupervisors(st, stopWait); len(forced) > 0 {
 		c.logf("down: %s did not halt within %s: forced", strings.Join(forced, ", "), stopWait)
@@ -43,14 +47,21 @@ func (c *Cluster) Close() error {
 		}
 		removeEmptyDirs("/run/systemd/nspawn/propagate/"+n.Machine, "/run/systemd/nspawn/propagate", "/run/systemd/nspawn/locks", "/run/systemd/nspawn")
 	}
-	errs = append(errs, netDown(ctx, st)...)
-	for _, r := range st.CgroupRoots {
-		if err := removeCgroupTree(r, 5*time.Second); err != nil {
-			errs = append(errs, fmt.Errorf("realnode: %w", err))
+	// The network and cgroup names derive from the subnet: only a lab
+	// that holds the subnet's registration removes them (a Start refused
+	// because another lab has the subnet must not touch that lab's).
+	if st.OwnsSubnet {
+		errs = append(errs, netDown(ctx, st)...)
+		for _, r := range st.CgroupRoots {
+			if err := removeCgroupTree(r, 5*time.Second); err != nil {
+				errs = append(errs, fmt.Errorf("realnode: %w", err))
+			}
 		}
 	}
-	if st.HostAcquired {
-		restored, err := hostRelease(ctx, st.Bridge)
+	// Keep the registration while something is left, so that a retried
+	// Close still removes it.
+	if st.HostAcquired && len(errs) == 0 {
+		restored, err := hostRelease(ctx, st.Bridge, st.Dir)
 		if err != nil {
 			errs = append(errs, err)
 		} else {
@@ -71,11 +82,15 @@ func (c *Cluster) Close() error {
 		}
 	}
 	st.Ready = false
+	left := c.Leftovers()
+	if len(left) > 0 {
+		errs = append(errs, fmt.Errorf("realnode: after down, still present: %s", strings.Join(left, "; ")))
+	}
+	if len(errs) == 0 {
+		st.OwnsSubnet = false
+	}
 	if err := st.save(); err != nil {
 		errs = append(errs, err)
-	}
-	if left := c.Leftovers(); len(left) > 0 {
-		errs = append(errs, fmt.Errorf("realnode: after down, still present: %s", strings.Join(left, "; ")))
 	}
 	c.logf("timing: down: mounts, network, cgroups removed in %.1fs", time.Since(t).Seconds())
 	if err := errors.Join(errs...); err != nil {
@@ -86,7 +101,8 @@ func (c *Cluster) Close() error {
 
 // Leftovers lists what of the lab still exists on the host: processes
 // (supervisors, anything in the lab's cgroups), mounts under the lab dir,
-// netns, links and routes, cgroup dirs. Empty after a complete Close.
+// netns, links and routes, cgroup dirs (those while the lab owns its
+// subnet's names). Empty after a complete Close.
 func (c *Cluster) Leftovers() []string {
 	st := c.st
 	var left []string
@@ -95,13 +111,16 @@ func (c *Cluster) Leftovers() []string {
 			left = append(left, fmt.Sprintf("process %d (supervisor of %s)", n.SupervisorPID, n.Name))
 		}
 	}
-	for _, r := range st.CgroupRoots {
-		if pids := cgroupProcs(r); len(pids) > 0 {
-			left = append(left, fmt.Sprintf("processes %v in %s", pids, r))
+	if st.OwnsSubnet {
+		for _, r := range st.CgroupRoots {
+			if pids := cgroupProcs(r); len(pids) > 0 {
+				left = append(left, fmt.Sprintf("processes %v in %s", pids, r))
+			}
+			if fileExists(r) {
+				left = append(left, "cgroup "+r)
+			}
 		}
-		if fileExists(r) {
-			left = append(left, "cgroup "+r)
-		}
+		left = append(left, netLeftovers(st)...)
 	}
 	for _, m := range mountPoints() {
 		if m == st.Dir || strings.HasPrefix(m, st.Dir+"/") {
@@ -113,9 +132,8 @@ func (c *Cluster) Leftovers() []string {
 			left = append(left, "dir /run/systemd/nspawn/propagate/"+n.Machine)
 		}
 	}
-	left = append(left, netLeftovers(st)...)
 	if st.HostAcquired {
-		left = append(left, "registration "+filepath.Join(RunDir, "labs", st.Bridge))
+		left = append(left, "registration "+filepath.Join(runDir, "labs", st.Bridge))
 	}
 	return left
 }

@@ -18,6 +18,12 @@ import (
 // as they were before the first lab changed them.
 const RunDir = "/run/caretaker-realnode"
 
+// runDir and procSys are RunDir and /proc/sys; tests point them elsewhere.
+var (
+	runDir  = RunDir
+	procSys = "/proc/sys"
+)
+
 // hostSysctls are raised while any lab runs. Every node's systemd,
 // journald, logind, dbus and user manager take inotify instances of uid 0:
 // the default 128 stops booting at about 20 nodes.
@@ -40,7 +46,7 @@ type hostSaved struct {
 }
 
 func sysctlPath(key string) string {
-	return filepath.Join("/proc/sys", strings.ReplaceAll(key, ".", "/"))
+	return filepath.Join(procSys, strings.ReplaceAll(key, ".", "/"))
 }
 
 func readSysctl(key string) (string, error) {
@@ -57,25 +63,27 @@ func writeSysctl(key, val string) error {
 
 // lockHost takes RunDir/lock.
 func lockHost(ctx context.Context) (*flock.Flock, error) {
-	if err := os.MkdirAll(filepath.Join(RunDir, "labs"), 0o755); err != nil {
-		return nil, fmt.Errorf("realnode: create %s: %w", RunDir, err)
+	if err := os.MkdirAll(filepath.Join(runDir, "labs"), 0o755); err != nil {
+		return nil, fmt.Errorf("realnode: create %s: %w", runDir, err)
 	}
-	l := flock.New(filepath.Join(RunDir, "lock"))
+	l := flock.New(filepath.Join(runDir, "lock"))
 	if _, err := l.TryLockContext(ctx, 100*time.Millisecond); err != nil {
-		return nil, fmt.Errorf("realnode: lock %s/lock: %w", RunDir, err)
+		return nil, fmt.Errorf("realnode: lock %s/lock: %w", runDir, err)
 	}
 	return l, nil
 }
 
-// hostAcquire registers the lab (by its bridge name) and, for the first
-// lab, records the host settings, then raises the sysctls.
+// hostAcquire registers the lab by its bridge name — refusing a name
+// another live lab holds, so that no lab ever tears down another's
+// network — and, for the first lab, records the host settings, then
+// raises the sysctls.
 func hostAcquire(ctx context.Context, bridge, dir string) error {
 	l, err := lockHost(ctx)
 	if err != nil {
 		return err
 	}
 	defer l.Unlock()
-	savedPath := filepath.Join(RunDir, "saved.json")
+	savedPath := filepath.Join(runDir, "saved.json")
 	var saved hostSaved
 	if b, err := os.ReadFile(savedPath); err == nil {
 		if err := json.Unmarshal(b, &saved); err != nil {
@@ -95,8 +103,15 @@ func hostAcquire(ctx context.Context, bridge, dir string) error {
 			return fmt.Errorf("realnode: record the host settings in %s: %w", savedPath, err)
 		}
 	}
-	if err := os.WriteFile(filepath.Join(RunDir, "labs", bridge), []byte(dir+"\n"), 0o644); err != nil {
-		return fmt.Errorf("realnode: register the lab in %s: %w", RunDir, err)
+	reg := filepath.Join(runDir, "labs", bridge)
+	if b, err := os.ReadFile(reg); err == nil {
+		other := strings.TrimSpace(string(b))
+		if other != dir && fileExists(filepath.Join("/sys/class/net", bridge)) {
+			return fmt.Errorf("realnode: the subnet of bridge %s is used by the lab in %s: `caretaker lab down --engine real --dir %s`, or choose another --subnet", bridge, other, other)
+		}
+	}
+	if err := os.WriteFile(reg, []byte(dir+"\n"), 0o644); err != nil {
+		return fmt.Errorf("realnode: register the lab in %s: %w", runDir, err)
 	}
 	for _, s := range hostSysctls {
 		cur, err := readSysctl(s.key)
@@ -113,17 +128,20 @@ func hostAcquire(ctx context.Context, bridge, dir string) error {
 	return nil
 }
 
-// hostRelease unregisters the lab; when no other lab is registered it
+// hostRelease unregisters the lab (if the registration is still its
+// own); when no other lab is registered it
 // restores the recorded sysctls and unmounts /run/netns if the engine
 // made it a mount point and it is empty. It returns what it restored.
-func hostRelease(ctx context.Context, bridge string) ([]string, error) {
+func hostRelease(ctx context.Context, bridge, dir string) ([]string, error) {
 	l, err := lockHost(ctx)
 	if err != nil {
 		return nil, err
 	}
 	defer l.Unlock()
-	os.Remove(filepath.Join(RunDir, "labs", bridge))
-	ents, _ := os.ReadDir(filepath.Join(RunDir, "labs"))
+	if registeredDir(bridge) == dir {
+		os.Remove(filepath.Join(runDir, "labs", bridge))
+	}
+	ents, _ := os.ReadDir(filepath.Join(runDir, "labs"))
 	others := 0
 	for _, e := range ents {
 		// A registered lab whose bridge is gone was torn down by hand or
@@ -131,13 +149,13 @@ func hostRelease(ctx context.Context, bridge string) ([]string, error) {
 		if fileExists(filepath.Join("/sys/class/net", e.Name())) {
 			others++
 		} else {
-			os.Remove(filepath.Join(RunDir, "labs", e.Name()))
+			os.Remove(filepath.Join(runDir, "labs", e.Name()))
 		}
 	}
 	if others > 0 {
 		return nil, nil
 	}
-	savedPath := filepath.Join(RunDir, "saved.json")
+	savedPath := filepath.Join(runDir, "saved.json")
 	b, err := os.ReadFile(savedPath)
 	if os.IsNotExist(err) {
 		return nil, nil
@@ -178,6 +196,15 @@ func hostRelease(ctx context.Context, bridge string) ([]string, error) {
 		os.Remove(savedPath)
 	}
 	return done, firstErr
+}
+
+// registeredDir is the lab dir registered for bridge, "" if none.
+func registeredDir(bridge string) string {
+	b, err := os.ReadFile(filepath.Join(runDir, "labs", bridge))
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
 }
 
 // isMountPoint reports whether p is a mount point (per /proc/self/mountinfo).

@@ -87,9 +87,6 @@ func (c *Cluster) prepare(ctx context.Context, o Options) error {
 	}
 	x, y, _ := subnetOctets(o.Subnet)
 	nm := names{x, y}
-	if err := checkSubnetFree(ctx, o.Subnet, nm, o.Servers); err != nil {
-		return err
-	}
 	hier, err := detectCgroups()
 	if err != nil {
 		return err
@@ -116,17 +113,22 @@ func (c *Cluster) prepare(ctx context.Context, o Options) error {
 	if err := st.save(); err != nil {
 		return err
 	}
+	// Register first (exclusive per subnet under the host lock), then
+	// check: two Starts on one subnet cannot both pass.
+	if err := hostAcquire(ctx, st.Bridge, st.Dir); err != nil {
+		return err
+	}
+	st.HostAcquired, st.OwnsSubnet = true, true
+	if err := st.save(); err != nil {
+		return err
+	}
+	if err := checkSubnetFree(ctx, o.Subnet, nm, o.Servers); err != nil {
+		return err
+	}
 	if err := c.caches(ctx, o); err != nil {
 		return err
 	}
 	t := time.Now()
-	if err := hostAcquire(ctx, st.Bridge, st.Dir); err != nil {
-		return err
-	}
-	st.HostAcquired = true
-	if err := st.save(); err != nil {
-		return err
-	}
 	if err := bridgeUp(ctx, st.Subnet, st.Bridge); err != nil {
 		return err
 	}

@@ -26,7 +26,12 @@ type state struct {
 	// (<hierarchy>/caretaker-realnode-X-Y).
 	CgroupRoots []string `json:"cgroup_roots"`
 	// HostAcquired says the lab is registered in RunDir (sysctls raised).
-	HostAcquired bool        `json:"host_acquired"`
+	HostAcquired bool `json:"host_acquired"`
+	// OwnsSubnet says the subnet-derived names (bridge, netns, veths,
+	// cgroups) are this lab's: set with the registration, cleared only by
+	// a complete Close, so that a later Close of this dir never touches a
+	// newer lab on the same subnet.
+	OwnsSubnet   bool        `json:"owns_subnet"`
 	Scenario     string      `json:"scenario"`
 	SecureToken  bool        `json:"secure_token"`
 	BootstrapBug bool        `json:"bootstrap_bug"`

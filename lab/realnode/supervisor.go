@@ -107,7 +107,7 @@ func leaderPID(n *nodeState) (int, error) {
 // stopSupervisors halts the nodes cleanly (SIGTERM to systemd-nspawn makes
 // the container's systemd power off), waits up to wait, then a second
 // SIGTERM (immediate) and finally SIGKILL of everything in the nodes'
-// cgroups. It returns the supervisors that had to be forced.
+// cgroups (when the lab owns its subnet's names). It returns the supervisors that had to be forced.
 func stopSupervisors(st *state, wait time.Duration) []string {
 	for i := range st.Nodes {
 		n := &st.Nodes[i]
@@ -134,8 +134,10 @@ func stopSupervisors(st *state, wait time.Duration) []string {
 	if len(forced) > 0 {
 		time.Sleep(time.Second)
 	}
-	for _, root := range st.CgroupRoots {
-		killCgroup(root, 5*time.Second)
+	if st.OwnsSubnet {
+		for _, root := range st.CgroupRoots {
+			killCgroup(root, 5*time.Second)
+		}
 	}
 	for i := range st.Nodes {
 		n := &st.Nodes[i]
