@@ -85,6 +85,11 @@ func hostAcquire(ctx context.Context, bridge, dir string) error {
 	defer l.Unlock()
 	savedPath := filepath.Join(runDir, "saved.json")
 	var saved hostSaved
+	if liveLabs() == 0 {
+		// No lab runs: what saved.json says is stale (e.g. /run is on
+		// disk and survived a reboot). Record the host as it is now.
+		os.Remove(savedPath)
+	}
 	if b, err := os.ReadFile(savedPath); err == nil {
 		if err := json.Unmarshal(b, &saved); err != nil {
 			return fmt.Errorf("realnode: %s: %w (remove it if no real-engine lab runs)", savedPath, err)
@@ -104,13 +109,16 @@ func hostAcquire(ctx context.Context, bridge, dir string) error {
 		}
 	}
 	reg := filepath.Join(runDir, "labs", bridge)
-	if b, err := os.ReadFile(reg); err == nil {
-		other := strings.TrimSpace(string(b))
-		if other != dir && fileExists(filepath.Join("/sys/class/net", bridge)) {
+	if other := registeredDir(bridge); other != "" {
+		if other != dir && (fileExists(filepath.Join("/sys/class/net", bridge)) || registrantAlive(bridge)) {
 			return fmt.Errorf("realnode: the subnet of bridge %s is used by the lab in %s: `caretaker lab down --engine real --dir %s`, or choose another --subnet", bridge, other, other)
 		}
 	}
-	if err := os.WriteFile(reg, []byte(dir+"\n"), 0o644); err != nil {
+	me, err := readProcStat(os.Getpid())
+	if err != nil {
+		return fmt.Errorf("realnode: %w", err)
+	}
+	if err := os.WriteFile(reg, []byte(fmt.Sprintf("%s\n%d %d\n", dir, os.Getpid(), me.startTime)), 0o644); err != nil {
 		return fmt.Errorf("realnode: register the lab in %s: %w", runDir, err)
 	}
 	for _, s := range hostSysctls {
@@ -141,18 +149,7 @@ func hostRelease(ctx context.Context, bridge, dir string) ([]string, error) {
 	if registeredDir(bridge) == dir {
 		os.Remove(filepath.Join(runDir, "labs", bridge))
 	}
-	ents, _ := os.ReadDir(filepath.Join(runDir, "labs"))
-	others := 0
-	for _, e := range ents {
-		// A registered lab whose bridge is gone was torn down by hand or
-		// died with its network: it no longer needs the settings.
-		if fileExists(filepath.Join("/sys/class/net", e.Name())) {
-			others++
-		} else {
-			os.Remove(filepath.Join(runDir, "labs", e.Name()))
-		}
-	}
-	if others > 0 {
+	if liveLabs() > 0 {
 		return nil, nil
 	}
 	savedPath := filepath.Join(runDir, "saved.json")
@@ -198,13 +195,50 @@ func hostRelease(ctx context.Context, bridge, dir string) ([]string, error) {
 	return done, firstErr
 }
 
-// registeredDir is the lab dir registered for bridge, "" if none.
+// liveLabs counts the registered labs whose bridge exists, removing the
+// registrations of the others: a lab whose bridge is gone was torn down
+// by hand or died with its network (or the host rebooted) and no longer
+// needs the host settings. The caller holds the host lock.
+func liveLabs() int {
+	ents, _ := os.ReadDir(filepath.Join(runDir, "labs"))
+	n := 0
+	for _, e := range ents {
+		if fileExists(filepath.Join("/sys/class/net", e.Name())) || registrantAlive(e.Name()) {
+			n++
+		} else {
+			os.Remove(filepath.Join(runDir, "labs", e.Name()))
+		}
+	}
+	return n
+}
+
+// registeredDir is the lab dir registered for bridge, "" if none. A
+// registration is RunDir/labs/<bridge>: the lab dir, then the PID and
+// start time of the process that registered it.
 func registeredDir(bridge string) string {
 	b, err := os.ReadFile(filepath.Join(runDir, "labs", bridge))
 	if err != nil {
 		return ""
 	}
-	return strings.TrimSpace(string(b))
+	dir, _, _ := strings.Cut(string(b), "\n")
+	return strings.TrimSpace(dir)
+}
+
+// registrantAlive reports whether the process that registered bridge
+// still runs: until its Start has made the bridge, that is what keeps the
+// registration live.
+func registrantAlive(bridge string) bool {
+	b, err := os.ReadFile(filepath.Join(runDir, "labs", bridge))
+	if err != nil {
+		return false
+	}
+	_, rest, _ := strings.Cut(string(b), "\n")
+	var pid int
+	var start uint64
+	if _, err := fmt.Sscanf(rest, "%d %d", &pid, &start); err != nil {
+		return false
+	}
+	return alive(pid, start)
 }
 
 // isMountPoint reports whether p is a mount point (per /proc/self/mountinfo).

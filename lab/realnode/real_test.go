@@ -88,6 +88,17 @@ func TestRealCluster(t *testing.T) {
 			}
 		}
 	})
+	t.Run("same subnet refused, first lab untouched", func(t *testing.T) {
+		_, err := Start(ctx, Options{Dir: t.TempDir(), Servers: 2, Subnet: testSubnet, Logf: t.Logf})
+		if err == nil || !strings.Contains(err.Error(), c.Dir()) {
+			t.Errorf("Start on the running lab's subnet: %v, want a refusal naming %s", err, c.Dir())
+		}
+		for _, n := range c.NodeNames() {
+			if ok, msg := c.Readyz(ctx, n); !ok {
+				t.Errorf("%s after the refused Start: /readyz %s", n, msg)
+			}
+		}
+	})
 	t.Run("reboot inside restarts the machine", func(t *testing.T) { checkReboot(ctx, t, c, "server-2") })
 	t.Run("second lab on another subnet at the same time", func(t *testing.T) { checkSecondLab(t, c) })
 	t.Run("Open from the state file and Close leave nothing", func(t *testing.T) { checkOpenClose(t, c) })
@@ -290,6 +301,24 @@ func TestHelperStartAndExit(t *testing.T) {
 	defer cancel()
 	_, err := Start(ctx, Options{Dir: dir, Name: "second", Servers: 1, Scenario: ScenarioClusterInit, BootstrapBug: true, Subnet: testSubnet2, Logf: t.Logf})
 	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestHelperClose is not a test: with $CARETAKER_REALNODE_TEST_CLOSE_DIR
+// it tears down the lab in that dir (Open + Close), e.g. one left by
+// TestHelperStartAndExit or a failed run with $CARETAKER_REALNODE_KEEP_ON_FAILURE=1.
+func TestHelperClose(t *testing.T) {
+	dir := os.Getenv("CARETAKER_REALNODE_TEST_CLOSE_DIR")
+	if dir == "" {
+		t.Skip("helper: set CARETAKER_REALNODE_TEST_CLOSE_DIR to tear down a lab")
+	}
+	c, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetLogf(t.Logf)
+	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}
 }
