@@ -15,8 +15,11 @@ import (
 	"time"
 )
 
-// EnvJoin, set to "parallel", starts server-2..N at once instead of one
-// after the other (measured: see doc.go).
+// EnvJoin, set to "serial", starts server-2..N one after the other
+// instead of all at once. At once is the default: etcd admits one learner
+// at a time, but K3s retries its member add ("too many learner members
+// in cluster") until the previous learner is promoted, so the joins
+// overlap their certificate and apiserver start-up (measured: doc.go).
 const EnvJoin = "CARETAKER_REALNODE_JOIN"
 
 // k3sReadyTimeout bounds one server's start until /readyz answers ok.
@@ -88,10 +91,10 @@ func (c *Cluster) startK3s(ctx context.Context, o Options) error {
 	return c.startServer(ctx, s1, "restart")
 }
 
-// joinServers starts the given servers one after the other (etcd admits
-// one learner at a time), or all at once with $CARETAKER_REALNODE_JOIN=parallel.
+// joinServers starts the given servers all at once, or one after the
+// other with $CARETAKER_REALNODE_JOIN=serial.
 func (c *Cluster) joinServers(ctx context.Context, nodes []nodeState) error {
-	if os.Getenv(EnvJoin) != "parallel" {
+	if os.Getenv(EnvJoin) == "serial" {
 		for i := range nodes {
 			if err := c.startServer(ctx, &nodes[i], "start"); err != nil {
 				return err

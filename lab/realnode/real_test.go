@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -299,7 +300,12 @@ func TestHelperStartAndExit(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	_, err := Start(ctx, Options{Dir: dir, Name: "second", Servers: 1, Scenario: ScenarioClusterInit, BootstrapBug: true, Subnet: testSubnet2, Logf: t.Logf})
+	o := Options{Dir: dir, Name: "second", Servers: 1, Scenario: ScenarioClusterInit, BootstrapBug: true, Subnet: testSubnet2, Logf: t.Logf}
+	if n, err := strconv.Atoi(os.Getenv("CARETAKER_REALNODE_TEST_SERVERS")); err == nil {
+		// By hand: a bigger lab, e.g. to measure or inspect a bring-up.
+		o.Servers, o.Scenario, o.BootstrapBug = n, ScenarioInitReplaced, false
+	}
+	_, err := Start(ctx, o)
 	if err != nil {
 		t.Fatal(err)
 	}
