@@ -3,10 +3,12 @@ package realnode
 import (
 	"context"
 	"errors"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/caretaker/caretaker/internal/k3s"
+	"github.com/caretaker/caretaker/runner"
 )
 
 // These tests need nothing but Go.
@@ -116,4 +118,52 @@ func effective(t *testing.T, files map[string][]byte) map[string]k3s.Setting {
 		t.Fatalf("effective config: %v", err)
 	}
 	return eff
+}
+
+// The inventory parses with caretaker's own loader: root, the lab's key,
+// strict known_hosts, default K3s paths. With the bootstrap bug every
+// server says k3s: {bootstrap_bug: true} (a key the runner learns
+// separately; parsed here without it).
+func TestInventoryShape(t *testing.T) {
+	dir := t.TempDir()
+	c := &Cluster{st: &state{Dir: dir, Name: "lab", Nodes: []nodeState{
+		{Name: "server-1", Address: "127.2.9.1"}, {Name: "server-2", Address: "127.2.9.2"}}}}
+	b, err := c.renderInventory(false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv, err := runner.ParseInventory(filepath.Join(dir, "inventory.yaml"), b)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, b)
+	}
+	cl, err := inv.Cluster("lab")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cl.SSH.User != "root" || cl.SSH.HostKeyPolicy != runner.HostKeyStrict || cl.SSH.KnownHosts != filepath.Join(dir, "known_hosts") ||
+		len(cl.SSH.IdentityFiles) != 1 || cl.SSH.IdentityFiles[0] != filepath.Join(dir, "id_ed25519") {
+		t.Errorf("ssh settings %+v", cl.SSH)
+	}
+	for i, n := range cl.Nodes {
+		if n.Name != c.st.Nodes[i].Name || n.Address != c.st.Nodes[i].Address || n.Role != runner.RoleServer || n.Port != 22 ||
+			n.K3s.DataDir != runner.DefaultDataDir || n.K3s.UnitFile != runner.DefaultServerUnit || n.K3s.Service != runner.DefaultServerService {
+			t.Errorf("node %d: %+v", i, n)
+		}
+	}
+	b, err = c.renderInventory(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Count(string(b), "bootstrap_bug: true") != 2 {
+		t.Errorf("bootstrap_bug per server missing:\n%s", b)
+	}
+	var without []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if s := strings.TrimSpace(l); s != "k3s:" && s != "bootstrap_bug: true" {
+			without = append(without, l)
+		}
+	}
+	if _, err := runner.ParseInventory("inventory.yaml", []byte(strings.Join(without, "\n"))); err != nil {
+		t.Errorf("without the bootstrap_bug key: %v\n%s", err, b)
+	}
 }
