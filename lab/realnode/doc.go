@@ -84,5 +84,5 @@
 // # Figures
 //
 // Measured bring-up and teardown times are in lab/realnode/README.md
-// (3 servers ready from the cached rootfs in 44-52 s on this 2-core VM).
+// (3 servers ready from the cached rootfs in 44-54 s on this 2-core VM).
 package realnode
