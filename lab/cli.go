@@ -41,9 +41,10 @@ func DefaultDir() string { return filepath.Join(os.TempDir(), "caretaker-lab") }
 // upFlags are the flags of `lab up` (and of the hidden `lab daemon`).
 type upFlags struct {
 	dir, name, version, scenario, ssh, subnet string
+	engine, k3sBinary                         string
 	servers, agents                           int
 	nodeVersions, serverSources               []string
-	secureToken                               bool
+	secureToken, bootstrapBug                 bool
 	timeout, startDelay                       time.Duration
 }
 
@@ -62,11 +63,15 @@ func (f *upFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.subnet, "subnet", DefaultSubnet, "first three octets of the node addresses (node N is SUBNET.N)")
 	fl.DurationVar(&f.timeout, "timeout", 2*time.Minute, "how long lab up waits for the lab to come up")
 	fl.DurationVar(&f.startDelay, "start-delay", 0, "how long each service start takes once the lab is up (real K3s servers: 10-15s); 0 for fast tests")
+	fl.StringVar(&f.engine, "engine", EngineSim, "sim (simulated K3s nodes: fast, agents, any --version) or real (a real K3s binary in systemd-nspawn machines with systemd and sshd; servers only; needs root)")
+	fl.StringVar(&f.k3sBinary, "k3s-binary", "", "real engine: the K3s binary (or .xz) to run, e.g. your production release's k3s from its GitHub release page; default $CARETAKER_K3S_BINARY, else ../shared/k3s/k3s.xz")
+	fl.BoolVar(&f.bootstrapBug, "bootstrap-bug", false, "servers answer /v1-k3s/server-bootstrap from their disk, as releases with bug k3s-io/k3s#11233 do, whatever their version says (real engine: K3S_SERVE_BOOTSTRAP_FROM_DISK=true); the inventory says k3s: {bootstrap_bug: true}")
 }
 
 func (f *upFlags) options() (Options, error) {
 	o := Options{Dir: f.dir, Name: f.name, Servers: f.servers, Agents: f.agents, Version: f.version,
-		Scenario: f.scenario, SecureToken: f.secureToken, SSH: f.ssh, Subnet: f.subnet, StartDelay: f.startDelay}
+		Scenario: f.scenario, SecureToken: f.secureToken, SSH: f.ssh, Subnet: f.subnet, StartDelay: f.startDelay,
+		Engine: f.engine, K3sBinary: f.k3sBinary, BootstrapBug: f.bootstrapBug}
 	kv := func(list []string, flag string) (map[string]string, error) {
 		m := map[string]string{}
 		for _, s := range list {
@@ -101,6 +106,9 @@ func (f *upFlags) args() []string {
 	if f.secureToken {
 		a = append(a, "--secure-token")
 	}
+	if f.bootstrapBug {
+		a = append(a, "--bootstrap-bug")
+	}
 	if f.startDelay > 0 {
 		a = append(a, "--start-delay", f.startDelay.String())
 	}
@@ -112,10 +120,17 @@ func (f *upFlags) args() []string {
 func NewCommand() *cobra.Command {
 	root := &cobra.Command{
 		Use:   "lab",
-		Short: "K3s in miniature: simulated K3s nodes behind real SSH with a real etcd datastore",
-		Long: `The lab starts simulated K3s nodes on this machine, each on its own loopback
-address with its own SSH server and file tree, and a real etcd as the
-datastore. caretaker runs against it through DIR/inventory.yaml.`,
+		Short: "K3s for rehearsals and tests: simulated nodes (--engine sim) or real K3s on real systemd machines (--engine real)",
+		Long: `The lab starts K3s nodes on this machine, each on its own loopback address
+with its own SSH server and file tree. caretaker runs against it through
+DIR/inventory.yaml.
+
+  --engine sim   simulated K3s nodes (any --version, agents, faults), one
+                 embedded etcd member per server; starts in about a second
+  --engine real  a real K3s binary (--k3s-binary: e.g. the k3s of your
+                 production release) as the installer's k3s.service in
+                 systemd-nspawn machines with real systemd, sshd and sudo;
+                 servers only; needs root; about a minute for 3 servers`,
 		SilenceUsage: true,
 	}
 	root.AddCommand(newUpCommand(), newDaemonCommand(), newStatusCommand(), newDownCommand(), newFaultCommand())
@@ -137,7 +152,13 @@ func newUpCommand() *cobra.Command {
 				return err
 			}
 			f.dir = dir
-			return up(cmd.Context(), cmd, f)
+			switch f.engine {
+			case EngineReal:
+				return upReal(cmd, f)
+			case EngineSim:
+				return up(cmd.Context(), cmd, f)
+			}
+			return fmt.Errorf("lab up: --engine %q: want %s or %s", f.engine, EngineSim, EngineReal)
 		},
 	}
 	f.register(cmd)
@@ -278,6 +299,9 @@ func newStatusCommand() *cobra.Command {
 			if output != "text" && output != "json" {
 				return fmt.Errorf("lab status: --output %q: want text or json", output)
 			}
+			if IsRealLab(dir) {
+				return statusReal(cmd, dir, output)
+			}
 			sock := filepath.Join(dir, shim.SocketName)
 			code, err := callLab(sock, shim.Request{Op: shim.OpStatus, Output: output}, cmd.OutOrStdout())
 			if err != nil {
@@ -302,6 +326,9 @@ func newDownCommand() *cobra.Command {
 		Short: "stop the lab: every process, listener and mount; files in DIR stay",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if IsRealLab(dir) {
+				return downReal(cmd, dir)
+			}
 			sock := filepath.Join(dir, shim.SocketName)
 			var out strings.Builder
 			if _, err := callLab(sock, shim.Request{Op: shim.OpStatus, Output: "json"}, &out); err != nil {
@@ -348,10 +375,13 @@ func processAlive(pid int) bool {
 func newFaultCommand() *cobra.Command {
 	var dir string
 	cmd := &cobra.Command{
-		Use:   "fault NODE fail-start|clear",
-		Short: "inject a fault: fail-start makes every start of the node's service fail until clear",
+		Use:   "fault NODE fail-start|hang-start|clear",
+		Short: "inject a fault: fail-start makes every start of the node's service fail, hang-start makes it hang (never ready), until clear",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if IsRealLab(dir) {
+				return faultReal(cmd, dir, args[0], args[1])
+			}
 			sock := filepath.Join(dir, shim.SocketName)
 			if _, err := callLab(sock, shim.Request{Op: shim.OpFault, Node: args[0], Fault: args[1]}, cmd.OutOrStdout()); err != nil {
 				return fmt.Errorf("lab fault: %w", err)

@@ -96,6 +96,17 @@ type Options struct {
 	ShimBinary string
 	// Logf receives the daemon's own diagnostics (not node journals).
 	Logf func(format string, args ...any)
+	// Engine is EngineSim (default) or EngineReal; see StartEngine.
+	Engine string
+	// K3sBinary is the K3s binary (or a .xz of one) the real engine runs;
+	// default $CARETAKER_K3S_BINARY, else ../shared/k3s/k3s.xz.
+	K3sBinary string
+	// BootstrapBug makes every server answer /v1-k3s/server-bootstrap from
+	// its disk whatever its version says (bug k3s-io/k3s#11233 in a build
+	// that reports a fixed version; the real engine's
+	// K3S_SERVE_BOOTSTRAP_FROM_DISK toggle). The inventory then says
+	// k3s: {bootstrap_bug: true}.
+	BootstrapBug bool
 	// StartDelay is how long a service start takes once the lab is up,
 	// before the service reports active (or failed): real K3s servers take
 	// 10–15 s to come back (k3s-golden README time line), the simulation

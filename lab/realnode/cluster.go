@@ -134,17 +134,22 @@ func (c *Cluster) execOK(ctx context.Context, node, script string) (string, erro
 // /run/systemd/system/k3s.service.d/50-lab-fault.conf with
 // ExecStartPre=/bin/false and reloads systemd (nothing under /etc
 // changes), so every start fails; FaultClear removes it and reloads.
-// Neither restarts the service.
+// FaultHangStart makes every start hang in "activating (start-pre)" with
+// ExecStartPre=/bin/sleep infinity, as a K3s that never gets ready does
+// under the installer's TimeoutStartSec=0. None restarts the service.
 func (c *Cluster) SetFault(ctx context.Context, node, fault string) error {
 	var script string
 	switch fault {
 	case FaultFailStart:
 		script = fmt.Sprintf("mkdir -p %s && printf '[Service]\\nExecStartPre=/bin/false\\n' > %s && systemctl daemon-reload",
 			filepath.Dir(faultDropIn), faultDropIn)
+	case FaultHangStart:
+		script = fmt.Sprintf("mkdir -p %s && printf '[Service]\nExecStartPre=/bin/sleep infinity\n' > %s && systemctl daemon-reload",
+			filepath.Dir(faultDropIn), faultDropIn)
 	case FaultClear:
 		script = fmt.Sprintf("rm -f %s && { rmdir %s 2>/dev/null || true; } && systemctl daemon-reload", faultDropIn, filepath.Dir(faultDropIn))
 	default:
-		return fmt.Errorf("realnode: unknown fault %q (want %s or %s)", fault, FaultFailStart, FaultClear)
+		return fmt.Errorf("realnode: unknown fault %q (want %s, %s or %s)", fault, FaultFailStart, FaultHangStart, FaultClear)
 	}
 	_, err := c.execOK(ctx, node, script)
 	return err

@@ -40,6 +40,9 @@ const (
 	// runtime drop-in with ExecStartPre=/bin/false (nothing under /etc
 	// changes).
 	FaultFailStart = "fail-start"
+	// FaultHangStart makes every start of k3s.service hang (activating):
+	// a runtime drop-in with ExecStartPre=/bin/sleep infinity.
+	FaultHangStart = "hang-start"
 	// FaultClear removes the fault drop-in.
 	FaultClear = "clear"
 )
