@@ -123,7 +123,9 @@ func (l *Lab) NodeAddress(name string) string {
 }
 
 // InjectFault is SetFault for the Handle interface.
-func (l *Lab) InjectFault(_ context.Context, node, fault string) error { return l.SetFault(node, fault) }
+func (l *Lab) InjectFault(_ context.Context, node, fault string) error {
+	return l.SetFault(node, fault)
+}
 
 // Exec runs script on the node over the lab's own SSH (the node's pinned
 // host key, the lab's client key, as root), as an operator would by hand.
