@@ -42,8 +42,14 @@ type Lab struct {
 	opts   Options
 	nodes  []*node
 	byName map[string]*node
-	ds     *datastore
 	ctrl   *controlServer
+
+	// ctx lives as long as the lab: K3s processes run under it.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	serving     *servingSecret // kube-system/k3s-serving
+	etcdFilesMu sync.Mutex     // DIR/etcd-client
 
 	sshServers []*sshserver.Server // inprocess mode
 	sshds      *openSSH            // openssh mode
@@ -83,6 +89,8 @@ func Start(ctx context.Context, o Options) (l *Lab, err error) {
 		return nil, fmt.Errorf("lab: directory %s is too long for a unix socket path (at most ~100 bytes); use a shorter --dir", o.Dir)
 	}
 	l = &Lab{opts: o, byName: map[string]*node{}, downCh: make(chan struct{}), started: began}
+	l.ctx, l.cancel = context.WithCancel(context.Background())
+	l.serving = &servingSecret{l: l}
 	built := l
 	defer func() {
 		if err != nil {
@@ -130,24 +138,15 @@ func Start(ctx context.Context, o Options) (l *Lab, err error) {
 		}
 	}
 
-	// The datastore, seeded as the first server saved it long ago.
-	var serverIPs []string
-	for _, n := range l.nodes {
-		if n.isServer() {
-			serverIPs = append(serverIPs, n.ip)
-		}
-	}
-	l.ds, err = startDatastore(ctx, o.Dir, serverIPs, cas[k3s.PathETCDServerCA], cas[k3s.PathETCDServerCAKey])
-	if err != nil {
-		return nil, fmt.Errorf("lab: %w", err)
-	}
+	// The datastore: one etcd member per server, formed into a cluster
+	// and seeded as the first server saved it long ago.
 	first := l.nodes[0]
 	seed, err := k3s.ReadBootstrapFromDir(first.host(filepath.Join(first.dataDir, "server")))
 	if err != nil {
 		return nil, fmt.Errorf("lab: read the bootstrap files of %s: %w", first.name, err)
 	}
-	if _, err := l.ds.saveBootstrap(ctx, l.password, seed, false); err != nil {
-		return nil, fmt.Errorf("lab: seed the datastore: %w", err)
+	if err := l.bootstrapEtcd(ctx, seed); err != nil {
+		return nil, fmt.Errorf("lab: %w", err)
 	}
 
 	l.ctrl, err = startControl(l)
@@ -200,9 +199,7 @@ func Start(ctx context.Context, o Options) (l *Lab, err error) {
 }
 
 func (l *Lab) startService(ctx context.Context, n *node) error {
-	n.opMu.Lock()
-	defer n.opMu.Unlock()
-	if err := n.start(ctx); err != nil {
+	if err := n.startAndWait(ctx, false); err != nil {
 		return fmt.Errorf("lab: %s: %s did not start; its journal ends:\n%s", n.name, n.unitName(), n.journalTail(15))
 	}
 	return nil
@@ -275,7 +272,7 @@ func (l *Lab) newNode(name, role string, index int) *node {
 		ip:      fmt.Sprintf("%s.%d", o.Subnet, index),
 		version: k3s.MustParseVersion(v),
 		root:    filepath.Join(o.Dir, name),
-		state:   stateInactive,
+		u:       unitStatus{active: stateInactive, sub: subDead, result: "success"},
 	}
 	n.commit = fakeCommit(n.version.String())
 	n.service = "k3s"
@@ -417,7 +414,23 @@ func (l *Lab) writeNodeTree(n *node, cas map[string][]byte, t0 time.Time) error 
 			return err
 		}
 	}
-	return os.MkdirAll(filepath.Join(sd, "db", "etcd", "member", "wal"), 0o700)
+	// The leaf certificates a first start issued (the etcd member needs
+	// its own before the cluster forms at lab up).
+	leaves, err := k3s.IssueLeafCerts(cas, k3s.LeafOptions{NodeName: n.name, NodeIPs: []net.IP{net.ParseIP(n.ip)}, Now: time.Now()})
+	if err != nil {
+		return err
+	}
+	dd := n.host(n.dataDir)
+	for rel, b := range leaves {
+		mode := os.FileMode(0o600)
+		if strings.HasSuffix(rel, ".crt") {
+			mode = 0o644
+		}
+		if err := writeFile(filepath.Join(dd, rel), b, mode); err != nil {
+			return err
+		}
+	}
+	return os.MkdirAll(filepath.Join(sd, "db"), 0o700)
 }
 
 func bootstrapPath(rel string) (k3s.BootstrapFile, bool) {
@@ -491,9 +504,7 @@ func (l *Lab) supervisorAt(baseURL string) *supervisor {
 	}
 	for _, n := range l.nodes {
 		if n.ip == u.Hostname() {
-			n.mu.Lock()
-			defer n.mu.Unlock()
-			return n.sup
+			return n.runningSupervisor()
 		}
 	}
 	return nil
@@ -520,13 +531,30 @@ func (l *Lab) Close() error {
 				errs = append(errs, err)
 			}
 		}
+		l.cancel()
+		// Agents together; servers one after the other, so that each
+		// etcd leader hands over to a member that is still up instead of
+		// waiting for one that is going away.
+		var wg sync.WaitGroup
 		for _, n := range l.nodes {
-			n.opMu.Lock()
-			n.stop()
-			n.opMu.Unlock()
+			if !n.isServer() {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					n.stopUnit()
+				}()
+			}
+		}
+		for _, n := range l.nodes {
+			if n.isServer() {
+				n.stopUnit()
+				n.takeInitMember().close()
+			}
+		}
+		wg.Wait()
+		for _, n := range l.nodes {
 			n.journal.close()
 		}
-		l.ds.close()
 		_ = os.Remove(filepath.Join(l.opts.Dir, shim.SocketName))
 		l.requestDown()
 		l.closeErr = errors.Join(errs...)
@@ -552,18 +580,19 @@ func (l *Lab) InventoryPath() string { return filepath.Join(l.opts.Dir, "invento
 func (l *Lab) UpDuration() time.Duration { return time.Duration(l.upTook.Load()) }
 
 // SetFault injects a fault into a node's service: FaultFailStart makes
-// every start fail until FaultClear.
+// every start fail, FaultHangStart every start hang before it is ready,
+// until FaultClear (a hanging start then completes).
 func (l *Lab) SetFault(nodeName, fault string) error {
 	n, ok := l.byName[nodeName]
 	if !ok {
 		return fmt.Errorf("lab: no node %q (nodes: %s)", nodeName, strings.Join(l.nodeNames(), ", "))
 	}
 	switch fault {
-	case FaultFailStart:
+	case FaultFailStart, FaultHangStart:
 	case FaultClear, "":
 		fault = ""
 	default:
-		return fmt.Errorf("lab: unknown fault %q (want %s or %s)", fault, FaultFailStart, FaultClear)
+		return fmt.Errorf("lab: unknown fault %q (want %s, %s or %s)", fault, FaultFailStart, FaultHangStart, FaultClear)
 	}
 	n.mu.Lock()
 	n.fault = fault

@@ -59,14 +59,15 @@ type node struct {
 	// opMu serialises service transitions (start, stop, restart).
 	opMu sync.Mutex
 
-	mu          sync.Mutex // guards the fields below
-	state       string
-	pid         int
-	activeSince time.Time
-	fault       string
-	sup         *supervisor // running supervisor (servers)
-	loadedUnit  []byte      // the unit as systemd loaded it (daemon-reload)
-	loadedDrops []k3s.NamedFile
+	mu           sync.Mutex // guards the fields below
+	u            unitStatus // systemd's view of the unit
+	proc         *k3sProc   // the current start attempt / running K3s
+	gen          uint64     // bumped by every start and stop (stale restart timers)
+	restartTimer *time.Timer
+	initMember   *etcdMember // etcd member started at lab up, until the first start
+	fault        string
+	loadedUnit   []byte // the unit as systemd loaded it (daemon-reload)
+	loadedDrops  []k3s.NamedFile
 }
 
 func (n *node) isServer() bool { return n.role == "server" }
@@ -107,22 +108,13 @@ func (n *node) view(p string) string {
 func (n *node) getState() string {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.state
-}
-
-func (n *node) setState(s string) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	n.state = s
-	if s == stateActive {
-		n.activeSince = time.Now()
-	}
+	return n.u.active
 }
 
 // logK3s appends a K3s (logrus) line to the node's journal.
 func (n *node) logK3s(level, format string, args ...any) {
 	n.mu.Lock()
-	pid := n.pid
+	pid := n.u.mainPID
 	n.mu.Unlock()
 	msg := format
 	if len(args) > 0 {
