@@ -30,15 +30,15 @@ import (
 // the process started (k3s-ca-rotation.md §2 "Other routes"; issue 3).
 type supervisor struct {
 	n      *node
-	sdHost string // server dir, host path
-	sdView string // server dir as the node sees it
+	sdHost string   // server dir, host path
+	sdView string   // server dir as the node sees it
 	p      *k3sProc // the K3s process it belongs to (its etcd member)
 	ln     net.Listener
 	srv    *http.Server
 	done   chan struct{}
 
-	cert  atomic.Pointer[tls.Certificate] // served certificate; adopt swaps it
-	ready atomic.Bool                     // the start completed (/readyz)
+	cert   atomic.Pointer[tls.Certificate] // served certificate; adopt swaps it
+	ready  atomic.Bool                     // the start completed (/readyz)
 	closed atomic.Bool
 
 	// passphrase is the normalized server token the process runs with.
@@ -108,7 +108,7 @@ func startSupervisor(n *node, p *k3sProc, sdHost, sdView, passphrase string, ser
 			GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return s.cert.Load(), nil },
 			MinVersion:     tls.VersionTLS12,
 		},
-		ErrorLog:          nil,
+		ErrorLog: nil,
 	}
 	tlsLn := tls.NewListener(ln, s.srv.TLSConfig)
 	go func() {
@@ -405,4 +405,3 @@ func clientFor(bundle []byte, timeout time.Duration, source string) *http.Client
 		Transport: &http.Transport{TLSClientConfig: tlsCfg, DisableKeepAlives: true, DialContext: d.DialContext},
 	}
 }
-
