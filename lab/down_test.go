@@ -134,8 +134,9 @@ func TestLabUpStatusFaultDownCLI(t *testing.T) {
 	if _, _, code := c.run("agent-1", "systemctl restart k3s-agent"); code == 0 {
 		t.Errorf("restart succeeded with fail-start injected")
 	}
-	if o, _, _ := c.run("agent-1", "systemctl is-active k3s-agent"); strings.TrimSpace(o) != "failed" {
-		t.Errorf("agent-1 is %q with fail-start injected", o)
+	// Restart=always: the unit waits for its next automatic restart.
+	if o, _, _ := c.run("agent-1", "systemctl show k3s-agent -p ActiveState,SubState,Result"); o != "Result=exit-code\nActiveState=activating\nSubState=auto-restart\n" {
+		t.Errorf("agent-1 with fail-start injected:\n%s", o)
 	}
 	if j := c.journal("agent-1"); !strings.Contains(j, "injected fault fail-start") {
 		t.Errorf("journal lacks the injected fault line:\n%s", j)
