@@ -53,6 +53,8 @@ type Lab struct {
 
 	sshServers []*sshserver.Server // inprocess mode
 	sshds      *openSSH            // openssh mode
+	keeper     *keeper             // mounts of the node trees
+	bindDirs   []string            // host dirs bound into nodes (no merged /usr)
 
 	clientKey ssh.Signer
 	password  string // the cluster token's password
@@ -77,11 +79,14 @@ func Start(ctx context.Context, o Options) (l *Lab, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if os.Geteuid() != 0 {
+		return nil, fmt.Errorf("lab: %w", ErrNotRoot)
+	}
 	if err := prepareDir(o.Dir); err != nil {
 		return nil, err
 	}
 	if o.SSH == SSHOpenSSH {
-		if err := checkOpenSSH(o.Dir); err != nil {
+		if err := checkOpenSSH(); err != nil {
 			return nil, err
 		}
 	}
@@ -181,7 +186,11 @@ func Start(ctx context.Context, o Options) (l *Lab, err error) {
 		return nil, err
 	}
 
-	// SSH.
+	// The node trees' mounts, then SSH into them.
+	l.keeper, err = startKeeper(l, l.bindDirs)
+	if err != nil {
+		return nil, err
+	}
 	if o.SSH == SSHOpenSSH {
 		l.sshds, err = startOpenSSH(ctx, l)
 	} else {
@@ -309,30 +318,22 @@ func (l *Lab) peerOf(n *node) *node {
 // writeNodeTree lays out DIR/<node>/ as install.sh and a first start would
 // have left it (issue 3 "Each node"), with the node's command shims.
 func (l *Lab) writeNodeTree(n *node, cas map[string][]byte, t0 time.Time) error {
+	if err := os.MkdirAll(n.root, 0o755); err != nil {
+		return err
+	}
+	bindDirs, err := l.writeSystemFiles(n)
+	if err != nil {
+		return err
+	}
+	l.bindDirs = bindDirs
 	dirs := []string{
 		n.host(filepath.Dir(n.configFile)), n.host(n.configFile + ".d"), n.host(filepath.Dir(n.unitFile)),
-		n.host(n.dataDir), filepath.Join(n.root, "bin"), filepath.Join(n.root, "etc", "default"),
-		filepath.Join(n.root, "etc", "sysconfig"),
+		n.host(n.dataDir), n.host("/etc/default"), n.host("/etc/sysconfig"),
 	}
 	for _, d := range dirs {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return err
 		}
-	}
-	for _, d := range []string{filepath.Join(n.root, "root", ".ssh")} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			return err
-		}
-	}
-	_ = os.Chmod(filepath.Join(n.root, "root"), 0o700)
-	for _, c := range shim.Commands {
-		if err := os.Symlink(l.opts.ShimBinary, filepath.Join(n.root, "bin", c)); err != nil {
-			return err
-		}
-	}
-	pub := ssh.MarshalAuthorizedKey(l.clientKey.PublicKey())
-	if err := os.WriteFile(filepath.Join(n.root, "root", ".ssh", "authorized_keys"), pub, 0o600); err != nil {
-		return err
 	}
 
 	// Config sources (§7).
@@ -378,13 +379,6 @@ func (l *Lab) writeNodeTree(n *node, cas map[string][]byte, t0 time.Time) error 
 		sub = "agent"
 	}
 	unit := k3s.WriteUnit(sub, args, n.envFile)
-	if l.opts.SSH != SSHOpenSSH {
-		// In inprocess mode the node's /etc is DIR/<node>/etc.
-		s := string(unit)
-		s = strings.ReplaceAll(s, "EnvironmentFile=-/etc/default/", "EnvironmentFile=-"+filepath.Join(n.root, "etc", "default")+"/")
-		s = strings.ReplaceAll(s, "EnvironmentFile=-/etc/sysconfig/", "EnvironmentFile=-"+filepath.Join(n.root, "etc", "sysconfig")+"/")
-		unit = []byte(s)
-	}
 	if err := writeFile(n.host(n.unitFile), unit, 0o644); err != nil {
 		return err
 	}
@@ -464,25 +458,24 @@ func (l *Lab) writeClientKey() error {
 	return os.WriteFile(p+".pub", ssh.MarshalAuthorizedKey(signer.PublicKey()), 0o644)
 }
 
+// startInProcessSSH starts one x/crypto/ssh server per node that checks
+// users against the node's /etc/passwd and authorized_keys as sshd does
+// and runs commands as that user, chrooted into the node's tree.
 func (l *Lab) startInProcessSSH() error {
 	for _, n := range l.nodes {
 		hk, err := sshserver.GenerateHostKey()
 		if err != nil {
 			return err
 		}
-		home := filepath.Join(n.root, "root")
 		srv, err := sshserver.Start(sshserver.Config{
-			Addr:           net.JoinHostPort(n.ip, "0"),
-			HostKey:        hk,
-			AuthorizedKeys: []ssh.PublicKey{l.clientKey.PublicKey()},
-			Shell:          "/bin/sh",
+			Addr:    net.JoinHostPort(n.ip, "0"),
+			HostKey: hk,
+			Users:   n.sshUser,
+			Chroot:  l.keeper.root(n),
 			Env: []string{
-				"PATH=" + filepath.Join(n.root, "bin") + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-				"HOME=" + home,
 				shim.EnvNode + "=" + n.name,
-				shim.EnvSock + "=" + filepath.Join(l.opts.Dir, shim.SocketName),
+				shim.EnvSock + "=" + shim.NodeSocket,
 			},
-			Dir:                home,
 			AllowTCPForwarding: true,
 			Logf:               func(f string, a ...any) { l.opts.Logf(n.name+" ssh: "+f, a...) },
 		})
@@ -531,6 +524,7 @@ func (l *Lab) Close() error {
 				errs = append(errs, err)
 			}
 		}
+		l.keeper.close()
 		l.cancel()
 		// Agents together; servers one after the other, so that each
 		// etcd leader hands over to a member that is still up instead of

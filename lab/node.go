@@ -16,7 +16,6 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/caretaker/caretaker/internal/k3s"
-	"github.com/caretaker/caretaker/lab/shim"
 )
 
 // Service states as systemctl is-active prints them.
@@ -80,30 +79,19 @@ func (n *node) runDir() string { return filepath.Join(n.lab.opts.Dir, "run", n.n
 // unitName is the systemd unit name, "k3s.service".
 func (n *node) unitName() string { return n.service + ".service" }
 
-// host maps a path as the node sees it to the host path the daemon uses.
-// In openssh mode only the bind-mounted trees (shim.NodeMounts) live under
-// the node's root; in inprocess mode node paths are host paths.
+// host maps a path as the node sees it to the host path the daemon uses:
+// the node's tree DIR/<node> is its root.
 func (n *node) host(p string) string {
-	if n.lab.opts.SSH != SSHOpenSSH || !filepath.IsAbs(p) {
-		return p
-	}
-	p = filepath.Clean(p)
-	for _, m := range shim.NodeMounts {
-		if p == m || strings.HasPrefix(p, m+"/") {
-			return filepath.Join(n.root, p)
-		}
-	}
-	return p
-}
-
-// view maps one of the default K3s paths (e.g. /var/lib/rancher/k3s) to
-// the path the node sees.
-func (n *node) view(p string) string {
-	if n.lab.opts.SSH == SSHOpenSSH {
+	if !filepath.IsAbs(p) {
 		return p
 	}
 	return filepath.Join(n.root, p)
 }
+
+// view maps one of the default K3s paths (e.g. /var/lib/rancher/k3s) to
+// the path the node sees: the same, since every command runs chrooted
+// into the node's tree.
+func (n *node) view(p string) string { return p }
 
 func (n *node) getState() string {
 	n.mu.Lock()
