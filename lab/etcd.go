@@ -189,7 +189,12 @@ func (m *etcdMember) close() {
 			_ = p.Listener.Close()
 		}
 		_ = m.cli.Close()
-		m.e.Server.Stop()
+		if m.n.lab.ctx.Err() != nil {
+			// The whole lab goes down: no leader to hand over to.
+			m.e.Server.HardStop()
+		} else {
+			m.e.Server.Stop()
+		}
 		<-m.e.Server.StopNotify()
 		go m.e.Close()
 	})

@@ -137,10 +137,19 @@ func Start(ctx context.Context, o Options) (l *Lab, err error) {
 		l.nodes = append(l.nodes, n)
 		l.byName[n.name] = n
 	}
+	l.bindDirs = hostBindDirs()
+	var trees errgroup.Group
+	trees.SetLimit(4)
 	for _, n := range l.nodes {
-		if err := l.writeNodeTree(n, cas, t0); err != nil {
-			return nil, fmt.Errorf("lab: %s: %w", n.name, err)
-		}
+		trees.Go(func() error {
+			if err := l.writeNodeTree(n, cas, t0); err != nil {
+				return fmt.Errorf("lab: %s: %w", n.name, err)
+			}
+			return nil
+		})
+	}
+	if err := trees.Wait(); err != nil {
+		return nil, err
 	}
 
 	// The datastore: one etcd member per server, formed into a cluster
@@ -321,11 +330,9 @@ func (l *Lab) writeNodeTree(n *node, cas map[string][]byte, t0 time.Time) error 
 	if err := os.MkdirAll(n.root, 0o755); err != nil {
 		return err
 	}
-	bindDirs, err := l.writeSystemFiles(n)
-	if err != nil {
+	if err := l.writeSystemFiles(n); err != nil {
 		return err
 	}
-	l.bindDirs = bindDirs
 	dirs := []string{
 		n.host(filepath.Dir(n.configFile)), n.host(n.configFile + ".d"), n.host(filepath.Dir(n.unitFile)),
 		n.host(n.dataDir), n.host("/etc/default"), n.host("/etc/sysconfig"),
@@ -525,25 +532,17 @@ func (l *Lab) Close() error {
 			}
 		}
 		l.keeper.close()
+		// Every node at once; with the lab's context cancelled the etcd
+		// members stop without handing their leadership over.
 		l.cancel()
-		// Agents together; servers one after the other, so that each
-		// etcd leader hands over to a member that is still up instead of
-		// waiting for one that is going away.
 		var wg sync.WaitGroup
 		for _, n := range l.nodes {
-			if !n.isServer() {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					n.stopUnit()
-				}()
-			}
-		}
-		for _, n := range l.nodes {
-			if n.isServer() {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
 				n.stopUnit()
 				n.takeInitMember().close()
-			}
+			}()
 		}
 		wg.Wait()
 		for _, n := range l.nodes {

@@ -33,8 +33,32 @@ var (
 	hostEtcFiles = []string{"ld.so.cache", "ld.so.conf", "localtime", "timezone", "profile", "bash.bashrc", "environment",
 		"shells", "login.defs", "host.conf", "inputrc", "debian_version", "issue", "issue.net", "os-release", "resolv.conf",
 		"ssh/ssh_config", "ssh/moduli"}
+	// hostEtcDirs are bound read-only into each node's /etc by the keeper
+	// (copying them takes a while for every node).
 	hostEtcDirs = []string{"ld.so.conf.d", "profile.d", "pam.d", "security", "alternatives", "ssl", "skel"}
 )
+
+// hostBindDirs lists the host dirs (relative to /) the keeper binds
+// read-only into every node: hostEtcDirs, and on hosts without merged /usr
+// the top-level library and binary dirs.
+func hostBindDirs() []string {
+	var out []string
+	for _, d := range hostEtcDirs {
+		if fi, err := os.Stat("/etc/" + d); err == nil && fi.IsDir() {
+			out = append(out, "etc/"+d)
+		}
+	}
+	for _, d := range topLevelDirs {
+		if fi, err := os.Lstat("/" + d); err == nil && fi.IsDir() {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// topLevelDirs are the merged-/usr symlinks of Debian (or, on older
+// hosts, real directories).
+var topLevelDirs = []string{"bin", "sbin", "lib", "lib32", "lib64", "libx32"}
 
 // sudoAvailable reports whether the host has sudo, and so the nodes a
 // sudo user.
@@ -44,10 +68,9 @@ func sudoAvailable() bool {
 }
 
 // writeSystemFiles writes the parts of the node tree that make it a root
-// file system, and the lab key into root's (and admin's) authorized_keys.
-// It returns the top-level host dirs that must be bound into the node
-// (hosts without merged /usr).
-func (l *Lab) writeSystemFiles(n *node) (bindDirs []string, err error) {
+// file system (with the mount points of hostBindDirs), and the lab key
+// into root's (and admin's) authorized_keys.
+func (l *Lab) writeSystemFiles(n *node) error {
 	at := func(p string) string { return filepath.Join(n.root, p) }
 	for d, mode := range map[string]fs.FileMode{
 		"usr": 0o755, "proc": 0o555, "dev": 0o755, "run": 0o755, "etc": 0o755, "etc/ssh": 0o755, "home": 0o755,
@@ -55,39 +78,37 @@ func (l *Lab) writeSystemFiles(n *node) (bindDirs []string, err error) {
 		"mnt": 0o755, "opt": 0o755, "srv": 0o755,
 	} {
 		if err := os.MkdirAll(at(d), 0o755); err != nil {
-			return nil, err
+			return err
 		}
 		if err := os.Chmod(at(d), mode); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	if err := os.Chmod(n.root, 0o755); err != nil {
-		return nil, err
+		return err
 	}
-	for _, d := range []string{"bin", "sbin", "lib", "lib32", "lib64", "libx32"} {
+	for _, d := range topLevelDirs {
 		fi, err := os.Lstat("/" + d)
-		switch {
-		case err != nil:
+		if err != nil || fi.Mode()&fs.ModeSymlink == 0 {
 			continue
-		case fi.Mode()&fs.ModeSymlink != 0:
-			target, err := os.Readlink("/" + d)
-			if err != nil {
-				return nil, err
-			}
-			if err := os.Symlink(target, at(d)); err != nil {
-				return nil, err
-			}
-		case fi.IsDir():
-			if err := os.MkdirAll(at(d), 0o755); err != nil {
-				return nil, err
-			}
-			bindDirs = append(bindDirs, d)
+		}
+		target, err := os.Readlink("/" + d)
+		if err != nil {
+			return err
+		}
+		if err := os.Symlink(target, at(d)); err != nil {
+			return err
+		}
+	}
+	for _, d := range hostBindDirs() {
+		if err := os.MkdirAll(at(d), 0o755); err != nil {
+			return err
 		}
 	}
 	if err := l.writeEtc(n); err != nil {
-		return nil, fmt.Errorf("write %s: %w", at("etc"), err)
+		return fmt.Errorf("write %s: %w", at("etc"), err)
 	}
-	return bindDirs, l.writeHomes(n)
+	return l.writeHomes(n)
 }
 
 // writeEtc writes the node's /etc: its accounts, host name and hosts,
@@ -96,11 +117,6 @@ func (l *Lab) writeEtc(n *node) error {
 	etc := filepath.Join(n.root, "etc")
 	for _, f := range hostEtcFiles {
 		if err := copyHostEntry(filepath.Join("/etc", f), filepath.Join(etc, f)); err != nil {
-			return err
-		}
-	}
-	for _, d := range hostEtcDirs {
-		if err := copyHostTree(filepath.Join("/etc", d), filepath.Join(etc, d)); err != nil {
 			return err
 		}
 	}
@@ -296,24 +312,6 @@ func copyHostEntry(src, dst string) error {
 		return os.WriteFile(dst, b, fi.Mode().Perm())
 	}
 	return nil
-}
-
-// copyHostTree copies a host directory (files, dirs, symlinks).
-func copyHostTree(src, dst string) error {
-	if _, err := os.Stat(src); errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	return filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(src, p)
-		target := filepath.Join(dst, rel)
-		if d.IsDir() {
-			return os.MkdirAll(target, 0o755)
-		}
-		return copyHostEntry(p, target)
-	})
 }
 
 // writeUsrLayer writes DIR/run/usr-layer: the placeholders of the node

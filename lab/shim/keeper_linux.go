@@ -13,8 +13,8 @@ import (
 // In-node locations of the lab's own files: the lab socket and a file
 // naming the node, on the node's /run (a tmpfs of the keeper).
 const (
-	NodeRunDir    = "/run/caretaker-lab"
-	NodeSocket    = NodeRunDir + "/lab.sock"
+	NodeRunDir   = "/run/caretaker-lab"
+	NodeSocket   = NodeRunDir + "/lab.sock"
 	NodeNameFile = NodeRunDir + "/node"
 )
 
@@ -32,8 +32,8 @@ type KeeperSpec struct {
 	// Layer is a directory with empty placeholder files at ShimPaths
 	// (below usr/): the upper layer of each node's read-only /usr overlay.
 	Layer string `json:"layer"`
-	// BindDirs are top-level host dirs (e.g. "lib32" on hosts without
-	// merged /usr) bound read-only into every node.
+	// BindDirs are host dirs relative to / (e.g. "etc/ssl", or "lib32" on
+	// hosts without merged /usr) bound read-only into every node.
 	BindDirs []string `json:"bind_dirs,omitempty"`
 	// Nodes are the node trees, each the root of one node.
 	Nodes []KeeperNode `json:"nodes"`
