@@ -166,9 +166,8 @@ func (n *node) launchLocked(auto bool) *k3sProc {
 	}
 	if auto {
 		n.u.nRestarts++
-	} else {
-		n.u.result = "success"
 	}
+	n.u.result = "success" // systemd resets Result at every start
 	restarts := n.u.nRestarts
 	n.u.mainPID = int(n.lab.pidSeq.Add(1)) + 4000
 	n.u.invocationID = newInvocationID()
