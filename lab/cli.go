@@ -348,8 +348,8 @@ func processAlive(pid int) bool {
 func newFaultCommand() *cobra.Command {
 	var dir string
 	cmd := &cobra.Command{
-		Use:   "fault NODE fail-start|clear",
-		Short: "inject a fault: fail-start makes every start of the node's service fail until clear",
+		Use:   "fault NODE fail-start|hang-start|clear",
+		Short: "inject a fault: fail-start makes every start of the node's service fail (Restart=always retries), hang-start makes it hang before ready, until clear",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			sock := filepath.Join(dir, shim.SocketName)

@@ -321,6 +321,14 @@ func TestE2ERotateCAServerSourcesAndCheckMode(t *testing.T) {
 // second run's servers step with "etcd at ...:2379: TLS handshake failed
 // ... x509: certificate signed by unknown authority" (one etcd whose
 // serving certificate came from the first CA).
+//
+// KNOWN FAILURE (caretaker, not the lab): run 2 fails in the servers step
+// with "live ... serves a certificate issued by <first CA> that does not
+// verify against the datastore's server CA". The lab now keeps the cached
+// serving certificate across restarts as K3s's dynamiclistener does; it
+// is reissued only when SD/tls/dynamic-cert-regenerate exists at start,
+// which caretaker does not touch yet before its restarts (issue 10 #4).
+// This test passes once caretaker does.
 func TestE2ERotateCAThreeTimesThenCheck(t *testing.T) {
 	t.Parallel()
 	l := startE2ELab(t, lab.Options{Servers: 3, Agents: 2, Version: "v1.30.10+k3s1", Scenario: lab.ScenarioInitReplaced})
