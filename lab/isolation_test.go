@@ -61,11 +61,13 @@ func isolationScenario(t *testing.T, mode string) {
 
 // TestNodeCommandsIsolatedInProcess pins issue 10 #2 for --ssh inprocess.
 func TestNodeCommandsIsolatedInProcess(t *testing.T) {
+	t.Parallel()
 	isolationScenario(t, lab.SSHInProcess)
 }
 
 // TestNodeCommandsIsolatedOpenSSH pins issue 10 #2 for --ssh openssh.
 func TestNodeCommandsIsolatedOpenSSH(t *testing.T) {
+	t.Parallel()
 	requireOpenSSH(t)
 	isolationScenario(t, lab.SSHOpenSSH)
 }
@@ -131,11 +133,13 @@ func sshUsersScenario(t *testing.T, mode string) {
 
 // TestSSHUsersCheckedInProcess pins issue 10 #3 for --ssh inprocess.
 func TestSSHUsersCheckedInProcess(t *testing.T) {
+	t.Parallel()
 	sshUsersScenario(t, lab.SSHInProcess)
 }
 
 // TestSSHUsersCheckedOpenSSH: the same against real sshd.
 func TestSSHUsersCheckedOpenSSH(t *testing.T) {
+	t.Parallel()
 	requireOpenSSH(t)
 	sshUsersScenario(t, lab.SSHOpenSSH)
 }
