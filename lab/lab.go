@@ -103,32 +103,9 @@ func Start(ctx context.Context, o Options) (l *Lab, err error) {
 		}
 	}()
 
-	// Cluster secrets: the SSH client key, the token password, the CAs
-	// generated as a first server start does (an hour ago, so that later
-	// rotations are clearly newer: §2 "Reconcile" 3).
-	if err := l.writeClientKey(); err != nil {
-		return nil, err
-	}
-	l.password = o.Token
-	if l.password == "" {
-		pw := make([]byte, 16)
-		if _, err := rand.Read(pw); err != nil {
-			return nil, err
-		}
-		l.password = hex.EncodeToString(pw)
-	}
-	t0 := time.Now().Add(-time.Hour).Truncate(time.Second)
-	cas, err := k3s.GenerateClusterCAs(t0, l.password)
+	cas, t0, err := l.makeSecrets()
 	if err != nil {
-		return nil, fmt.Errorf("lab: generate the cluster CAs: %w", err)
-	}
-	l.token = l.password
-	if o.SecureToken {
-		hash, err := k3s.HashCA(cas[k3s.PathServerCA])
-		if err != nil {
-			return nil, fmt.Errorf("lab: hash the server CA: %w", err)
-		}
-		l.token = k3s.FormatToken(hash, "server", l.password)
+		return nil, err
 	}
 
 	// Nodes and their trees.
@@ -168,30 +145,7 @@ func Start(ctx context.Context, o Options) (l *Lab, err error) {
 		return nil, err
 	}
 
-	// Services: servers one by one in address order (each joins through a
-	// peer that may not be up yet, as after a full cluster restart), then
-	// the agents together.
-	for _, n := range l.nodes {
-		if err := n.daemonReload(); err != nil {
-			return nil, fmt.Errorf("lab: %s: load %s: %w", n.name, n.unitFile, err)
-		}
-	}
-	for _, n := range l.nodes {
-		if !n.isServer() {
-			continue
-		}
-		if err := l.startService(ctx, n); err != nil {
-			return nil, err
-		}
-	}
-	var g errgroup.Group
-	for _, n := range l.nodes {
-		if n.isServer() {
-			continue
-		}
-		g.Go(func() error { return l.startService(ctx, n) })
-	}
-	if err := g.Wait(); err != nil {
+	if err := l.startServices(ctx); err != nil {
 		return nil, err
 	}
 
@@ -214,6 +168,67 @@ func Start(ctx context.Context, o Options) (l *Lab, err error) {
 	l.upTook.Store(int64(time.Since(began)))
 	o.Logf("lab up in %s: %d servers, %d agents, ssh %s, inventory %s", l.UpDuration().Round(time.Millisecond), o.Servers, o.Agents, o.SSH, l.InventoryPath())
 	return l, nil
+}
+
+// makeSecrets creates the cluster's secrets: the SSH client key, the token
+// password, the CAs generated as a first server start does (an hour ago,
+// so that later rotations are clearly newer: §2 "Reconcile" 3).
+func (l *Lab) makeSecrets() (cas map[string][]byte, t0 time.Time, err error) {
+	if err := l.writeClientKey(); err != nil {
+		return nil, t0, err
+	}
+	l.password = l.opts.Token
+	if l.password == "" {
+		pw := make([]byte, 16)
+		if _, err := rand.Read(pw); err != nil {
+			return nil, t0, err
+		}
+		l.password = hex.EncodeToString(pw)
+	}
+	t0 = time.Now().Add(-time.Hour).Truncate(time.Second)
+	cas, err = k3s.GenerateClusterCAs(t0, l.password)
+	if err != nil {
+		return nil, t0, fmt.Errorf("lab: generate the cluster CAs: %w", err)
+	}
+	l.token = l.password
+	if l.opts.SecureToken {
+		hash, err := k3s.HashCA(cas[k3s.PathServerCA])
+		if err != nil {
+			return nil, t0, fmt.Errorf("lab: hash the server CA: %w", err)
+		}
+		l.token = k3s.FormatToken(hash, "server", l.password)
+	}
+	return cas, t0, nil
+}
+
+// startServices starts the units: servers one by one in address order
+// (each joins through a peer that may not be up yet, as after a full
+// cluster restart), then the agents together.
+func (l *Lab) startServices(ctx context.Context) error {
+	for _, n := range l.nodes {
+		if err := n.daemonReload(); err != nil {
+			return fmt.Errorf("lab: %s: load %s: %w", n.name, n.unitFile, err)
+		}
+	}
+	for _, n := range l.nodes {
+		if !n.isServer() {
+			continue
+		}
+		if err := l.startService(ctx, n); err != nil {
+			return err
+		}
+	}
+	var g errgroup.Group
+	for _, n := range l.nodes {
+		if n.isServer() {
+			continue
+		}
+		g.Go(func() error { return l.startService(ctx, n) })
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	return nil
 }
 
 func (l *Lab) startService(ctx context.Context, n *node) error {
@@ -343,7 +358,57 @@ func (l *Lab) writeNodeTree(n *node, cas map[string][]byte, t0 time.Time) error 
 		}
 	}
 
-	// Config sources (§7).
+	if err := l.writeConfigSources(n); err != nil {
+		return err
+	}
+	if !n.isServer() {
+		return os.MkdirAll(filepath.Join(n.host(n.dataDir), "agent"), 0o755)
+	}
+	// The server's bootstrap files as the datastore holds them, and an
+	// initialized etcd member dir (§2 "Choosing the driver").
+	sd := n.host(filepath.Join(n.dataDir, "server"))
+	d := k3s.BootstrapData{}
+	for i, bf := range k3s.BootstrapFiles {
+		b, ok := cas[bf.Path]
+		if !ok {
+			continue
+		}
+		d[bf.Key] = k3s.File{Timestamp: t0.Add(time.Duration(i+1) * 1733 * time.Microsecond), Content: b}
+	}
+	if err := k3s.WriteBootstrapToDir(sd, d); err != nil {
+		return err
+	}
+	for rel, b := range cas {
+		if _, known := bootstrapPath(rel); known {
+			continue
+		}
+		if err := writeFile(filepath.Join(sd, rel), b, 0o600); err != nil {
+			return err
+		}
+	}
+	// The leaf certificates a first start issued (the etcd member needs
+	// its own before the cluster forms at lab up).
+	leaves, err := k3s.IssueLeafCerts(cas, k3s.LeafOptions{NodeName: n.name, NodeIPs: []net.IP{net.ParseIP(n.ip)}, Now: time.Now()})
+	if err != nil {
+		return err
+	}
+	dd := n.host(n.dataDir)
+	for rel, b := range leaves {
+		mode := os.FileMode(0o600)
+		if strings.HasSuffix(rel, ".crt") {
+			mode = 0o644
+		}
+		if err := writeFile(filepath.Join(dd, rel), b, mode); err != nil {
+			return err
+		}
+	}
+	return os.MkdirAll(filepath.Join(sd, "db"), 0o700)
+}
+
+// writeConfigSources writes the node's K3s config sources (§7): config.yaml
+// (or the drop-in, unit args or env file that sets server, per
+// Options.ServerSource), the unit as install.sh writes it and its env file.
+func (l *Lab) writeConfigSources(n *node) error {
 	peer := l.peerOf(n)
 	var args []string
 	var cfg strings.Builder
@@ -390,48 +455,7 @@ func (l *Lab) writeNodeTree(n *node, cas map[string][]byte, t0 time.Time) error 
 		return err
 	}
 
-	if !n.isServer() {
-		return os.MkdirAll(filepath.Join(n.host(n.dataDir), "agent"), 0o755)
-	}
-	// The server's bootstrap files as the datastore holds them, and an
-	// initialized etcd member dir (§2 "Choosing the driver").
-	sd := n.host(filepath.Join(n.dataDir, "server"))
-	d := k3s.BootstrapData{}
-	for i, bf := range k3s.BootstrapFiles {
-		b, ok := cas[bf.Path]
-		if !ok {
-			continue
-		}
-		d[bf.Key] = k3s.File{Timestamp: t0.Add(time.Duration(i+1) * 1733 * time.Microsecond), Content: b}
-	}
-	if err := k3s.WriteBootstrapToDir(sd, d); err != nil {
-		return err
-	}
-	for rel, b := range cas {
-		if _, known := bootstrapPath(rel); known {
-			continue
-		}
-		if err := writeFile(filepath.Join(sd, rel), b, 0o600); err != nil {
-			return err
-		}
-	}
-	// The leaf certificates a first start issued (the etcd member needs
-	// its own before the cluster forms at lab up).
-	leaves, err := k3s.IssueLeafCerts(cas, k3s.LeafOptions{NodeName: n.name, NodeIPs: []net.IP{net.ParseIP(n.ip)}, Now: time.Now()})
-	if err != nil {
-		return err
-	}
-	dd := n.host(n.dataDir)
-	for rel, b := range leaves {
-		mode := os.FileMode(0o600)
-		if strings.HasSuffix(rel, ".crt") {
-			mode = 0o644
-		}
-		if err := writeFile(filepath.Join(dd, rel), b, mode); err != nil {
-			return err
-		}
-	}
-	return os.MkdirAll(filepath.Join(sd, "db"), 0o700)
+	return nil
 }
 
 func bootstrapPath(rel string) (k3s.BootstrapFile, bool) {
