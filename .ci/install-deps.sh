@@ -2,13 +2,14 @@
 # Installs what a fresh Debian 12 machine lacks for caretaker's tests, demo
 # and benchmarks: OpenSSH's server (real-sshd tests and the lab's openssh
 # mode), etcd's client (etcdctl reads the lab's datastore), tmux (TUI
-# end-to-end test). Go modules are pinned by go.mod/go.sum and downloaded
+# end-to-end test), sudo (lab nodes then have a NOPASSWD sudo user admin). Go modules are pinned by go.mod/go.sum and downloaded
 # through the module proxy.
 set -euo pipefail
 need=()
 command -v /usr/sbin/sshd >/dev/null 2>&1 || need+=(openssh-server)
 command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
 command -v tmux >/dev/null 2>&1 || need+=(tmux)
+command -v /usr/bin/sudo >/dev/null 2>&1 || need+=(sudo)
 if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "missing packages: ${need[*]} (run as root: apt-get install ${need[*]})" >&2

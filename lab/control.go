@@ -262,6 +262,9 @@ func writeStatusText(w io.Writer, st Status) {
 	fmt.Fprintln(tw, "NODE\tROLE\tVERSION\tADDRESS\tSSH PORT\tSERVICE\tSTATE")
 	for _, n := range st.Nodes {
 		state := n.State
+		if n.State == stateActivating && n.SubState != "" {
+			state += " (" + n.SubState + ")"
+		}
 		if n.Fault != "" {
 			state += " (fault " + n.Fault + ")"
 		}

@@ -8,19 +8,21 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/caretaker/caretaker/internal/sshserver"
 	"github.com/caretaker/caretaker/lab/shim"
 )
 
 // keeper is the lab's mount keeper: a child process (the shim binary with
 // "lab-keeper") in a mount namespace of its own that mounts the system
 // parts of every node tree (see shim's keeper). Node commands, in both SSH
-// modes, run chrooted into /proc/<keeper pid>/root/DIR/<node>, which
-// crosses into the keeper's mounts; when the keeper exits its namespace
-// goes, and the mounts with it: nothing is ever mounted on the host.
+// modes, run in that namespace (through nsenter) chrooted into
+// DIR/<node>; when the keeper exits its namespace goes, and the mounts
+// with it: nothing is ever mounted on the host.
 type keeper struct {
 	cmd   *exec.Cmd
 	stdin io.WriteCloser
@@ -93,9 +95,38 @@ func startKeeper(l *Lab, bindDirs []string) (*keeper, error) {
 	return nil, fmt.Errorf("lab: the mount keeper did not set up the node trees: %s", strings.TrimSpace(string(log)))
 }
 
-// root is the directory a node's commands are chrooted into.
+// nsenterPath is util-linux's nsenter (Debian: always installed).
+const nsenterPath = "/usr/bin/nsenter"
+
+// enter returns the nsenter arguments that run a program in the keeper's
+// mount namespace. A process must live there, not merely be chrooted
+// through /proc/<keeper>/root: the kernel treats mounts of another
+// namespace as nosuid, and sudo would not work.
+func (k *keeper) enter() []string {
+	return []string{fmt.Sprintf("--mount=/proc/%d/ns/mnt", k.cmd.Process.Pid)}
+}
+
+// root is the node's root as reachable from the host's namespace, for
+// nsenter's --root (opened before it enters the namespace).
 func (k *keeper) root(n *node) string {
 	return fmt.Sprintf("/proc/%d/root%s", k.cmd.Process.Pid, n.root)
+}
+
+// nodeCommand runs a command line of an SSH session on n: as the user,
+// in the keeper's mount namespace, chrooted into the node's tree, in the
+// user's home.
+func (k *keeper) nodeCommand(n *node) func(u *sshserver.User, line string) (*exec.Cmd, error) {
+	return func(u *sshserver.User, line string) (*exec.Cmd, error) {
+		if u == nil {
+			return nil, fmt.Errorf("lab: %s: no user for the command", n.name)
+		}
+		args := append(k.enter(), "--root="+k.root(n), "--wdns="+u.Home)
+		if u.UID != 0 {
+			args = append(args, "--setuid="+strconv.FormatUint(uint64(u.UID), 10), "--setgid="+strconv.FormatUint(uint64(u.GID), 10))
+		}
+		args = append(args, "--", u.Shell, "-c", line)
+		return exec.Command(nsenterPath, args...), nil
+	}
 }
 
 // close ends the keeper (its stdin closes; SIGKILL if it lingers) and

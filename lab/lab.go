@@ -502,7 +502,7 @@ func (l *Lab) startInProcessSSH() error {
 			Addr:    net.JoinHostPort(n.ip, "0"),
 			HostKey: hk,
 			Users:   n.sshUser,
-			Chroot:  l.keeper.root(n),
+			Command: l.keeper.nodeCommand(n),
 			Env: []string{
 				shim.EnvNode + "=" + n.name,
 				shim.EnvSock + "=" + shim.NodeSocket,

@@ -38,8 +38,8 @@ func checkOpenSSH() error {
 	return nil
 }
 
-// openSSH runs one real sshd per node, chrooted into the node's tree (as
-// the keeper mounted it) in its own mount and UTS namespace (issue 3
+// openSSH runs one real sshd per node in the keeper's mount namespace,
+// chrooted into the node's tree, in a UTS namespace of its own (issue 3
 // "--ssh openssh"; recipe in docs/openssh-nodes.md).
 type openSSH struct {
 	l     *Lab
@@ -49,7 +49,7 @@ type openSSH struct {
 type sshdProc struct {
 	n     *node
 	cmd   *exec.Cmd
-	mntNS string // "mnt:[4026532...]" of the node's namespace
+	utsNS string // "uts:[4026532...]": every process of the node has it
 	exit  chan struct{}
 }
 
@@ -146,7 +146,8 @@ func (o *openSSH) startNode(n *node) (*sshdProc, error) {
 	}
 	n.hostKey = hostKey
 	n.sshPort = 22
-	cmd := exec.Command(l.opts.ShimBinary, "lab-nsinit", l.keeper.root(n), n.name, "/etc/ssh/sshd_config")
+	args := append(l.keeper.enter(), "--", l.opts.ShimBinary, "lab-nsinit", n.root, n.name, "/etc/ssh/sshd_config")
+	cmd := exec.Command(nsenterPath, args...)
 	cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C"}
 	cmd.Dir = "/"
 	logFile, err := os.OpenFile(filepath.Join(sshDir, "sshd.log"), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
@@ -157,14 +158,14 @@ func (o *openSSH) startNode(n *node) (*sshdProc, error) {
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Setsid:     true,
-		Cloneflags: syscall.CLONE_NEWNS | syscall.CLONE_NEWUTS,
+		Cloneflags: syscall.CLONE_NEWUTS,
 		Pdeathsig:  syscall.SIGTERM,
 	}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("lab: %s: start sshd chrooted into %s: %w", n.name, n.root, err)
 	}
 	p := &sshdProc{n: n, cmd: cmd, exit: make(chan struct{})}
-	p.mntNS, _ = os.Readlink("/proc/" + strconv.Itoa(cmd.Process.Pid) + "/ns/mnt")
+	p.utsNS, _ = os.Readlink("/proc/" + strconv.Itoa(cmd.Process.Pid) + "/ns/uts")
 	go func() {
 		_ = cmd.Wait()
 		close(p.exit)
@@ -172,16 +173,16 @@ func (o *openSSH) startNode(n *node) (*sshdProc, error) {
 	return p, nil
 }
 
-// close stops every node's sshd and every process left in the nodes'
-// mount namespaces and waits for them.
+// close stops every node's sshd and every process left in the nodes' UTS
+// namespaces and waits for them.
 func (o *openSSH) close() error {
 	if o == nil {
 		return nil
 	}
 	namespaces := map[string]bool{}
 	for _, p := range o.procs {
-		if p.mntNS != "" {
-			namespaces[p.mntNS] = true
+		if p.utsNS != "" {
+			namespaces[p.utsNS] = true
 		}
 		_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	}
@@ -218,9 +219,8 @@ func (o *openSSH) close() error {
 	return errors.Join(errs...)
 }
 
-// nsProcesses lists the live processes (not zombies) whose mount
-// namespace is one of namespaces (pitfall 8: wait for "not running or
-// zombie").
+// nsProcesses lists the live processes (not zombies) whose UTS namespace
+// is one of namespaces (pitfall 8: wait for "not running or zombie").
 func nsProcesses(namespaces map[string]bool) []int {
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
@@ -232,7 +232,7 @@ func nsProcesses(namespaces map[string]bool) []int {
 		if err != nil {
 			continue
 		}
-		ns, err := os.Readlink("/proc/" + e.Name() + "/ns/mnt")
+		ns, err := os.Readlink("/proc/" + e.Name() + "/ns/uts")
 		if err != nil || !namespaces[ns] {
 			continue
 		}

@@ -58,6 +58,12 @@ type Config struct {
 	// Chroot, when set, is the root directory of every command (the
 	// server must run as root). Dir and the user's home are inside it.
 	Chroot string
+	// Command, when set, builds the process for a command line run as user
+	// u (nil without Users), e.g. to start it in another mount namespace
+	// through nsenter; it replaces Shell, Dir, Chroot and the credentials.
+	// The server still sets the environment, the standard streams and the
+	// process group.
+	Command func(u *User, line string) (*exec.Cmd, error)
 	// Shell runs each command as `Shell -c line`; default /bin/sh.
 	Shell string
 	// Env is added to the environment of commands, after a minimal base
@@ -433,17 +439,27 @@ func (ss *session) start(line string) (*running, error) {
 	s := ss.srv
 	shell, dir, base := s.cfg.Shell, s.cfg.Dir, s.baseEnv
 	attr := &syscall.SysProcAttr{Setpgid: true, Chroot: s.cfg.Chroot}
+	var u *User
 	if s.cfg.Users != nil {
-		u, err := s.cfg.Users(ss.user)
-		if err != nil || u == nil {
+		var err error
+		if u, err = s.cfg.Users(ss.user); err != nil || u == nil {
 			return nil, fmt.Errorf("user %s is gone: %v", ss.user, err)
 		}
 		shell, dir = u.Shell, u.Home
 		base = []string{"PATH=" + u.userPath(), "SHELL=" + u.Shell, "HOME=" + u.Home, "USER=" + u.Name, "LOGNAME=" + u.Name}
 		attr.Credential = &syscall.Credential{Uid: u.UID, Gid: u.GID, Groups: u.Groups}
 	}
-	cmd := exec.Command(shell, "-c", line)
-	cmd.Dir = dir
+	var cmd *exec.Cmd
+	if s.cfg.Command != nil {
+		c, err := s.cfg.Command(u, line)
+		if err != nil {
+			return nil, err
+		}
+		cmd, attr = c, &syscall.SysProcAttr{Setpgid: true}
+	} else {
+		cmd = exec.Command(shell, "-c", line)
+		cmd.Dir = dir
+	}
 	ss.mu.Lock()
 	env := make([]string, 0, len(base)+len(s.cfg.Env)+len(ss.env))
 	env = append(append(append(env, base...), s.cfg.Env...), ss.env...)

@@ -6,12 +6,11 @@ import (
 	"syscall"
 )
 
-// nsInit runs in new mount and UTS namespaces (the lab daemon starts it
-// with CLONE_NEWNS|CLONE_NEWUTS): it sets the node's host name, makes the
-// node's tree (prepared by the keeper, reached through
-// /proc/<keeper>/root) its root and executes sshd in the foreground,
-// logging to standard error. Everything sshd and the sessions it starts
-// see is the node's tree.
+// nsInit runs in the lab keeper's mount namespace and a UTS namespace of
+// its own (the lab daemon starts it with CLONE_NEWUTS through nsenter): it
+// sets the node's host name, makes the node's tree (as the keeper mounted
+// it) its root and executes sshd in the foreground, logging to standard
+// error. Everything sshd and the sessions it starts see is the node's tree.
 //
 // args: root directory, host name, sshd_config (a path inside the node).
 func nsInit(args []string) int {
