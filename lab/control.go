@@ -214,7 +214,7 @@ type NodeStatus struct {
 	// SubState is systemd's sub-state (running, start, auto-restart, dead).
 	SubState string `json:"sub_state"`
 	Fault    string `json:"fault,omitempty"`
-	// Root is DIR/<node>, the host directory mirroring the node's root.
+	// Root is DIR/<node>, the node's root file system (its / on the host).
 	Root string `json:"root"`
 }
 

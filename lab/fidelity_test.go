@@ -206,6 +206,12 @@ func TestServingCertCachedAndShared(t *testing.T) {
 	if _, err := last.Verify(x509.VerifyOptions{Roots: pool, DNSName: "server-1"}); err != nil {
 		t.Errorf("the adopted certificate does not verify for server-1: %v", err)
 	}
+	// `k3s certificate rotate` (with the k3s-server service) also makes the
+	// next start issue a new serving certificate.
+	c.mustRun("server-2", "systemctl stop k3s && k3s certificate rotate && test -e "+regen+" && systemctl start k3s")
+	if leaf := servedLeaf(t, st.Nodes[1].Address); leaf.SerialNumber.Cmp(last.SerialNumber) == 0 {
+		t.Errorf("server-2 serves the same certificate after k3s certificate rotate and a restart")
+	}
 }
 
 // TestRestartAlwaysCrashLoop pins issue 10 #5: a start that fails makes

@@ -1,15 +1,16 @@
 // Package lab is K3s in miniature: simulated K3s nodes that behave as K3s
 // does for everything caretaker touches, reached over real SSH, with a real
-// embedded etcd as the cluster's datastore (issue 3; behaviour specified in
+// embedded etcd as the cluster's datastore (issue 3, issue 10; behaviour specified in
 // docs/k3s-ca-rotation.md §2-§7 and the checklist in §9).
 //
-// A lab runs in one process: `caretaker lab up` starts it as a detached
-// daemon (`caretaker lab daemon`), tests run it in the test process with
-// Start. Each node has its own loopback address <subnet>.N, SSH server and
-// file tree DIR/<node>/ mirroring the node's root; its k3s, systemctl and
-// journalctl commands are the shim (package lab/shim), which hands the
-// command to the lab over the unix socket DIR/lab.sock, where the simulated
-// K3s does the work.
+// A lab runs in one process (as root): `caretaker lab up` starts it as a
+// detached daemon (`caretaker lab daemon`), tests run it in the test
+// process with Start. Each node has its own loopback address <subnet>.N,
+// SSH server, etcd member (servers) and file tree DIR/<node>/, which is the
+// root of every command run on the node; its k3s, systemctl and journalctl
+// commands are the shim (package lab/shim), which hands the command to the
+// lab over the unix socket DIR/lab.sock, where the simulated K3s does the
+// work.
 package lab
 
 import (
@@ -625,8 +626,8 @@ func (l *Lab) nodeNames() []string {
 	return out
 }
 
-// NodeRoot returns DIR/<node>, the host directory mirroring the node's
-// root.
+// NodeRoot returns DIR/<node>, the node's root file system: its commands
+// see it as /.
 func (l *Lab) NodeRoot(name string) string { return filepath.Join(l.opts.Dir, name) }
 
 // Token returns the token the nodes are configured with (the bare

@@ -26,12 +26,12 @@ const (
 // SSH modes.
 const (
 	// SSHInProcess runs one x/crypto/ssh server per node inside the lab
-	// process; no root needed. Node files live under DIR/<node>/ and the
-	// inventory carries per-node path overrides.
+	// process; it runs each command as the logged-in user with DIR/<node>
+	// as its root.
 	SSHInProcess = "inprocess"
-	// SSHOpenSSH runs one real OpenSSH sshd per node in its own mount
-	// namespace where DIR/<node>/ is bind-mounted over the real K3s paths.
-	// Needs root and /usr/sbin/sshd.
+	// SSHOpenSSH runs one real OpenSSH sshd per node, chrooted into
+	// DIR/<node> in a UTS namespace of its own. Needs /usr/sbin/sshd.
+	// Both modes need root and give the nodes the default K3s paths.
 	SSHOpenSSH = "openssh"
 )
 
