@@ -192,7 +192,7 @@ func TestCloseLeavesNoListener(t *testing.T) {
 	defer release()
 	l := labtest.Start(t, lab.Options{Servers: 2, Agents: 1, Subnet: subnet})
 	before := listeners(t, subnet)
-	// 2 supervisors, etcd on 2 client URLs + 1 peer, 3 SSH servers.
+	// 2 supervisors, 2 etcd members (client + peer), 3 SSH servers.
 	if len(before) < 8 {
 		t.Fatalf("listeners while running: %v, want at least 8", before)
 	}
@@ -201,6 +201,14 @@ func TestCloseLeavesNoListener(t *testing.T) {
 	}
 	if left := listeners(t, subnet); len(left) > 0 {
 		t.Errorf("listeners left after Close: %v", left)
+	}
+	// The nodes' mounts lived in the keeper's namespace only.
+	mi, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(mi), l.Dir()) {
+		t.Errorf("mounts under %s on the host:\n%s", l.Dir(), mi)
 	}
 }
 
