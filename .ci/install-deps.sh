@@ -8,6 +8,7 @@
 #   systemd-container  systemd-nspawn for the lab's real engine (real K3s on real systemd)
 #   mmdebstrap         builds the real engine's Debian 12 root filesystem (once, cached)
 #   xz-utils           unpacks the K3s binary (../shared/k3s/k3s.xz)
+#   sudo               the lab's nodes then have a NOPASSWD sudo user admin (sudo tests)
 # Go modules are pinned by go.mod/go.sum and come through the module proxy.
 set -euo pipefail
 need=()
@@ -18,6 +19,7 @@ have tmux || need+=(tmux)
 have systemd-nspawn || need+=(systemd-container)
 have mmdebstrap || need+=(mmdebstrap)
 have xz || need+=(xz-utils)
+have /usr/bin/sudo || need+=(sudo)
 if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "caretaker's tests need these Debian packages: ${need[*]}" >&2

@@ -376,7 +376,7 @@ func newFaultCommand() *cobra.Command {
 	var dir string
 	cmd := &cobra.Command{
 		Use:   "fault NODE fail-start|hang-start|clear",
-		Short: "inject a fault: fail-start makes every start of the node's service fail, hang-start makes it hang (never ready), until clear",
+		Short: "inject a fault: fail-start makes every start of the node's service fail (Restart=always retries), hang-start makes it hang before ready, until clear",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if IsRealLab(dir) {

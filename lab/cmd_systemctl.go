@@ -37,14 +37,15 @@ func (inv *invocation) unitFor(arg string) (name string, ok bool) {
 
 // systemctl simulates the systemctl verbs caretaker uses on the node's K3s
 // unit: start, stop, restart (blocking until the Type=notify service is up
-// or failed), is-active, is-failed, status, show, daemon-reload,
-// reset-failed, is-enabled/enable/disable and cat. K3s units restart on
-// failure (Restart=always); the lab leaves a failed unit failed so that
-// the failure can be seen.
+// or its start failed, as long as it takes: TimeoutStartSec=0; with
+// --no-block they return at once), is-active, is-failed, status, show,
+// daemon-reload, reset-failed, is-enabled/enable/disable and cat. The
+// unit has Restart=always: a K3s that exits is started again after the
+// restart delay (activating/auto-restart meanwhile).
 func (inv *invocation) systemctl() int {
 	var verb string
 	var units, props []string
-	quiet, value := false, false
+	quiet, value, noBlock := false, false, false
 	for i := 0; i < len(inv.args); i++ {
 		a := inv.args[i]
 		switch {
@@ -63,8 +64,10 @@ func (inv *invocation) systemctl() int {
 			props = append(props, strings.Split(a[2:], ",")...)
 		case a == "-n" || a == "--lines":
 			i++
+		case a == "--no-block":
+			noBlock = true
 		case strings.HasPrefix(a, "-"):
-			// --no-pager, --no-block, -l, --full, --plain, --no-legend, --system
+			// --no-pager, -l, --full, --plain, --no-legend, --system
 		case verb == "":
 			verb = a
 		default:
@@ -89,25 +92,26 @@ func (inv *invocation) systemctl() int {
 	}
 	code := 0
 	for _, u := range units {
-		if c := inv.systemctlUnit(verb, u, quiet, value, props); c != 0 && code == 0 {
+		if c := inv.systemctlUnit(verb, u, unitFlags{quiet: quiet, value: value, noBlock: noBlock, props: props}); c != 0 && code == 0 {
 			code = c
 		}
 	}
 	return code
 }
 
-func (inv *invocation) systemctlUnit(verb, arg string, quiet, value bool, props []string) int {
+// unitFlags are the options of one systemctl call.
+type unitFlags struct {
+	quiet, value, noBlock bool
+	props                 []string
+}
+
+func (inv *invocation) systemctlUnit(verb, arg string, f unitFlags) int {
 	n := inv.n
 	name, ok := inv.unitFor(arg)
 	warnChanged := func() {
 		if n.unitChangedOnDisk() {
 			inv.errf("Warning: The unit file, source configuration file or drop-ins of %s changed on disk. Run 'systemctl daemon-reload' to reload units.", name)
 		}
-	}
-	jobFailed := func() int {
-		inv.errf("Job for %s failed because the control process exited with error code.", name)
-		inv.errf("See \"systemctl status %s\" and \"journalctl -xeu %s\" for details.", name, name)
-		return 1
 	}
 	switch verb {
 	case "start", "restart", "try-restart", "reload-or-restart", "stop":
@@ -116,30 +120,13 @@ func (inv *invocation) systemctlUnit(verb, arg string, quiet, value bool, props 
 			return 5
 		}
 		warnChanged()
-		n.opMu.Lock()
-		defer n.opMu.Unlock()
-		switch verb {
-		case "stop":
-			n.stop()
-			return 0
-		case "try-restart":
-			if n.getState() != stateActive {
-				return 0
-			}
-			n.stop()
-		case "restart", "reload-or-restart":
-			n.stop()
-		}
-		if err := n.start(inv.ctx); err != nil {
-			return jobFailed()
-		}
-		return 0
+		return inv.unitJob(verb, name, f.noBlock)
 	case "is-active":
 		st := stateInactive
 		if ok {
 			st = n.getState()
 		}
-		if !quiet {
+		if !f.quiet {
 			fmt.Fprintln(inv.stdout, st)
 		}
 		if st == stateActive {
@@ -151,7 +138,7 @@ func (inv *invocation) systemctlUnit(verb, arg string, quiet, value bool, props 
 		if ok {
 			st = n.getState()
 		}
-		if !quiet {
+		if !f.quiet {
 			fmt.Fprintln(inv.stdout, st)
 		}
 		if st == stateFailed {
@@ -159,16 +146,13 @@ func (inv *invocation) systemctlUnit(verb, arg string, quiet, value bool, props 
 		}
 		return 1
 	case "reset-failed":
-		if ok && n.getState() == stateFailed {
-			n.setState(stateInactive)
-		}
 		return 0
 	case "is-enabled":
 		if !ok {
 			inv.errf("Failed to get unit file state for %s: No such file or directory", name)
 			return 1
 		}
-		if !quiet {
+		if !f.quiet {
 			fmt.Fprintln(inv.stdout, "enabled")
 		}
 		return 0
@@ -201,37 +185,75 @@ func (inv *invocation) systemctlUnit(verb, arg string, quiet, value bool, props 
 		warnChanged()
 		return inv.status(name)
 	case "show":
-		return inv.show(name, ok, value, props)
+		return inv.show(name, ok, f.value, f.props)
 	}
 	inv.errf("Unknown command verb '%s'.", verb)
 	return 1
 }
 
+// unitJob runs a start, stop or restart job; blocking ones wait for the
+// start's outcome (or for the client to go away).
+func (inv *invocation) unitJob(verb, name string, noBlock bool) int {
+	n := inv.n
+	restart := verb != "start"
+	switch verb {
+	case "stop":
+		if noBlock {
+			go n.stopUnit()
+		} else {
+			n.stopUnit()
+		}
+		return 0
+	case "try-restart":
+		if st := n.getState(); st != stateActive && st != stateActivating {
+			return 0
+		}
+	}
+	if noBlock {
+		if restart {
+			n.restartNoBlock()
+		} else {
+			n.startNoBlock()
+		}
+		return 0
+	}
+	if err := waitStart(inv.ctx, n.startJob(restart)); err != nil {
+		for _, line := range describeStartError(name, err) {
+			inv.errf("%s", line)
+		}
+		return 1
+	}
+	return 0
+}
+
 func (inv *invocation) status(name string) int {
 	n := inv.n
 	n.mu.Lock()
-	st, pid, since := n.state, n.pid, n.activeSince
+	u := n.u
 	n.mu.Unlock()
-	active := st
-	switch st {
-	case stateActive:
-		active = fmt.Sprintf("active (running) since %s; %s ago", since.Format("Mon 2006-01-02 15:04:05 MST"), time.Since(since).Round(time.Second))
-	case stateFailed:
-		active = "failed (Result: exit-code)"
-	case stateInactive:
-		active = "inactive (dead)"
+	since := ""
+	if !u.stateChange.IsZero() {
+		since = fmt.Sprintf(" since %s; %s ago", u.stateChange.Format(systemdTime), time.Since(u.stateChange).Round(time.Second))
 	}
-	dot := "●"
-	fmt.Fprintf(inv.stdout, "%s %s - Lightweight Kubernetes\n", dot, name)
+	active := fmt.Sprintf("%s (%s)%s", u.active, u.sub, since)
+	switch {
+	case u.active == stateActive:
+		active = "active (running)" + since
+	case u.sub == subAutoRestart:
+		active = "activating (auto-restart) (Result: " + u.result + ")" + since
+	case u.active == stateInactive:
+		active = "inactive (dead)" + since
+	}
+	fmt.Fprintf(inv.stdout, "● %s - %s\n", name, unitDescription)
 	fmt.Fprintf(inv.stdout, "     Loaded: loaded (%s; enabled; preset: enabled)\n", n.unitFile)
 	fmt.Fprintf(inv.stdout, "     Active: %s\n", active)
 	fmt.Fprintf(inv.stdout, "       Docs: https://k3s.io\n")
-	if st == stateActive {
+	if u.mainPID != 0 {
 		proc := "k3s-server"
 		if !n.isServer() {
 			proc = "k3s-agent"
 		}
-		fmt.Fprintf(inv.stdout, "   Main PID: %d (%s)\n", pid, proc)
+		fmt.Fprintf(inv.stdout, "   Main PID: %d (%s)\n", u.mainPID, proc)
 	}
 	es := n.journal.snapshot(name)
 	if len(es) > 10 {
@@ -243,36 +265,66 @@ func (inv *invocation) status(name string) int {
 			fmt.Fprintln(inv.stdout, n.journal.formatShort(e))
 		}
 	}
-	if st == stateActive {
+	if u.active == stateActive {
 		return 0
 	}
 	return 3
 }
 
-func (inv *invocation) show(name string, ok, value bool, props []string) int {
-	n := inv.n
-	n.mu.Lock()
-	st, pid, since := n.state, n.pid, n.activeSince
-	n.mu.Unlock()
-	sub := map[string]string{stateActive: "running", stateActivating: "start", stateDeactivating: "stop", stateFailed: "failed", stateInactive: "dead"}[st]
-	all := [][2]string{
-		{"Id", name}, {"LoadState", "loaded"}, {"ActiveState", st}, {"SubState", sub},
-		{"MainPID", "0"}, {"FragmentPath", n.unitFile}, {"UnitFileState", "enabled"},
-		{"Type", "notify"}, {"Result", "success"}, {"ActiveEnterTimestamp", ""},
+// systemdTime is how systemd prints timestamps (format_timestamp).
+const systemdTime = "Mon 2006-01-02 15:04:05 MST"
+
+func fmtTimestamp(t time.Time) string {
+	if t.IsZero() {
+		return ""
 	}
-	if !ok {
-		all = [][2]string{{"Id", name}, {"LoadState", "not-found"}, {"ActiveState", stateInactive}, {"SubState", "dead"}, {"MainPID", "0"}}
-	} else {
-		if st == stateActive {
-			all[4][1] = strconv.Itoa(pid)
-			all[9][1] = since.Format("Mon 2006-01-02 15:04:05 MST")
-		}
-		if st == stateFailed {
-			all[8][1] = "exit-code"
-		}
+	return t.Format(systemdTime)
+}
+
+func fmtMono(d time.Duration) string { return strconv.FormatInt(d.Microseconds(), 10) }
+
+// showProperties lists the unit's properties in the order systemd prints
+// them: the org.freedesktop.systemd1.Service interface first, then Unit.
+func (n *node) showProperties(name string) [][2]string {
+	n.mu.Lock()
+	u := n.u
+	n.mu.Unlock()
+	restartUSec := strings.ReplaceAll(n.lab.opts.RestartDelay.String(), "0s", "s")
+	if n.lab.opts.RestartDelay%time.Second == 0 {
+		restartUSec = strconv.Itoa(int(n.lab.opts.RestartDelay/time.Second)) + "s"
+	}
+	return [][2]string{
+		{"Type", "notify"}, {"ExitType", "main"}, {"Restart", "always"}, {"NotifyAccess", "main"},
+		{"RestartUSec", restartUSec}, {"TimeoutStartUSec", "infinity"}, {"TimeoutStopUSec", "1min 30s"},
+		{"MainPID", strconv.Itoa(u.mainPID)}, {"ControlPID", "0"}, {"StatusErrno", "0"},
+		{"Result", u.result}, {"ReloadResult", "success"}, {"CleanResult", "success"},
+		{"UID", "[not set]"}, {"GID", "[not set]"}, {"NRestarts", strconv.Itoa(u.nRestarts)}, {"OOMPolicy", "stop"},
+		{"ExecMainStartTimestamp", fmtTimestamp(u.execMainStart)}, {"ExecMainStartTimestampMonotonic", fmtMono(u.execMainStartMono)},
+		{"ExecMainPID", strconv.Itoa(u.mainPID)},
+		{"Id", name}, {"Names", name}, {"Description", unitDescription}, {"LoadState", "loaded"},
+		{"ActiveState", u.active}, {"FreezerState", "running"}, {"SubState", u.sub},
+		{"FragmentPath", n.unitFile}, {"UnitFileState", "enabled"}, {"UnitFilePreset", "enabled"},
+		{"StateChangeTimestamp", fmtTimestamp(u.stateChange)}, {"StateChangeTimestampMonotonic", fmtMono(u.stateChangeMono)},
+		{"ActiveEnterTimestamp", fmtTimestamp(u.activeEnter)}, {"ActiveEnterTimestampMonotonic", fmtMono(u.activeEnterMono)},
+		{"ActiveExitTimestamp", fmtTimestamp(u.activeExit)}, {"ActiveExitTimestampMonotonic", fmtMono(u.activeExitMono)},
+		{"CanStart", "yes"}, {"CanStop", "yes"}, {"CanRestart", "yes"},
+		{"InvocationID", u.invocationID},
+	}
+}
+
+// show is `systemctl show`: Key=Value lines in systemd's own order, not
+// the requested one; properties named with -p are printed even when
+// empty, others only when set (systemctl without --all).
+func (inv *invocation) show(name string, ok, value bool, props []string) int {
+	all := [][2]string{{"Id", name}, {"Names", name}, {"LoadState", "not-found"}, {"ActiveState", stateInactive}, {"FreezerState", "running"}, {"SubState", subDead}, {"MainPID", "0"}}
+	if ok {
+		all = inv.n.showProperties(name)
 	}
 	for _, kv := range all {
 		if len(props) > 0 && !contains(props, kv[0]) {
+			continue
+		}
+		if len(props) == 0 && kv[1] == "" {
 			continue
 		}
 		if value {

@@ -102,11 +102,17 @@ func (c *controlServer) handle(conn net.Conn) {
 	w := &connWriter{conn: conn}
 	stdout, stderr := w.frame(shim.FrameStdout), w.frame(shim.FrameStderr)
 	stdinR, stdinW := io.Pipe()
+	// The command's context ends when its client goes away (the shim was
+	// killed, e.g. with its SSH session): a blocking systemctl stops
+	// waiting, the job it started goes on, as with systemd.
+	ctx, cancel := context.WithCancel(c.ctx)
+	defer cancel()
 	go func() {
 		for {
 			kind, payload, err := shim.ReadFrame(conn)
 			if err != nil {
 				_ = stdinW.CloseWithError(io.EOF)
+				cancel()
 				return
 			}
 			switch kind {
@@ -120,7 +126,7 @@ func (c *controlServer) handle(conn net.Conn) {
 		}
 	}()
 	defer stdinR.Close()
-	code := c.dispatch(req, stdinR, stdout, stderr)
+	code := c.dispatch(ctx, req, stdinR, stdout, stderr)
 	w.mu.Lock()
 	_ = shim.WriteFrame(conn, shim.FrameExit, shim.ExitPayload(code))
 	w.mu.Unlock()
@@ -129,7 +135,7 @@ func (c *controlServer) handle(conn net.Conn) {
 	}
 }
 
-func (c *controlServer) dispatch(req shim.Request, stdin io.Reader, stdout, stderr io.Writer) int {
+func (c *controlServer) dispatch(ctx context.Context, req shim.Request, stdin io.Reader, stdout, stderr io.Writer) int {
 	l := c.l
 	switch req.Op {
 	case shim.OpPing:
@@ -163,7 +169,7 @@ func (c *controlServer) dispatch(req shim.Request, stdin io.Reader, stdout, stde
 			fmt.Fprintln(stderr, "lab: empty command")
 			return 2
 		}
-		inv := &invocation{n: n, ctx: c.ctx, args: req.Argv[1:], cwd: req.Cwd, env: req.Env, stdin: stdin, stdout: stdout, stderr: stderr}
+		inv := &invocation{n: n, ctx: ctx, args: req.Argv[1:], cwd: req.Cwd, env: req.Env, stdin: stdin, stdout: stdout, stderr: stderr}
 		switch req.Argv[0] {
 		case "k3s":
 			return inv.k3s()
@@ -205,20 +211,25 @@ type NodeStatus struct {
 	SSHPort int    `json:"ssh_port"`
 	Service string `json:"service"`
 	State   string `json:"state"`
-	Fault   string `json:"fault,omitempty"`
-	// Root is DIR/<node>, the host directory mirroring the node's root.
+	// SubState is systemd's sub-state (running, start, auto-restart, dead).
+	SubState string `json:"sub_state"`
+	Fault    string `json:"fault,omitempty"`
+	// Root is DIR/<node>, the node's root file system (its / on the host).
 	Root string `json:"root"`
 }
 
 // EtcdStatus says how to reach the lab's etcd.
 type EtcdStatus struct {
 	// Endpoint is server-1's client endpoint "<ip>:2379"; Endpoints lists
-	// every server's (one etcd listens on all of them).
+	// every server's (one etcd member per server).
 	Endpoint  string   `json:"endpoint"`
 	Endpoints []string `json:"endpoints"`
-	CACert    string   `json:"cacert"`
-	Cert      string   `json:"cert"`
-	Key       string   `json:"key"`
+	// CACert, Cert and Key are copies of the etcd CA bundle, client
+	// certificate and key of the server that started last (refreshed at
+	// every server start, so that they match the members' current CAs).
+	CACert string `json:"cacert"`
+	Cert   string `json:"cert"`
+	Key    string `json:"key"`
 }
 
 // Status reports the lab's nodes, etcd and token file.
@@ -227,13 +238,14 @@ func (l *Lab) Status() Status {
 		Name: l.opts.Name, Dir: l.opts.Dir, PID: os.Getpid(), SSH: l.opts.SSH, Inventory: l.InventoryPath(),
 		UpSeconds: l.UpDuration().Seconds(), Ready: l.UpDuration() > 0,
 	}
-	if l.ds != nil {
-		st.Etcd = EtcdStatus{Endpoint: l.ds.endpoints[0], Endpoints: l.ds.endpoints, CACert: l.ds.caFile, Cert: l.ds.certFile, Key: l.ds.keyFile}
+	if eps := l.etcdEndpoints(); len(eps) > 0 {
+		d := filepath.Join(l.opts.Dir, "etcd-client")
+		st.Etcd = EtcdStatus{Endpoint: eps[0], Endpoints: eps, CACert: filepath.Join(d, "ca.crt"), Cert: filepath.Join(d, "client.crt"), Key: filepath.Join(d, "client.key")}
 	}
 	for _, n := range l.nodes {
 		n.mu.Lock()
 		ns := NodeStatus{Name: n.name, Role: n.role, Version: n.version.String(), Address: n.ip, SSHPort: n.sshPort,
-			Service: n.service, State: n.state, Fault: n.fault, Root: n.root}
+			Service: n.service, State: n.u.active, SubState: n.u.sub, Fault: n.fault, Root: n.root}
 		n.mu.Unlock()
 		st.Nodes = append(st.Nodes, ns)
 		if st.TokenFile == "" && n.isServer() {
@@ -250,6 +262,9 @@ func writeStatusText(w io.Writer, st Status) {
 	fmt.Fprintln(tw, "NODE\tROLE\tVERSION\tADDRESS\tSSH PORT\tSERVICE\tSTATE")
 	for _, n := range st.Nodes {
 		state := n.State
+		if n.State == stateActivating && n.SubState != "" {
+			state += " (" + n.SubState + ")"
+		}
 		if n.Fault != "" {
 			state += " (fault " + n.Fault + ")"
 		}

@@ -134,8 +134,9 @@ func TestLabUpStatusFaultDownCLI(t *testing.T) {
 	if _, _, code := c.run("agent-1", "systemctl restart k3s-agent"); code == 0 {
 		t.Errorf("restart succeeded with fail-start injected")
 	}
-	if o, _, _ := c.run("agent-1", "systemctl is-active k3s-agent"); strings.TrimSpace(o) != "failed" {
-		t.Errorf("agent-1 is %q with fail-start injected", o)
+	// Restart=always: the unit waits for its next automatic restart.
+	if o, _, _ := c.run("agent-1", "systemctl show k3s-agent -p ActiveState,SubState,Result"); o != "Result=exit-code\nActiveState=activating\nSubState=auto-restart\n" {
+		t.Errorf("agent-1 with fail-start injected:\n%s", o)
 	}
 	if j := c.journal("agent-1"); !strings.Contains(j, "injected fault fail-start") {
 		t.Errorf("journal lacks the injected fault line:\n%s", j)
@@ -191,7 +192,7 @@ func TestCloseLeavesNoListener(t *testing.T) {
 	defer release()
 	l := labtest.Start(t, lab.Options{Servers: 2, Agents: 1, Subnet: subnet})
 	before := listeners(t, subnet)
-	// 2 supervisors, etcd on 2 client URLs + 1 peer, 3 SSH servers.
+	// 2 supervisors, 2 etcd members (client + peer), 3 SSH servers.
 	if len(before) < 8 {
 		t.Fatalf("listeners while running: %v, want at least 8", before)
 	}
@@ -200,6 +201,14 @@ func TestCloseLeavesNoListener(t *testing.T) {
 	}
 	if left := listeners(t, subnet); len(left) > 0 {
 		t.Errorf("listeners left after Close: %v", left)
+	}
+	// The nodes' mounts lived in the keeper's namespace only.
+	mi, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(mi), l.Dir()) {
+		t.Errorf("mounts under %s on the host:\n%s", l.Dir(), mi)
 	}
 }
 

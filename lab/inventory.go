@@ -3,7 +3,6 @@ package lab
 import (
 	"net"
 	"os"
-	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -54,16 +53,11 @@ type invK3s struct {
 }
 
 // writeInventory writes DIR/inventory.yaml for caretaker and DIR/known_hosts
-// with every node's pinned host key. In inprocess mode the inventory carries
-// the per-node path overrides into DIR/<node>/; in openssh mode the nodes
-// have the default K3s paths.
+// with every node's pinned host key. Every node has the default K3s paths
+// (its commands see its own tree as /), in both SSH modes, as on a real
+// cluster; the user is root.
 func (l *Lab) writeInventory() error {
 	userName := "root"
-	if l.opts.SSH != SSHOpenSSH {
-		if u, err := user.Current(); err == nil {
-			userName = u.Username
-		}
-	}
 	c := invCluster{
 		Name: l.opts.Name,
 		SSH: invSSH{
@@ -84,17 +78,6 @@ func (l *Lab) writeInventory() error {
 			in.Groups = []string{"etcd"}
 			in.K3s.EtcdEndpoint = net.JoinHostPort(n.ip, "2379")
 			in.K3s.SupervisorEndpoint = net.JoinHostPort(n.ip, "6443")
-		}
-		if l.opts.SSH != SSHOpenSSH {
-			in.K3s.DataDir = n.dataDir
-			in.K3s.ConfigFile = n.configFile
-			in.K3s.UnitFile = n.unitFile
-			in.K3s.EnvFiles = []string{
-				filepath.Join(n.root, "etc", "default", n.service),
-				filepath.Join(n.root, "etc", "sysconfig", n.service),
-				n.envFile,
-			}
-			in.K3s.KubeConfig = n.kubeconfig
 		}
 		c.Nodes = append(c.Nodes, in)
 		addr := n.ip

@@ -1,15 +1,16 @@
 // Package lab is K3s in miniature: simulated K3s nodes that behave as K3s
 // does for everything caretaker touches, reached over real SSH, with a real
-// embedded etcd as the cluster's datastore (issue 3; behaviour specified in
+// embedded etcd as the cluster's datastore (issue 3, issue 10; behaviour specified in
 // docs/k3s-ca-rotation.md §2-§7 and the checklist in §9).
 //
-// A lab runs in one process: `caretaker lab up` starts it as a detached
-// daemon (`caretaker lab daemon`), tests run it in the test process with
-// Start. Each node has its own loopback address <subnet>.N, SSH server and
-// file tree DIR/<node>/ mirroring the node's root; its k3s, systemctl and
-// journalctl commands are the shim (package lab/shim), which hands the
-// command to the lab over the unix socket DIR/lab.sock, where the simulated
-// K3s does the work.
+// A lab runs in one process (as root): `caretaker lab up` starts it as a
+// detached daemon (`caretaker lab daemon`), tests run it in the test
+// process with Start. Each node has its own loopback address <subnet>.N,
+// SSH server, etcd member (servers) and file tree DIR/<node>/, which is the
+// root of every command run on the node; its k3s, systemctl and journalctl
+// commands are the shim (package lab/shim), which hands the command to the
+// lab over the unix socket DIR/lab.sock, where the simulated K3s does the
+// work.
 package lab
 
 import (
@@ -42,11 +43,19 @@ type Lab struct {
 	opts   Options
 	nodes  []*node
 	byName map[string]*node
-	ds     *datastore
 	ctrl   *controlServer
+
+	// ctx lives as long as the lab: K3s processes run under it.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	serving     *servingSecret // kube-system/k3s-serving
+	etcdFilesMu sync.Mutex     // DIR/etcd-client
 
 	sshServers []*sshserver.Server // inprocess mode
 	sshds      *openSSH            // openssh mode
+	keeper     *keeper             // mounts of the node trees
+	bindDirs   []string            // host dirs bound into nodes (no merged /usr)
 
 	clientKey ssh.Signer
 	password  string // the cluster token's password
@@ -71,11 +80,14 @@ func Start(ctx context.Context, o Options) (l *Lab, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if os.Geteuid() != 0 {
+		return nil, fmt.Errorf("lab: %w", ErrNotRoot)
+	}
 	if err := prepareDir(o.Dir); err != nil {
 		return nil, err
 	}
 	if o.SSH == SSHOpenSSH {
-		if err := checkOpenSSH(o.Dir); err != nil {
+		if err := checkOpenSSH(); err != nil {
 			return nil, err
 		}
 	}
@@ -83,6 +95,8 @@ func Start(ctx context.Context, o Options) (l *Lab, err error) {
 		return nil, fmt.Errorf("lab: directory %s is too long for a unix socket path (at most ~100 bytes); use a shorter --dir", o.Dir)
 	}
 	l = &Lab{opts: o, byName: map[string]*node{}, downCh: make(chan struct{}), started: began}
+	l.ctx, l.cancel = context.WithCancel(context.Background())
+	l.serving = &servingSecret{l: l}
 	built := l
 	defer func() {
 		if err != nil {
@@ -90,32 +104,9 @@ func Start(ctx context.Context, o Options) (l *Lab, err error) {
 		}
 	}()
 
-	// Cluster secrets: the SSH client key, the token password, the CAs
-	// generated as a first server start does (an hour ago, so that later
-	// rotations are clearly newer: §2 "Reconcile" 3).
-	if err := l.writeClientKey(); err != nil {
-		return nil, err
-	}
-	l.password = o.Token
-	if l.password == "" {
-		pw := make([]byte, 16)
-		if _, err := rand.Read(pw); err != nil {
-			return nil, err
-		}
-		l.password = hex.EncodeToString(pw)
-	}
-	t0 := time.Now().Add(-time.Hour).Truncate(time.Second)
-	cas, err := k3s.GenerateClusterCAs(t0, l.password)
+	cas, t0, err := l.makeSecrets()
 	if err != nil {
-		return nil, fmt.Errorf("lab: generate the cluster CAs: %w", err)
-	}
-	l.token = l.password
-	if o.SecureToken {
-		hash, err := k3s.HashCA(cas[k3s.PathServerCA])
-		if err != nil {
-			return nil, fmt.Errorf("lab: hash the server CA: %w", err)
-		}
-		l.token = k3s.FormatToken(hash, "server", l.password)
+		return nil, err
 	}
 
 	// Nodes and their trees.
@@ -124,30 +115,30 @@ func Start(ctx context.Context, o Options) (l *Lab, err error) {
 		l.nodes = append(l.nodes, n)
 		l.byName[n.name] = n
 	}
+	l.bindDirs = hostBindDirs()
+	var trees errgroup.Group
+	trees.SetLimit(4)
 	for _, n := range l.nodes {
-		if err := l.writeNodeTree(n, cas, t0); err != nil {
-			return nil, fmt.Errorf("lab: %s: %w", n.name, err)
-		}
+		trees.Go(func() error {
+			if err := l.writeNodeTree(n, cas, t0); err != nil {
+				return fmt.Errorf("lab: %s: %w", n.name, err)
+			}
+			return nil
+		})
+	}
+	if err := trees.Wait(); err != nil {
+		return nil, err
 	}
 
-	// The datastore, seeded as the first server saved it long ago.
-	var serverIPs []string
-	for _, n := range l.nodes {
-		if n.isServer() {
-			serverIPs = append(serverIPs, n.ip)
-		}
-	}
-	l.ds, err = startDatastore(ctx, o.Dir, serverIPs, cas[k3s.PathETCDServerCA], cas[k3s.PathETCDServerCAKey])
-	if err != nil {
-		return nil, fmt.Errorf("lab: %w", err)
-	}
+	// The datastore: one etcd member per server, formed into a cluster
+	// and seeded as the first server saved it long ago.
 	first := l.nodes[0]
 	seed, err := k3s.ReadBootstrapFromDir(first.host(filepath.Join(first.dataDir, "server")))
 	if err != nil {
 		return nil, fmt.Errorf("lab: read the bootstrap files of %s: %w", first.name, err)
 	}
-	if _, err := l.ds.saveBootstrap(ctx, l.password, seed, false); err != nil {
-		return nil, fmt.Errorf("lab: seed the datastore: %w", err)
+	if err := l.bootstrapEtcd(ctx, seed); err != nil {
+		return nil, fmt.Errorf("lab: %w", err)
 	}
 
 	l.ctrl, err = startControl(l)
@@ -155,34 +146,15 @@ func Start(ctx context.Context, o Options) (l *Lab, err error) {
 		return nil, err
 	}
 
-	// Services: servers one by one in address order (each joins through a
-	// peer that may not be up yet, as after a full cluster restart), then
-	// the agents together.
-	for _, n := range l.nodes {
-		if err := n.daemonReload(); err != nil {
-			return nil, fmt.Errorf("lab: %s: load %s: %w", n.name, n.unitFile, err)
-		}
-	}
-	for _, n := range l.nodes {
-		if !n.isServer() {
-			continue
-		}
-		if err := l.startService(ctx, n); err != nil {
-			return nil, err
-		}
-	}
-	var g errgroup.Group
-	for _, n := range l.nodes {
-		if n.isServer() {
-			continue
-		}
-		g.Go(func() error { return l.startService(ctx, n) })
-	}
-	if err := g.Wait(); err != nil {
+	if err := l.startServices(ctx); err != nil {
 		return nil, err
 	}
 
-	// SSH.
+	// The node trees' mounts, then SSH into them.
+	l.keeper, err = startKeeper(l, l.bindDirs)
+	if err != nil {
+		return nil, err
+	}
 	if o.SSH == SSHOpenSSH {
 		l.sshds, err = startOpenSSH(ctx, l)
 	} else {
@@ -199,10 +171,69 @@ func Start(ctx context.Context, o Options) (l *Lab, err error) {
 	return l, nil
 }
 
+// makeSecrets creates the cluster's secrets: the SSH client key, the token
+// password, the CAs generated as a first server start does (an hour ago,
+// so that later rotations are clearly newer: §2 "Reconcile" 3).
+func (l *Lab) makeSecrets() (cas map[string][]byte, t0 time.Time, err error) {
+	if err := l.writeClientKey(); err != nil {
+		return nil, t0, err
+	}
+	l.password = l.opts.Token
+	if l.password == "" {
+		pw := make([]byte, 16)
+		if _, err := rand.Read(pw); err != nil {
+			return nil, t0, err
+		}
+		l.password = hex.EncodeToString(pw)
+	}
+	t0 = time.Now().Add(-time.Hour).Truncate(time.Second)
+	cas, err = k3s.GenerateClusterCAs(t0, l.password)
+	if err != nil {
+		return nil, t0, fmt.Errorf("lab: generate the cluster CAs: %w", err)
+	}
+	l.token = l.password
+	if l.opts.SecureToken {
+		hash, err := k3s.HashCA(cas[k3s.PathServerCA])
+		if err != nil {
+			return nil, t0, fmt.Errorf("lab: hash the server CA: %w", err)
+		}
+		l.token = k3s.FormatToken(hash, "server", l.password)
+	}
+	return cas, t0, nil
+}
+
+// startServices starts the units: servers one by one in address order
+// (each joins through a peer that may not be up yet, as after a full
+// cluster restart), then the agents together.
+func (l *Lab) startServices(ctx context.Context) error {
+	for _, n := range l.nodes {
+		if err := n.daemonReload(); err != nil {
+			return fmt.Errorf("lab: %s: load %s: %w", n.name, n.unitFile, err)
+		}
+	}
+	for _, n := range l.nodes {
+		if !n.isServer() {
+			continue
+		}
+		if err := l.startService(ctx, n); err != nil {
+			return err
+		}
+	}
+	var g errgroup.Group
+	for _, n := range l.nodes {
+		if n.isServer() {
+			continue
+		}
+		g.Go(func() error { return l.startService(ctx, n) })
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	return nil
+}
+
 func (l *Lab) startService(ctx context.Context, n *node) error {
-	n.opMu.Lock()
-	defer n.opMu.Unlock()
-	if err := n.start(ctx); err != nil {
+	if err := n.startAndWait(ctx, false); err != nil {
 		return fmt.Errorf("lab: %s: %s did not start; its journal ends:\n%s", n.name, n.unitName(), n.journalTail(15))
 	}
 	return nil
@@ -275,7 +306,7 @@ func (l *Lab) newNode(name, role string, index int) *node {
 		ip:      fmt.Sprintf("%s.%d", o.Subnet, index),
 		version: k3s.MustParseVersion(v),
 		root:    filepath.Join(o.Dir, name),
-		state:   stateInactive,
+		u:       unitStatus{active: stateInactive, sub: subDead, result: "success"},
 	}
 	n.commit = fakeCommit(n.version.String())
 	n.service = "k3s"
@@ -312,33 +343,73 @@ func (l *Lab) peerOf(n *node) *node {
 // writeNodeTree lays out DIR/<node>/ as install.sh and a first start would
 // have left it (issue 3 "Each node"), with the node's command shims.
 func (l *Lab) writeNodeTree(n *node, cas map[string][]byte, t0 time.Time) error {
+	if err := os.MkdirAll(n.root, 0o755); err != nil {
+		return err
+	}
+	if err := l.writeSystemFiles(n); err != nil {
+		return err
+	}
 	dirs := []string{
 		n.host(filepath.Dir(n.configFile)), n.host(n.configFile + ".d"), n.host(filepath.Dir(n.unitFile)),
-		n.host(n.dataDir), filepath.Join(n.root, "bin"), filepath.Join(n.root, "etc", "default"),
-		filepath.Join(n.root, "etc", "sysconfig"),
+		n.host(n.dataDir), n.host("/etc/default"), n.host("/etc/sysconfig"),
 	}
 	for _, d := range dirs {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return err
 		}
 	}
-	for _, d := range []string{filepath.Join(n.root, "root", ".ssh")} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			return err
-		}
-	}
-	_ = os.Chmod(filepath.Join(n.root, "root"), 0o700)
-	for _, c := range shim.Commands {
-		if err := os.Symlink(l.opts.ShimBinary, filepath.Join(n.root, "bin", c)); err != nil {
-			return err
-		}
-	}
-	pub := ssh.MarshalAuthorizedKey(l.clientKey.PublicKey())
-	if err := os.WriteFile(filepath.Join(n.root, "root", ".ssh", "authorized_keys"), pub, 0o600); err != nil {
+
+	if err := l.writeConfigSources(n); err != nil {
 		return err
 	}
+	if !n.isServer() {
+		return os.MkdirAll(filepath.Join(n.host(n.dataDir), "agent"), 0o755)
+	}
+	// The server's bootstrap files as the datastore holds them, and an
+	// initialized etcd member dir (§2 "Choosing the driver").
+	sd := n.host(filepath.Join(n.dataDir, "server"))
+	d := k3s.BootstrapData{}
+	for i, bf := range k3s.BootstrapFiles {
+		b, ok := cas[bf.Path]
+		if !ok {
+			continue
+		}
+		d[bf.Key] = k3s.File{Timestamp: t0.Add(time.Duration(i+1) * 1733 * time.Microsecond), Content: b}
+	}
+	if err := k3s.WriteBootstrapToDir(sd, d); err != nil {
+		return err
+	}
+	for rel, b := range cas {
+		if _, known := bootstrapPath(rel); known {
+			continue
+		}
+		if err := writeFile(filepath.Join(sd, rel), b, 0o600); err != nil {
+			return err
+		}
+	}
+	// The leaf certificates a first start issued (the etcd member needs
+	// its own before the cluster forms at lab up).
+	leaves, err := k3s.IssueLeafCerts(cas, k3s.LeafOptions{NodeName: n.name, NodeIPs: []net.IP{net.ParseIP(n.ip)}, Now: time.Now()})
+	if err != nil {
+		return err
+	}
+	dd := n.host(n.dataDir)
+	for rel, b := range leaves {
+		mode := os.FileMode(0o600)
+		if strings.HasSuffix(rel, ".crt") {
+			mode = 0o644
+		}
+		if err := writeFile(filepath.Join(dd, rel), b, mode); err != nil {
+			return err
+		}
+	}
+	return os.MkdirAll(filepath.Join(sd, "db"), 0o700)
+}
 
-	// Config sources (§7).
+// writeConfigSources writes the node's K3s config sources (§7): config.yaml
+// (or the drop-in, unit args or env file that sets server, per
+// Options.ServerSource), the unit as install.sh writes it and its env file.
+func (l *Lab) writeConfigSources(n *node) error {
 	peer := l.peerOf(n)
 	var args []string
 	var cfg strings.Builder
@@ -381,43 +452,11 @@ func (l *Lab) writeNodeTree(n *node, cas map[string][]byte, t0 time.Time) error 
 		sub = "agent"
 	}
 	unit := k3s.WriteUnit(sub, args, n.envFile)
-	if l.opts.SSH != SSHOpenSSH {
-		// In inprocess mode the node's /etc is DIR/<node>/etc.
-		s := string(unit)
-		s = strings.ReplaceAll(s, "EnvironmentFile=-/etc/default/", "EnvironmentFile=-"+filepath.Join(n.root, "etc", "default")+"/")
-		s = strings.ReplaceAll(s, "EnvironmentFile=-/etc/sysconfig/", "EnvironmentFile=-"+filepath.Join(n.root, "etc", "sysconfig")+"/")
-		unit = []byte(s)
-	}
 	if err := writeFile(n.host(n.unitFile), unit, 0o644); err != nil {
 		return err
 	}
 
-	if !n.isServer() {
-		return os.MkdirAll(filepath.Join(n.host(n.dataDir), "agent"), 0o755)
-	}
-	// The server's bootstrap files as the datastore holds them, and an
-	// initialized etcd member dir (§2 "Choosing the driver").
-	sd := n.host(filepath.Join(n.dataDir, "server"))
-	d := k3s.BootstrapData{}
-	for i, bf := range k3s.BootstrapFiles {
-		b, ok := cas[bf.Path]
-		if !ok {
-			continue
-		}
-		d[bf.Key] = k3s.File{Timestamp: t0.Add(time.Duration(i+1) * 1733 * time.Microsecond), Content: b}
-	}
-	if err := k3s.WriteBootstrapToDir(sd, d); err != nil {
-		return err
-	}
-	for rel, b := range cas {
-		if _, known := bootstrapPath(rel); known {
-			continue
-		}
-		if err := writeFile(filepath.Join(sd, rel), b, 0o600); err != nil {
-			return err
-		}
-	}
-	return os.MkdirAll(filepath.Join(sd, "db", "etcd", "member", "wal"), 0o700)
+	return nil
 }
 
 func bootstrapPath(rel string) (k3s.BootstrapFile, bool) {
@@ -451,25 +490,24 @@ func (l *Lab) writeClientKey() error {
 	return os.WriteFile(p+".pub", ssh.MarshalAuthorizedKey(signer.PublicKey()), 0o644)
 }
 
+// startInProcessSSH starts one x/crypto/ssh server per node that checks
+// users against the node's /etc/passwd and authorized_keys as sshd does
+// and runs commands as that user, chrooted into the node's tree.
 func (l *Lab) startInProcessSSH() error {
 	for _, n := range l.nodes {
 		hk, err := sshserver.GenerateHostKey()
 		if err != nil {
 			return err
 		}
-		home := filepath.Join(n.root, "root")
 		srv, err := sshserver.Start(sshserver.Config{
-			Addr:           net.JoinHostPort(n.ip, "0"),
-			HostKey:        hk,
-			AuthorizedKeys: []ssh.PublicKey{l.clientKey.PublicKey()},
-			Shell:          "/bin/sh",
+			Addr:    net.JoinHostPort(n.ip, "0"),
+			HostKey: hk,
+			Users:   n.sshUser,
+			Command: l.keeper.nodeCommand(n),
 			Env: []string{
-				"PATH=" + filepath.Join(n.root, "bin") + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-				"HOME=" + home,
 				shim.EnvNode + "=" + n.name,
-				shim.EnvSock + "=" + filepath.Join(l.opts.Dir, shim.SocketName),
+				shim.EnvSock + "=" + shim.NodeSocket,
 			},
-			Dir:                home,
 			AllowTCPForwarding: true,
 			Logf:               func(f string, a ...any) { l.opts.Logf(n.name+" ssh: "+f, a...) },
 		})
@@ -491,9 +529,7 @@ func (l *Lab) supervisorAt(baseURL string) *supervisor {
 	}
 	for _, n := range l.nodes {
 		if n.ip == u.Hostname() {
-			n.mu.Lock()
-			defer n.mu.Unlock()
-			return n.sup
+			return n.runningSupervisor()
 		}
 	}
 	return nil
@@ -520,13 +556,23 @@ func (l *Lab) Close() error {
 				errs = append(errs, err)
 			}
 		}
+		l.keeper.close()
+		// Every node at once; with the lab's context cancelled the etcd
+		// members stop without handing their leadership over.
+		l.cancel()
+		var wg sync.WaitGroup
 		for _, n := range l.nodes {
-			n.opMu.Lock()
-			n.stop()
-			n.opMu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				n.stopUnit()
+				n.takeInitMember().close()
+			}()
+		}
+		wg.Wait()
+		for _, n := range l.nodes {
 			n.journal.close()
 		}
-		l.ds.close()
 		_ = os.Remove(filepath.Join(l.opts.Dir, shim.SocketName))
 		l.requestDown()
 		l.closeErr = errors.Join(errs...)
@@ -552,18 +598,19 @@ func (l *Lab) InventoryPath() string { return filepath.Join(l.opts.Dir, "invento
 func (l *Lab) UpDuration() time.Duration { return time.Duration(l.upTook.Load()) }
 
 // SetFault injects a fault into a node's service: FaultFailStart makes
-// every start fail until FaultClear.
+// every start fail, FaultHangStart every start hang before it is ready,
+// until FaultClear (a hanging start then completes).
 func (l *Lab) SetFault(nodeName, fault string) error {
 	n, ok := l.byName[nodeName]
 	if !ok {
 		return fmt.Errorf("lab: no node %q (nodes: %s)", nodeName, strings.Join(l.nodeNames(), ", "))
 	}
 	switch fault {
-	case FaultFailStart:
+	case FaultFailStart, FaultHangStart:
 	case FaultClear, "":
 		fault = ""
 	default:
-		return fmt.Errorf("lab: unknown fault %q (want %s or %s)", fault, FaultFailStart, FaultClear)
+		return fmt.Errorf("lab: unknown fault %q (want %s, %s or %s)", fault, FaultFailStart, FaultHangStart, FaultClear)
 	}
 	n.mu.Lock()
 	n.fault = fault
@@ -579,8 +626,8 @@ func (l *Lab) nodeNames() []string {
 	return out
 }
 
-// NodeRoot returns DIR/<node>, the host directory mirroring the node's
-// root.
+// NodeRoot returns DIR/<node>, the node's root file system: its commands
+// see it as /.
 func (l *Lab) NodeRoot(name string) string { return filepath.Join(l.opts.Dir, name) }
 
 // Token returns the token the nodes are configured with (the bare

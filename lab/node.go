@@ -16,7 +16,6 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/caretaker/caretaker/internal/k3s"
-	"github.com/caretaker/caretaker/lab/shim"
 )
 
 // Service states as systemctl is-active prints them.
@@ -59,14 +58,15 @@ type node struct {
 	// opMu serialises service transitions (start, stop, restart).
 	opMu sync.Mutex
 
-	mu          sync.Mutex // guards the fields below
-	state       string
-	pid         int
-	activeSince time.Time
-	fault       string
-	sup         *supervisor // running supervisor (servers)
-	loadedUnit  []byte      // the unit as systemd loaded it (daemon-reload)
-	loadedDrops []k3s.NamedFile
+	mu           sync.Mutex // guards the fields below
+	u            unitStatus // systemd's view of the unit
+	proc         *k3sProc   // the current start attempt / running K3s
+	gen          uint64     // bumped by every start and stop (stale restart timers)
+	restartTimer *time.Timer
+	initMember   *etcdMember // etcd member started at lab up, until the first start
+	fault        string
+	loadedUnit   []byte // the unit as systemd loaded it (daemon-reload)
+	loadedDrops  []k3s.NamedFile
 }
 
 func (n *node) isServer() bool { return n.role == "server" }
@@ -79,50 +79,30 @@ func (n *node) runDir() string { return filepath.Join(n.lab.opts.Dir, "run", n.n
 // unitName is the systemd unit name, "k3s.service".
 func (n *node) unitName() string { return n.service + ".service" }
 
-// host maps a path as the node sees it to the host path the daemon uses.
-// In openssh mode only the bind-mounted trees (shim.NodeMounts) live under
-// the node's root; in inprocess mode node paths are host paths.
+// host maps a path as the node sees it to the host path the daemon uses:
+// the node's tree DIR/<node> is its root.
 func (n *node) host(p string) string {
-	if n.lab.opts.SSH != SSHOpenSSH || !filepath.IsAbs(p) {
-		return p
-	}
-	p = filepath.Clean(p)
-	for _, m := range shim.NodeMounts {
-		if p == m || strings.HasPrefix(p, m+"/") {
-			return filepath.Join(n.root, p)
-		}
-	}
-	return p
-}
-
-// view maps one of the default K3s paths (e.g. /var/lib/rancher/k3s) to
-// the path the node sees.
-func (n *node) view(p string) string {
-	if n.lab.opts.SSH == SSHOpenSSH {
+	if !filepath.IsAbs(p) {
 		return p
 	}
 	return filepath.Join(n.root, p)
 }
 
+// view maps one of the default K3s paths (e.g. /var/lib/rancher/k3s) to
+// the path the node sees: the same, since every command runs chrooted
+// into the node's tree.
+func (n *node) view(p string) string { return p }
+
 func (n *node) getState() string {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.state
-}
-
-func (n *node) setState(s string) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	n.state = s
-	if s == stateActive {
-		n.activeSince = time.Now()
-	}
+	return n.u.active
 }
 
 // logK3s appends a K3s (logrus) line to the node's journal.
 func (n *node) logK3s(level, format string, args ...any) {
 	n.mu.Lock()
-	pid := n.pid
+	pid := n.u.mainPID
 	n.mu.Unlock()
 	msg := format
 	if len(args) > 0 {

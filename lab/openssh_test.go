@@ -36,14 +36,14 @@ func TestBugReproducedOverOpenSSH(t *testing.T) {
 }
 
 // In openssh mode a node sees its own tree at the real paths, and the
-// node commands are first on sshd's PATH and at their absolute paths.
+// node commands are at the paths of a real node, first on sshd's PATH.
 func TestOpenSSHNodeView(t *testing.T) {
 	requireOpenSSH(t)
 	l := startLab(t, lab.Options{Servers: 1, Agents: 1, SSH: lab.SSHOpenSSH})
 	c := connect(t, l)
 	for _, node := range []string{"server-1", "agent-1"} {
 		out := c.mustRun(node, "hostname; command -v k3s systemctl; /usr/local/bin/k3s --version | head -1; /usr/bin/systemctl is-active k3s k3s-agent || true; cat /etc/rancher/k3s/config.yaml")
-		for _, want := range []string{node + "\n", "/usr/local/sbin/k3s\n", "/usr/local/sbin/systemctl\n", "k3s version " + lab.DefaultVersion, "# written by caretaker lab for " + node} {
+		for _, want := range []string{node + "\n", "/usr/local/bin/k3s\n", "/usr/bin/systemctl\n", "k3s version " + lab.DefaultVersion, "# written by caretaker lab for " + node} {
 			if !strings.Contains(out, want) {
 				t.Errorf("%s: output lacks %q:\n%s", node, want, out)
 			}

@@ -26,12 +26,12 @@ const (
 // SSH modes.
 const (
 	// SSHInProcess runs one x/crypto/ssh server per node inside the lab
-	// process; no root needed. Node files live under DIR/<node>/ and the
-	// inventory carries per-node path overrides.
+	// process; it runs each command as the logged-in user with DIR/<node>
+	// as its root.
 	SSHInProcess = "inprocess"
-	// SSHOpenSSH runs one real OpenSSH sshd per node in its own mount
-	// namespace where DIR/<node>/ is bind-mounted over the real K3s paths.
-	// Needs root and /usr/sbin/sshd.
+	// SSHOpenSSH runs one real OpenSSH sshd per node, chrooted into
+	// DIR/<node> in a UTS namespace of its own. Needs /usr/sbin/sshd.
+	// Both modes need root and give the nodes the default K3s paths.
 	SSHOpenSSH = "openssh"
 )
 
@@ -45,9 +45,15 @@ const (
 
 // Faults that can be injected into a node's service.
 const (
-	// FaultFailStart makes every start of the node's service fail (a
-	// journal line, state "failed") until the fault is cleared.
+	// FaultFailStart makes every start of the node's service fail (K3s
+	// exits with a fatal error; Restart=always tries again after the
+	// restart delay) until the fault is cleared.
 	FaultFailStart = "fail-start"
+	// FaultHangStart makes every start of the node's service hang before
+	// it becomes ready (state activating, sub-state start), K3s logging an
+	// error every few seconds, until the fault is cleared: then the
+	// hanging start completes.
+	FaultHangStart = "hang-start"
 	// FaultClear removes any fault.
 	FaultClear = "clear"
 )
@@ -113,7 +119,20 @@ type Options struct {
 	// ~0.1 s. Default 0, for fast tests; benchmarks of whole procedures set
 	// it so that "unavoidable waits" are realistic.
 	StartDelay time.Duration
+	// RestartDelay is RestartSec of the units (Restart=always): how long a
+	// unit whose K3s exited stays activating/auto-restart before systemd
+	// starts it again. Default DefaultRestartDelay (5 s, the installer's);
+	// tests set it short.
+	RestartDelay time.Duration
+	// ServingCertSyncDelay is how long running servers take to adopt a
+	// serving certificate another server wrote to the shared
+	// kube-system/k3s-serving secret (1-5 s measured on real K3s).
+	// Default DefaultServingCertSyncDelay.
+	ServingCertSyncDelay time.Duration
 }
+
+// DefaultServingCertSyncDelay is Options.ServingCertSyncDelay's default.
+const DefaultServingCertSyncDelay = 3 * time.Second
 
 // withDefaults validates o and fills in defaults.
 func (o Options) withDefaults() (Options, error) {
@@ -194,6 +213,12 @@ func (o Options) withDefaults() (Options, error) {
 			return o, fmt.Errorf("lab: find the shim binary: %w", err)
 		}
 		o.ShimBinary = exe
+	}
+	if o.RestartDelay <= 0 {
+		o.RestartDelay = DefaultRestartDelay
+	}
+	if o.ServingCertSyncDelay <= 0 {
+		o.ServingCertSyncDelay = DefaultServingCertSyncDelay
 	}
 	if o.Logf == nil {
 		o.Logf = func(string, ...any) {}

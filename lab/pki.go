@@ -69,6 +69,11 @@ func firstPrivateKey(keyPEM []byte) (crypto.Signer, error) {
 // returned certificate PEM holds the leaf followed by bundle (the CA chain
 // K3s appends to its leaf files).
 func (ca caPair) issue(cn string, ips []net.IP, dns []string, usage []x509.ExtKeyUsage, bundle []byte) (certPEM, keyPEM []byte, err error) {
+	return ca.issueServing(cn, nil, ips, dns, usage, bundle)
+}
+
+// issueServing is issue with an organization in the subject.
+func (ca caPair) issueServing(cn string, org []string, ips []net.IP, dns []string, usage []x509.ExtKeyUsage, bundle []byte) (certPEM, keyPEM []byte, err error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, nil, err
@@ -80,7 +85,7 @@ func (ca caPair) issue(cn string, ips []net.IP, dns []string, usage []x509.ExtKe
 	now := time.Now()
 	tmpl := &x509.Certificate{
 		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: cn},
+		Subject:      pkix.Name{CommonName: cn, Organization: org},
 		NotBefore:    now.Add(-k3s.Backdate),
 		NotAfter:     now.Add(k3s.LeafValidity),
 		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,

@@ -3,9 +3,7 @@ package lab
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -29,85 +27,75 @@ func fatalf(format string, args ...any) error {
 	return &fatalError{msg: fmt.Sprintf(format, args...)}
 }
 
-// errStartFailed is returned by start when the service failed.
-var errStartFailed = errors.New("start failed")
-
-// start runs the unit's start job: systemd's lines, the simulated K3s
-// start-up, and the state change. It returns once the service is active
-// or has failed (K3s units are Type=notify). Caller holds opMu.
-func (n *node) start(ctx context.Context) error {
-	switch n.getState() {
-	case stateActive, stateActivating:
-		return nil
-	}
-	n.mu.Lock()
-	n.pid = int(n.lab.pidSeq.Add(1)) + 4000
-	fault := n.fault
-	n.state = stateActivating
-	n.mu.Unlock()
-	desc := "Lightweight Kubernetes"
-	n.logSystemd("Starting %s - %s...", n.unitName(), desc)
+// runK3s is the K3s process of one start attempt up to the point where
+// it tells systemd it is ready (Type=notify): the start-up delay, the
+// injected faults, then a server's or an agent's start-up. With the
+// hang-start fault the start never becomes ready while the fault lasts.
+func (n *node) runK3s(p *k3sProc) error {
 	if d := n.lab.opts.StartDelay; d > 0 && n.lab.UpDuration() > 0 {
 		// Model K3s's start-up time on restarts (Options.StartDelay).
 		t := time.NewTimer(d)
 		select {
 		case <-t.C:
-		case <-ctx.Done():
+		case <-p.ctx.Done():
 			t.Stop()
+			return p.ctx.Err()
 		}
 	}
-	var sup *supervisor
+	if n.getFault() == FaultFailStart {
+		return fatalf("lab: injected fault %s: k3s exits during start-up (clear it with: caretaker lab fault %s clear)", FaultFailStart, n.name)
+	}
 	var err error
-	if fault == FaultFailStart {
-		err = fatalf("lab: injected fault %s: k3s exits during start-up (clear it with: caretaker lab fault %s clear)", FaultFailStart, n.name)
-	} else if n.isServer() {
-		sup, err = n.runServer(ctx)
+	if n.isServer() {
+		err = n.runServer(p)
 	} else {
-		err = n.runAgent(ctx)
+		err = n.runAgent(p.ctx)
 	}
 	if err != nil {
-		var fe *fatalError
-		if errors.As(err, &fe) {
-			n.logK3s("fatal", "%s", fe.msg)
-		} else {
-			n.logK3s("fatal", "Error: %v", err)
-		}
-		n.logSystemd("%s: Main process exited, code=exited, status=1/FAILURE", n.unitName())
-		n.logSystemd("%s: Failed with result 'exit-code'.", n.unitName())
-		n.logSystemd("Failed to start %s - %s.", n.unitName(), desc)
-		n.setState(stateFailed)
-		return errStartFailed
+		return err
 	}
-	n.mu.Lock()
-	n.sup = sup
-	n.mu.Unlock()
-	n.setState(stateActive)
-	n.logSystemd("Started %s - %s.", n.unitName(), desc)
+	return n.hangWhileFaulted(p)
+}
+
+// hangWhileFaulted models a start that never becomes ready (fault
+// hang-start; the real case: K3s cannot validate its own supervisor's
+// certificate): an error line every few seconds until the fault is
+// cleared or the unit is stopped.
+func (n *node) hangWhileFaulted(p *k3sProc) error {
+	const every = 5 * time.Second
+	var last time.Time
+	poll := time.NewTicker(50 * time.Millisecond)
+	defer poll.Stop()
+	for n.getFault() == FaultHangStart {
+		if time.Since(last) >= every {
+			last = time.Now()
+			n.logK3s("error", "Failed to validate connection to cluster at %s: CA cert validation failed: Get \"%s/cacerts\": tls: failed to verify certificate: x509: certificate signed by unknown authority", n.validateURL(), n.validateURL())
+		}
+		select {
+		case <-poll.C:
+		case <-p.ctx.Done():
+			return p.ctx.Err()
+		}
+	}
 	return nil
 }
 
-// stop stops the service (SIGTERM to K3s: the supervisor closes).
-func (n *node) stop() {
-	st := n.getState()
-	if st == stateInactive {
-		return
+// validateURL is the URL the node's K3s agent validates its connection
+// against: the local supervisor on servers, the server URL on agents.
+func (n *node) validateURL() string {
+	if n.isServer() {
+		return "https://127.0.0.1:6443"
 	}
-	if st == stateFailed {
-		n.setState(stateInactive)
-		return
+	if cfg, err := n.loadStartConfig(); err == nil && cfg.server != "" {
+		return strings.TrimRight(cfg.server, "/")
 	}
-	n.setState(stateDeactivating)
-	n.logSystemd("Stopping %s - Lightweight Kubernetes...", n.unitName())
+	return "https://127.0.0.1:6443"
+}
+
+func (n *node) getFault() string {
 	n.mu.Lock()
-	sup := n.sup
-	n.sup = nil
-	n.mu.Unlock()
-	if sup != nil {
-		sup.close()
-	}
-	n.logSystemd("%s: Deactivated successfully.", n.unitName())
-	n.logSystemd("Stopped %s - Lightweight Kubernetes.", n.unitName())
-	n.setState(stateInactive)
+	defer n.mu.Unlock()
+	return n.fault
 }
 
 // startConfig is what a K3s start derives from the node's config sources.
@@ -153,110 +141,20 @@ func remoteWording(v k3s.Version) string {
 // runServer is the start-up of a K3s server, following
 // k3s-ca-rotation.md §2 (driver, shouldBootstrapLoad, Bootstrap, reconcile)
 // and §9 "Restart rule", then leaf certificates, server/token, kubeconfig,
-// the supervisor and Save.
-func (n *node) runServer(ctx context.Context) (*supervisor, error) {
+// the supervisor, the etcd member and Save. What it starts is recorded in
+// p, so that a stop or a failed start releases it.
+func (n *node) runServer(p *k3sProc) error {
+	ctx := p.ctx
 	n.logK3s("info", "Starting k3s %s (%s)", n.version, n.commit)
 	cfg, err := n.loadStartConfig()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	sdView := filepath.Join(cfg.dataDir, "server")
 	sdHost := n.host(sdView)
-	walDir := filepath.Join(sdHost, "db", "etcd", "member", "wal")
-	initialized := dirExists(walDir)
-	fixed := k3s.ServesBootstrapFromDatastore(n.version)
-
-	// Choosing the driver (§2): etcd when initialized, or cluster-init, or
-	// both server and token; otherwise kine, which the lab does not model.
-	if !initialized && !cfg.clusterInit && !(cfg.server != "" && cfg.token != "") {
-		return nil, fatalf("lab: this start would create a new SQLite (kine) datastore: %s has no etcd data and neither cluster-init nor server+token is configured; the lab simulates embedded etcd only", sdView)
-	}
-	if settingValue(cfg.eff, "datastore-endpoint") != "" {
-		return nil, fatalf("lab: external datastores (datastore-endpoint) are not simulated")
-	}
-
-	opts := validateOptions{user: "server", source: n.ip, warn: func(f string, a ...any) { n.logK3s("warning", f, a...) }}
-	if fixed {
-		opts.localCA = filepath.Join(sdHost, k3s.PathServerCA)
-	}
-	server := ""
-	if cfg.server != "" {
-		server = n.localURL(cfg.server)
-	}
-	var cai *clientInfo
-	shouldBootstrap := false
-	switch {
-	case initialized:
-		n.logK3s("info", "Managed etcd cluster bootstrap already complete and initialized")
-		if server != "" && cfg.token != "" {
-			// Errors are ignored here (§2 shouldBootstrapLoad).
-			cai, _ = parseAndValidateToken(ctx, server, cfg.token, opts)
-		}
-	case server == "":
-		n.logK3s("info", "Managed etcd cluster initializing")
-	default:
-		if cfg.token == "" {
-			return nil, fatalf("Error: starting kubernetes: preparing server: failed to check if bootstrap data has been initialized: token is required to join a cluster")
-		}
-		info, err := parseAndValidateToken(ctx, server, cfg.token, opts)
-		if err != nil {
-			return nil, fatalf("Error: starting kubernetes: preparing server: failed to check if bootstrap data has been initialized: failed to validate token: %v", err)
-		}
-		n.logK3s("info", "Managed etcd cluster not yet initialized")
-		cai = info
-		shouldBootstrap = true
-	}
-
-	passphrase, err := n.serverPassphrase(cfg.token, sdHost)
+	passphrase, err := n.bootstrapServer(ctx, cfg, sdHost, sdView)
 	if err != nil {
-		return nil, fatalf("Error: starting kubernetes: preparing server: %v", err)
-	}
-	rc := reconciler{n: n, sdHost: sdHost, sdView: sdView, passphrase: passphrase}
-
-	if initialized {
-		done := false
-		if cai != nil {
-			if err := rc.httpBootstrap(ctx, cai, fixed); err != nil {
-				var fe *fatalError
-				if errors.As(err, &fe) {
-					return nil, err
-				}
-				n.logK3s("warning", "Unable to reconcile with %s: %v", remoteWording(n.version), err)
-			} else {
-				n.logK3s("info", "Successfully reconciled with %s", remoteWording(n.version))
-				done = true
-			}
-		}
-		if !done {
-			if err := rc.localReconcile(ctx); err != nil {
-				var fe *fatalError
-				if errors.As(err, &fe) {
-					return nil, err
-				}
-				return nil, fatalf("Failed to reconcile with temporary etcd: %v", err)
-			}
-		}
-	} else if shouldBootstrap {
-		if err := rc.httpBootstrap(ctx, cai, fixed); err != nil {
-			var fe *fatalError
-			if errors.As(err, &fe) {
-				return nil, err
-			}
-			return nil, fatalf("Error: starting kubernetes: preparing server: failed to bootstrap cluster data: %v", err)
-		}
-	} else {
-		// cluster-init on an empty etcd dir: the lab's datastore already
-		// holds the cluster, so this start takes the local data.
-		if err := rc.localReconcile(ctx); err != nil {
-			var fe *fatalError
-			if errors.As(err, &fe) {
-				return nil, err
-			}
-			return nil, fatalf("Failed to reconcile with temporary etcd: %v", err)
-		}
-	}
-	if err := os.MkdirAll(walDir, 0o700); err != nil {
-		return nil, err
+		return err
 	}
 
 	// Derived files: leaf certificates whose CA changed (§4), server/token
@@ -264,43 +162,121 @@ func (n *node) runServer(ctx context.Context) (*supervisor, error) {
 	// kubeconfig.
 	cas, err := readSDFiles(sdHost)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if err := n.renewLeafCerts(cas, cfg.dataDir, false); err != nil {
-		return nil, fatalf("Error: starting kubernetes: preparing server: %v", err)
+		return fatalf("Error: starting kubernetes: preparing server: %v", err)
 	}
 	if err := n.writeServerToken(sdHost, sdView, cas[k3s.PathServerCA], passphrase); err != nil {
-		return nil, err
+		return err
 	}
 	if err := n.writeKubeconfig(cfg.dataDir, cas[k3s.PathServerCA]); err != nil {
-		return nil, err
+		return err
 	}
 
 	// Supervisor with the dynamiclistener serving certificate.
 	serving, err := n.loadServingCert(sdHost, cas)
 	if err != nil {
-		return nil, fatalf("Error: starting kubernetes: preparing server: %v", err)
+		return fatalf("Error: starting kubernetes: preparing server: %v", err)
 	}
-	sup, err := startSupervisor(n, sdHost, sdView, passphrase, serving, cas)
+	sup, err := startSupervisor(n, p, sdHost, sdView, passphrase, serving, cas)
 	if err != nil {
-		return nil, fatalf("Error: starting kubernetes: %v", err)
+		return fatalf("Error: starting kubernetes: %v", err)
 	}
+	p.setSupervisor(sup)
+	n.lab.serving.publish(n, serving)
+
+	// The etcd member, with the certificates on disk now; without quorum
+	// it does not become ready and neither does K3s.
+	m := n.takeInitMember()
+	if m == nil {
+		if m, err = n.startMember(sdHost); err != nil {
+			return fatalf("Error: starting kubernetes: preparing server: start managed database: %v", err)
+		}
+	}
+	p.setMember(m)
+	if err := m.waitReady(ctx); err != nil {
+		if ctx.Err() != nil {
+			return err
+		}
+		return fatalf("Error: starting kubernetes: preparing server: start managed database: %v", err)
+	}
+	n.logK3s("info", "Connected to etcd %s - datastore using %d of %d bytes", etcdVersion, m.e.Server.Backend().SizeInUse(), m.e.Server.Backend().Size())
 
 	// Save with override=false (§2 "Writing back").
 	n.logK3s("info", "Saving cluster bootstrap data to datastore")
 	d, err := k3s.ReadBootstrapFromDir(sdHost)
 	if err == nil {
 		var exists bool
-		exists, err = n.lab.ds.saveBootstrap(ctx, passphrase, d, false)
+		exists, err = saveBootstrap(ctx, m.cli, passphrase, d, false)
 		if err == nil && exists {
 			n.logK3s("warning", "Bootstrap key already exists")
 		}
 	}
 	if err != nil {
-		sup.close()
-		return nil, fatalf("Error: starting kubernetes: failed to save bootstrap data: %v", err)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fatalf("Error: starting kubernetes: failed to save bootstrap data: %v", err)
 	}
-	return sup, nil
+	sup.setReady()
+	return nil
+}
+
+// bootstrapServer chooses the driver, runs shouldBootstrapLoad and the
+// HTTP or local reconcile (§2), and returns the server's passphrase.
+func (n *node) bootstrapServer(ctx context.Context, cfg startConfig, sdHost, sdView string) (string, error) {
+	walDir := filepath.Join(sdHost, "db", "etcd", "member", "wal")
+	initialized := dirExists(walDir)
+	fixed := k3s.ServesBootstrapFromDatastore(n.version)
+
+	// Choosing the driver (§2): etcd when initialized, or cluster-init, or
+	// both server and token; otherwise kine, which the lab does not model.
+	if !initialized && !cfg.clusterInit && !(cfg.server != "" && cfg.token != "") {
+		return "", fatalf("lab: this start would create a new SQLite (kine) datastore: %s has no etcd data and neither cluster-init nor server+token is configured; the lab simulates embedded etcd only", sdView)
+	}
+	if settingValue(cfg.eff, "datastore-endpoint") != "" {
+		return "", fatalf("lab: external datastores (datastore-endpoint) are not simulated")
+	}
+	if !initialized {
+		return "", fatalf("lab: %s has no etcd data: joining a new member to the lab's etcd cluster is not simulated (every lab server is an initialized member)", filepath.Join(sdView, "db", "etcd"))
+	}
+
+	opts := validateOptions{user: "server", source: n.ip, warn: func(f string, a ...any) { n.logK3s("warning", f, a...) }}
+	if fixed {
+		opts.localCA = filepath.Join(sdHost, k3s.PathServerCA)
+	}
+	var cai *clientInfo
+	n.logK3s("info", "Managed etcd cluster bootstrap already complete and initialized")
+	if cfg.server != "" && cfg.token != "" {
+		// Errors are ignored here (§2 shouldBootstrapLoad).
+		cai, _ = parseAndValidateToken(ctx, n.localURL(cfg.server), cfg.token, opts)
+	}
+	passphrase, err := n.serverPassphrase(cfg.token, sdHost)
+	if err != nil {
+		return "", fatalf("Error: starting kubernetes: preparing server: %v", err)
+	}
+	rc := reconciler{n: n, sdHost: sdHost, sdView: sdView, passphrase: passphrase}
+	if cai != nil {
+		err := rc.httpBootstrap(ctx, cai, fixed)
+		if err == nil {
+			n.logK3s("info", "Successfully reconciled with %s", remoteWording(n.version))
+			return passphrase, nil
+		}
+		var fe *fatalError
+		if errors.As(err, &fe) {
+			return "", err
+		}
+		n.logK3s("warning", "Unable to reconcile with %s: %v", remoteWording(n.version), err)
+	}
+	if err := rc.localReconcile(ctx); err != nil {
+		var fe *fatalError
+		if errors.As(err, &fe) {
+			return "", err
+		}
+		return "", fatalf("Failed to reconcile with temporary etcd: %v", err)
+	}
+	return passphrase, nil
 }
 
 // serverPassphrase is the normalized server token (§3 "Passphrase"): the
@@ -361,7 +337,7 @@ func (rc reconciler) localReconcile(ctx context.Context) error {
 		n.logK3s("info", "Starting temporary etcd to reconcile with datastore")
 		n.logK3s("info", "etcd temporary data store connection OK")
 	}
-	d, _, err := n.lab.ds.getBootstrap(ctx, rc.passphrase)
+	d, err := n.readLocalBootstrap(ctx, rc.sdHost, rc.passphrase)
 	if err != nil {
 		if errors.Is(err, errNoBootstrapKey) {
 			if headWording {
@@ -570,62 +546,6 @@ users:
     client-key-data: %s
 `, b64(serverCA), b64(cert), b64(key))
 	return writeFile(n.host(n.kubeconfig), []byte(kc), 0o600)
-}
-
-// loadServingCert returns the supervisor's serving certificate, kept in
-// SD/tls/dynamic-cert.json: reissued when missing, when
-// SD/tls/dynamic-cert-regenerate exists (consumed), or when the current
-// server CA did not sign it. (dynamiclistener keeps a valid cert longer;
-// the lab reissues as soon as the CA changed.)
-func (n *node) loadServingCert(sdHost string, cas map[string][]byte) (tlsCert tls.Certificate, err error) {
-	path := filepath.Join(sdHost, "tls", "dynamic-cert.json")
-	regen := filepath.Join(sdHost, "tls", "dynamic-cert-regenerate")
-	_, regenErr := os.Stat(regen)
-	var stored dynamicCert
-	if b, err := os.ReadFile(path); err == nil && regenErr != nil {
-		if json.Unmarshal(b, &stored) == nil && stored.valid(cas[k3s.PathServerCA]) {
-			return tlsPair([]byte(stored.Cert), []byte(stored.Key))
-		}
-	}
-	certPEM, keyPEM, err := servingCert(n, cas[k3s.PathServerCA], cas[k3s.PathServerCAKey])
-	if err != nil {
-		return tlsCert, fmt.Errorf("issue the supervisor serving certificate: %w", err)
-	}
-	b, err := json.Marshal(dynamicCert{Cert: string(certPEM), Key: string(keyPEM)})
-	if err != nil {
-		return tlsCert, err
-	}
-	if err := os.WriteFile(path, b, 0o600); err != nil {
-		return tlsCert, err
-	}
-	_ = os.Remove(regen)
-	if c, err := k3s.ParseCertsPEM(certPEM); err == nil {
-		n.logK3s("info", "certificate %s signed by %s: notBefore=%s notAfter=%s", c[0].Subject, c[0].Issuer, c[0].NotBefore.UTC(), c[0].NotAfter.UTC())
-	}
-	return tlsPair(certPEM, keyPEM)
-}
-
-// dynamicCert is the lab's SD/tls/dynamic-cert.json.
-type dynamicCert struct {
-	Cert string `json:"cert"`
-	Key  string `json:"key"`
-}
-
-// valid reports whether the stored cert was signed by the first cert of
-// the CA bundle and is not near expiry.
-func (d dynamicCert) valid(serverCA []byte) bool {
-	leaf, err := k3s.ParseCertsPEM([]byte(d.Cert))
-	if err != nil {
-		return false
-	}
-	ca, err := k3s.ParseCertsPEM(serverCA)
-	if err != nil {
-		return false
-	}
-	if leaf[0].CheckSignatureFrom(ca[0]) != nil {
-		return false
-	}
-	return time.Until(leaf[0].NotAfter) > k3s.CertificateRenewDays*24*time.Hour
 }
 
 // runAgent is the start-up of a K3s agent (k3s-ca-rotation.md §7

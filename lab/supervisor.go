@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/csv"
 	"encoding/json"
 	"errors"
@@ -18,7 +17,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/caretaker/caretaker/internal/k3s"
 )
@@ -28,11 +30,16 @@ import (
 // the process started (k3s-ca-rotation.md §2 "Other routes"; issue 3).
 type supervisor struct {
 	n      *node
-	sdHost string // server dir, host path
-	sdView string // server dir as the node sees it
+	sdHost string   // server dir, host path
+	sdView string   // server dir as the node sees it
+	p      *k3sProc // the K3s process it belongs to (its etcd member)
 	ln     net.Listener
 	srv    *http.Server
 	done   chan struct{}
+
+	cert   atomic.Pointer[tls.Certificate] // served certificate; adopt swaps it
+	ready  atomic.Bool                     // the start completed (/readyz)
+	closed atomic.Bool
 
 	// passphrase is the normalized server token the process runs with.
 	passphrase string
@@ -74,17 +81,18 @@ func parsePasswd(b []byte) map[string]passwdEntry {
 }
 
 // startSupervisor listens on <ip>:6443 and serves the supervisor routes.
-func startSupervisor(n *node, sdHost, sdView, passphrase string, serving tls.Certificate, cas map[string][]byte) (*supervisor, error) {
+func startSupervisor(n *node, p *k3sProc, sdHost, sdView, passphrase string, serving tls.Certificate, cas map[string][]byte) (*supervisor, error) {
 	pw, err := os.ReadFile(filepath.Join(sdHost, k3s.PathPasswd))
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", filepath.Join(sdView, k3s.PathPasswd), err)
 	}
-	s := &supervisor{n: n, sdHost: sdHost, sdView: sdView, passphrase: passphrase, passwd: parsePasswd(pw), cas: cas, done: make(chan struct{})}
+	s := &supervisor{n: n, p: p, sdHost: sdHost, sdView: sdView, passphrase: passphrase, passwd: parsePasswd(pw), cas: cas, done: make(chan struct{})}
 	ln, err := net.Listen("tcp", net.JoinHostPort(n.ip, "6443"))
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s:6443: %w", n.ip, err)
 	}
 	s.ln = ln
+	s.cert.Store(&serving)
 	mux := http.NewServeMux()
 	mux.HandleFunc("/cacerts", s.handleCACerts)
 	mux.HandleFunc("/readyz", s.handleReady)
@@ -96,8 +104,11 @@ func startSupervisor(n *node, sdHost, sdView, passphrase string, serving tls.Cer
 	s.srv = &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
-		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{serving}, MinVersion: tls.VersionTLS12},
-		ErrorLog:          nil,
+		TLSConfig: &tls.Config{
+			GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return s.cert.Load(), nil },
+			MinVersion:     tls.VersionTLS12,
+		},
+		ErrorLog: nil,
 	}
 	tlsLn := tls.NewListener(ln, s.srv.TLSConfig)
 	go func() {
@@ -108,6 +119,7 @@ func startSupervisor(n *node, sdHost, sdView, passphrase string, serving tls.Cer
 }
 
 func (s *supervisor) close() {
+	s.closed.Store(true)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	if err := s.srv.Shutdown(ctx); err != nil {
@@ -127,9 +139,41 @@ func (s *supervisor) handleCACerts(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(s.cacerts)
 }
 
+// handleReady answers /readyz: ok once the K3s start completed.
 func (s *supervisor) handleReady(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if !s.ready.Load() {
+		w.WriteHeader(http.StatusInternalServerError)
+		_, _ = io.WriteString(w, "[-]etcd failed: reason withheld\nreadyz check failed")
+		return
+	}
 	_, _ = io.WriteString(w, "ok")
+}
+
+func (s *supervisor) setReady() { s.ready.Store(true) }
+
+// adopt serves c from now on (the k3s-serving secret changed); false if
+// the supervisor is closed or already serves c.
+func (s *supervisor) adopt(c tls.Certificate) bool {
+	if s.closed.Load() {
+		return false
+	}
+	if cur := s.cert.Load(); cur != nil && len(cur.Certificate) > 0 && len(c.Certificate) > 0 && string(cur.Certificate[0]) == string(c.Certificate[0]) {
+		return false
+	}
+	s.cert.Store(&c)
+	return true
+}
+
+// datastore is the client of the process's own etcd member (nil while it
+// has none).
+func (s *supervisor) datastore() *clientv3.Client {
+	s.p.mu.Lock()
+	defer s.p.mu.Unlock()
+	if s.p.member == nil || s.p.released {
+		return nil
+	}
+	return s.p.member.cli
 }
 
 // statusBody renders a Kubernetes Status object as K3s's auth middleware
@@ -188,7 +232,11 @@ func (s *supervisor) handleServerBootstrap(w http.ResponseWriter, r *http.Reques
 	}
 	w.Header().Set("Content-Type", "application/json")
 	if k3s.ServesBootstrapFromDatastore(s.n.version) {
-		data, err := s.n.lab.ds.getBootstrapRaw(r.Context(), pass)
+		var data []byte
+		err := errors.New("etcd is not running")
+		if cli := s.datastore(); cli != nil {
+			data, err = getBootstrapRaw(r.Context(), cli, pass)
+		}
 		if err == nil {
 			s.n.logK3s("info", "Serving HTTP bootstrap from datastore for %s", r.RemoteAddr)
 			_, _ = w.Write(data)
@@ -302,7 +350,11 @@ func (s *supervisor) caCertReplace(ctx context.Context, body io.Reader, force bo
 		s.n.logK3s("warning", "Save of CA certificates and keys forced, ignoring validation errors: %v", err)
 	}
 	s.n.logK3s("info", "Saving cluster bootstrap data to datastore")
-	if _, err := s.n.lab.ds.saveBootstrap(ctx, s.passphrase, merged, true); err != nil {
+	cli := s.datastore()
+	if cli == nil {
+		return errors.New("etcd is not running on this server")
+	}
+	if _, err := saveBootstrap(ctx, cli, s.passphrase, merged, true); err != nil {
 		return err
 	}
 	if hasDynamicCertRegenerate(s.n.version) {
@@ -352,16 +404,4 @@ func clientFor(bundle []byte, timeout time.Duration, source string) *http.Client
 		Timeout:   timeout,
 		Transport: &http.Transport{TLSClientConfig: tlsCfg, DisableKeepAlives: true, DialContext: d.DialContext},
 	}
-}
-
-// servingCert issues the supervisor's serving certificate (CN k3s, O k3s)
-// from the server CA: the dynamiclistener certificate of the node.
-func servingCert(n *node, serverCA, serverCAKey []byte) (certPEM, keyPEM []byte, err error) {
-	ca, err := loadCAPair(serverCA, serverCAKey)
-	if err != nil {
-		return nil, nil, err
-	}
-	ips := []net.IP{net.ParseIP(n.ip), net.ParseIP("127.0.0.1"), net.ParseIP("::1"), net.ParseIP("10.43.0.1")}
-	dns := []string{"localhost", n.name, "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"}
-	return ca.issue("k3s", ips, dns, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, serverCA)
 }

@@ -58,7 +58,7 @@ func TestWorkaroundByHandOnBuggyRelease(t *testing.T) {
 
 // Acceptance 4: the trap: once server-1 holds the new CA, restoring its
 // server: while its peer still has the old disk makes the restart fail
-// with "newer than datastore" and leaves the service failed.
+// with "newer than datastore"; Restart=always then retries the start.
 func TestTrapNewerThanDatastore(t *testing.T) {
 	l := labtest.Start(t, lab.Options{Servers: 3, Version: "v1.30.10+k3s1", Scenario: lab.ScenarioInitReplaced})
 	c := connect(t, l)
@@ -77,8 +77,11 @@ func TestTrapNewerThanDatastore(t *testing.T) {
 		t.Errorf("systemctl stderr = %q", errs)
 	}
 	st, _, code := c.run("server-1", "systemctl is-active k3s")
-	if strings.TrimSpace(st) != "failed" || code == 0 {
-		t.Errorf("is-active = %q (exit %d), want failed (non-zero)", st, code)
+	if strings.TrimSpace(st) != "activating" || code != 3 {
+		t.Errorf("is-active = %q (exit %d), want activating (exit 3: waiting for the automatic restart)", st, code)
+	}
+	if out := c.mustRun("server-1", "systemctl show k3s -p SubState,Result"); out != "Result=exit-code\nSubState=auto-restart\n" {
+		t.Errorf("systemctl show:\n%s", out)
 	}
 	j := c.journal("server-1")
 	want := filepath.Join(c.sd("server-1"), k3s.PathServerCA)

@@ -123,7 +123,7 @@ func TestE2ECheck(t *testing.T) {
 
 	// One server with a stale CA on disk: drift, named.
 	s2 := l.Node("server-2")
-	caPath := filepath.Join(s2.K3s.DataDir, "server", "tls", "server-ca.crt")
+	caPath := l.HostPath("server-2", filepath.Join(s2.K3s.DataDir, "server", "tls", "server-ca.crt"))
 	orig, err := os.ReadFile(caPath)
 	if err != nil {
 		t.Fatal(err)
@@ -148,7 +148,7 @@ func TestE2ECheck(t *testing.T) {
 	// A certificate made to expire in 10 days: a finding with --warn-days
 	// 30, not with --warn-days 5.
 	s1 := l.Node("server-1")
-	adminPath := filepath.Join(s1.K3s.DataDir, "server", "tls", "client-admin.crt")
+	adminPath := l.HostPath("server-1", filepath.Join(s1.K3s.DataDir, "server", "tls", "client-admin.crt"))
 	if err := os.WriteFile(adminPath, selfSigned(t, "system:admin", false, time.Now().Add(10*24*time.Hour)), 0o644); err != nil {
 		t.Fatal(err)
 	}

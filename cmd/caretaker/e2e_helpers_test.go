@@ -119,11 +119,14 @@ func (l *e2eLab) Nodes(role string) []string {
 	return out
 }
 
-// ReadNodeFile reads a file of a node by the path the node sees (in
-// inprocess mode that is a host path).
+// HostPath maps a path as a node sees it to the host path in the node's
+// tree (DIR/<node> is the node's /).
+func (l *e2eLab) HostPath(node, p string) string { return filepath.Join(l.NodeRoot(node), p) }
+
+// ReadNodeFile reads a file of a node by the path the node sees.
 func (l *e2eLab) ReadNodeFile(node, p string) []byte {
 	l.t.Helper()
-	b, err := os.ReadFile(p)
+	b, err := os.ReadFile(l.HostPath(node, p))
 	if err != nil {
 		l.t.Fatalf("e2e: %s: read %s: %v", node, p, err)
 	}
@@ -373,16 +376,17 @@ func (l *e2eLab) configSources(node string) map[string][]byte {
 	n := l.Node(node)
 	out := map[string][]byte{}
 	add := func(p string) {
-		if b, err := os.ReadFile(p); err == nil {
+		if b, err := os.ReadFile(l.HostPath(node, p)); err == nil {
 			out[p] = b
 		}
 	}
 	add(n.K3s.UnitFile)
 	add(n.K3s.ConfigFile)
 	for _, pat := range []string{n.K3s.UnitFile + ".d/*.conf", n.K3s.ConfigFile + ".d/*.yaml", n.K3s.ConfigFile + ".d/*.yml"} {
-		ms, _ := filepath.Glob(pat)
+		ms, _ := filepath.Glob(l.HostPath(node, pat))
 		for _, m := range ms {
-			add(m)
+			rel, _ := filepath.Rel(l.NodeRoot(node), m)
+			add("/" + rel)
 		}
 	}
 	for _, p := range n.K3s.EnvFiles {

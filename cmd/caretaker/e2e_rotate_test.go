@@ -213,7 +213,7 @@ func TestE2ERotateCAFixedReleaseSecureTokens(t *testing.T) {
 	newCA := l.datastore()[k3s.KeyServerCA].Content
 	l.assertClusterHoldsCA(newCA)
 	for _, s := range l.Nodes("server") {
-		if _, err := os.Stat(filepath.Join(l.Node(s).K3s.DataDir, "caretaker", "strip")); err == nil {
+		if _, err := os.Stat(l.HostPath(s, filepath.Join(l.Node(s).K3s.DataDir, "caretaker", "strip"))); err == nil {
 			t.Errorf("%s: strip records exist: workaround=auto stripped on a fixed release", s)
 		}
 		if !strings.Contains(strings.Join(res.Output(s), "\n"), "keeping server=") {
@@ -311,6 +311,40 @@ func TestE2ERotateCAServerSourcesAndCheckMode(t *testing.T) {
 		}
 		if node == "server-2" && strings.Count(o, "systemctl daemon-reload") < 2 {
 			t.Errorf("%s: the unit was edited and restored without two daemon-reloads:\n%s", node, o)
+		}
+	}
+}
+
+// Issue 10 #1: rotate-ca two and three times in a row on the issue's lab
+// (3 servers on a buggy release, the init node replaced, 2 agents): every
+// run succeeds and `caretaker check` then exits 0. It used to fail in the
+// second run's servers step with "etcd at ...:2379: TLS handshake failed
+// ... x509: certificate signed by unknown authority" (one etcd whose
+// serving certificate came from the first CA).
+//
+// KNOWN FAILURE (caretaker, not the lab): run 2 fails in the servers step
+// with "live ... serves a certificate issued by <first CA> that does not
+// verify against the datastore's server CA". The lab now keeps the cached
+// serving certificate across restarts as K3s's dynamiclistener does; it
+// is reissued only when SD/tls/dynamic-cert-regenerate exists at start,
+// which caretaker does not touch yet before its restarts (issue 10 #4).
+// This test passes once caretaker does.
+func TestE2ERotateCAThreeTimesThenCheck(t *testing.T) {
+	t.Parallel()
+	l := startE2ELab(t, lab.Options{Servers: 3, Agents: 2, Version: "v1.30.10+k3s1", Scenario: lab.ScenarioInitReplaced})
+	for run := 1; run <= 3; run++ {
+		before := l.datastore()[k3s.KeyServerCA].Content
+		res := l.runCaretaker(l.rotateArgs()...)
+		if res.Code != 0 {
+			t.Fatalf("rotate-ca run %d failed:\n%s", run, res.Describe())
+		}
+		newCA := l.datastore()[k3s.KeyServerCA].Content
+		if string(newCA) == string(before) {
+			t.Fatalf("rotate-ca run %d left the datastore's CA as it was", run)
+		}
+		l.assertClusterHoldsCA(newCA)
+		if chk := runCaretakerBinary(t, "check", "-i", l.InventoryPath()); chk.Code != 0 {
+			t.Fatalf("check after rotate-ca run %d: exit %d\n%s%s", run, chk.Code, chk.Stdout, chk.Stderr)
 		}
 	}
 }

@@ -10,6 +10,13 @@
 // "signal" request or a closed channel kills the command's whole process
 // group, so a cancelled command does not linger. Unlike OpenSSH, no pty,
 // shell or subsystem requests are served.
+//
+// By default any user name is accepted and commands run as the server's
+// own user. With Config.Users the server checks user names as sshd does
+// (an unknown user, or a key not in that user's authorized keys, fails
+// authentication) and runs each command as that user, with the user's
+// shell, home and PATH; with Config.Chroot every command runs with that
+// directory as its root. Both need the server to run as root.
 package sshserver
 
 import (
@@ -40,9 +47,23 @@ type Config struct {
 	// HostKey is the server's host key; see GenerateHostKey.
 	HostKey ssh.Signer
 	// AuthorizedKeys are the client keys allowed to log in (public-key
-	// authentication is the only method offered). Any user name is accepted;
-	// commands always run as the server's own user.
+	// authentication is the only method offered) when Users is nil: then
+	// any user name is accepted and commands run as the server's own user.
 	AuthorizedKeys []ssh.PublicKey
+	// Users, when set, looks up the user a client logs in as; a nil user
+	// or an error refuses the login, and so does a key that is not in the
+	// user's AuthorizedKeys. Commands then run as that user (Shell is
+	// replaced by the user's shell, Dir by the user's home).
+	Users func(name string) (*User, error)
+	// Chroot, when set, is the root directory of every command (the
+	// server must run as root). Dir and the user's home are inside it.
+	Chroot string
+	// Command, when set, builds the process for a command line run as user
+	// u (nil without Users), e.g. to start it in another mount namespace
+	// through nsenter; it replaces Shell, Dir, Chroot and the credentials.
+	// The server still sets the environment, the standard streams and the
+	// process group.
+	Command func(u *User, line string) (*exec.Cmd, error)
 	// Shell runs each command as `Shell -c line`; default /bin/sh.
 	Shell string
 	// Env is added to the environment of commands, after a minimal base
@@ -60,6 +81,25 @@ type Config struct {
 	// Logf, when set, receives one line per notable event (connection
 	// errors, refused channels).
 	Logf func(format string, args ...any)
+}
+
+// User is an account commands can run as (Config.Users).
+type User struct {
+	Name     string
+	UID, GID uint32
+	Groups   []uint32 // supplementary groups
+	Home     string   // working directory and HOME, inside Config.Chroot
+	Shell    string   // commands run as `Shell -c line`
+	// AuthorizedKeys are the keys this user may log in with.
+	AuthorizedKeys []ssh.PublicKey
+}
+
+// userPath is OpenSSH's compiled-in default PATH for a user.
+func (u *User) userPath() string {
+	if u.UID == 0 {
+		return defaultPath
+	}
+	return "/usr/local/bin:/usr/bin:/bin:/usr/games"
 }
 
 // Server is a running SSH server. Its methods are safe for concurrent use.
@@ -106,7 +146,10 @@ func Start(cfg Config) (*Server, error) {
 		s.keys[string(k.Marshal())] = true
 	}
 	s.sshCfg = &ssh.ServerConfig{
-		PublicKeyCallback: func(_ ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
+		PublicKeyCallback: func(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
+			if s.cfg.Users != nil {
+				return s.userKey(meta.User(), key)
+			}
 			if s.keys[string(key.Marshal())] {
 				return &ssh.Permissions{}, nil
 			}
@@ -126,6 +169,25 @@ func Start(cfg Config) (*Server, error) {
 	go s.accept()
 	return s, nil
 }
+
+// userKey authenticates key for user name as sshd does: the user must
+// exist and the key must be one of the user's authorized keys.
+func (s *Server) userKey(name string, key ssh.PublicKey) (*ssh.Permissions, error) {
+	u, err := s.cfg.Users(name)
+	if err != nil || u == nil {
+		return nil, fmt.Errorf("invalid user %s", name)
+	}
+	want := string(key.Marshal())
+	for _, k := range u.AuthorizedKeys {
+		if string(k.Marshal()) == want {
+			return &ssh.Permissions{Extensions: map[string]string{userExtension: name}}, nil
+		}
+	}
+	return nil, fmt.Errorf("public key not authorized for user %s", name)
+}
+
+// userExtension carries the authenticated user name in ssh.Permissions.
+const userExtension = "sshserver-user"
 
 func baseEnv(shell string) []string {
 	env := []string{"PATH=" + defaultPath, "SHELL=" + shell}
@@ -248,7 +310,7 @@ func (s *Server) serveConn(c net.Conn) {
 			chWG.Add(1)
 			go func() {
 				defer chWG.Done()
-				s.serveSession(ch, creqs)
+				s.serveSession(ch, creqs, sc.Permissions)
 			}()
 		case "direct-tcpip":
 			if !s.cfg.AllowTCPForwarding {
@@ -272,9 +334,10 @@ func (s *Server) serveConn(c net.Conn) {
 
 // session is the state of one session channel.
 type session struct {
-	srv *Server
-	ch  ssh.Channel
-	env []string
+	srv  *Server
+	ch   ssh.Channel
+	env  []string
+	user string // authenticated user name (Config.Users)
 
 	mu      sync.Mutex
 	started bool
@@ -282,8 +345,11 @@ type session struct {
 	pgid    int
 }
 
-func (s *Server) serveSession(ch ssh.Channel, reqs <-chan *ssh.Request) {
+func (s *Server) serveSession(ch ssh.Channel, reqs <-chan *ssh.Request, perms *ssh.Permissions) {
 	ss := &session{srv: s, ch: ch}
+	if perms != nil {
+		ss.user = perms.Extensions[userExtension]
+	}
 	var cmdWG sync.WaitGroup
 	for req := range reqs {
 		switch req.Type {
@@ -371,14 +437,35 @@ func (ss *session) kill(sig syscall.Signal) {
 // allocates copy buffers per command.
 func (ss *session) start(line string) (*running, error) {
 	s := ss.srv
-	cmd := exec.Command(s.cfg.Shell, "-c", line)
-	cmd.Dir = s.cfg.Dir
+	shell, dir, base := s.cfg.Shell, s.cfg.Dir, s.baseEnv
+	attr := &syscall.SysProcAttr{Setpgid: true, Chroot: s.cfg.Chroot}
+	var u *User
+	if s.cfg.Users != nil {
+		var err error
+		if u, err = s.cfg.Users(ss.user); err != nil || u == nil {
+			return nil, fmt.Errorf("user %s is gone: %v", ss.user, err)
+		}
+		shell, dir = u.Shell, u.Home
+		base = []string{"PATH=" + u.userPath(), "SHELL=" + u.Shell, "HOME=" + u.Home, "USER=" + u.Name, "LOGNAME=" + u.Name}
+		attr.Credential = &syscall.Credential{Uid: u.UID, Gid: u.GID, Groups: u.Groups}
+	}
+	var cmd *exec.Cmd
+	if s.cfg.Command != nil {
+		c, err := s.cfg.Command(u, line)
+		if err != nil {
+			return nil, err
+		}
+		cmd, attr = c, &syscall.SysProcAttr{Setpgid: true}
+	} else {
+		cmd = exec.Command(shell, "-c", line)
+		cmd.Dir = dir
+	}
 	ss.mu.Lock()
-	env := make([]string, 0, len(s.baseEnv)+len(s.cfg.Env)+len(ss.env))
-	env = append(append(append(env, s.baseEnv...), s.cfg.Env...), ss.env...)
+	env := make([]string, 0, len(base)+len(s.cfg.Env)+len(ss.env))
+	env = append(append(append(env, base...), s.cfg.Env...), ss.env...)
 	ss.mu.Unlock()
 	cmd.Env = env
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = attr
 
 	var files [6]*os.File // stdin r/w, stdout r/w, stderr r/w
 	closeAll := func() {

@@ -320,3 +320,81 @@ func TestBackgroundOutput(t *testing.T) {
 		t.Errorf("session took %v despite OutputWaitDelay", d)
 	}
 }
+
+// With Users the server checks user names as sshd does and runs commands
+// as the user (with the user's shell, home and PATH); with Chroot inside
+// that root. Running as another user needs root.
+func TestUsersAndChroot(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("running commands as another user needs root")
+	}
+	hk, _ := GenerateHostKey()
+	key, _ := GenerateHostKey()
+	other, _ := GenerateHostKey()
+	root := t.TempDir()
+	if err := os.Chmod(root, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{"bin", "lib", "lib64"} {
+		if target, err := os.Readlink("/" + d); err == nil {
+			if err := os.Symlink(target, filepath.Join(root, d)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// The chroot needs /usr: bind the host's (and undo it afterwards).
+	if err := os.Mkdir(filepath.Join(root, "usr"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscallBindMount("/usr", filepath.Join(root, "usr")); err != nil {
+		t.Skipf("bind-mount /usr for the chroot: %v", err)
+	}
+	t.Cleanup(func() { syscallUnmount(filepath.Join(root, "usr")) })
+	if err := os.MkdirAll(filepath.Join(root, "home", "nobody"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	users := map[string]*User{
+		"nobody": {Name: "nobody", UID: 65534, GID: 65534, Home: "/home/nobody", Shell: "/bin/sh", AuthorizedKeys: []ssh.PublicKey{key.PublicKey()}},
+	}
+	srv, err := Start(Config{HostKey: hk, Chroot: root, Users: func(name string) (*User, error) {
+		if u, ok := users[name]; ok {
+			return u, nil
+		}
+		return nil, errors.New("no such user")
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	dial := func(user string, k ssh.Signer) (*ssh.Client, error) {
+		return ssh.Dial("tcp", srv.Addr(), &ssh.ClientConfig{User: user, Auth: []ssh.AuthMethod{ssh.PublicKeys(k)}, HostKeyCallback: ssh.FixedHostKey(hk.PublicKey())})
+	}
+	for _, c := range []struct {
+		user string
+		key  ssh.Signer
+	}{{"root", key}, {"nobody", other}} {
+		if cli, err := dial(c.user, c.key); err == nil || !strings.Contains(err.Error(), "unable to authenticate") {
+			if cli != nil {
+				cli.Close()
+			}
+			t.Errorf("login as %s: %v; want an authentication failure", c.user, err)
+		}
+	}
+	cli, err := dial("nobody", key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	s, err := cli.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	out, err := s.CombinedOutput("id -u; pwd; echo $HOME $USER; ls /")
+	if err != nil {
+		t.Fatalf("command: %v\n%s", err, out)
+	}
+	if got := string(out); !strings.HasPrefix(got, "65534\n/home/nobody\n/home/nobody nobody\n") || strings.Contains(got, "etc\n") {
+		t.Errorf("output %q: want uid 65534 in /home/nobody, in the chroot (no /etc there)", got)
+	}
+}

@@ -3,76 +3,37 @@ package shim
 import (
 	"fmt"
 	"os"
-	"path/filepath"
 	"syscall"
 )
 
-// NodeMounts are the real paths a node of an openssh-mode lab sees from its
-// own tree (recipe in docs/openssh-nodes.md): the node directory's copy of
-// each is bind-mounted over it inside the node's mount namespace.
-var NodeMounts = []string{"/etc/rancher", "/var/lib/rancher", "/etc/systemd/system", "/root"}
-
-// nsInit runs inside a new mount and UTS namespace (the lab daemon starts it
-// with CLONE_NEWNS|CLONE_NEWUTS): it makes every mount private, sets the
-// host name, bind-mounts the node's tree over the real paths and the node's
-// commands over /usr/local/sbin, /usr/local/bin (overlay) and the absolute
-// paths of systemctl and journalctl, then executes sshd in the foreground.
+// nsInit runs in the lab keeper's mount namespace and a UTS namespace of
+// its own (the lab daemon starts it with CLONE_NEWUTS through nsenter): it
+// sets the node's host name, makes the node's tree (as the keeper mounted
+// it) its root and executes sshd in the foreground, logging to standard
+// error. Everything sshd and the sessions it starts see is the node's tree.
 //
-// args: node directory, host name, sshd_config, sshd log file.
+// args: root directory, host name, sshd_config (a path inside the node).
 func nsInit(args []string) int {
-	if len(args) != 4 {
-		fmt.Fprintln(os.Stderr, "lab-nsinit: usage: lab-nsinit NODEDIR HOSTNAME SSHD_CONFIG SSHD_LOG")
+	if len(args) != 3 {
+		fmt.Fprintln(os.Stderr, "lab-nsinit: usage: lab-nsinit ROOT HOSTNAME SSHD_CONFIG")
 		return 2
 	}
-	nodeDir, host, cfg, logFile := args[0], args[1], args[2], args[3]
+	root, host, cfg := args[0], args[1], args[2]
 	fail := func(format string, a ...any) int {
 		fmt.Fprintf(os.Stderr, "lab-nsinit %s: "+format+"\n", append([]any{host}, a...)...)
 		return 1
 	}
-	if err := syscall.Mount("", "/", "", syscall.MS_REC|syscall.MS_PRIVATE, ""); err != nil {
-		return fail("make mounts private: %v", err)
-	}
 	if err := syscall.Sethostname([]byte(host)); err != nil {
 		return fail("set host name: %v", err)
 	}
-	bind := func(src, dst string) error {
-		if err := syscall.Mount(src, dst, "", syscall.MS_BIND, ""); err != nil {
-			return fmt.Errorf("bind %s over %s: %w", src, dst, err)
-		}
-		return nil
+	if err := syscall.Chroot(root); err != nil {
+		return fail("chroot into %s: %v", root, err)
 	}
-	for _, p := range NodeMounts {
-		if err := bind(filepath.Join(nodeDir, p), p); err != nil {
-			return fail("%v", err)
-		}
-	}
-	bin := filepath.Join(nodeDir, "bin")
-	if err := bind(bin, "/usr/local/sbin"); err != nil {
-		return fail("%v", err)
-	}
-	// /usr/local/bin/k3s is where install.sh puts k3s (and the unit's
-	// ExecStart names it): overlay the node's commands over the real dir.
-	opts := "lowerdir=" + bin + ":/usr/local/bin"
-	if err := syscall.Mount("lab-"+host, "/usr/local/bin", "overlay", syscall.MS_RDONLY, opts); err != nil {
-		return fail("overlay /usr/local/bin: %v", err)
-	}
-	seen := map[string]bool{}
-	for _, c := range []string{"systemctl", "journalctl"} {
-		for _, dir := range []string{"/usr/bin", "/bin"} {
-			dst, err := filepath.EvalSymlinks(filepath.Join(dir, c))
-			if err != nil || seen[dst] {
-				continue
-			}
-			seen[dst] = true
-			if fi, err := os.Stat(dst); err != nil || !fi.Mode().IsRegular() {
-				continue
-			}
-			if err := bind(filepath.Join(bin, c), dst); err != nil {
-				return fail("%v", err)
-			}
-		}
+	if err := syscall.Chdir("/"); err != nil {
+		return fail("chdir /: %v", err)
 	}
 	sshd := "/usr/sbin/sshd"
-	err := syscall.Exec(sshd, []string{sshd, "-D", "-f", cfg, "-E", logFile}, os.Environ())
+	env := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C"}
+	err := syscall.Exec(sshd, []string{sshd, "-D", "-e", "-f", cfg}, env)
 	return fail("exec %s: %v", sshd, err)
 }

@@ -33,8 +33,9 @@ const SocketName = "lab.sock"
 // args[2] names the command). It returns the exit code and handled=true; for
 // any other args it returns handled=false and does nothing.
 //
-// args[1] == "lab-nsinit" runs the openssh-mode node init (mount namespace
-// set-up, then exec of sshd); it does not return on success.
+// args[1] == "lab-nsinit" runs the openssh-mode node init (chroot into the
+// node's tree, then exec of sshd); it does not return on success.
+// args[1] == "lab-keeper" runs the lab's mount keeper (see keeper).
 func Run(args []string) (exitCode int, handled bool) {
 	if len(args) == 0 {
 		return 0, false
@@ -55,6 +56,8 @@ func Run(args []string) (exitCode int, handled bool) {
 			base = args[2]
 		case "lab-nsinit":
 			return nsInit(args[2:]), true
+		case "lab-keeper":
+			return keeper(), true
 		default:
 			return 0, false
 		}
@@ -92,11 +95,24 @@ func isCommand(s string) bool {
 }
 
 // identity finds the node and the lab socket: from LAB_NODE/LAB_SOCK, else
-// from where the command lives (DIR/<node>/bin/<cmd> → node, DIR/lab.sock).
+// from the node's /run/caretaker-lab (inside a node: sudo clears the
+// environment), else from where the command lives (DIR/<node>/bin/<cmd> →
+// node, DIR/lab.sock).
 func identity(arg0 string) (node, sock string, err error) {
 	node, sock = os.Getenv(EnvNode), os.Getenv(EnvSock)
 	if node != "" && sock != "" {
 		return node, sock, nil
+	}
+	if b, err := os.ReadFile(NodeNameFile); err == nil {
+		if _, err := os.Stat(NodeSocket); err == nil {
+			if node == "" {
+				node = strings.TrimSpace(string(b))
+			}
+			if sock == "" {
+				sock = NodeSocket
+			}
+			return node, sock, nil
+		}
 	}
 	p := arg0
 	if !strings.Contains(p, "/") {
