@@ -231,8 +231,18 @@ func (w *upWatch) judge(st unitStatus, res *restartResult) bool {
 			return true
 		}
 	}
+	if failed := st.restarts - w.before.restarts; failed >= crashLoopRestarts {
+		res.ok = false
+		res.reason = fmt.Sprintf("%s crash-loops: its start failed %d times since the restart and systemd keeps restarting it (Restart=always)%s", svc, failed, w.cause())
+		return true
+	}
 	return false
 }
+
+// crashLoopRestarts is how many automatic restarts of the unit since
+// caretaker's restart make it a crash loop (each is a start that failed:
+// K3s exited, or an ExecStartPre failed).
+const crashLoopRestarts = 2
 
 // cause is the last error K3s logged since the restart, for a reason.
 func (w *upWatch) cause() string {

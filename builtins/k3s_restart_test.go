@@ -51,6 +51,7 @@ func TestUpWatchJudgesEveryState(t *testing.T) {
 		{"unit failed", unitStatus{active: "failed", sub: "failed", result: "exit-code", invocation: "bbbb"}, 0, true, false, "failed after the restart (systemd result exit-code)"},
 		{"stopped by someone", unitStatus{active: "inactive", sub: "dead", invocation: "bbbb"}, 0, true, false, "inactive after the restart"},
 		{"one crash is not a loop yet", unitStatus{active: "activating", sub: "auto-restart", invocation: "bbbb", restarts: 1}, 1, false, true, ""},
+		{"two failed starts without a K3s fatal line (ExecStartPre) are a crash loop", unitStatus{active: "activating", sub: "auto-restart", invocation: "dddd", restarts: 2}, 0, true, false, "its start failed 2 times since the restart"},
 		{"the same fatal error twice is a crash loop", unitStatus{active: "activating", sub: "auto-restart", invocation: "cccc", restarts: 2}, 2, true, false, "crash-loops: K3s exited 2 times with the same fatal error"},
 	}
 	for _, tc := range cases {

@@ -10,7 +10,7 @@ import (
 )
 
 // journalctl prints the node's journal in journald's formats (systemd
-// 252, Debian 12: short-iso has a colon in the zone offset): -u UNIT (repeatable), -n/--lines,
+// 252, Debian 12: short-iso prints the zone offset as +0000, as seen on a real node): -u UNIT (repeatable), -n/--lines,
 // --since/--until, -o short|short-iso|short-precise|cat|json, -g/--grep,
 // -r, -q; -f is not supported (the lab answers and exits).
 func (inv *invocation) journalctl() int {
@@ -164,7 +164,7 @@ func (inv *invocation) journalctl() int {
 		case "cat":
 			fmt.Fprintln(inv.stdout, e.Msg)
 		case "short-iso":
-			fmt.Fprintf(inv.stdout, "%s %s %s[%d]: %s\n", e.At.Format("2006-01-02T15:04:05-07:00"), host, e.Ident, e.PID, e.Msg)
+			fmt.Fprintf(inv.stdout, "%s %s %s[%d]: %s\n", e.At.Format("2006-01-02T15:04:05-0700"), host, e.Ident, e.PID, e.Msg)
 		case "short-precise":
 			fmt.Fprintf(inv.stdout, "%s %s %s[%d]: %s\n", e.At.Format("Jan 02 15:04:05.000000"), host, e.Ident, e.PID, e.Msg)
 		case "json":

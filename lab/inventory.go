@@ -50,6 +50,7 @@ type invK3s struct {
 	KubeConfig         string   `yaml:"kubeconfig,omitempty"`
 	EtcdEndpoint       string   `yaml:"etcd_endpoint,omitempty"`
 	SupervisorEndpoint string   `yaml:"supervisor_endpoint,omitempty"`
+	BootstrapBug       bool     `yaml:"bootstrap_bug,omitempty"`
 }
 
 // writeInventory writes DIR/inventory.yaml for caretaker and DIR/known_hosts
@@ -78,6 +79,7 @@ func (l *Lab) writeInventory() error {
 			in.Groups = []string{"etcd"}
 			in.K3s.EtcdEndpoint = net.JoinHostPort(n.ip, "2379")
 			in.K3s.SupervisorEndpoint = net.JoinHostPort(n.ip, "6443")
+			in.K3s.BootstrapBug = l.opts.BootstrapBug
 		}
 		c.Nodes = append(c.Nodes, in)
 		addr := n.ip

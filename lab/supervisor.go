@@ -231,7 +231,9 @@ func (s *supervisor) handleServerBootstrap(w http.ResponseWriter, r *http.Reques
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
-	if k3s.ServesBootstrapFromDatastore(s.n.version) {
+	// Options.BootstrapBug is the real engine's K3S_SERVE_BOOTSTRAP_FROM_DISK
+	// toggle: a fixed version that serves from disk (k3s#11233).
+	if k3s.ServesBootstrapFromDatastore(s.n.version) && !s.n.lab.opts.BootstrapBug {
 		var data []byte
 		err := errors.New("etcd is not running")
 		if cli := s.datastore(); cli != nil {

@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -30,6 +31,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 
 	"github.com/caretaker/caretaker/internal/k3s"
 	"github.com/caretaker/caretaker/lab"
@@ -71,9 +73,12 @@ func caretakerBinary(t testing.TB) string {
 	return e2eBinPath
 }
 
-// e2eLab is a running lab with its inventory loaded.
+// e2eLab is a running lab of either engine with its inventory loaded.
+// Everything it checks it reads independently of caretaker: node files
+// from the node's tree on this host, the datastore straight from etcd at
+// a server's address, the live chain from its :6443.
 type e2eLab struct {
-	*lab.Lab
+	lab.Handle
 	t        testing.TB
 	Inv      *runner.Inventory
 	Cluster  *runner.Cluster
@@ -81,10 +86,17 @@ type e2eLab struct {
 }
 
 // startE2ELab starts a lab for the test on a subnet of its own (closed when
-// the test ends) and loads its inventory.
+// the test ends) and loads its inventory: the simulator, or the real
+// engine when o.Engine says so.
 func startE2ELab(t testing.TB, o lab.Options) *e2eLab {
 	t.Helper()
-	l := labtest.Start(t, o)
+	l := labtest.StartEngine(t, o)
+	return loadE2ELab(t, l)
+}
+
+// loadE2ELab wraps a running lab for the test.
+func loadE2ELab(t testing.TB, l lab.Handle) *e2eLab {
+	t.Helper()
 	inv, err := runner.LoadInventory(l.InventoryPath())
 	if err != nil {
 		t.Fatalf("e2e: load the lab inventory: %v", err)
@@ -93,7 +105,7 @@ func startE2ELab(t testing.TB, o lab.Options) *e2eLab {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &e2eLab{Lab: l, t: t, Inv: inv, Cluster: c, StateDir: t.TempDir()}
+	return &e2eLab{Handle: l, t: t, Inv: inv, Cluster: c, StateDir: t.TempDir()}
 }
 
 // Node returns a node of the lab's inventory.
@@ -425,28 +437,56 @@ func sameSources(a, b map[string][]byte) []string {
 	return diff
 }
 
-// datastore reads and decrypts the lab's bootstrap data straight from its
-// etcd (not through caretaker), with the lab's etcd client certificate and
-// the cluster token.
-func (l *e2eLab) datastore() k3s.BootstrapData {
+// Token is the cluster token as server-1 keeps it (SD/token). Tests only:
+// never log it.
+func (l *e2eLab) Token() string {
 	l.t.Helper()
-	st := l.Status()
-	cert, err := tls.LoadX509KeyPair(st.Etcd.Cert, st.Etcd.Key)
-	if err != nil {
-		l.t.Fatalf("e2e: etcd client cert: %v", err)
+	s := l.Nodes(runner.RoleServer)[0]
+	return strings.TrimSpace(string(l.ReadNodeFile(s, filepath.Join(l.Node(s).K3s.DataDir, "server", "token"))))
+}
+
+// etcdClient connects straight to the cluster's etcd members at the
+// servers' addresses (not through caretaker), with the etcd client
+// certificate of the first server that has one.
+func (l *e2eLab) etcdClient() *clientv3.Client {
+	l.t.Helper()
+	var eps []string
+	var cfg *tls.Config
+	for _, s := range l.Nodes(runner.RoleServer) {
+		eps = append(eps, net.JoinHostPort(l.NodeAddress(s), "2379"))
+		if cfg != nil {
+			continue
+		}
+		dir := filepath.Join(l.NodeRoot(s), l.Node(s).K3s.DataDir, "server", "tls", "etcd")
+		cert, err := tls.LoadX509KeyPair(filepath.Join(dir, "client.crt"), filepath.Join(dir, "client.key"))
+		if err != nil {
+			continue // the server has not started yet
+		}
+		caPEM, err := os.ReadFile(filepath.Join(dir, "server-ca.crt"))
+		if err != nil {
+			continue
+		}
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(caPEM)
+		cfg = &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool}
 	}
-	caPEM, err := os.ReadFile(st.Etcd.CACert)
-	if err != nil {
-		l.t.Fatal(err)
+	if cfg == nil {
+		l.t.Fatal("e2e: no server has an etcd client certificate")
 	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(caPEM)
-	cli, err := clientv3.New(clientv3.Config{Endpoints: st.Etcd.Endpoints, DialTimeout: 10 * time.Second,
-		TLS: &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool}})
+	cli, err := clientv3.New(clientv3.Config{Endpoints: eps, DialTimeout: 10 * time.Second, Logger: zap.NewNop(), TLS: cfg})
 	if err != nil {
 		l.t.Fatalf("e2e: etcd client: %v", err)
 	}
-	defer cli.Close()
+	l.t.Cleanup(func() { cli.Close() })
+	return cli
+}
+
+// datastore reads and decrypts the cluster's bootstrap data straight from
+// etcd (not through caretaker), with a server's etcd client certificate
+// and the cluster token.
+func (l *e2eLab) datastore() k3s.BootstrapData {
+	l.t.Helper()
+	cli := l.etcdClient()
 	pass, err := k3s.NormalizeToken(l.Token())
 	if err != nil {
 		l.t.Fatal(err)
@@ -489,7 +529,8 @@ func (l *e2eLab) liveCA(node string, trust []byte) (chain []*x509.Certificate, c
 		},
 	}
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg, DisableKeepAlives: true}}
-	resp, err := client.Get("https://" + n.K3s.SupervisorEndpoint + "/cacerts")
+	_ = n
+	resp, err := client.Get("https://" + net.JoinHostPort(l.NodeAddress(node), "6443") + "/cacerts")
 	if err != nil {
 		l.t.Fatalf("e2e: GET /cacerts on %s: %v", node, err)
 	}
@@ -559,4 +600,23 @@ func containsAll(s string, want ...string) []string {
 		}
 	}
 	return missing
+}
+
+// fault injects a fault into a node's K3s service (lab.FaultFailStart,
+// lab.FaultHangStart, lab.FaultClear) on either engine.
+func (l *e2eLab) fault(node, f string) error {
+	return l.InjectFault(context.Background(), node, f)
+}
+
+// serviceState is `systemctl is-active` of the node's K3s service, asked
+// on the node directly.
+func (l *e2eLab) serviceState(node string) string {
+	l.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, _, _, err := l.Exec(ctx, node, "systemctl is-active "+l.Node(node).K3s.Service)
+	if err != nil {
+		l.t.Fatalf("e2e: %s: systemctl is-active: %v", node, err)
+	}
+	return strings.TrimSpace(out)
 }

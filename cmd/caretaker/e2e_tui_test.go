@@ -70,7 +70,7 @@ func (s *tmuxSession) waitFor(timeout time.Duration, want ...string) string {
 // to the terminal again after the program exits.
 func TestTUIInTmux(t *testing.T) {
 	l := startE2ELab(t, lab.Options{Servers: 3, Agents: 2})
-	if err := l.SetFault("server-2", lab.FaultFailStart); err != nil {
+	if err := l.fault("server-2", lab.FaultFailStart); err != nil {
 		t.Fatal(err)
 	}
 	pb := filepath.Join(t.TempDir(), "restart.star")

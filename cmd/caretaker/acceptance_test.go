@@ -1,0 +1,851 @@
+package main
+
+// The acceptance suite (issue 10): the end-to-end tests of rotate-ca,
+// check and check-certs, resume and undo, locks, backup and restore, leaf
+// rotation and --check, written once and run on both backends of the lab:
+//
+//	sim   the simulator (simulated K3s nodes, agents, any version)
+//	real  the real engine: the real K3s binary (../shared/k3s, or
+//	      $CARETAKER_K3S_BINARY) as k3s.service in systemd-nspawn machines
+//	      with real systemd and OpenSSH; servers only, so rows about agents
+//	      run on the simulator alone
+//
+// Each group is one cluster; its scenarios run on it in order, each
+// leaving it consistent for the next. Everything a scenario checks is read
+// independently of caretaker: node files from the node's tree, the
+// datastore straight from etcd, the live chain from :6443, `k3s
+// certificate check` on the node. The real backend needs root,
+// systemd-nspawn and a K3s binary; without them it is skipped with the
+// reason, and under CI ($CI) it fails instead.
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/caretaker/caretaker/internal/k3s"
+	"github.com/caretaker/caretaker/lab"
+	"github.com/caretaker/caretaker/lab/labtest"
+	"github.com/caretaker/caretaker/runner"
+)
+
+// accBackend is one backend of the suite.
+type accBackend struct{ name, engine string }
+
+var accBackends = []accBackend{{"sim", lab.EngineSim}, {"real", lab.EngineReal}}
+
+func (b accBackend) real() bool { return b.engine == lab.EngineReal }
+
+// accGroup is one cluster and the scenarios that run on it, in order.
+type accGroup struct {
+	name      string
+	options   func(b accBackend) lab.Options
+	scenarios []accScenario
+}
+
+type accScenario struct {
+	name string
+	run  func(t *testing.T, l *e2eLab)
+}
+
+// sources puts `server` in a different source on each server.
+var accSources = map[string]string{"server-1": lab.SourceDropIn, "server-2": lab.SourceUnit, "server-3": lab.SourceEnv}
+
+var accGroups = []accGroup{
+	{
+		// The bug report's cluster: every server joins through a peer,
+		// and K3s takes the CA from the peer's disk (k3s#11233): on the
+		// simulator a release before the fix, on the real engine the
+		// K3S_SERVE_BOOTSTRAP_FROM_DISK build with the inventory's
+		// bootstrap_bug: true.
+		name: "bug",
+		options: func(b accBackend) lab.Options {
+			if b.real() {
+				return lab.Options{Engine: lab.EngineReal, Servers: 3, Scenario: lab.ScenarioInitReplaced, BootstrapBug: true, ServerSource: accSources}
+			}
+			return lab.Options{Servers: 3, Agents: 2, Version: "v1.30.10+k3s1", Scenario: lab.ScenarioInitReplaced, ServerSource: accSources}
+		},
+		scenarios: []accScenario{
+			{"check rows equal k3s certificate check", accCheckMatchesK3s},
+			{"check mode changes no byte", accCheckModeChangesNothing},
+			{"bug reproduced, a failing server, then the workaround", accBugThenWorkaround},
+			{"kill -9 mid-rotation then resume", accKillThenResume},
+			{"kill -9 mid-rotation then undo", accKillThenUndo},
+			{"locks", accLocks},
+			{"check findings", accCheckFindings},
+		},
+	},
+	{
+		// A fixed release configured with secure K10 tokens.
+		name: "fixed",
+		options: func(b accBackend) lab.Options {
+			if b.real() {
+				return lab.Options{Engine: lab.EngineReal, Servers: 3, Scenario: lab.ScenarioInitReplaced, SecureToken: true}
+			}
+			return lab.Options{Servers: 3, Agents: 2, Version: "v1.32.3+k3s1", Scenario: lab.ScenarioInitReplaced, SecureToken: true}
+		},
+		scenarios: []accScenario{
+			{"fixed release strips nothing, secure tokens", accFixedReleaseSecureTokens},
+			{"second and third rotation", accRotateAgainTwice},
+			{"leaf rotation", accLeafRotation},
+			{"backup then restore", accBackupRestore},
+			{"check-certs", accCheckCerts},
+		},
+	},
+}
+
+func TestAcceptance(t *testing.T) {
+	for _, b := range accBackends {
+		t.Run(b.name, func(t *testing.T) {
+			if b.real() {
+				labtest.RequireReal(t)
+			} else {
+				t.Parallel() // beside the real backend, which runs its clusters one after the other
+			}
+			for _, g := range accGroups {
+				t.Run(g.name, func(t *testing.T) {
+					if !b.real() {
+						t.Parallel()
+					}
+					began := time.Now()
+					l := startE2ELab(t, g.options(b))
+					t.Logf("%s/%s: cluster up in %s", b.name, g.name, time.Since(began).Round(100*time.Millisecond))
+					for _, sc := range g.scenarios {
+						start := time.Now()
+						ok := t.Run(sc.name, func(t *testing.T) { sc.run(t, l.forTest(t)) })
+						t.Logf("%s/%s/%s: %s in %s", b.name, g.name, sc.name, map[bool]string{true: "ok", false: "FAILED"}[ok], time.Since(start).Round(100*time.Millisecond))
+						if !ok {
+							t.Errorf("the later scenarios of %s would start from a cluster this one may have left inconsistent: not run", g.name)
+							return
+						}
+					}
+				})
+			}
+		})
+	}
+}
+
+// forTest is the lab for a subtest (failures go to t).
+func (l *e2eLab) forTest(t testing.TB) *e2eLab {
+	c := *l
+	c.t = t
+	return &c
+}
+
+// newCA is the datastore's server CA, read straight from etcd.
+func (l *e2eLab) newCA() []byte { return l.datastore()[k3s.KeyServerCA].Content }
+
+// mustCheck runs `caretaker check` and wants exit 0.
+func (l *e2eLab) mustCheck(t *testing.T) {
+	t.Helper()
+	c := l.check(t, l.InventoryPath())
+	if c.Code != exitOK {
+		t.Errorf("caretaker check: exit %d: %s\n%s", c.Code, c.rep.Summary, strings.Join(c.rep.Problems, "\n"))
+	}
+}
+
+// mustRotate runs rotate-ca and wants exit 0 with the new CA everywhere.
+func (l *e2eLab) mustRotate(t *testing.T, extra ...string) cliResult {
+	t.Helper()
+	old := l.newCA()
+	res := l.runCaretaker(l.rotateArgs(extra...)...)
+	if res.Code != 0 {
+		t.Fatalf("rotate-ca failed:\n%s", res.Describe())
+	}
+	ca := l.newCA()
+	if bytes.Equal(ca, old) {
+		t.Fatalf("the datastore still holds the CA from before the rotation (%s)", caName(old))
+	}
+	l.assertClusterHoldsCA(ca)
+	return res
+}
+
+// k3sCheckRow is one certificate of `k3s certificate check --output json`.
+type k3sCheckRow struct {
+	Filename, Subject, Issuer, Status string
+	ExpiryTime                        time.Time
+}
+
+func accCheckMatchesK3s(t *testing.T, l *e2eLab) {
+	c := l.check(t, l.InventoryPath())
+	if c.Code != exitOK {
+		t.Fatalf("caretaker check: exit %d: %s", c.Code, c.rep.Summary)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	for _, n := range l.Nodes("") {
+		out, errOut, code, err := l.Exec(ctx, n, "k3s certificate check --output json --data-dir "+l.Node(n).K3s.DataDir)
+		if err != nil || code != 0 {
+			t.Fatalf("%s: k3s certificate check: exit %d %v: %s", n, code, err, errOut)
+		}
+		var doc struct{ Certificates []k3sCheckRow }
+		if err := json.Unmarshal([]byte(out), &doc); err != nil {
+			t.Fatalf("%s: k3s certificate check --output json: %v\n%s", n, err, out)
+		}
+		var want, got []string
+		for _, r := range doc.Certificates {
+			want = append(want, fmt.Sprintf("%s|%s|%s|%s|%s", r.Filename, r.Subject, r.Issuer, r.ExpiryTime.UTC().Format(time.RFC3339), r.Status))
+		}
+		for _, r := range c.rep.Certificates {
+			if r.Node == n {
+				got = append(got, fmt.Sprintf("%s|%s|%s|%s|%s", r.File, r.Subject, r.Issuer, r.Expires.UTC().Format(time.RFC3339), r.Status))
+			}
+		}
+		sort.Strings(want)
+		sort.Strings(got)
+		if strings.Join(want, "\n") != strings.Join(got, "\n") {
+			t.Errorf("%s: caretaker check lists %d certificates, k3s certificate check %d; they differ:\ncaretaker:\n%s\nk3s:\n%s", n, len(got), len(want), strings.Join(got, "\n"), strings.Join(want, "\n"))
+		} else {
+			t.Logf("%s: %d certificates, identical to k3s certificate check", n, len(got))
+		}
+	}
+}
+
+// checkModeTrees are the node paths --check must not change (issue 10).
+func (l *e2eLab) checkModeTrees(node string) []string {
+	n := l.Node(node)
+	sd := filepath.Join(n.K3s.DataDir, "server")
+	if n.Role == runner.RoleAgent {
+		sd = filepath.Join(n.K3s.DataDir, "agent")
+	}
+	return []string{"/etc/rancher", "/etc/systemd/system", filepath.Join(sd, "tls"), filepath.Join(sd, "cred"), filepath.Join(sd, "token")}
+}
+
+// snapshotNode records the files of the check-mode trees of a node.
+func (l *e2eLab) snapshotNode(node string) treeSnapshot {
+	all := treeSnapshot{}
+	for _, p := range l.checkModeTrees(node) {
+		host := l.HostPath(node, p)
+		fi, err := os.Stat(host)
+		if err != nil {
+			continue
+		}
+		if !fi.IsDir() {
+			b, _ := os.ReadFile(host)
+			all[p] = fileState{SHA256: fmt.Sprintf("%x", b), Mode: fi.Mode(), Size: fi.Size()}
+			continue
+		}
+		for rel, st := range snapshotTree(l.t, host) {
+			all[filepath.Join(p, rel)] = st
+		}
+	}
+	return all
+}
+
+func accCheckModeChangesNothing(t *testing.T, l *e2eLab) {
+	before := map[string]treeSnapshot{}
+	for _, n := range l.Nodes("") {
+		before[n] = l.snapshotNode(n)
+	}
+	res := l.runCaretaker(l.rotateArgs("--check")...)
+	if res.Code != 0 {
+		t.Fatalf("rotate-ca --check failed:\n%s", res.Describe())
+	}
+	for _, n := range l.Nodes("") {
+		if d := diffTrees(before[n], l.snapshotNode(n)); len(d) > 0 {
+			t.Errorf("--check changed %s: %s", n, strings.Join(d, "; "))
+		}
+	}
+	var steps []string
+	for _, e := range res.Events {
+		if e.Type == "run_started" {
+			for _, s := range e.Raw["steps"].([]any) {
+				steps = append(steps, s.(map[string]any)["name"].(string))
+			}
+		}
+	}
+	if got := strings.Join(steps, ","); got != "facts,preflight,backup,generate,rotate-ca,servers,restore-server,tokens,agents,verify,summary" {
+		t.Errorf("the plan's steps are %s", got)
+	}
+	out := strings.Join(res.Output(""), "\n")
+	want := []string{"would back up", "would stage a new self-signed CA set", "would run on server-1: k3s certificate rotate-ca",
+		"would strip server on server-1", "would strip server on server-2", "would strip server on server-3",
+		"would restart k3s on server-2", "dynamic-cert-regenerate", "would put `server` back byte for byte"}
+	if len(l.Nodes(runner.RoleAgent)) > 0 {
+		want = append(want, "would restart k3s-agent on agent-1")
+	}
+	if m := containsAll(out, want...); len(m) > 0 {
+		t.Errorf("the check-mode output lacks %q", m)
+	}
+}
+
+// Without the workaround the rotation fails and names every stale node
+// (the datastore holds the new CA, every disk the old one); with a server
+// that does not come back the run stops before the next one and says how
+// to go on; once fixed, rotate-ca again finishes: disks = datastore = live
+// chain, every config source byte-identical.
+func accBugThenWorkaround(t *testing.T, l *e2eLab) {
+	original := l.allConfigSources()
+	oldCA := l.serverCA("server-1")
+
+	res := l.runCaretaker(l.rotateArgs("-p", "workaround=never")...)
+	if res.Code == 0 {
+		t.Fatalf("rotate-ca with workaround=never succeeded on a cluster with the bug:\n%s", res.Describe())
+	}
+	if st := res.StepStatus("servers", "server-1"); st != "failed" {
+		t.Fatalf("step servers on server-1: %q, want failed:\n%s", st, res.Describe())
+	}
+	msg := res.StepError("servers", "server-1")
+	if m := containsAll(msg, append(l.Nodes(""), "k3s#11233")...); len(m) > 0 {
+		t.Errorf("the failure does not name every stale node and the bug (missing %v):\n%s", m, msg)
+	}
+	if !strings.Contains(strings.Join(res.Notes(), "\n"), "-p workaround=always") {
+		t.Errorf("the notes do not advise -p workaround=always:\n%s", strings.Join(res.Notes(), "\n"))
+	}
+	if res.Started("servers", "server-2") {
+		t.Errorf("server-2 was touched after server-1 failed")
+	}
+	ds := l.newCA()
+	if bytes.Equal(ds, oldCA) {
+		t.Fatal("the datastore does not hold the new CA after rotate-ca ran")
+	}
+	for _, s := range l.Nodes(runner.RoleServer) {
+		if got := l.serverCA(s); !bytes.Equal(got, oldCA) {
+			t.Errorf("%s: disk holds %s, want the old CA %s (the bug keeps it)", s, caName(got), caName(oldCA))
+		}
+	}
+	if d := sameSources(original, l.allConfigSources()); len(d) > 0 {
+		t.Errorf("workaround=never changed config sources: %v", d)
+	}
+
+	// A server that does not come back stops the run before the next one.
+	if err := l.fault("server-2", lab.FaultFailStart); err != nil {
+		t.Fatal(err)
+	}
+	s3 := l.configSources("server-3")
+	res = l.runCaretaker(l.rotateArgs()...)
+	if err := l.fault("server-2", lab.FaultClear); err != nil {
+		t.Fatal(err)
+	}
+	if res.Code == 0 {
+		t.Fatalf("rotate-ca succeeded with server-2 failing to start:\n%s", res.Describe())
+	}
+	if st := res.StepStatus("servers", "server-2"); st != "failed" {
+		t.Fatalf("step servers on server-2: %q, want failed:\n%s", st, res.Describe())
+	}
+	if st := res.StepStatus("servers", "server-1"); st != "changed" {
+		t.Errorf("step servers on server-1: %q, want changed (the rotation in progress continued)", st)
+	}
+	if res.Started("servers", "server-3") {
+		t.Errorf("server-3 was touched after server-2 failed to come back")
+	}
+	if m := containsAll(res.StepError("servers", "server-2"), "server-2", "crash-loops"); len(m) > 0 {
+		t.Errorf("the failure does not say what happened on server-2 (missing %v):\n%s", m, res.StepError("servers", "server-2"))
+	}
+	notes := strings.Join(res.Notes(), "\n")
+	if m := containsAll(notes, "caretaker run rotate-ca", "caretaker run restore-server", "caretaker run restore -p backup="); len(m) > 0 {
+		t.Errorf("the notes do not say how to resume or restore (missing %v):\n%s", m, notes)
+	}
+	if d := sameSources(prefixed("server-3", s3), prefixed("server-3", l.configSources("server-3"))); len(d) > 0 {
+		t.Errorf("server-3 was not restarted but its sources changed: %v", d)
+	}
+
+	// Fixed: running rotate-ca again finishes the rotation.
+	faulted := res
+	res = l.runCaretaker(l.rotateArgs()...)
+	if res.Code != 0 {
+		t.Fatalf("rotate-ca after the fault was cleared failed:\n%s", res.Describe())
+	}
+	for _, step := range []string{"generate", "rotate-ca"} {
+		if st := res.StepStatus(step, "server-1"); st != "skipped" {
+			t.Errorf("resumed rotation: step %s %q, want skipped (the datastore already holds the new CA)", step, st)
+		}
+	}
+	l.assertClusterHoldsCA(l.newCA())
+	if d := sameSources(original, l.allConfigSources()); len(d) > 0 {
+		t.Errorf("config sources are not back to the original after the rotation: %v", d)
+	}
+	for node, want := range map[string]string{"server-1": "50-server.yaml", "server-2": l.Node("server-2").K3s.UnitFile, "server-3": ".env"} {
+		if o := strings.Join(res.Output(node), "\n"); !strings.Contains(o, want) {
+			t.Errorf("%s: the strip output does not name %s:\n%s", node, want, o)
+		}
+	}
+	if o := strings.Join(append(faulted.Output("server-2"), res.Output("server-2")...), "\n"); strings.Count(o, "systemctl daemon-reload") < 2 {
+		t.Errorf("server-2: the unit was edited (strip) and restored without a daemon-reload each:\n%s", o)
+	}
+	l.assertNoSecret(res)
+	l.assertRunArtifacts(res)
+	l.mustCheck(t)
+}
+
+// assertRunArtifacts checks what a finished rotation leaves on the
+// controller: one backup per node (files 0600, dirs 0700) and the new join
+// token in a 0600 file.
+func (l *e2eLab) assertRunArtifacts(res cliResult) {
+	t := l.t
+	t.Helper()
+	var tokenFile string
+	for _, n := range res.Notes() {
+		if i := strings.Index(n, " is in "); i > 0 {
+			tokenFile = strings.Fields(n[i+len(" is in "):])[0]
+		}
+	}
+	if fi, err := os.Stat(tokenFile); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("the new token file %q: %v; want mode 0600", tokenFile, err)
+	}
+	if b, _ := os.ReadFile(tokenFile); !strings.HasPrefix(string(b), "K10") {
+		t.Errorf("the token file does not hold a K10 token")
+	}
+	dir := filepath.Join(l.StateDir, "backups", res.runID())
+	backups := 0
+	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		fi, _ := d.Info()
+		switch {
+		case d.IsDir() && fi.Mode().Perm() != 0o700:
+			t.Errorf("backup dir %s has mode %v, want 0700", p, fi.Mode().Perm())
+		case !d.IsDir() && fi.Mode().Perm() != 0o600:
+			t.Errorf("backup file %s has mode %v, want 0600", p, fi.Mode().Perm())
+		case d.Name() == "backup.tar.gz":
+			backups++
+		}
+		return nil
+	})
+	if err != nil || backups != len(l.Nodes("")) {
+		t.Errorf("%d node backups in %s (%v), want %d", backups, dir, err, len(l.Nodes("")))
+	}
+}
+
+func accKillThenResume(t *testing.T, l *e2eLab) {
+	before := l.allConfigSources()
+	oldCA := l.serverCA("server-1")
+	id := killMidRotation(t, l, before)
+
+	res := runCaretakerBinary(t, "resume", id, "--state-dir", l.StateDir, "--yes", "-o", "json")
+	if res.Code != 0 {
+		t.Fatalf("resume: %s", res.Describe())
+	}
+	if missing := containsAll(res.Stderr, "resuming run "+id+" (attempt 2)", `interrupted in step "servers" on server-2`); len(missing) > 0 {
+		t.Errorf("resume's stderr lacks %q:\n%s", missing, res.Stderr)
+	}
+	for _, c := range []struct{ step, node, status string }{
+		{"backup", "server-1", "skipped"}, {"generate", "server-1", "skipped"}, {"rotate-ca", "server-1", "skipped"},
+		{"servers", "server-1", "skipped"}, {"servers", "server-2", "changed"}, {"servers", "server-3", "changed"},
+		{"restore-server", "server-1", "changed"}, {"verify", "server-1", "ok"},
+	} {
+		if got := res.StepStatus(c.step, c.node); got != c.status {
+			t.Errorf("resumed run: %s on %s = %q, want %q", c.step, c.node, got, c.status)
+		}
+	}
+	if ca := l.newCA(); bytes.Equal(ca, oldCA) {
+		t.Fatal("the datastore still holds the old CA")
+	} else {
+		l.assertClusterHoldsCA(ca)
+	}
+	if d := sameSources(before, l.allConfigSources()); len(d) > 0 {
+		t.Errorf("config sources after kill + resume differ from before the run: %s", strings.Join(d, "; "))
+	}
+	if rec := readRunJSON(t, l.StateDir, id); rec.State != "ok" || rec.Attempts != 2 {
+		t.Errorf("after resume the run reads %q with %d attempts, want ok with 2", rec.State, rec.Attempts)
+	}
+	again := runCaretakerBinary(t, "resume", id, "--state-dir", l.StateDir, "--yes", "-o", "json")
+	if again.Code != exitBadInput || !strings.Contains(again.Stderr, "nothing to resume") {
+		t.Errorf("resume of a finished run: exit %d: %s", again.Code, again.Stderr)
+	}
+	l.mustCheck(t)
+}
+
+func accKillThenUndo(t *testing.T, l *e2eLab) {
+	before := l.allConfigSources()
+	id := killMidRotation(t, l, before)
+
+	ask := runCaretakerBinary(t, "undo", id, "--state-dir", l.StateDir, "-o", "plain")
+	if ask.Code != exitFailed || !strings.Contains(ask.Stderr, "run it again with --yes") {
+		t.Errorf("undo without --yes and without a terminal: exit %d: %s", ask.Code, ask.Stderr)
+	}
+	res := runCaretakerBinary(t, "undo", id, "--state-dir", l.StateDir, "--yes", "-o", "json")
+	if res.Code != 0 {
+		t.Fatalf("undo: %s", res.Describe())
+	}
+	if d := sameSources(before, l.allConfigSources()); len(d) > 0 {
+		t.Errorf("config sources after kill + undo differ from before the run: %s", strings.Join(d, "; "))
+	}
+	var order []string
+	for _, e := range res.Events {
+		if e.Type == "step_done" {
+			order = append(order, e.str("step_name")+"@"+e.str("node")+"="+e.str("status"))
+		}
+	}
+	if len(order) < 3 || !strings.Contains(order[0], "k3s.restore_server@server-2=changed") || !strings.Contains(order[1], "k3s.restore_server@server-1=changed") || !strings.Contains(order[len(order)-1], "k3s.rotate_ca@server-1=skipped") {
+		t.Errorf("undo steps (latest first): %v", order)
+	}
+	if notes := strings.Join(res.Notes(), "\n"); !strings.Contains(notes, "no automatic undo for k3s.rotate_ca") {
+		t.Errorf("undo notes: %s", notes)
+	}
+	// The datastore keeps the new CA (a rotation cannot be undone): the
+	// rotation in progress is finished by running rotate-ca again.
+	res = l.runCaretaker(l.rotateArgs()...)
+	if res.Code != 0 {
+		t.Fatalf("rotate-ca after the undo: %s", res.Describe())
+	}
+	l.assertClusterHoldsCA(l.newCA())
+	if d := sameSources(before, l.allConfigSources()); len(d) > 0 {
+		t.Errorf("config sources after undo + rotate-ca: %s", strings.Join(d, "; "))
+	}
+	l.mustCheck(t)
+}
+
+// killMidRotation starts rotate-ca and kills it with SIGKILL right after
+// strip_server edited server-2 (server-1 is stripped and restarted by
+// then): the cluster is half rotated with `server` stripped on two nodes.
+func killMidRotation(t *testing.T, l *e2eLab, original map[string][]byte) (runID string) {
+	t.Helper()
+	lc := startLive(t, nil, "run", "rotate-ca", "-i", l.InventoryPath(), "--yes", "-o", "json", "--state-dir", l.StateDir)
+	started := lc.waitFor(60*time.Second, "run_started", func(e e2eEvent) bool { return e.Type == "run_started" })
+	lc.waitFor(4*time.Minute, "the strip of server-2", isOutput("server-2", "removed"))
+	lc.kill9()
+	runID = started.str("run_id")
+	for _, n := range []string{"server-1", "server-2"} {
+		if d := sameSources(prefixed(n, pick(original, n)), prefixed(n, l.configSources(n))); len(d) == 0 {
+			t.Fatalf("after the kill, %s still has `server` in its sources", n)
+		}
+	}
+	rec := readRunJSON(t, l.StateDir, runID)
+	if rec.State != runner.RunStateInterrupted || len(rec.Started) != 1 || rec.Started[0].StepName != "servers" || rec.Started[0].Node != "server-2" {
+		t.Fatalf("the killed run reads back as %q, in progress %+v; want interrupted in servers@server-2", rec.State, rec.Started)
+	}
+	if len(rec.Undos) < 3 {
+		t.Fatalf("undo records of the killed run: %+v, want rotate_ca and two restore_server", rec.Undos)
+	}
+	return runID
+}
+
+// pick is the sources of one node from allConfigSources, keyed by path.
+func pick(all map[string][]byte, node string) map[string][]byte {
+	out := map[string][]byte{}
+	for k, v := range all {
+		if p, ok := strings.CutPrefix(k, node+" "); ok {
+			out[p] = v
+		}
+	}
+	return out
+}
+
+func accLocks(t *testing.T, l *e2eLab) {
+	pb := writePlaybook(t, "hold.star", holdPlaybook)
+	dirA, dirB := t.TempDir(), t.TempDir()
+	const ttl = 3 * time.Second
+	a := startLive(t, []string{"CARETAKER_LOCK_TTL=" + ttl.String()}, "run", pb, "-i", l.InventoryPath(), "--yes", "-o", "json", "--state-dir", dirA, "-p", "secs=60s")
+	a.waitFor(60*time.Second, "run A holding", isOutput("server-1", "holding"))
+	idA := a.result().runID()
+
+	same := runCaretakerBinary(t, "run", pb, "-i", l.InventoryPath(), "--yes", "-o", "json", "--state-dir", dirA, "-p", "secs=0s")
+	if same.Code != exitLocked || len(same.Events) != 0 || !strings.Contains(same.Stderr, `cluster "lab" is locked on this machine`) {
+		t.Errorf("second run on this machine: %s", same.Describe())
+	}
+	other := runCaretakerBinary(t, "run", pb, "-i", l.InventoryPath(), "--yes", "-o", "json", "--state-dir", dirB, "-p", "secs=0s")
+	if missing := containsAll(other.Stderr, `cluster "lab" is locked in its etcd`, "run "+idA, "playbook hold", "--break-lock"); other.Code != exitLocked || len(missing) > 0 {
+		t.Errorf("second run from another state dir: exit %d, stderr lacks %q:\n%s", other.Code, missing, other.Stderr)
+	}
+	cli := l.etcdClient()
+	if h := lockHolder(t, cli, "lab"); h == nil || h.RunID != idA {
+		t.Fatalf("etcd holder = %+v, want run %s", h, idA)
+	}
+	a.kill9()
+	killed := time.Now()
+	for lockHolder(t, cli, "lab") != nil {
+		if time.Since(killed) > ttl+10*time.Second {
+			t.Fatalf("the etcd lock is still held %s after its holder was killed (TTL %s)", time.Since(killed).Round(time.Millisecond), ttl)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("etcd lock freed %s after kill -9 of its holder (lease TTL %s)", time.Since(killed).Round(time.Millisecond), ttl)
+
+	// --break-lock: the broken run notices and starts no further step.
+	b := startLive(t, []string{"CARETAKER_LOCK_TTL=" + ttl.String()}, "run", pb, "-i", l.InventoryPath(), "--yes", "-o", "json", "--state-dir", t.TempDir(), "-p", "secs=6s")
+	b.waitFor(60*time.Second, "run B holding", isOutput("server-1", "holding"))
+	c := runCaretakerBinary(t, "run", pb, "-i", l.InventoryPath(), "--yes", "-o", "json", "--state-dir", t.TempDir(), "-p", "secs=0s", "--break-lock")
+	if c.Code != 0 || !strings.Contains(c.Stderr, "--break-lock: broke the cluster lock of lab held by") {
+		t.Errorf("run with --break-lock: %s", c.Describe())
+	}
+	resB := b.wait(90 * time.Second)
+	if resB.Code != exitLocked || resB.Started("after", "server-1") || !strings.Contains(resB.Stderr, "lost the cluster lock of lab") {
+		t.Errorf("the broken run: %s", resB.Describe())
+	}
+	if h := lockHolder(t, cli, "lab"); h != nil {
+		t.Errorf("the lock is still held after the runs ended: %+v", h)
+	}
+}
+
+// withNodePort is a copy of the lab's inventory where node's SSH port is
+// port (an unreachable node).
+func (l *e2eLab) withNodePort(t *testing.T, node string, port int) string {
+	t.Helper()
+	data, err := os.ReadFile(l.InventoryPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		t.Fatal(err)
+	}
+	var set func(n *yaml.Node) bool
+	set = func(n *yaml.Node) bool {
+		if n.Kind == yaml.MappingNode {
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				if n.Content[i].Value == "name" && n.Content[i+1].Value == node {
+					for j := 0; j+1 < len(n.Content); j += 2 {
+						if n.Content[j].Value == "port" {
+							n.Content[j+1].Value = fmt.Sprint(port)
+							return true
+						}
+					}
+					n.Content = append(n.Content, &yaml.Node{Kind: yaml.ScalarNode, Value: "port"}, &yaml.Node{Kind: yaml.ScalarNode, Value: fmt.Sprint(port)})
+					return true
+				}
+			}
+		}
+		for _, c := range n.Content {
+			if set(c) {
+				return true
+			}
+		}
+		return false
+	}
+	if !set(&doc) {
+		t.Fatalf("no node %s in the inventory", node)
+	}
+	out, err := yaml.Marshal(&doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(filepath.Dir(l.InventoryPath()), "inventory-unreachable.yaml")
+	if err := os.WriteFile(p, out, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// replaceNodeFile writes data over a node file and returns a func that
+// puts the original back.
+func (l *e2eLab) replaceNodeFile(t *testing.T, node, p string, data []byte) func() {
+	t.Helper()
+	host := l.HostPath(node, p)
+	orig, err := os.ReadFile(host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, _ := os.Stat(host)
+	if err := os.WriteFile(host, data, fi.Mode().Perm()); err != nil {
+		t.Fatal(err)
+	}
+	return func() {
+		if err := os.WriteFile(host, orig, fi.Mode().Perm()); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// The check command's findings: exit 0 healthy, 4 for a stale CA or an
+// expiring certificate, 1 for an unreachable node; JSON that names what is
+// wrong; a metrics file the Prometheus parser reads; no file changed.
+func accCheckFindings(t *testing.T, l *e2eLab) {
+	inv := l.InventoryPath()
+	metrics := filepath.Join(t.TempDir(), "textfile", "caretaker.prom")
+	all := l.Nodes("")
+	last := all[len(all)-1]
+
+	ok := l.check(t, inv, "--metrics-file", metrics)
+	if ok.Code != exitOK || ok.rep.Status != "healthy" || !ok.rep.CA.Consistent || len(ok.rep.CA.Nodes) != len(all) || len(ok.rep.Expiring) != 0 {
+		t.Fatalf("healthy cluster: exit %d, %s\n%s", ok.Code, ok.rep.Summary, ok.Stderr)
+	}
+	m := parseMetrics(t, metrics)
+	if m["caretaker_ca_consistent{}"] != 1 || m["caretaker_check_success{}"] != 1 || m["caretaker_check_healthy{}"] != 1 || m["caretaker_node_reachable{node="+last+"}"] != 1 {
+		t.Errorf("healthy metrics: %v", filterMetrics(m, "caretaker_c", "caretaker_node"))
+	}
+
+	sd := func(n string) string { return filepath.Join(l.Node(n).K3s.DataDir, "server") }
+	restore := l.replaceNodeFile(t, "server-2", filepath.Join(sd("server-2"), "tls", "server-ca.crt"), selfSigned(t, "k3s-server-ca@1000000000", true, time.Now().AddDate(10, 0, 0)))
+	stale := l.check(t, inv, "--metrics-file", metrics)
+	restore()
+	if stale.Code != exitDrift || stale.rep.Status != "drift" || fmt.Sprint(stale.rep.CA.Stale) != "[server-2]" {
+		t.Errorf("stale CA on server-2: exit %d, stale %v: %s", stale.Code, stale.rep.CA.Stale, stale.rep.Summary)
+	}
+	if m := parseMetrics(t, metrics); m["caretaker_ca_consistent{}"] != 0 || m["caretaker_check_healthy{}"] != 0 {
+		t.Errorf("drift metrics: %v", filterMetrics(m, "caretaker_c"))
+	}
+
+	restore = l.replaceNodeFile(t, "server-1", filepath.Join(sd("server-1"), "tls", "client-admin.crt"), selfSigned(t, "system:admin", false, time.Now().Add(10*24*time.Hour)))
+	soon := l.check(t, inv, "--warn-days", "30")
+	relaxed := l.check(t, inv, "--warn-days", "5")
+	restore()
+	if soon.Code != exitDrift || len(soon.rep.Expiring) != 1 || soon.rep.Expiring[0].File != "client-admin.crt" || soon.rep.Expiring[0].Status != "WARNING" {
+		t.Errorf("a certificate expiring in 10 days, --warn-days 30: exit %d, expiring %+v: %s", soon.Code, soon.rep.Expiring, soon.rep.Summary)
+	}
+	if relaxed.Code != exitOK {
+		t.Errorf("the same with --warn-days 5: exit %d: %s", relaxed.Code, relaxed.rep.Summary)
+	}
+
+	down := l.check(t, l.withNodePort(t, last, 1), "--metrics-file", metrics)
+	if down.Code != exitFailed || down.rep.Status != "unreachable" || len(down.rep.Unreachable) != 1 || down.rep.Unreachable[0].Node != last {
+		t.Errorf("%s unreachable: exit %d, %+v: %s", last, down.Code, down.rep.Unreachable, down.rep.Summary)
+	}
+	if m := parseMetrics(t, metrics); m["caretaker_node_reachable{node="+last+"}"] != 0 || m["caretaker_node_reachable{node=server-1}"] != 1 {
+		t.Errorf("unreachable metrics: %v", filterMetrics(m, "caretaker_node"))
+	}
+
+	before := map[string]treeSnapshot{}
+	for _, n := range all {
+		before[n] = l.snapshotNode(n)
+	}
+	l.check(t, inv)
+	for _, n := range all {
+		if d := diffTrees(before[n], l.snapshotNode(n)); len(d) > 0 {
+			t.Errorf("check changed %s: %v", n, d)
+		}
+	}
+}
+
+// On a fixed release workaround=auto strips nothing; nodes with secure K10
+// tokens get the new CA hash where their token is set.
+func accFixedReleaseSecureTokens(t *testing.T, l *e2eLab) {
+	before := l.allConfigSources()
+	res := l.mustRotate(t)
+	for _, s := range l.Nodes(runner.RoleServer) {
+		if _, err := os.Stat(l.HostPath(s, filepath.Join(l.Node(s).K3s.DataDir, "caretaker", "strip"))); err == nil {
+			t.Errorf("%s: strip records exist: workaround=auto stripped on a fixed release", s)
+		}
+		if !strings.Contains(strings.Join(res.Output(s), "\n"), "keeping server=") {
+			t.Errorf("%s: the output does not say server was kept", s)
+		}
+	}
+	newHash, err := k3s.HashCA(l.newCA())
+	if err != nil {
+		t.Fatal(err)
+	}
+	after := l.allConfigSources()
+	for _, n := range l.Nodes("") {
+		changed := 0
+		for k, b := range after {
+			if strings.HasPrefix(k, n+" ") && !bytes.Equal(b, before[k]) {
+				changed++
+				if !strings.Contains(string(b), "K10"+newHash+"::") {
+					t.Errorf("%s: %s changed but does not carry the new CA hash", n, k)
+				}
+			}
+		}
+		if changed != 1 {
+			t.Errorf("%s: %d config sources changed, want 1 (the one holding the token)", n, changed)
+		}
+		if st := res.StepStatus("tokens", n); st != "changed" {
+			t.Errorf("step tokens on %s: %q, want changed", n, st)
+		}
+		if st := l.serviceState(n); st != "active" {
+			t.Errorf("%s is %s after the rotation", n, st)
+		}
+	}
+	l.assertNoSecret(res)
+}
+
+func accRotateAgainTwice(t *testing.T, l *e2eLab) {
+	for i := 2; i <= 3; i++ {
+		res := l.mustRotate(t)
+		t.Logf("rotation %d: %s", i, res.Took.Round(100*time.Millisecond))
+		l.mustCheck(t)
+	}
+}
+
+// leafSerials maps file+subject to serial for every leaf certificate of a
+// node, read from its tree.
+func (l *e2eLab) leafSerials(node string) map[string]string {
+	out := map[string]string{}
+	for _, c := range k3s.CheckCertificates(l.certFiles(node), time.Now(), 0) {
+		if !c.IsCA {
+			out[c.Filename+" "+c.Subject] = c.Serial
+		}
+	}
+	return out
+}
+
+// certFiles reads the certificate files `k3s certificate check` lists.
+func (l *e2eLab) certFiles(node string) map[string][]byte {
+	n := l.Node(node)
+	rel, err := k3s.FilesForServices(k3s.CheckServices(n.Role == runner.RoleServer))
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	out := map[string][]byte{}
+	for _, p := range rel {
+		full := filepath.Join(n.K3s.DataDir, p)
+		if b, err := os.ReadFile(l.HostPath(node, full)); err == nil {
+			out[full] = b
+		}
+	}
+	return out
+}
+
+func accLeafRotation(t *testing.T, l *e2eLab) {
+	before := map[string]map[string]string{}
+	for _, n := range l.Nodes("") {
+		before[n] = l.leafSerials(n)
+	}
+	res := l.runCaretaker("run", "rotate-leaf-certs", "-i", l.InventoryPath(), "--yes", "--output", "json")
+	if res.Code != 0 {
+		t.Fatalf("rotate-leaf-certs failed:\n%s", res.Describe())
+	}
+	for _, n := range l.Nodes("") {
+		after := l.leafSerials(n)
+		renewed := 0
+		for k, s := range before[n] {
+			if after[k] != "" && after[k] != s {
+				renewed++
+			}
+		}
+		if renewed == 0 || renewed < len(before[n])/2 {
+			t.Errorf("%s: %d of %d leaf certificates have a new serial after rotate-leaf-certs", n, renewed, len(before[n]))
+		}
+	}
+	l.mustCheck(t)
+}
+
+func accBackupRestore(t *testing.T, l *e2eLab) {
+	original := l.allConfigSources()
+	res := l.runCaretaker("run", "backup", "-i", l.InventoryPath(), "--yes", "--output", "json", "-p", "name=acceptance")
+	if res.Code != 0 {
+		t.Fatalf("backup failed:\n%s", res.Describe())
+	}
+	// Damage what a backup holds: a config source and a certificate.
+	cfg := l.Node("server-1").K3s.ConfigFile
+	cert := filepath.Join(l.Node("server-2").K3s.DataDir, "server", "tls", "client-admin.crt")
+	certBefore := l.ReadNodeFile("server-2", cert)
+	l.replaceNodeFile(t, "server-1", cfg, append(l.ReadNodeFile("server-1", cfg), []byte("# changed after the backup\n")...))
+	l.replaceNodeFile(t, "server-2", cert, selfSigned(t, "system:admin", false, time.Now().Add(24*time.Hour)))
+
+	res = l.runCaretaker("run", "restore", "-i", l.InventoryPath(), "--yes", "--output", "json", "-p", "backup=acceptance")
+	if res.Code != 0 {
+		t.Fatalf("restore failed:\n%s", res.Describe())
+	}
+	if d := sameSources(original, l.allConfigSources()); len(d) > 0 {
+		t.Errorf("config sources after restore differ from the backup: %v", d)
+	}
+	if got := l.ReadNodeFile("server-2", cert); !bytes.Equal(got, certBefore) {
+		t.Errorf("server-2: %s was not restored", cert)
+	}
+	l.mustCheck(t)
+}
+
+func accCheckCerts(t *testing.T, l *e2eLab) {
+	res := l.runCaretaker("run", "check-certs", "-i", l.InventoryPath(), "--yes", "--output", "json")
+	if res.Code != 0 {
+		t.Fatalf("check-certs failed:\n%s", res.Describe())
+	}
+	// A stale server CA makes it fail and name the node.
+	p := filepath.Join(l.Node("server-3").K3s.DataDir, "server", "tls", "server-ca.crt")
+	restore := l.replaceNodeFile(t, "server-3", p, selfSigned(t, "k3s-server-ca@1000000000", true, time.Now().AddDate(10, 0, 0)))
+	res = l.runCaretaker("run", "check-certs", "-i", l.InventoryPath(), "--yes", "--output", "json")
+	restore()
+	if res.Code == 0 || !strings.Contains(res.StepError("check", "server-1"), "server-3") {
+		t.Errorf("check-certs with a stale CA on server-3: %s", res.Describe())
+	}
+}
