@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/caretaker/caretaker/lab/realnode"
 )
 
 // goBench is one benchmark's line of `go test -bench` output.
@@ -404,6 +406,8 @@ type rotateResult struct {
 	// why there is none.
 	startDelay time.Duration
 	noDelay    string
+	// bringUp is how long `caretaker lab up` took.
+	bringUp time.Duration
 }
 
 // restartSpan is one step whose cells restart services: its wall span
@@ -424,9 +428,41 @@ type stepSpan struct {
 }
 
 // runRotate runs the shipped rotate-ca playbook on a fresh 3-server +
-// 2-agent lab and compares its wall time with the time its service
-// restarts take.
+// 2-agent simulator lab and compares its wall time with the time its
+// service restarts take.
 func runRotate(ctx context.Context, cfg *config) *rotateResult {
+	return runRotateOn(ctx, cfg, "rotate", []string{"--ssh", "inprocess", "--servers", "3", "--agents", "2"}, true)
+}
+
+// runRotateReal is rotate-ca on 3 servers of each engine, side by side:
+// the real engine (real K3s in systemd-nspawn machines, the bootstrap bug
+// toggled on) and the simulator with the same topology.
+func runRotateReal(ctx context.Context, cfg *config) *rotateRealResult {
+	rr := &rotateRealResult{}
+	_, err := os.Stat(realnode.DefaultCacheDir)
+	rr.cached = err == nil
+	if err := realnode.Available(); err != nil {
+		rr.missing = err.Error()
+		say("rotate-ca on the real engine: NOT RUN: %s", rr.missing)
+		return rr
+	}
+	common := []string{"--servers", "3", "--scenario", "init-replaced", "--bootstrap-bug"}
+	rr.real = runRotateOn(ctx, cfg, "rotate-real", append([]string{"--engine", "real"}, common...), false)
+	rr.sim = runRotateOn(ctx, cfg, "rotate-real-sim", append([]string{"--agents", "0"}, common...), true)
+	return rr
+}
+
+// rotateRealResult is the rotate-real section.
+type rotateRealResult struct {
+	missing   string
+	cached    bool // the real engine's root filesystem was built before
+	real, sim *rotateResult
+}
+
+// runRotateOn brings up a lab with labArgs, runs rotate-ca on it and
+// checks the result with `caretaker check`. delay adds the configured
+// --start-delay (simulator only).
+func runRotateOn(ctx context.Context, cfg *config, name string, labArgs []string, delay bool) *rotateResult {
 	r := &rotateResult{}
 	o, err := execTimed(ctx, time.Minute, cfg.work, nil, cfg.caretaker, "playbooks")
 	if err != nil || !strings.Contains(string(o.stdout), "rotate-ca") {
@@ -434,25 +470,22 @@ func runRotate(ctx context.Context, cfg *config) *rotateResult {
 		say("rotate-ca: NOT RUN: %s", r.missing)
 		return r
 	}
-	args := []string{"--ssh", "inprocess", "--servers", "3", "--agents", "2"}
-	if cfg.startDelay > 0 {
-		if h, _ := execTimed(ctx, time.Minute, cfg.work, nil, cfg.caretaker, "lab", "up", "--help"); strings.Contains(string(h.stdout), "--start-delay") {
-			args = append(args, "--start-delay", cfg.startDelay.String())
-			r.startDelay = cfg.startDelay
-		} else {
-			r.noDelay = "this caretaker's lab has no --start-delay: its restarts take as long as the simulation (≈ 0.1 s), far below K3s's 10-15 s"
-			say("rotate-ca: %s", r.noDelay)
-		}
+	args := append([]string{}, labArgs...)
+	if delay && cfg.startDelay > 0 {
+		args = append(args, "--start-delay", cfg.startDelay.String())
+		r.startDelay = cfg.startDelay
 	}
-	l, err := startLab(ctx, cfg, "rotate", args...)
+	began := time.Now()
+	l, err := startLab(ctx, cfg, name, args...)
+	r.bringUp = time.Since(began)
 	if err != nil {
 		r.err = err.Error()
-		say("rotate-ca: FAILED: %v", err)
+		say("rotate-ca (%s): FAILED: %v", name, err)
 		return r
 	}
 	defer l.stop(ctx)
 	o, err = execTimed(ctx, 10*time.Minute, cfg.work, nil, cfg.caretaker, "run", "rotate-ca", "-i", l.inventory, "--yes", "-o", "json",
-		"--state-dir", cfg.work+"/rotate-state")
+		"--state-dir", cfg.work+"/"+name+"-state")
 	if err != nil {
 		r.err = err.Error()
 		return r
@@ -464,7 +497,7 @@ func runRotate(ctx context.Context, cfg *config) *rotateResult {
 	}
 	if o.code != 0 || r.status != "ok" {
 		r.err = fmt.Sprintf("caretaker run rotate-ca exit %d, status %q: %s", o.code, r.status, tailOf(append(o.stderr, o.stdout...), 10))
-		say("rotate-ca: FAILED: %s", r.err)
+		say("rotate-ca (%s): FAILED: %s", name, r.err)
 		return r
 	}
 	// Independent check: the cluster is healthy on the new CA.
@@ -473,8 +506,8 @@ func runRotate(ctx context.Context, cfg *config) *rotateResult {
 		r.err = fmt.Sprintf("after rotate-ca, caretaker check exit %d: %v %s", c.code, err, tailOf(c.stdout, 5))
 		return r
 	}
-	say("rotate-ca: %.2f s wall (run %.2f s); %d restarts took %.2f s on the critical path; ratio %.2f; the rest: %.2f s",
-		r.wall.Seconds(), r.runDur.Seconds(), r.nRestart, r.waits.Seconds(), r.ratio(), (r.wall - r.waits).Seconds())
+	say("rotate-ca (%s): lab up in %.1f s; %.2f s wall (run %.2f s); %d restarts took %.2f s on the critical path; ratio %.2f; the rest: %.2f s",
+		name, r.bringUp.Seconds(), r.wall.Seconds(), r.runDur.Seconds(), r.nRestart, r.waits.Seconds(), r.ratio(), (r.wall - r.waits).Seconds())
 	return r
 }
 
@@ -539,7 +572,10 @@ func (r *rotateResult) parse(out []byte) error {
 			c.done = ev.At
 		case "output":
 			text := strings.TrimSpace(ev.Text)
-			if ev.Step != nil && strings.HasPrefix(text, "systemctl restart") {
+			// k3s.restart logs its command: "systemctl restart --no-block
+			// <service>", after "touch .../dynamic-cert-regenerate && " on
+			// the servers of a rotation.
+			if ev.Step != nil && strings.Contains(text, "systemctl restart") {
 				get(*ev.Step, "").restart = true
 			}
 			// k3s.restart logs "<service> is up after <duration>" when the

@@ -62,7 +62,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.StringVar(&cfg.work, "work", "", "scratch directory (default: a new one under $TMPDIR, removed at the end)")
 	fs.StringVar(&sizes, "sizes", "3,20,50", "node counts of the comparison")
 	fs.IntVar(&cfg.runs, "runs", 5, "runs per runner and node count (median reported)")
-	fs.StringVar(&only, "only", "", "comma-separated sections to run: compare,overhead,check,rotate (default all)")
+	fs.StringVar(&only, "only", "", "comma-separated sections to run: compare,overhead,check,rotate,rotate-real (default all)")
 	fs.StringVar(&runners, "runners", "", "comma-separated runners of the comparison: caretaker,ansible-default,ansible-tuned,pssh (default all)")
 	fs.IntVar(&cfg.checkN, "check-nodes", 1000, "nodes of the in-process lab `caretaker check` runs against")
 	fs.StringVar(&cfg.benchtime, "benchtime", "300x", "-benchtime of the runner overhead benchmark")
@@ -102,7 +102,7 @@ func parseFlags(args []string) (*config, error) {
 		return m, nil
 	}
 	var err error
-	if cfg.only, err = set(only, []string{"compare", "overhead", "check", "rotate"}); err != nil {
+	if cfg.only, err = set(only, []string{"compare", "overhead", "check", "rotate", "rotate-real"}); err != nil {
 		return nil, fmt.Errorf("-only: %w", err)
 	}
 	if cfg.runners, err = set(runners, runnerNames); err != nil {
@@ -160,6 +160,9 @@ func run(ctx context.Context, cfg *config) int {
 	}
 	if cfg.want("rotate") && ctx.Err() == nil {
 		rep.rotate = runRotate(ctx, cfg)
+	}
+	if cfg.want("rotate-real") && ctx.Err() == nil {
+		rep.rotateReal = runRotateReal(ctx, cfg)
 	}
 	rep.loadAfter = loadAvg()
 	rep.took = time.Since(began)
