@@ -176,7 +176,8 @@ var errorLine = regexp.MustCompile(`level=(error|fatal) `)
 // lets a restart that was started finish.
 func (c *k3sCall) waitUp(ctx context.Context, before unitStatus, since string, timeout time.Duration, res *restartResult) error {
 	w := &upWatch{c: c, before: before, since: since, shown: map[string]bool{}, fatal: map[string]int{}}
-	err := poll(ctx, func() (bool, error) {
+	var journalAt time.Time
+	err := pollEvery(ctx, unitPollInterval, func() (bool, error) {
 		st, err := c.unitShow(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -185,7 +186,12 @@ func (c *k3sCall) waitUp(ctx context.Context, before unitStatus, since string, t
 			return false, err
 		}
 		res.state, res.sub = st.active, st.sub
-		w.showNewErrors(ctx)
+		// The unit's state is cheap to ask often (a restart is seen
+		// within unitPollInterval); the journal is read once a second.
+		if done := st.active == "active" && st.invocation != before.invocation; done || time.Since(journalAt) >= time.Second {
+			w.showNewErrors(ctx)
+			journalAt = time.Now()
+		}
 		return w.judge(st, res), nil
 	})
 	if err != nil && ctx.Err() != nil && c.ctx().Err() == nil {
@@ -370,7 +376,30 @@ func excerpt(lines []string, max int) []string {
 	return append(out, rest...)
 }
 
-// poll calls fn until it reports done, ctx ends, or fn fails.
+// unitPollInterval is how often a restart asks systemd for the unit's
+// state: one `systemctl show` on the node's open SSH connection.
+const unitPollInterval = 250 * time.Millisecond
+
+// pollEvery calls fn every interval until it reports done, ctx ends, or
+// fn fails.
+func pollEvery(ctx context.Context, interval time.Duration, fn func() (bool, error)) error {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		done, err := fn()
+		if err != nil || done {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// poll calls fn until it reports done, ctx ends, or fn fails, waiting
+// longer between calls (up to a second) the longer it takes.
 func poll(ctx context.Context, fn func() (bool, error)) error {
 	wait := 200 * time.Millisecond
 	for {

@@ -10,6 +10,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
@@ -123,18 +124,30 @@ func DialEtcdCluster(ctx context.Context, eps []*EtcdEndpoint) (*clientv3.Client
 	}
 	// One handshake first, per endpoint: gRPC reports failed connections
 	// only as a timeout; this names the cause.
-	var errs []error
-	for _, ep := range eps {
-		pctx, cancel := context.WithTimeout(ctx, etcdProbeTimeout)
-		c, err := ep.dial(pctx)
-		cancel()
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		c.Close()
+	errs := make([]error, len(eps))
+	var wg sync.WaitGroup
+	for i, ep := range eps {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			pctx, cancel := context.WithTimeout(ctx, etcdProbeTimeout)
+			defer cancel()
+			c, err := ep.dial(pctx)
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			c.Close()
+		}()
 	}
-	if len(errs) == len(eps) {
+	wg.Wait()
+	failed := 0
+	for _, err := range errs {
+		if err != nil {
+			failed++
+		}
+	}
+	if failed == len(eps) {
 		return nil, fmt.Errorf("reach the cluster's etcd: %w", errors.Join(errs...))
 	}
 	cli, err := clientv3.New(clientv3.Config{
