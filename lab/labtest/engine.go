@@ -2,13 +2,9 @@ package labtest
 
 import (
 	"context"
-	"fmt"
 	"os"
-	"path/filepath"
 	"testing"
 	"time"
-
-	"github.com/gofrs/flock"
 
 	"github.com/caretaker/caretaker/lab"
 	"github.com/caretaker/caretaker/lab/realnode"
@@ -70,24 +66,5 @@ func StartEngine(tb testing.TB, o lab.Options) lab.Handle {
 }
 
 // AllocateRealSubnet reserves a 127.2.y subnet for a real-engine lab of a
-// test (lock files in $TMPDIR/caretaker-lab-subnets, held until release),
-// apart from the simulator's 127.200+ test subnets and the real engine's
-// default 127.1.0.
-func AllocateRealSubnet() (subnet string, release func(), err error) {
-	dir := filepath.Join(os.TempDir(), "caretaker-lab-subnets")
-	if err := os.MkdirAll(dir, 0o777); err != nil {
-		return "", nil, fmt.Errorf("real subnet lock dir: %w", err)
-	}
-	for y := 1; y < 255; y++ {
-		s := fmt.Sprintf("127.2.%d", y)
-		fl := flock.New(filepath.Join(dir, s+".lock"))
-		ok, err := fl.TryLock()
-		if err != nil {
-			return "", nil, fmt.Errorf("lock subnet %s: %w", s, err)
-		}
-		if ok {
-			return s, func() { _ = fl.Unlock() }, nil
-		}
-	}
-	return "", nil, fmt.Errorf("every real-engine test subnet 127.2.* is taken")
-}
+// test (realnode.AllocateSubnet).
+func AllocateRealSubnet() (subnet string, release func(), err error) { return realnode.AllocateSubnet() }

@@ -11,6 +11,8 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+
+	"github.com/gofrs/flock"
 )
 
 // Scenarios: how the servers' `server` settings point at each other once
@@ -232,4 +234,28 @@ func DefaultK3sBinary() string {
 		}
 	}
 	return ""
+}
+
+// AllocateSubnet reserves a 127.2.y subnet for a lab of a test or a
+// benchmark, so that labs of parallel test processes never share one: an
+// exclusive lock file per subnet in $TMPDIR/caretaker-lab-subnets, held
+// until release is called. The simulator's test subnets (127.200+) and the
+// engine's default 127.1.0 are never handed out.
+func AllocateSubnet() (subnet string, release func(), err error) {
+	dir := filepath.Join(os.TempDir(), "caretaker-lab-subnets")
+	if err := os.MkdirAll(dir, 0o777); err != nil {
+		return "", nil, fmt.Errorf("realnode: subnet lock dir: %w", err)
+	}
+	for y := 1; y < 255; y++ {
+		s := fmt.Sprintf("127.2.%d", y)
+		fl := flock.New(filepath.Join(dir, s+".lock"))
+		ok, err := fl.TryLock()
+		if err != nil {
+			return "", nil, fmt.Errorf("realnode: lock subnet %s: %w", s, err)
+		}
+		if ok {
+			return s, func() { _ = fl.Unlock() }, nil
+		}
+	}
+	return "", nil, fmt.Errorf("realnode: every test subnet 127.2.* is taken")
 }

@@ -2,6 +2,7 @@ package realnode
 
 import (
 	"context"
+	"fmt"
 	"crypto/tls"
 	"crypto/x509"
 	"os"
@@ -17,11 +18,22 @@ import (
 	"github.com/caretaker/caretaker/runner"
 )
 
-// Subnets of the test labs: outside nodes.sh's 127.1.0.0/16.
-const (
-	testSubnet  = "127.2.1"
-	testSubnet2 = "127.2.2"
-)
+// Subnets of the test labs (AllocateSubnet: 127.2.y, apart from labs of
+// other test processes and outside nodes.sh's 127.1.0.0/16).
+var testSubnet, testSubnet2 string
+
+// allocTestSubnets reserves the two subnets for the test.
+func allocTestSubnets(t *testing.T) {
+	t.Helper()
+	for _, p := range []*string{&testSubnet, &testSubnet2} {
+		s, release, err := AllocateSubnet()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(release)
+		*p = s
+	}
+}
 
 // needReal says in one line why a test cannot run when this machine
 // cannot run the real engine (root, systemd-nspawn, a K3s binary): it is
@@ -62,6 +74,7 @@ func startLab(t *testing.T, o Options) *Cluster {
 // Needs root, systemd-nspawn, mmdebstrap and the K3s binary (shared/k3s/k3s.xz or $CARETAKER_K3S_BINARY).
 func TestRealCluster(t *testing.T) {
 	needReal(t)
+	allocTestSubnets(t)
 	sources := map[string]string{"server-1": SourceDropIn, "server-2": SourceUnit, "server-3": SourceEnv}
 	c := startLab(t, Options{Servers: 3, Scenario: ScenarioInitReplaced, ServerSource: sources, SecureToken: true, Subnet: testSubnet})
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
@@ -443,17 +456,22 @@ func checkOpenClose(t *testing.T, c *Cluster) {
 	if strings.Contains(string(mi), c.Dir()) {
 		t.Errorf("mounts under %s remain", c.Dir())
 	}
+	x, y, err := subnetOctets(testSubnet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nm := names{x: x, y: y}
 	links, _ := run(context.Background(), "ip", "-o", "link")
-	if strings.Contains(links, "ctkbr-2-1") || strings.Contains(links, "ctkv2-1-") {
+	if strings.Contains(links, nm.bridge()) || strings.Contains(links, fmt.Sprintf("ctkv%d-%d-", x, y)) {
 		t.Errorf("links remain: %s", links)
 	}
 	nss, _ := run(context.Background(), "ip", "netns", "list")
-	if strings.Contains(nss, "ctk-127.2.1-") {
+	if strings.Contains(nss, fmt.Sprintf("ctk-127.%d.%d-", x, y)) {
 		t.Errorf("netns remain: %s", nss)
 	}
 	for _, h := range []string{"/sys/fs/cgroup/systemd", "/sys/fs/cgroup/unified", "/sys/fs/cgroup"} {
-		if fileExists(filepath.Join(h, "caretaker-realnode-2-1")) {
-			t.Errorf("cgroup %s/caretaker-realnode-2-1 remains", h)
+		if fileExists(filepath.Join(h, nm.cgroup())) {
+			t.Errorf("cgroup %s/%s remains", h, nm.cgroup())
 		}
 	}
 	routes, _ := run(context.Background(), "ip", "route", "show", "table", "local")
