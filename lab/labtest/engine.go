@@ -67,4 +67,6 @@ func StartEngine(tb testing.TB, o lab.Options) lab.Handle {
 
 // AllocateRealSubnet reserves a 127.2.y subnet for a real-engine lab of a
 // test (realnode.AllocateSubnet).
-func AllocateRealSubnet() (subnet string, release func(), err error) { return realnode.AllocateSubnet() }
+func AllocateRealSubnet() (subnet string, release func(), err error) {
+	return realnode.AllocateSubnet()
+}
