@@ -83,7 +83,7 @@ func TestK3sUndoActions(t *testing.T) {
 	for i, u := range j.undos {
 		rec.Undos = append(rec.Undos, runner.JournalUndo{Seq: i + 1, Node: u.Node, Kind: u.Kind, Data: u.Data, At: u.At})
 	}
-	plan, err := runner.UndoPlan(rec, fc.Cluster)
+	plan, err := runner.UndoPlan(rec.UndoRun(), fc.Cluster)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -86,7 +86,7 @@ type ExitError struct {
 }
 
 func (e *ExitError) Error() string {
-	msg := fmt.Sprintf("%s: command %q exited with code %d", e.Node, shorten(e.Line, 80), e.Code)
+	msg := fmt.Sprintf("%s: command %q exited with code %d", e.Node, ShortLine(e.Line, 80), e.Code)
 	if e.StderrTail != "" {
 		msg += ": " + e.StderrTail
 	}
@@ -96,7 +96,7 @@ func (e *ExitError) Error() string {
 // Is makes errors.Is(err, ErrNonZeroExit) true for an *ExitError.
 func (e *ExitError) Is(target error) bool { return target == ErrNonZeroExit }
 
-func shorten(s string, n int) string {
+func ShortLine(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"os"
+	"os/user"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,40 +19,40 @@ import (
 // ReadFile, WriteFile and Stat on a remote node, sudo wrapping, and the small
 // writers that collect a stderr tail and stop output after a call returned.
 
-// exitNotExist is the exit code the file snippets use for "no such file".
+// ExitNotExist is the exit code the file snippets use for "no such file".
 // Neither sh, cat, stat nor sudo -n exit with it.
-const exitNotExist = 66
+const ExitNotExist = 66
 
-// sudoLine wraps line to run as root through non-interactive sudo.
-func sudoLine(line string) string {
+// SudoLine wraps line to run as root through non-interactive sudo.
+func SudoLine(line string) string {
 	return "sudo -n sh -c " + ShellQuote(line)
 }
 
-// readFileScript prints path on stdout, or exits exitNotExist when it does
+// ReadFileScript prints path on stdout, or exits exitNotExist when it does
 // not exist.
-func readFileScript(path string) string {
+func ReadFileScript(path string) string {
 	q := ShellQuote(path)
 	return "[ -e " + q + " ] || { echo " + ShellQuote("no such file: "+path) + " >&2; exit " +
-		strconv.Itoa(exitNotExist) + "; }; exec cat -- " + q
+		strconv.Itoa(ExitNotExist) + "; }; exec cat -- " + q
 }
 
 // statFormat is the stat(1) format of statScript: size, raw mode in hex,
 // mtime in seconds, uid, gid. Both GNU coreutils and busybox understand it.
 const statFormat = "%s %f %Y %u %g"
 
-// statScript describes path (following symlinks) in statFormat, or exits
-// exitNotExist when it does not exist.
-func statScript(path string) string {
+// StatScript describes path (following symlinks) in statFormat, or exits
+// ExitNotExist when it does not exist.
+func StatScript(path string) string {
 	q := ShellQuote(path)
 	return "[ -e " + q + " ] || { echo " + ShellQuote("no such file: "+path) + " >&2; exit " +
-		strconv.Itoa(exitNotExist) + "; }; exec stat -L -c '" + statFormat + "' -- " + q
+		strconv.Itoa(ExitNotExist) + "; }; exec stat -L -c '" + statFormat + "' -- " + q
 }
 
-// parseStat reads one line of statFormat output.
-func parseStat(path, out string) (FileInfo, error) {
+// ParseStat reads one line of statFormat output.
+func ParseStat(path, out string) (FileInfo, error) {
 	f := strings.Fields(out)
 	if len(f) != 5 {
-		return FileInfo{}, fmt.Errorf("stat %s: unexpected output %q (want 5 fields: %s)", path, shorten(out, 120), statFormat)
+		return FileInfo{}, fmt.Errorf("stat %s: unexpected output %q (want 5 fields: %s)", path, ShortLine(out, 120), statFormat)
 	}
 	size, err1 := strconv.ParseInt(f[0], 10, 64)
 	raw, err2 := strconv.ParseUint(f[1], 16, 32)
@@ -58,7 +60,7 @@ func parseStat(path, out string) (FileInfo, error) {
 	uid, err4 := strconv.Atoi(f[3])
 	gid, err5 := strconv.Atoi(f[4])
 	if err := errors.Join(err1, err2, err3, err4, err5); err != nil {
-		return FileInfo{}, fmt.Errorf("stat %s: unexpected output %q: %w", path, shorten(out, 120), err)
+		return FileInfo{}, fmt.Errorf("stat %s: unexpected output %q: %w", path, ShortLine(out, 120), err)
 	}
 	mode := unixMode(uint32(raw))
 	return FileInfo{
@@ -116,15 +118,15 @@ func unixPerm(mode fs.FileMode) string {
 	return strconv.FormatUint(uint64(m), 8)
 }
 
-// tempSuffix returns the random part of a temporary file name.
-func tempSuffix() string {
+// TempSuffix returns the random part of a temporary file name.
+func TempSuffix() string {
 	var b [8]byte
 	rand.Read(b[:])
 	return hex.EncodeToString(b[:])
 }
 
-// tempName is the temporary file WriteFile uses beside path.
-func tempName(path, suffix string) string {
+// TempName is the temporary file WriteFile uses beside path.
+func TempName(path, suffix string) string {
 	dir, base := splitPath(path)
 	if dir == "/" {
 		return "/." + base + ".caretaker-" + suffix
@@ -145,7 +147,7 @@ func splitPath(path string) (dir, base string) {
 	}
 }
 
-// writeFileScript replaces path atomically with the size bytes arriving on
+// WriteFileScript replaces path atomically with the size bytes arriving on
 // stdin. A symlink is written through (its target is replaced). The data
 // goes to a temporary file beside the target, created with umask 077 so it
 // is never readable by others while incomplete; its size is checked (a
@@ -153,13 +155,13 @@ func splitPath(path string) (dir, base string) {
 // the existing file (or mode), is synced and renamed over the target. On any
 // failure the temporary file is removed and the target left as it was.
 // Exit exitNotExist means the directory does not exist.
-func writeFileScript(path string, size int, mode fs.FileMode, suffix string) string {
+func WriteFileScript(path string, size int, mode fs.FileMode, suffix string) string {
 	var b strings.Builder
 	b.WriteString("p=" + ShellQuote(path) + "; n=" + strconv.Itoa(size) + "\n")
 	b.WriteString(`if [ -L "$p" ]; then p=$(readlink -f -- "$p") || exit 1; fi
 case $p in */*) d=${p%/*}; b=${p##*/} ;; *) d=.; b=$p ;; esac
 [ -n "$d" ] || d=/
-if [ ! -d "$d" ]; then echo "directory $d does not exist" >&2; exit ` + strconv.Itoa(exitNotExist) + `; fi
+if [ ! -d "$d" ]; then echo "directory $d does not exist" >&2; exit ` + strconv.Itoa(ExitNotExist) + `; fi
 if [ -d "$p" ]; then echo "$p is a directory" >&2; exit 1; fi
 t=$d/.$b.caretaker-` + suffix + `
 trap 'rm -f -- "$t"' EXIT
@@ -186,15 +188,15 @@ trap - EXIT
 	return b.String()
 }
 
-// tailBuffer keeps the last bytes written to it, for error messages.
-type tailBuffer struct {
+// TailBuffer keeps the last bytes written to it, for error messages.
+type TailBuffer struct {
 	mu  sync.Mutex
 	buf []byte
 }
 
 const tailKeep = 4096
 
-func (t *tailBuffer) Write(p []byte) (int, error) {
+func (t *TailBuffer) Write(p []byte) (int, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if len(p) >= tailKeep {
@@ -213,7 +215,7 @@ func (t *tailBuffer) Write(p []byte) (int, error) {
 const tailLines = 5
 
 // String returns the last non-empty lines, trimmed.
-func (t *tailBuffer) String() string {
+func (t *TailBuffer) String() string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	lines := strings.Split(strings.TrimSpace(string(t.buf)), "\n")
@@ -229,23 +231,23 @@ func (t *tailBuffer) String() string {
 	return strings.Join(out, "\n")
 }
 
-// gateWriter forwards to w until closed; afterwards, and after w failed
+// GateWriter forwards to w until closed; afterwards, and after w failed
 // once, writes are dropped (and reported as written so the command's output
 // keeps draining). It keeps a caller's writer from being used after the
 // call that received it returned.
-type gateWriter struct {
+type GateWriter struct {
 	mu     sync.Mutex
 	w      io.Writer
-	tail   *tailBuffer
+	tail   *TailBuffer
 	closed bool
 	err    error
 }
 
-func newGate(w io.Writer, tail *tailBuffer) *gateWriter {
-	return &gateWriter{w: w, tail: tail}
+func NewGate(w io.Writer, tail *TailBuffer) *GateWriter {
+	return &GateWriter{w: w, tail: tail}
 }
 
-func (g *gateWriter) Write(p []byte) (int, error) {
+func (g *GateWriter) Write(p []byte) (int, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.closed {
@@ -264,13 +266,13 @@ func (g *gateWriter) Write(p []byte) (int, error) {
 
 // ReadFrom copies r through Write with a pooled buffer, so that the copy
 // goroutines of a session do not allocate 32 KiB per command.
-func (g *gateWriter) ReadFrom(r io.Reader) (int64, error) { return pooledCopy(g, r) }
+func (g *GateWriter) ReadFrom(r io.Reader) (int64, error) { return PooledCopy(g, r) }
 
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
-// pooledCopy is io.Copy with a buffer from copyBufs; w must not implement
+// PooledCopy is io.Copy with a buffer from copyBufs; w must not implement
 // io.ReaderFrom by calling pooledCopy's caller again.
-func pooledCopy(w io.Writer, r io.Reader) (int64, error) {
+func PooledCopy(w io.Writer, r io.Reader) (int64, error) {
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)
 	buf := *bp
@@ -294,16 +296,16 @@ func pooledCopy(w io.Writer, r io.Reader) (int64, error) {
 }
 
 // close stops forwarding and returns the first error of the writer.
-func (g *gateWriter) close() error {
+func (g *GateWriter) Close() error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.closed = true
 	return g.err
 }
 
-// exitError builds the error of a command that exited non-zero, adding
+// NewExitError builds the error of a command that exited non-zero, adding
 // advice when sudo was the reason.
-func exitError(node, user, line string, code int, tail string, sudo bool) error {
+func NewExitError(node, user, line string, code int, tail string, sudo bool) error {
 	xe := &ExitError{Node: node, Line: line, Code: code, StderrTail: tail}
 	if !sudo {
 		return xe
@@ -320,8 +322,26 @@ func exitError(node, user, line string, code int, tail string, sudo bool) error 
 	return xe
 }
 
-// timeoutError reports a command that ran past its timeout.
-func timeoutError(node, line string, d time.Duration, cause error) error {
+// NewTimeoutError reports a command that ran past its timeout.
+func NewTimeoutError(node, line string, d time.Duration, cause error) error {
 	return fmt.Errorf("%s: command %q did not finish within %s and was killed (raise command_timeout or the call's timeout): %w",
-		node, shorten(line, 80), d, cause)
+		node, ShortLine(line, 80), d, cause)
+}
+
+// Defaults shared by the transports.
+const (
+	// DefaultCommandTimeout bounds a command when the inventory sets no
+	// command_timeout.
+	DefaultCommandTimeout = 10 * time.Minute
+	// KillGrace is how long a cancelled call waits for the command to wind
+	// down before it returns anyway.
+	KillGrace = 2 * time.Second
+)
+
+// LocalUser is the name of the user caretaker runs as.
+func LocalUser() string {
+	if u, err := user.Current(); err == nil {
+		return u.Username
+	}
+	return os.Getenv("USER")
 }

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"os/user"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -159,19 +158,10 @@ func checkRunID(id string) error {
 // host and the process ID.
 func NewRunMeta(runID, playbook, cluster string) RunMeta {
 	m := RunMeta{RunID: runID, Playbook: playbook, Cluster: cluster, PID: os.Getpid(), Started: time.Now()}
-	m.User, m.Host = whoAmI()
+	m.User, m.Host = Operator()
 	return m
 }
 
-func whoAmI() (userName, host string) {
-	if u, err := user.Current(); err == nil {
-		userName = u.Username
-	} else {
-		userName = os.Getenv("USER")
-	}
-	host, _ = os.Hostname()
-	return userName, host
-}
 
 // CreateJournal starts the journal of a new run under stateDir and takes
 // its lock. Nothing is written until the run starts (the RunStarted
@@ -792,4 +782,17 @@ func runLocked(dir string) bool {
 		return false
 	}
 	return true
+}
+
+// UndoRun is the run's recorded undo actions, for UndoPlan.
+func (r *RunRecord) UndoRun() UndoRun {
+	u := UndoRun{RunID: r.Meta.RunID, Playbook: r.Meta.Playbook, File: r.Path}
+	for _, a := range r.Undos {
+		name := a.StepName
+		if name == "" {
+			name = r.Meta.stepName(a.Step)
+		}
+		u.Actions = append(u.Actions, UndoAction{Seq: a.Seq, Step: a.Step, StepName: name, Node: a.Node, Kind: a.Kind, Data: a.Data, At: a.At})
+	}
+	return u
 }

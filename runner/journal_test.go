@@ -327,7 +327,7 @@ func TestJournalRecordsResumeAndUndo(t *testing.T) {
 	if got := f.file("s1", "/etc/app.conf"); got != "newer-s1" {
 		t.Fatalf("before undo s1 has %q", got)
 	}
-	uplan, err := UndoPlan(rec, f.cluster)
+	uplan, err := UndoPlan(rec.UndoRun(), f.cluster)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -466,17 +466,17 @@ func TestUndoPlanRefusals(t *testing.T) {
 	f := newJFix(t)
 	testBuiltins(t)
 	rec := &RunRecord{Meta: RunMeta{RunID: "r", Playbook: "p"}}
-	if _, err := UndoPlan(rec, f.cluster); err == nil || !strings.Contains(err.Error(), "nothing to undo") {
+	if _, err := UndoPlan(rec.UndoRun(), f.cluster); err == nil || !strings.Contains(err.Error(), "nothing to undo") {
 		t.Errorf("empty: %v", err)
 	}
 	rec.Undos = []JournalUndo{{Seq: 1, Node: "gone", Kind: "test.put"}}
-	if _, err := UndoPlan(rec, f.cluster); !errors.Is(err, ErrBadInput) || !strings.Contains(err.Error(), `"gone"`) {
+	if _, err := UndoPlan(rec.UndoRun(), f.cluster); !errors.Is(err, ErrBadInput) || !strings.Contains(err.Error(), `"gone"`) {
 		t.Errorf("unknown node: %v", err)
 	}
 	// A kind without an undo function is reported, not run: the step is
 	// skipped and the recorded "how" becomes a note.
 	rec.Undos = []JournalUndo{{Seq: 1, Node: "s1", Kind: "x.unknown", Data: []byte(`{"how":"restore the backup by hand"}`)}}
-	plan, err := UndoPlan(rec, f.cluster)
+	plan, err := UndoPlan(rec.UndoRun(), f.cluster)
 	if err != nil || !strings.Contains(plan.Description, "cannot be undone automatically (x.unknown)") {
 		t.Fatalf("unknown kind: %v %v", plan, err)
 	}

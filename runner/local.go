@@ -52,7 +52,7 @@ func (l *localExecutor) Run(ctx context.Context, c Command) (Result, error) {
 	}
 	timeout := c.Timeout
 	if timeout <= 0 {
-		timeout = sshDefaultCommandTimeout
+		timeout = DefaultCommandTimeout
 	}
 	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, timeout)
@@ -61,17 +61,17 @@ func (l *localExecutor) Run(ctx context.Context, c Command) (Result, error) {
 	sudo := c.Sudo && os.Geteuid() != 0
 	line := c.Line
 	if sudo {
-		line = sudoLine(line)
+		line = SudoLine(line)
 	}
-	tail := &tailBuffer{}
+	tail := &TailBuffer{}
 	cmd := exec.Command("/bin/sh", "-c", line)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	var outGate *gateWriter
+	var outGate *GateWriter
 	if c.Stdout != nil {
-		outGate = newGate(c.Stdout, nil)
+		outGate = NewGate(c.Stdout, nil)
 		cmd.Stdout = outGate
 	}
-	errGate := newGate(c.Stderr, tail)
+	errGate := NewGate(c.Stderr, tail)
 	cmd.Stderr = errGate
 	var stdin io.WriteCloser
 	if c.Stdin != nil {
@@ -79,13 +79,13 @@ func (l *localExecutor) Run(ctx context.Context, c Command) (Result, error) {
 		// ends even after the command exited.
 		var err error
 		if stdin, err = cmd.StdinPipe(); err != nil {
-			return Result{}, fmt.Errorf("node %s: command %q: stdin: %w", l.name, shorten(c.Line, 80), err)
+			return Result{}, fmt.Errorf("node %s: command %q: stdin: %w", l.name, ShortLine(c.Line, 80), err)
 		}
 	}
 	closeGates := func() error {
-		errGate.close()
+		errGate.Close()
 		if outGate != nil {
-			return outGate.close()
+			return outGate.Close()
 		}
 		return nil
 	}
@@ -94,11 +94,11 @@ func (l *localExecutor) Run(ctx context.Context, c Command) (Result, error) {
 		if stdin != nil {
 			stdin.Close()
 		}
-		return Result{}, fmt.Errorf("node %s: start command %q: %w", l.name, shorten(c.Line, 80), err)
+		return Result{}, fmt.Errorf("node %s: start command %q: %w", l.name, ShortLine(c.Line, 80), err)
 	}
 	if stdin != nil {
 		go func() {
-			pooledCopy(stdin, c.Stdin)
+			PooledCopy(stdin, c.Stdin)
 			stdin.Close()
 		}()
 	}
@@ -111,14 +111,14 @@ func (l *localExecutor) Run(ctx context.Context, c Command) (Result, error) {
 		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		select {
 		case <-done:
-		case <-time.After(sshKillGrace):
+		case <-time.After(KillGrace):
 		}
 		closeGates()
 		res := Result{ExitCode: -1, Duration: time.Since(start)}
 		if perr := parent.Err(); perr != nil {
-			return res, fmt.Errorf("node %s: command %q: %w", l.name, shorten(c.Line, 80), perr)
+			return res, fmt.Errorf("node %s: command %q: %w", l.name, ShortLine(c.Line, 80), perr)
 		}
-		return res, timeoutError(l.name, c.Line, timeout, ctx.Err())
+		return res, NewTimeoutError(l.name, c.Line, timeout, ctx.Err())
 	}
 	res := Result{Duration: time.Since(start)}
 	outErr := closeGates()
@@ -126,7 +126,7 @@ func (l *localExecutor) Run(ctx context.Context, c Command) (Result, error) {
 	switch {
 	case werr == nil:
 		if outErr != nil {
-			return res, fmt.Errorf("node %s: command %q: write its output: %w", l.name, shorten(c.Line, 80), outErr)
+			return res, fmt.Errorf("node %s: command %q: write its output: %w", l.name, ShortLine(c.Line, 80), outErr)
 		}
 		return res, nil
 	case errors.As(werr, &ee):
@@ -134,10 +134,10 @@ func (l *localExecutor) Run(ctx context.Context, c Command) (Result, error) {
 		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
 			res.ExitCode = 128 + int(ws.Signal())
 		}
-		return res, exitError(l.name, localUser(), c.Line, res.ExitCode, tail.String(), sudo)
+		return res, NewExitError(l.name, LocalUser(), c.Line, res.ExitCode, tail.String(), sudo)
 	default:
 		res.ExitCode = -1
-		return res, fmt.Errorf("node %s: command %q: %w", l.name, shorten(c.Line, 80), werr)
+		return res, fmt.Errorf("node %s: command %q: %w", l.name, ShortLine(c.Line, 80), werr)
 	}
 }
 

@@ -46,7 +46,7 @@ type LockHolder struct {
 
 // NewLockHolder describes this process running runID.
 func NewLockHolder(runID, playbook string) LockHolder {
-	u, h := whoAmI()
+	u, h := Operator()
 	return LockHolder{User: u, Host: h, PID: os.Getpid(), RunID: runID, Playbook: playbook, Since: time.Now()}
 }
 

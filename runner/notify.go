@@ -74,7 +74,7 @@ func NewNotifier(rawURL string) (*Notifier, error) {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("--notify-url: give an http:// or https:// URL: %w", ErrBadInput)
 	}
-	_, host := whoAmI()
+	_, host := Operator()
 	return &Notifier{URL: rawURL, Retries: 1, RetryDelay: time.Second, host: host}, nil
 }
 

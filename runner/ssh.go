@@ -19,7 +19,6 @@ import (
 // Defaults for SSHSettings left at zero.
 const (
 	sshDefaultConnectTimeout = 10 * time.Second
-	sshDefaultCommandTimeout = 10 * time.Minute
 	sshDefaultKeepAlive      = 15 * time.Second
 	// sshKeepAliveMisses is how many keepalive intervals a reply may take
 	// before the connection is dropped (OpenSSH's ServerAliveCountMax).
@@ -28,9 +27,6 @@ const (
 	// it is OpenSSH's default MaxSessions, above which sshd refuses them.
 	// Further calls wait for a free slot.
 	sshMaxSessions = 10
-	// sshKillGrace is how long a cancelled call waits for the session to
-	// wind down before it returns anyway.
-	sshKillGrace = 2 * time.Second
 )
 
 // sshExecutor runs commands on one node over one SSH connection, which is
@@ -151,7 +147,7 @@ func newSSHExecutor(n *Node) (*sshExecutor, error) {
 		e.connectTimeout = sshDefaultConnectTimeout
 	}
 	if e.commandTimeout <= 0 {
-		e.commandTimeout = sshDefaultCommandTimeout
+		e.commandTimeout = DefaultCommandTimeout
 	}
 	if e.keepAlive == 0 {
 		e.keepAlive = sshDefaultKeepAlive
@@ -460,16 +456,16 @@ func (e *sshExecutor) run(ctx context.Context, c Command, display string) (Resul
 	sudo := e.useSudo(c)
 	line := c.Line
 	if sudo {
-		line = sudoLine(line)
+		line = SudoLine(line)
 	}
 	line = pidPrefix + line
-	tail := &tailBuffer{}
-	var outGate *gateWriter
+	tail := &TailBuffer{}
+	var outGate *GateWriter
 	if c.Stdout != nil {
-		outGate = newGate(c.Stdout, nil)
+		outGate = NewGate(c.Stdout, nil)
 		sess.Stdout = outGate
 	}
-	errGate := newGate(c.Stderr, tail)
+	errGate := NewGate(c.Stderr, tail)
 	pids := &pidFilter{w: errGate}
 	sess.Stderr = pids
 	if c.Stdin != nil {
@@ -478,17 +474,17 @@ func (e *sshExecutor) run(ctx context.Context, c Command, display string) (Resul
 		w, err := sess.StdinPipe()
 		if err != nil {
 			sess.Close()
-			return Result{}, fmt.Errorf("node %s: command %q: stdin: %w", e.node.Name, shorten(display, 80), err)
+			return Result{}, fmt.Errorf("node %s: command %q: stdin: %w", e.node.Name, ShortLine(display, 80), err)
 		}
 		go func() {
-			pooledCopy(w, c.Stdin)
+			PooledCopy(w, c.Stdin)
 			w.Close()
 		}()
 	}
 	closeGates := func() error {
-		errGate.close()
+		errGate.Close()
 		if outGate != nil {
-			return outGate.close()
+			return outGate.Close()
 		}
 		return nil
 	}
@@ -498,9 +494,9 @@ func (e *sshExecutor) run(ctx context.Context, c Command, display string) (Resul
 		sess.Close()
 		closeGates()
 		if conn.waitDead(time.Second) {
-			return Result{}, e.lostError(conn, "starting "+strconv.Quote(shorten(display, 80)), err)
+			return Result{}, e.lostError(conn, "starting "+strconv.Quote(ShortLine(display, 80)), err)
 		}
-		return Result{}, fmt.Errorf("node %s: start command %q: %w", e.node.Name, shorten(display, 80), err)
+		return Result{}, fmt.Errorf("node %s: start command %q: %w", e.node.Name, ShortLine(display, 80), err)
 	}
 	done := make(chan error, 1)
 	go func() { done <- sess.Wait() }()
@@ -521,7 +517,7 @@ func (e *sshExecutor) run(ctx context.Context, c Command, display string) (Resul
 		case <-check.C:
 			finished := false
 			pid := pids.pid.Load()
-			for wait := time.Now().Add(sshKillGrace); pid == 0 && !finished && time.Now().Before(wait); pid = pids.pid.Load() {
+			for wait := time.Now().Add(KillGrace); pid == 0 && !finished && time.Now().Before(wait); pid = pids.pid.Load() {
 				select {
 				case <-done:
 					finished = true
@@ -535,7 +531,7 @@ func (e *sshExecutor) run(ctx context.Context, c Command, display string) (Resul
 			if !finished {
 				select {
 				case <-done:
-				case <-time.After(sshKillGrace):
+				case <-time.After(KillGrace):
 				}
 			}
 		}
@@ -552,18 +548,18 @@ func (e *sshExecutor) run(ctx context.Context, c Command, display string) (Resul
 	switch {
 	case werr == nil:
 		if outErr != nil {
-			return res, fmt.Errorf("node %s: command %q: write its output: %w", e.node.Name, shorten(display, 80), outErr)
+			return res, fmt.Errorf("node %s: command %q: write its output: %w", e.node.Name, ShortLine(display, 80), outErr)
 		}
 		return res, nil
 	case errors.As(werr, &ee):
 		res.ExitCode = ee.ExitStatus()
-		return res, exitError(e.node.Name, e.target.node.user, display, res.ExitCode, tail.String(), sudo)
+		return res, NewExitError(e.node.Name, e.target.node.user, display, res.ExitCode, tail.String(), sudo)
 	default:
 		res.ExitCode = -1
 		if conn.waitDead(time.Second) {
-			return res, e.lostError(conn, "while running "+strconv.Quote(shorten(display, 80))+" (it may or may not have completed)", werr)
+			return res, e.lostError(conn, "while running "+strconv.Quote(ShortLine(display, 80))+" (it may or may not have completed)", werr)
 		}
-		return res, fmt.Errorf("node %s: command %q: %w", e.node.Name, shorten(display, 80), werr)
+		return res, fmt.Errorf("node %s: command %q: %w", e.node.Name, ShortLine(display, 80), werr)
 	}
 }
 
@@ -571,16 +567,16 @@ func (e *sshExecutor) run(ctx context.Context, c Command, display string) (Resul
 // cancellation, or the command timeout.
 func (e *sshExecutor) cancelError(parent context.Context, display string, timeout time.Duration, err error) error {
 	if perr := parent.Err(); perr != nil {
-		return fmt.Errorf("node %s: command %q: %w", e.node.Name, shorten(display, 80), perr)
+		return fmt.Errorf("node %s: command %q: %w", e.node.Name, ShortLine(display, 80), perr)
 	}
-	return timeoutError(e.node.Name, display, timeout, err)
+	return NewTimeoutError(e.node.Name, display, timeout, err)
 }
 
 // fileOpError turns the failure of a file snippet into an error for op on
 // path; exit code exitNotExist becomes fs.ErrNotExist.
 func fileOpError(node, op, path string, err error) error {
 	var xe *ExitError
-	if errors.As(err, &xe) && xe.Code == exitNotExist {
+	if errors.As(err, &xe) && xe.Code == ExitNotExist {
 		if op == "write" {
 			return fmt.Errorf("node %s: write %s: %s: %w", node, path, xe.StderrTail, fs.ErrNotExist)
 		}
@@ -593,7 +589,7 @@ func fileOpError(node, op, path string, err error) error {
 // node has sudo set).
 func (e *sshExecutor) ReadFile(ctx context.Context, path string) ([]byte, error) {
 	var out bytes.Buffer
-	if _, err := e.run(ctx, Command{Line: readFileScript(path), Stdout: &out}, "cat -- "+path); err != nil {
+	if _, err := e.run(ctx, Command{Line: ReadFileScript(path), Stdout: &out}, "cat -- "+path); err != nil {
 		return nil, fileOpError(e.node.Name, "read", path, err)
 	}
 	return out.Bytes(), nil
@@ -601,8 +597,8 @@ func (e *sshExecutor) ReadFile(ctx context.Context, path string) ([]byte, error)
 
 // WriteFile replaces path atomically; see Executor and writeFileScript.
 func (e *sshExecutor) WriteFile(ctx context.Context, path string, data []byte, mode fs.FileMode) error {
-	suffix := tempSuffix()
-	_, err := e.run(ctx, Command{Line: writeFileScript(path, len(data), mode, suffix), Stdin: bytes.NewReader(data)}, "write "+path)
+	suffix := TempSuffix()
+	_, err := e.run(ctx, Command{Line: WriteFileScript(path, len(data), mode, suffix), Stdin: bytes.NewReader(data)}, "write "+path)
 	if err == nil {
 		return nil
 	}
@@ -610,7 +606,7 @@ func (e *sshExecutor) WriteFile(ctx context.Context, path string, data []byte, m
 		// The shell may have been killed before its trap removed the
 		// temporary file.
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		e.run(cctx, Command{Line: "rm -f -- " + ShellQuote(tempName(path, suffix))}, "rm temporary file")
+		e.run(cctx, Command{Line: "rm -f -- " + ShellQuote(TempName(path, suffix))}, "rm temporary file")
 		cancel()
 	}
 	return fileOpError(e.node.Name, "write", path, err)
@@ -619,10 +615,10 @@ func (e *sshExecutor) WriteFile(ctx context.Context, path string, data []byte, m
 // Stat describes path on the node, following symlinks.
 func (e *sshExecutor) Stat(ctx context.Context, path string) (FileInfo, error) {
 	var out bytes.Buffer
-	if _, err := e.run(ctx, Command{Line: statScript(path), Stdout: &out}, "stat "+path); err != nil {
+	if _, err := e.run(ctx, Command{Line: StatScript(path), Stdout: &out}, "stat "+path); err != nil {
 		return FileInfo{}, fileOpError(e.node.Name, "stat", path, err)
 	}
-	fi, err := parseStat(path, out.String())
+	fi, err := ParseStat(path, out.String())
 	if err != nil {
 		return FileInfo{}, fmt.Errorf("node %s: %w", e.node.Name, err)
 	}

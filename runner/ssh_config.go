@@ -6,7 +6,6 @@ import (
 	"io/fs"
 	"net"
 	"os"
-	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -76,7 +75,7 @@ func resolveTarget(n *Node) (sshTarget, error) {
 		t.node.user = n.SSH.User
 	}
 	if t.node.user == "" {
-		t.node.user = localUser()
+		t.node.user = LocalUser()
 	}
 	if len(t.node.identityFiles) == 0 {
 		t.node.identityFiles = defaultIdentityFiles()
@@ -211,7 +210,7 @@ func applySSHConfig(cfg *ssh_config.Config, alias string, h *sshHop) {
 			if f == "" || strings.EqualFold(f, "none") {
 				continue
 			}
-			r := strings.NewReplacer("%d", homeDir(), "%u", localUser(), "%h", alias, "%r", h.user, "%%", "%")
+			r := strings.NewReplacer("%d", homeDir(), "%u", LocalUser(), "%h", alias, "%r", h.user, "%%", "%")
 			h.identityFiles = append(h.identityFiles, expandHome(r.Replace(f)))
 		}
 	}
@@ -222,12 +221,6 @@ func homeDir() string {
 	return h
 }
 
-func localUser() string {
-	if u, err := user.Current(); err == nil {
-		return u.Username
-	}
-	return os.Getenv("USER")
-}
 
 // expandHome replaces a leading ~/ with the home directory.
 func expandHome(p string) string {

@@ -69,7 +69,7 @@ func (f *pidFilter) Write(p []byte) (int, error) {
 }
 
 // ReadFrom avoids io.Copy's per-call buffer; see pooledCopy.
-func (f *pidFilter) ReadFrom(r io.Reader) (int64, error) { return pooledCopy(f, r) }
+func (f *pidFilter) ReadFrom(r io.Reader) (int64, error) { return PooledCopy(f, r) }
 
 // flush passes on what was held back; called when the command is done.
 func (f *pidFilter) flush() {
@@ -87,7 +87,7 @@ func (e *sshExecutor) killRemote(c *sshConn, pid int64, sudo bool) {
 	p := strconv.FormatInt(pid, 10)
 	line := "kill -s KILL -- -" + p + " 2>/dev/null || kill -s KILL " + p
 	if sudo {
-		line = sudoLine(line)
+		line = SudoLine(line)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

@@ -158,7 +158,7 @@ LogLevel VERBOSE
 		})
 		user := "root"
 		if !root {
-			user = localUser()
+			user = LocalUser()
 		}
 		return &openSSHD{addr: fmt.Sprintf("127.0.0.1:%d", port), port: port, hostKey: hostPub, user: user}
 	}

@@ -661,7 +661,7 @@ func TestWriteFileScriptQuoting(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "a b'c$(touch x)\"d")
 	var stderr bytes.Buffer
-	_, err := e.Run(context.Background(), Command{Line: writeFileScript(p, 3, 0o600, "abc"), Stdin: strings.NewReader("xyz"), Stderr: &stderr})
+	_, err := e.Run(context.Background(), Command{Line: WriteFileScript(p, 3, 0o600, "abc"), Stdin: strings.NewReader("xyz"), Stderr: &stderr})
 	if err != nil {
 		t.Fatalf("%v\n%s", err, stderr.String())
 	}
@@ -673,7 +673,7 @@ func TestWriteFileScriptQuoting(t *testing.T) {
 		t.Errorf("dir has %d entries, want 1", len(ents))
 	}
 	// A short write (the connection dropped) never replaces the file.
-	_, err = e.Run(context.Background(), Command{Line: writeFileScript(p, 10, 0o600, "abd"), Stdin: strings.NewReader("short")})
+	_, err = e.Run(context.Background(), Command{Line: WriteFileScript(p, 10, 0o600, "abd"), Stdin: strings.NewReader("short")})
 	if err == nil {
 		t.Fatal("short write succeeded")
 	}

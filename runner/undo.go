@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"go.starlark.net/starlark"
 )
@@ -60,33 +61,51 @@ func lookupUndo(kind string) (UndoFunc, bool) {
 	return fn, ok
 }
 
+// UndoAction is one recorded undo action of a run, as its journal keeps it.
+type UndoAction struct {
+	Seq      int
+	Step     int
+	StepName string
+	Node     string
+	Kind     string
+	Data     []byte
+	At       time.Time
+}
+
+// UndoRun is a journaled run whose recorded undo actions an undo run
+// replays.
+type UndoRun struct {
+	RunID, Playbook, File string
+	Actions               []UndoAction // in the order they were recorded
+}
+
 // UndoPlan builds the plan of an undo run for a journaled run: one step
 // per recorded undo action, the latest first, each on the node the change
 // was made on. cluster is the run's cluster from the inventory. It fails
 // when the run recorded nothing to undo or when a node is no longer in the
 // inventory. An action whose kind has no registered UndoFunc becomes a
 // step that ends skipped with a note saying what was recorded.
-func UndoPlan(rec *RunRecord, cluster *Cluster) (*Plan, error) {
-	if len(rec.Undos) == 0 {
-		return nil, fmt.Errorf("run %s recorded no undo actions: nothing to undo", rec.Meta.RunID)
+func UndoPlan(rec UndoRun, cluster *Cluster) (*Plan, error) {
+	if len(rec.Actions) == 0 {
+		return nil, fmt.Errorf("run %s recorded no undo actions: nothing to undo", rec.RunID)
 	}
 	byName := map[string]*Node{}
 	for _, n := range cluster.Nodes {
 		byName[n.Name] = n
 	}
 	plan := &Plan{
-		Playbook:    "undo-" + rec.Meta.Playbook,
-		File:        rec.Path,
-		Description: fmt.Sprintf("undo the recorded changes of run %s (%s), latest first", rec.Meta.RunID, rec.Meta.Playbook),
+		Playbook:    "undo-" + rec.Playbook,
+		File:        rec.File,
+		Description: fmt.Sprintf("undo the recorded changes of run %s (%s), latest first", rec.RunID, rec.Playbook),
 		Cluster:     cluster,
 	}
 	var unknown []string
 	seen := map[string]bool{}
-	for i := len(rec.Undos) - 1; i >= 0; i-- {
-		u := rec.Undos[i]
+	for i := len(rec.Actions) - 1; i >= 0; i-- {
+		u := rec.Actions[i]
 		n := byName[u.Node]
 		if n == nil {
-			return nil, fmt.Errorf("undo action #%d (%s) of run %s is for node %q, which is not in cluster %q of the inventory: %w", u.Seq, u.Kind, rec.Meta.RunID, u.Node, cluster.Name, ErrBadInput)
+			return nil, fmt.Errorf("undo action #%d (%s) of run %s is for node %q, which is not in cluster %q of the inventory: %w", u.Seq, u.Kind, rec.RunID, u.Node, cluster.Name, ErrBadInput)
 		}
 		fn, ok := lookupUndo(u.Kind)
 		if !ok {
@@ -97,7 +116,7 @@ func UndoPlan(rec *RunRecord, cluster *Cluster) (*Plan, error) {
 			seen[n.Name] = true
 			plan.Nodes = append(plan.Nodes, n)
 		}
-		stepName := rec.Meta.stepName(u.Step)
+		stepName := u.StepName
 		data := append([]byte(nil), u.Data...)
 		body := starlark.NewBuiltin("undo", func(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
 			env, err := EnvFrom(th, "undo")

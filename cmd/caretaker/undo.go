@@ -58,7 +58,7 @@ run again.`,
 			if err != nil {
 				return err
 			}
-			plan, err := runner.UndoPlan(rec, cluster)
+			plan, err := runner.UndoPlan(rec.UndoRun(), cluster)
 			if err != nil {
 				return err
 			}
