@@ -10,10 +10,12 @@ import (
 	"strings"
 	"time"
 
-	"github.com/caretaker/caretaker/runner"
 	"go.starlark.net/lib/json"
 	"go.starlark.net/starlark"
 	"go.starlark.net/starlarkstruct"
+
+	"github.com/caretaker/caretaker/runner"
+	"github.com/caretaker/caretaker/runner/errs"
 )
 
 // Core are the predeclared functions of every playbook:
@@ -158,7 +160,7 @@ func stopCause(env *runner.Env) error {
 	if err := env.Ctx.Err(); err != nil {
 		return err
 	}
-	return runner.ErrAborted
+	return errs.ErrAborted
 }
 
 func confirmFn(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {

@@ -14,9 +14,12 @@ import (
 	"sync"
 	"time"
 
-	"github.com/caretaker/caretaker/runner"
 	"go.starlark.net/starlark"
 	"go.starlark.net/starlarkstruct"
+
+	"github.com/caretaker/caretaker/runner"
+	"github.com/caretaker/caretaker/runner/inventory"
+	"github.com/caretaker/caretaker/runner/transport"
 )
 
 // K3s is the `k3s` module: the K3s maintenance steps playbooks call. Every
@@ -75,8 +78,8 @@ var K3s = &starlarkstruct.Module{
 // node and its executor.
 type k3sCall struct {
 	env  *runner.Env
-	node *runner.Node
-	ex   runner.Executor
+	node *inventory.Node
+	ex   transport.Executor
 	name string // builtin name, for messages
 }
 
@@ -93,10 +96,10 @@ func (c *k3sCall) sd() string { return serverDir(c.node) }
 // dd is the node's K3s data dir.
 func (c *k3sCall) dd() string { return strings.TrimSuffix(c.node.K3s.DataDir, "/") }
 
-func serverDir(n *runner.Node) string { return strings.TrimSuffix(n.K3s.DataDir, "/") + "/server" }
+func serverDir(n *inventory.Node) string { return strings.TrimSuffix(n.K3s.DataDir, "/") + "/server" }
 
 // resolveNode turns a node value or name into the run's node.
-func resolveNode(env *runner.Env, v starlark.Value) (*runner.Node, error) {
+func resolveNode(env *runner.Env, v starlark.Value) (*inventory.Node, error) {
 	switch x := v.(type) {
 	case *Node:
 		return x.N, nil
@@ -146,7 +149,7 @@ func newK3sCall(th *starlark.Thread, b *starlark.Builtin, nodeArg starlark.Value
 }
 
 // callFor returns the call context for node n, connecting if needed.
-func callFor(env *runner.Env, n *runner.Node, name string) (*k3sCall, error) {
+func callFor(env *runner.Env, n *inventory.Node, name string) (*k3sCall, error) {
 	if env.Node == n && env.Exec != nil {
 		return &k3sCall{env: env, node: n, ex: env.Exec, name: name}, nil
 	}
@@ -159,19 +162,19 @@ func callFor(env *runner.Env, n *runner.Node, name string) (*k3sCall, error) {
 
 // nodeList resolves a list of nodes (values, names or selectors); None
 // means every node of the run.
-func nodeList(env *runner.Env, v starlark.Value) ([]*runner.Node, error) {
+func nodeList(env *runner.Env, v starlark.Value) ([]*inventory.Node, error) {
 	if v == nil || v == starlark.None {
-		return append([]*runner.Node(nil), env.Nodes()...), nil
+		return append([]*inventory.Node(nil), env.Nodes()...), nil
 	}
 	if n, ok := v.(*Node); ok {
-		return []*runner.Node{n.N}, nil
+		return []*inventory.Node{n.N}, nil
 	}
 	terms, err := selectorTerms(v)
 	if err != nil {
 		return nil, err
 	}
-	var out []*runner.Node
-	seen := map[*runner.Node]bool{}
+	var out []*inventory.Node
+	seen := map[*inventory.Node]bool{}
 	for _, t := range terms {
 		t = strings.TrimSpace(t)
 		matched := false
@@ -189,7 +192,7 @@ func nodeList(env *runner.Env, v starlark.Value) ([]*runner.Node, error) {
 		}
 	}
 	// Keep the run's order (servers first).
-	order := map[*runner.Node]int{}
+	order := map[*inventory.Node]int{}
 	for i, n := range env.Nodes() {
 		order[n] = i
 	}
@@ -199,7 +202,7 @@ func nodeList(env *runner.Env, v starlark.Value) ([]*runner.Node, error) {
 
 // forEachNode runs fn for every node at once (one connection per node is
 // given by the pool) and returns the results in node order.
-func forEachNode[T any](env *runner.Env, nodes []*runner.Node, name string, fn func(c *k3sCall) (T, error)) ([]T, []error) {
+func forEachNode[T any](env *runner.Env, nodes []*inventory.Node, name string, fn func(c *k3sCall) (T, error)) ([]T, []error) {
 	out := make([]T, len(nodes))
 	errs := make([]error, len(nodes))
 	var wg sync.WaitGroup
@@ -263,7 +266,7 @@ func (c *k3sCall) fetch(patterns ...string) ([]remoteFile, error) {
 		return nil, err
 	}
 	var out, errb bytes.Buffer
-	_, err := c.ex.Run(c.ctx(), runner.Command{Line: fetchScript, Stdin: strings.NewReader(strings.Join(patterns, "\n") + "\n"), Stdout: &out, Stderr: &errb})
+	_, err := c.ex.Run(c.ctx(), transport.Command{Line: fetchScript, Stdin: strings.NewReader(strings.Join(patterns, "\n") + "\n"), Stdout: &out, Stderr: &errb})
 	if err != nil {
 		return nil, c.errorf("read files %s: %w", strings.Join(patterns, ", "), err)
 	}
@@ -367,13 +370,13 @@ func (c *k3sCall) runQuiet(line string, timeout time.Duration) (string, string, 
 		return "", "", err
 	}
 	var out, errb bytes.Buffer
-	_, err := c.ex.Run(c.ctx(), runner.Command{Line: line, Stdout: &out, Stderr: &errb, Timeout: timeout})
+	_, err := c.ex.Run(c.ctx(), transport.Command{Line: line, Stdout: &out, Stderr: &errb, Timeout: timeout})
 	return out.String(), errb.String(), err
 }
 
 // mkdirPrivate creates dir (and parents) readable by root only.
 func (c *k3sCall) mkdirPrivate(dir string) error {
-	_, _, err := c.runQuiet("umask 077 && mkdir -p -- "+runner.ShellQuote(dir), 30*time.Second)
+	_, _, err := c.runQuiet("umask 077 && mkdir -p -- "+transport.ShellQuote(dir), 30*time.Second)
 	if err != nil {
 		return c.errorf("create %s: %w", dir, err)
 	}

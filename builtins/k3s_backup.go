@@ -16,8 +16,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/caretaker/caretaker/runner"
 	"go.starlark.net/starlark"
+
+	"github.com/caretaker/caretaker/runner"
+	"github.com/caretaker/caretaker/runner/inventory"
+	"github.com/caretaker/caretaker/runner/transport"
 )
 
 // backupManifest describes one node's backup.
@@ -51,7 +54,7 @@ const (
 // every config source.
 func (c *k3sCall) backupPatterns(ns *nodeSources) []string {
 	var pats []string
-	if c.node.Role == runner.RoleServer {
+	if c.node.Role == inventory.RoleServer {
 		sd := c.sd()
 		pats = append(pats, sd+"/tls/*", sd+"/tls/*/*", sd+"/cred/*", sd+"/token")
 	}
@@ -389,7 +392,7 @@ func (c *k3sCall) restoreBackup(name string, restart bool) (starlark.Value, erro
 		}
 		var mk []string
 		for d := range dirs {
-			mk = append(mk, runner.ShellQuote(d))
+			mk = append(mk, transport.ShellQuote(d))
 		}
 		sort.Strings(mk)
 		if _, _, err := c.runQuiet("mkdir -p -- "+strings.Join(mk, " "), time.Minute); err != nil {
@@ -400,7 +403,7 @@ func (c *k3sCall) restoreBackup(name string, restart bool) (starlark.Value, erro
 				return c.errorf("write %s: %w", f.Path, err)
 			}
 			c.env.MarkChanged()
-			touch = append(touch, fmt.Sprintf("chmod %o %s && touch -m -d @%d %s", f.Mode, runner.ShellQuote(f.Path), f.MTime.Unix(), runner.ShellQuote(f.Path)))
+			touch = append(touch, fmt.Sprintf("chmod %o %s && touch -m -d @%d %s", f.Mode, transport.ShellQuote(f.Path), f.MTime.Unix(), transport.ShellQuote(f.Path)))
 			if f.Path == c.node.K3s.UnitFile || strings.HasPrefix(f.Path, c.node.K3s.UnitFile+".d/") {
 				reload = true
 			}

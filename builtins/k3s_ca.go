@@ -11,9 +11,12 @@ import (
 	"strings"
 	"time"
 
+	"go.starlark.net/starlark"
+
 	"github.com/caretaker/caretaker/internal/k3s"
 	"github.com/caretaker/caretaker/runner"
-	"go.starlark.net/starlark"
+	"github.com/caretaker/caretaker/runner/inventory"
+	"github.com/caretaker/caretaker/runner/transport"
 )
 
 // stageManifest describes a staged CA set on a node.
@@ -114,7 +117,7 @@ func k3sGenerateCA(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple
 	if err != nil {
 		return nil, err
 	}
-	if c.node.Role != runner.RoleServer {
+	if c.node.Role != inventory.RoleServer {
 		return nil, c.errorf("is an agent; the CA set is generated on a server")
 	}
 	dir := c.caretakerDir("rotate-ca", c.env.RunID())
@@ -225,13 +228,13 @@ func k3sGenerateCA(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple
 
 // rotateCALine is the rotate-ca command for a staged set.
 func (c *k3sCall) rotateCALine(p string, force bool) string {
-	line := "k3s certificate rotate-ca --path=" + runner.ShellQuote(p)
-	if path.Clean(c.node.K3s.DataDir) != runner.DefaultDataDir {
-		line += " --data-dir=" + runner.ShellQuote(c.node.K3s.DataDir)
+	line := "k3s certificate rotate-ca --path=" + transport.ShellQuote(p)
+	if path.Clean(c.node.K3s.DataDir) != inventory.DefaultDataDir {
+		line += " --data-dir=" + transport.ShellQuote(c.node.K3s.DataDir)
 	}
 	// Name the supervisor explicitly: an exported K3S_URL would otherwise
 	// send the PUT elsewhere (k3s-ca-rotation.md §5 "Pitfall").
-	line += " --server=" + runner.ShellQuote("https://"+c.node.K3s.SupervisorEndpoint)
+	line += " --server=" + transport.ShellQuote("https://"+c.node.K3s.SupervisorEndpoint)
 	if force {
 		line += " --force"
 	}
@@ -270,7 +273,7 @@ func k3sRotateCA(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, 
 	if err != nil {
 		return nil, err
 	}
-	if c.node.Role != runner.RoleServer {
+	if c.node.Role != inventory.RoleServer {
 		return nil, c.errorf("is an agent; rotate-ca runs on a server")
 	}
 	p = strings.TrimSuffix(p, "/")
@@ -308,7 +311,7 @@ func k3sRotateCA(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, 
 			return nil, c.errorf("record the undo action before rotating (nothing was changed): %w", err)
 		}
 	}
-	_, _, stderr, err := RunResult(c.env, c.ex, c.node, runner.Command{Line: line, Timeout: 2 * time.Minute}, true, false)
+	_, _, stderr, err := RunResult(c.env, c.ex, c.node, transport.Command{Line: line, Timeout: 2 * time.Minute}, true, false)
 	if err != nil {
 		return nil, c.errorf("%s: %w%s", line, err, tail(stderr))
 	}

@@ -8,10 +8,13 @@ import (
 	"strings"
 	"time"
 
-	"github.com/caretaker/caretaker/internal/k3s"
-	"github.com/caretaker/caretaker/runner"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.starlark.net/starlark"
+
+	"github.com/caretaker/caretaker/internal/k3s"
+	"github.com/caretaker/caretaker/runner"
+	"github.com/caretaker/caretaker/runner/inventory"
+	"github.com/caretaker/caretaker/runner/lock"
 )
 
 // dsRead is the decrypted bootstrap data read from the datastore.
@@ -25,7 +28,7 @@ type dsRead struct {
 // serverToken reads SD/token from a server and registers it (and its
 // password) as secrets before anything could show it.
 func (c *k3sCall) serverToken() (string, error) {
-	if c.node.Role != runner.RoleServer {
+	if c.node.Role != inventory.RoleServer {
 		return "", c.errorf("is an agent; the server token is kept on servers")
 	}
 	p := c.sd() + "/" + k3s.PathToken
@@ -48,7 +51,7 @@ func (c *k3sCall) serverToken() (string, error) {
 // etcdClient opens an etcd client through the node's tunnel with the
 // node's own etcd client certificate.
 func (c *k3sCall) etcdClient() (*clientv3.Client, error) {
-	if c.node.Role != runner.RoleServer {
+	if c.node.Role != inventory.RoleServer {
 		return nil, c.errorf("is an agent; the datastore is reached through a server")
 	}
 	tls := c.sd() + "/tls/etcd/"
@@ -64,7 +67,7 @@ func (c *k3sCall) etcdClient() (*clientv3.Client, error) {
 	if len(cert.Data) == 0 || len(key.Data) == 0 || len(ca.Data) == 0 {
 		return nil, c.errorf("no etcd client certificate on the node (looked for %sclient.crt/.key, %sserver-client.crt/.key and %sserver-ca.crt): does this server run embedded etcd?", tls, tls, tls)
 	}
-	cli, err := runner.DialEtcd(c.ctx(), c.ex, c.node.K3s.EtcdEndpoint, cert.Data, key.Data, ca.Data)
+	cli, err := lock.DialEtcd(c.ctx(), c.ex, c.node.K3s.EtcdEndpoint, cert.Data, key.Data, ca.Data)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", c.name, err)
 	}
@@ -73,7 +76,7 @@ func (c *k3sCall) etcdClient() (*clientv3.Client, error) {
 
 // readDatastore reads and decrypts /bootstrap/<hash> through this server.
 func (c *k3sCall) readDatastore() (*dsRead, error) {
-	if c.node.Role != runner.RoleServer {
+	if c.node.Role != inventory.RoleServer {
 		return nil, c.errorf("is an agent; the datastore is reached through a server")
 	}
 	tok, err := c.serverToken()
@@ -128,11 +131,11 @@ func (d *dsRead) serverCA() []byte { return d.data[k3s.KeyServerCA].Content }
 
 // datastoreVia reads the datastore through the first server of candidates
 // that answers.
-func datastoreVia(env *runner.Env, name string, candidates []*runner.Node) (*dsRead, error) {
+func datastoreVia(env *runner.Env, name string, candidates []*inventory.Node) (*dsRead, error) {
 	var errs []string
-	seen := map[*runner.Node]bool{}
+	seen := map[*inventory.Node]bool{}
 	for _, n := range candidates {
-		if n == nil || n.Role != runner.RoleServer || seen[n] {
+		if n == nil || n.Role != inventory.RoleServer || seen[n] {
 			continue
 		}
 		seen[n] = true

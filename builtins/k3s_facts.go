@@ -8,9 +8,13 @@ import (
 	"strings"
 	"time"
 
+	"go.starlark.net/starlark"
+
 	"github.com/caretaker/caretaker/internal/k3s"
 	"github.com/caretaker/caretaker/runner"
-	"go.starlark.net/starlark"
+	"github.com/caretaker/caretaker/runner/errs"
+	"github.com/caretaker/caretaker/runner/inventory"
+	"github.com/caretaker/caretaker/runner/transport"
 )
 
 // nodeSources are the config sources of a node as read from it.
@@ -243,9 +247,9 @@ func tail(s string) string {
 // serviceState is `systemctl is-active <service>`: active, inactive,
 // failed, activating, ...
 func (c *k3sCall) serviceState() (string, error) {
-	out, _, err := c.runQuiet("systemctl is-active "+runner.ShellQuote(c.node.K3s.Service), 30*time.Second)
+	out, _, err := c.runQuiet("systemctl is-active "+transport.ShellQuote(c.node.K3s.Service), 30*time.Second)
 	state := strings.TrimSpace(out)
-	if err != nil && !errors.Is(err, runner.ErrNonZeroExit) {
+	if err != nil && !errors.Is(err, errs.ErrNonZeroExit) {
 		return "", c.errorf("systemctl is-active: %w", err)
 	}
 	if state == "" {
@@ -256,7 +260,7 @@ func (c *k3sCall) serviceState() (string, error) {
 
 // caPaths are the CA bundles of a node relative to DD.
 func caPaths(role string) []string {
-	if role == runner.RoleAgent {
+	if role == inventory.RoleAgent {
 		return []string{"agent/server-ca.crt", "agent/client-ca.crt"}
 	}
 	var out []string
@@ -323,13 +327,13 @@ func k3sFacts(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwa
 		return nil, err
 	}
 
-	isServer := c.node.Role == runner.RoleServer
+	isServer := c.node.Role == inventory.RoleServer
 	version := ""
 	if verr == nil {
 		version = v.String()
 	}
 	needs, gate := bugGate(c.node, v, verr)
-	if verr != nil && c.node.K3s.BootstrapBug == runner.BootstrapBugAuto {
+	if verr != nil && c.node.K3s.BootstrapBug == inventory.BootstrapBugAuto {
 		c.env.Output(runner.StreamStderr, fmt.Sprintf("k3s version unknown (%v); assuming it needs the --server workaround", verr))
 	}
 	dataDir := c.node.K3s.DataDir
@@ -385,14 +389,14 @@ func k3sFacts(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwa
 // restarted with `server` set takes its CA from its peer's disk) and says
 // what decided: the inventory's k3s.bootstrap_bug when it is not auto,
 // else the version gate. Agents never need the workaround.
-func bugGate(n *runner.Node, v k3s.Version, verr error) (bool, string) {
-	if n.Role != runner.RoleServer {
+func bugGate(n *inventory.Node, v k3s.Version, verr error) (bool, string) {
+	if n.Role != inventory.RoleServer {
 		return false, "agent"
 	}
 	switch n.K3s.BootstrapBug {
-	case runner.BootstrapBugTrue:
+	case inventory.BootstrapBugTrue:
 		return true, "inventory: bootstrap_bug true (" + n.K3s.BootstrapBugFrom + ")"
-	case runner.BootstrapBugFalse:
+	case inventory.BootstrapBugFalse:
 		return false, "inventory: bootstrap_bug false (" + n.K3s.BootstrapBugFrom + ")"
 	}
 	if verr != nil {

@@ -27,12 +27,16 @@ import (
 	"sync"
 	"time"
 
-	"github.com/caretaker/caretaker/internal/k3s"
-	"github.com/caretaker/caretaker/runner"
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
+
+	"github.com/caretaker/caretaker/internal/k3s"
+	"github.com/caretaker/caretaker/runner"
+	"github.com/caretaker/caretaker/runner/inventory"
+	transportpkg "github.com/caretaker/caretaker/runner/transport"
+	"github.com/caretaker/caretaker/runner/transport/fake"
 )
 
 // FakeK3sOptions describe a fake cluster.
@@ -59,7 +63,7 @@ type FakeK3sOptions struct {
 }
 
 // FakeK3sCluster is a K3s cluster in miniature for unit tests of the k3s
-// builtins and the playbooks: each node is a runner.FakeExecutor whose
+// builtins and the playbooks: each node is a fake.Executor whose
 // files are the node's K3s files and whose k3s, systemctl and journalctl
 // commands follow K3s's rules closely enough to exercise the playbooks'
 // logic (config-source merging, bootstrap from the peer's disk on
@@ -69,8 +73,8 @@ type FakeK3sOptions struct {
 // /readyz over TLS on in-memory connections. The lab (package lab) is the
 // faithful simulator; this is for fast tests.
 type FakeK3sCluster struct {
-	Cluster  *runner.Cluster
-	Execs    map[string]*runner.FakeExecutor
+	Cluster  *inventory.Cluster
+	Execs    map[string]*fake.Executor
 	StateDir string
 
 	dir      string
@@ -86,8 +90,8 @@ type FakeK3sCluster struct {
 
 // fakeNode is the simulated K3s of one node.
 type fakeNode struct {
-	n       *runner.Node
-	ex      *runner.FakeExecutor
+	n       *inventory.Node
+	ex      *fake.Executor
 	version k3s.Version
 	ip      string
 
@@ -122,7 +126,7 @@ func NewFakeK3sCluster(o FakeK3sOptions) (fc *FakeK3sCluster, err error) {
 	if err != nil {
 		return nil, err
 	}
-	fc = &FakeK3sCluster{Execs: map[string]*runner.FakeExecutor{}, nodes: map[string]*fakeNode{}, dir: dir, StateDir: filepath.Join(dir, "state"), opts: o}
+	fc = &FakeK3sCluster{Execs: map[string]*fake.Executor{}, nodes: map[string]*fakeNode{}, dir: dir, StateDir: filepath.Join(dir, "state"), opts: o}
 	defer func() {
 		if err != nil {
 			fc.Close()
@@ -173,7 +177,7 @@ func NewFakeK3sCluster(o FakeK3sOptions) (fc *FakeK3sCluster, err error) {
 	if err := os.WriteFile(invPath, []byte(inv.String()), 0o600); err != nil {
 		return nil, err
 	}
-	parsed, err := runner.LoadInventory(invPath)
+	parsed, err := inventory.Load(invPath)
 	if err != nil {
 		return nil, fmt.Errorf("fake inventory: %w", err)
 	}
@@ -187,7 +191,7 @@ func NewFakeK3sCluster(o FakeK3sOptions) (fc *FakeK3sCluster, err error) {
 		if err != nil {
 			return nil, err
 		}
-		fn := &fakeNode{n: n, ex: runner.NewFakeExecutor(n.Name), version: ver, ip: fmt.Sprintf("10.0.0.%d", i+1), state: "inactive"}
+		fn := &fakeNode{n: n, ex: fake.New(n.Name), version: ver, ip: fmt.Sprintf("10.0.0.%d", i+1), state: "inactive"}
 		fc.nodes[n.Name] = fn
 		fc.Execs[n.Name] = fn.ex
 		fc.handle(fn)
@@ -307,7 +311,7 @@ func (sh *fakeShared) leavesFor(opts k3s.LeafOptions) (map[string][]byte, error)
 
 // Pool returns a pool of the cluster's executors for runner.RunOptions.
 func (fc *FakeK3sCluster) Pool() *runner.Pool {
-	return runner.NewPool(func(ctx context.Context, n *runner.Node) (runner.Executor, error) {
+	return runner.NewPool(func(ctx context.Context, n *inventory.Node) (transportpkg.Executor, error) {
 		ex, ok := fc.Execs[n.Name]
 		if !ok {
 			return nil, fmt.Errorf("fake: no node %s", n.Name)
@@ -430,11 +434,11 @@ func (fn *fakeNode) log(format string, args ...any) {
 func (fc *FakeK3sCluster) peerOf(fn *fakeNode, o FakeK3sOptions) *fakeNode {
 	var servers []*fakeNode
 	for _, n := range fc.Cluster.Nodes {
-		if n.Role == runner.RoleServer {
+		if n.Role == inventory.RoleServer {
 			servers = append(servers, fc.nodes[n.Name])
 		}
 	}
-	if fn.n.Role == runner.RoleAgent {
+	if fn.n.Role == inventory.RoleAgent {
 		idx := 0
 		fmt.Sscanf(fn.n.Name, "agent-%d", &idx)
 		return servers[(idx-1)%len(servers)]
@@ -456,7 +460,7 @@ func (fc *FakeK3sCluster) writeTree(fn *fakeNode, o FakeK3sOptions, cas map[stri
 	var cfg, env strings.Builder
 	var args []string
 	cfg.WriteString("# written by the fake cluster for " + fn.n.Name + "\n")
-	isServer := fn.n.Role == runner.RoleServer
+	isServer := fn.n.Role == inventory.RoleServer
 	if isServer {
 		fmt.Fprintf(&cfg, "token: %s\n", fc.token)
 		fmt.Fprintf(&cfg, "node-ip: %s\n", fn.ip)
@@ -531,7 +535,7 @@ func (fc *FakeK3sCluster) serverByURL(u string) *fakeNode {
 		return nil
 	}
 	for _, n := range fc.nodes {
-		if n.n.Role == runner.RoleServer && n.ip == pu.Hostname() {
+		if n.n.Role == inventory.RoleServer && n.ip == pu.Hostname() {
 			return n
 		}
 	}
@@ -570,7 +574,7 @@ func (fc *FakeK3sCluster) start(fn *fakeNode) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	opts := k3s.LeafOptions{NodeName: fn.n.Name, NodeIPs: []net.IP{net.ParseIP(fn.ip)}, Now: time.Now()}
-	if fn.n.Role == runner.RoleAgent {
+	if fn.n.Role == inventory.RoleAgent {
 		peer := fc.serverByURL(get("server"))
 		if peer == nil || peer.state != "active" {
 			return fail("failed to get CA certs: %s: connection refused", get("server"))
@@ -659,7 +663,7 @@ func (fc *FakeK3sCluster) finishStart(fn *fakeNode, cas map[string][]byte, opts 
 	for p, b := range extra {
 		fn.ex.SetFile(p, b, 0o644)
 	}
-	if fn.n.Role == runner.RoleServer {
+	if fn.n.Role == inventory.RoleServer {
 		pair, err := tls.X509KeyPair(fn.file(fn.sd()+"/tls/serving-kube-apiserver.crt"), fn.file(fn.sd()+"/tls/serving-kube-apiserver.key"))
 		if err != nil {
 			fn.state = "failed"
@@ -713,14 +717,14 @@ func (fc *FakeK3sCluster) handle(fn *fakeNode) {
 	ex := fn.ex
 	ok := func(string, []byte, io.Writer, io.Writer) int { return 0 }
 	ex.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
-		if addr == fc.etcdAddr && fn.n.Role == runner.RoleServer {
+		if addr == fc.etcdAddr && fn.n.Role == inventory.RoleServer {
 			var d net.Dialer
 			return d.DialContext(ctx, network, addr)
 		}
 		fc.mu.Lock()
 		defer fc.mu.Unlock()
 		for _, n := range fc.nodes {
-			if n.n.K3s.SupervisorEndpoint == addr && n.n.Role == runner.RoleServer {
+			if n.n.K3s.SupervisorEndpoint == addr && n.n.Role == inventory.RoleServer {
 				if n.state != "active" || n.serving == nil {
 					return nil, fmt.Errorf("dial %s from %s: connection refused", addr, fn.n.Name)
 				}
@@ -902,7 +906,7 @@ func (fc *FakeK3sCluster) rotateCA(fn *fakeNode, line string, stdout, stderr io.
 			force = true
 		}
 	}
-	if fn.n.Role != runner.RoleServer || fn.state != "active" {
+	if fn.n.Role != inventory.RoleServer || fn.state != "active" {
 		fmt.Fprintln(stderr, "Error: see server log for details: connection refused")
 		return 1
 	}

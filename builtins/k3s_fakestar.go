@@ -11,11 +11,13 @@ import (
 	"sync"
 	"time"
 
-	"github.com/caretaker/caretaker/internal/k3s"
-	"github.com/caretaker/caretaker/runner"
 	"go.starlark.net/starlark"
 	"go.starlark.net/starlarkstruct"
 	"go.starlark.net/syntax"
+
+	"github.com/caretaker/caretaker/internal/k3s"
+	"github.com/caretaker/caretaker/runner"
+	"github.com/caretaker/caretaker/runner/inventory"
 )
 
 // This file is the Starlark side of FakeK3sCluster, for .star tests of the
@@ -272,7 +274,7 @@ func (v *fakeClusterValue) method(th *starlark.Thread, b *starlark.Builtin, name
 		}
 		return d, nil
 	case "disk_ca":
-		if n.n.Role == runner.RoleAgent {
+		if n.n.Role == inventory.RoleAgent {
 			return sha(n.file(n.dd() + "/agent/server-ca.crt")), nil
 		}
 		return sha(n.file(n.sd() + "/" + k3s.PathServerCA)), nil
@@ -359,7 +361,7 @@ func (v *fakeClusterValue) execute(plan *runner.Plan, check bool) (*collector, e
 
 // call runs fn(node) as the one step of a run on node.
 func (v *fakeClusterValue) call(fn starlark.Callable, node string, check bool) (starlark.Value, error) {
-	var target *runner.Node
+	var target *inventory.Node
 	for _, n := range v.fc.Cluster.Nodes {
 		if n.Name == node {
 			target = n
@@ -376,10 +378,10 @@ func (v *fakeClusterValue) call(fn starlark.Callable, node string, check bool) (
 		}
 		return r, err
 	})
-	nodes := append([]*runner.Node(nil), v.fc.Cluster.Nodes...)
-	runner.SortNodes(nodes)
+	nodes := append([]*inventory.Node(nil), v.fc.Cluster.Nodes...)
+	inventory.SortNodes(nodes)
 	plan := &runner.Plan{Playbook: "call", Cluster: v.fc.Cluster, Nodes: nodes,
-		Steps: []*runner.Step{{Index: 0, Name: "call", Selector: node, Nodes: []*runner.Node{target}, Mutates: true, Body: body}}}
+		Steps: []*runner.Step{{Index: 0, Name: "call", Selector: node, Nodes: []*inventory.Node{target}, Mutates: true, Body: body}}}
 	col, _ := v.execute(plan, check)
 	status := col.statuses["call/"+node]
 	return structOf("call", starlark.StringDict{

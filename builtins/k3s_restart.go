@@ -11,8 +11,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/caretaker/caretaker/runner"
 	"go.starlark.net/starlark"
+
+	"github.com/caretaker/caretaker/runner"
+	"github.com/caretaker/caretaker/runner/inventory"
+	"github.com/caretaker/caretaker/runner/transport"
 )
 
 // RegenerateFile is the file K3s looks for at start to issue a new
@@ -86,8 +89,8 @@ func (st unitStatus) describe() string {
 // unitShow runs `systemctl show` for the node's service.
 func (c *k3sCall) unitShow(ctx context.Context) (unitStatus, error) {
 	var out strings.Builder
-	line := "systemctl show " + runner.ShellQuote(c.node.K3s.Service) + " --property=" + unitShowProps
-	if _, err := c.ex.Run(ctx, runner.Command{Line: line, Stdout: &out, Timeout: 30 * time.Second}); err != nil {
+	line := "systemctl show " + transport.ShellQuote(c.node.K3s.Service) + " --property=" + unitShowProps
+	if _, err := c.ex.Run(ctx, transport.Command{Line: line, Stdout: &out, Timeout: 30 * time.Second}); err != nil {
 		return unitStatus{}, c.errorf("%s: %w", line, err)
 	}
 	st := parseUnitShow(out.String())
@@ -109,7 +112,7 @@ func (c *k3sCall) restart(o restartOptions) (restartResult, error) {
 	start := time.Now()
 	res := restartResult{ok: true, state: "active"}
 	what := fmt.Sprintf("restart %s on %s and wait until it is up (timeout %s)", svc, c.node.Name, o.timeout)
-	if o.regenerate && c.node.Role == runner.RoleServer {
+	if o.regenerate && c.node.Role == inventory.RoleServer {
 		what += fmt.Sprintf(", creating %s/%s first so that it serves a certificate of the CA on its disk", c.sd(), RegenerateFile)
 	}
 	var since string
@@ -124,7 +127,7 @@ func (c *k3sCall) restart(o restartOptions) (restartResult, error) {
 		if err := c.waitUp(ctx, before, since, o.timeout, &res); err != nil {
 			return err
 		}
-		if res.ok && c.node.Role == runner.RoleServer {
+		if res.ok && c.node.Role == inventory.RoleServer {
 			return c.waitReady(ctx, &res)
 		}
 		return nil
@@ -144,20 +147,20 @@ func (c *k3sCall) restart(o restartOptions) (restartResult, error) {
 // restart. It returns the invocation before the restart and the node's
 // clock as seconds since the epoch, for journalctl --since.
 func (c *k3sCall) restartNoBlock(ctx context.Context, regenerate bool) (unitStatus, string, error) {
-	svc := runner.ShellQuote(c.node.K3s.Service)
+	svc := transport.ShellQuote(c.node.K3s.Service)
 	var out strings.Builder
 	line := "date +%s.%N && systemctl show " + svc + " --property=" + unitShowProps
-	if _, err := c.ex.Run(ctx, runner.Command{Line: line, Stdout: &out, Timeout: 30 * time.Second}); err != nil {
+	if _, err := c.ex.Run(ctx, transport.Command{Line: line, Stdout: &out, Timeout: 30 * time.Second}); err != nil {
 		return unitStatus{}, "", c.errorf("read the state of %s: %w", c.node.K3s.Service, err)
 	}
 	clock, rest, _ := strings.Cut(out.String(), "\n")
 	before := parseUnitShow(rest)
 	cmd := "systemctl restart --no-block " + svc
-	if regenerate && c.node.Role == runner.RoleServer {
-		cmd = "touch " + runner.ShellQuote(c.sd()+"/"+RegenerateFile) + " && " + cmd
+	if regenerate && c.node.Role == inventory.RoleServer {
+		cmd = "touch " + transport.ShellQuote(c.sd()+"/"+RegenerateFile) + " && " + cmd
 	}
 	c.env.Output(runner.StreamLog, cmd)
-	_, _, _, err := RunResult(c.env, c.ex, c.node, runner.Command{Line: cmd, Timeout: time.Minute}, true, true)
+	_, _, _, err := RunResult(c.env, c.ex, c.node, transport.Command{Line: cmd, Timeout: time.Minute}, true, true)
 	if err != nil {
 		return before, strings.TrimSpace(clock), c.errorf("%s: %w", cmd, err)
 	}
@@ -274,9 +277,9 @@ func (w *upWatch) showNewErrors(ctx context.Context) {
 	if w.since == "" {
 		return
 	}
-	line := fmt.Sprintf("journalctl -u %s --since @%s --no-pager -o short-iso | grep -E 'level=(error|fatal) ' | tail -n 50", runner.ShellQuote(w.c.node.K3s.Service), w.since)
+	line := fmt.Sprintf("journalctl -u %s --since @%s --no-pager -o short-iso | grep -E 'level=(error|fatal) ' | tail -n 50", transport.ShellQuote(w.c.node.K3s.Service), w.since)
 	var out strings.Builder
-	if _, err := w.c.ex.Run(ctx, runner.Command{Line: line, Stdout: &out, Timeout: 30 * time.Second}); err != nil {
+	if _, err := w.c.ex.Run(ctx, transport.Command{Line: line, Stdout: &out, Timeout: 30 * time.Second}); err != nil {
 		return
 	}
 	for _, l := range strings.Split(strings.TrimSpace(out.String()), "\n") {
@@ -323,9 +326,9 @@ func (c *k3sCall) journalExcerpt(since string) []string {
 	if since == "" {
 		sel = "-n 2000"
 	}
-	line := fmt.Sprintf("journalctl -u %s %s --no-pager -o short-iso | tail -n 5000", runner.ShellQuote(c.node.K3s.Service), sel)
+	line := fmt.Sprintf("journalctl -u %s %s --no-pager -o short-iso | tail -n 5000", transport.ShellQuote(c.node.K3s.Service), sel)
 	var out, errb strings.Builder
-	_, err := c.ex.Run(ctx, runner.Command{Line: line, Stdout: &out, Stderr: &errb})
+	_, err := c.ex.Run(ctx, transport.Command{Line: line, Stdout: &out, Stderr: &errb})
 	text := strings.TrimRight(out.String(), "\n")
 	if err != nil && text == "" {
 		return []string{fmt.Sprintf("(%s failed: %v)", line, err)}

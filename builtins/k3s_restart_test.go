@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/caretaker/caretaker/internal/k3s"
-	"github.com/caretaker/caretaker/runner"
+	"github.com/caretaker/caretaker/runner/inventory"
 )
 
 // systemd prints `systemctl show --property=...` in its own order, not the
@@ -32,7 +32,7 @@ func TestParseUnitShowReadsSystemdsOrder(t *testing.T) {
 }
 
 func newWatch() *upWatch {
-	n := &runner.Node{Name: "server-3", Role: runner.RoleServer, K3s: runner.K3sPaths{Service: "k3s"}}
+	n := &inventory.Node{Name: "server-3", Role: inventory.RoleServer, K3s: inventory.K3sPaths{Service: "k3s"}}
 	return &upWatch{c: &k3sCall{node: n}, before: unitStatus{active: "active", invocation: "aaaa"}, shown: map[string]bool{}, fatal: map[string]int{}}
 }
 
@@ -139,21 +139,21 @@ func containsLine(lines []string, sub string) bool {
 
 func TestBugGateInventoryOverridesTheVersion(t *testing.T) {
 	fixed, buggy := mustVersion(t, "v1.32.3+k3s1"), mustVersion(t, "v1.30.10+k3s1")
-	node := func(role, bug string) *runner.Node {
-		return &runner.Node{Role: role, K3s: runner.K3sPaths{BootstrapBug: bug, BootstrapBugFrom: "inv.yaml:4 clusters[0].k3s.bootstrap_bug"}}
+	node := func(role, bug string) *inventory.Node {
+		return &inventory.Node{Role: role, K3s: inventory.K3sPaths{BootstrapBug: bug, BootstrapBugFrom: "inv.yaml:4 clusters[0].k3s.bootstrap_bug"}}
 	}
 	cases := []struct {
 		name    string
-		n       *runner.Node
+		n       *inventory.Node
 		v       k3s.Version
 		want    bool
 		because string
 	}{
-		{"fixed version, auto", node(runner.RoleServer, runner.BootstrapBugAuto), fixed, false, "has the fix"},
-		{"buggy version, auto", node(runner.RoleServer, runner.BootstrapBugAuto), buggy, true, "predates the fix"},
-		{"fixed version, inventory true", node(runner.RoleServer, runner.BootstrapBugTrue), fixed, true, "inventory: bootstrap_bug true (inv.yaml:4"},
-		{"buggy version, inventory false", node(runner.RoleServer, runner.BootstrapBugFalse), buggy, false, "inventory: bootstrap_bug false"},
-		{"agents never", node(runner.RoleAgent, runner.BootstrapBugTrue), buggy, false, "agent"},
+		{"fixed version, auto", node(inventory.RoleServer, inventory.BootstrapBugAuto), fixed, false, "has the fix"},
+		{"buggy version, auto", node(inventory.RoleServer, inventory.BootstrapBugAuto), buggy, true, "predates the fix"},
+		{"fixed version, inventory true", node(inventory.RoleServer, inventory.BootstrapBugTrue), fixed, true, "inventory: bootstrap_bug true (inv.yaml:4"},
+		{"buggy version, inventory false", node(inventory.RoleServer, inventory.BootstrapBugFalse), buggy, false, "inventory: bootstrap_bug false"},
+		{"agents never", node(inventory.RoleAgent, inventory.BootstrapBugTrue), buggy, false, "agent"},
 	}
 	for _, tc := range cases {
 		got, why := bugGate(tc.n, tc.v, nil)

@@ -7,8 +7,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caretaker/caretaker/runner"
 	"go.starlark.net/starlark"
+
+	"github.com/caretaker/caretaker/runner"
+	"github.com/caretaker/caretaker/runner/inventory"
+	"github.com/caretaker/caretaker/runner/journal"
 )
 
 // undoJournal keeps the undo records of a run in memory.
@@ -27,7 +30,7 @@ func (j *undoJournal) RecordUndo(_ context.Context, u runner.UndoRecord) error {
 // runBuiltin runs one k3s builtin on a node of fc as a one-step run.
 func runBuiltin(t *testing.T, fc *FakeK3sCluster, j runner.Journal, name, node string) runner.RunDone {
 	t.Helper()
-	var target *runner.Node
+	var target *inventory.Node
 	for _, n := range fc.Cluster.Nodes {
 		if n.Name == node {
 			target = n
@@ -38,7 +41,7 @@ func runBuiltin(t *testing.T, fc *FakeK3sCluster, j runner.Journal, name, node s
 		return starlark.Call(th, fn, args, nil)
 	})
 	plan := &runner.Plan{Playbook: "t", Cluster: fc.Cluster, Nodes: fc.Cluster.Nodes,
-		Steps: []*runner.Step{{Name: name, Nodes: []*runner.Node{target}, Mutates: true, Body: body}}}
+		Steps: []*runner.Step{{Name: name, Nodes: []*inventory.Node{target}, Mutates: true, Body: body}}}
 	run := runner.NewRun(plan, runner.RunOptions{Pool: fc.Pool(), NodeValue: NodeValue, Journal: j, StateDir: fc.StateDir})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -79,9 +82,9 @@ func TestK3sUndoActions(t *testing.T) {
 		t.Fatalf("undo records %+v, want one k3s.restore_server for server-2", j.undos)
 	}
 
-	rec := &runner.RunRecord{Meta: runner.RunMeta{RunID: "r1", Playbook: "t"}}
+	rec := &journal.RunRecord{Meta: journal.RunMeta{RunID: "r1", Playbook: "t"}}
 	for i, u := range j.undos {
-		rec.Undos = append(rec.Undos, runner.JournalUndo{Seq: i + 1, Node: u.Node, Kind: u.Kind, Data: u.Data, At: u.At})
+		rec.Undos = append(rec.Undos, journal.Undo{Seq: i + 1, Node: u.Node, Kind: u.Kind, Data: u.Data, At: u.At})
 	}
 	plan, err := runner.UndoPlan(rec.UndoRun(), fc.Cluster)
 	if err != nil {

@@ -14,9 +14,11 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"go.starlark.net/starlark"
+
 	"github.com/caretaker/caretaker/internal/k3s"
 	"github.com/caretaker/caretaker/runner"
-	"go.starlark.net/starlark"
+	"github.com/caretaker/caretaker/runner/inventory"
 )
 
 // verifyRow is what verify found on one node.
@@ -298,7 +300,7 @@ func (c *k3sCall) verifyNodeWaiting(ds *dsRead, live bool, wait time.Duration) v
 func (c *k3sCall) verifyNode(ds *dsRead, live bool) verifyRow {
 	row := verifyRow{node: c.node.Name, role: c.node.Role, disk: "-", live: "-", cacerts: "-", agent: "-"}
 	var err error
-	if c.node.Role == runner.RoleServer {
+	if c.node.Role == inventory.RoleServer {
 		err = c.verifyServerDisk(ds, &row)
 		if err == nil && live {
 			c.verifyLive(ds, &row)
@@ -308,7 +310,7 @@ func (c *k3sCall) verifyNode(ds *dsRead, live bool) verifyRow {
 	}
 	if err != nil {
 		row.problems = append(row.problems, err.Error())
-		if row.disk == "-" && c.node.Role == runner.RoleServer {
+		if row.disk == "-" && c.node.Role == inventory.RoleServer {
 			row.disk = "error"
 		}
 	}
@@ -369,7 +371,7 @@ func k3sVerify(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kw
 		if focus, err = nodeList(env, focusArg); err != nil {
 			return nil, fmt.Errorf("%s: focus: %w", b.Name(), err)
 		}
-		have := map[*runner.Node]bool{}
+		have := map[*inventory.Node]bool{}
 		for _, n := range nodes {
 			have[n] = true
 		}
@@ -382,7 +384,7 @@ func k3sVerify(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kw
 	if err := env.CheckStop(); err != nil {
 		return nil, err
 	}
-	candidates := append(append(append([]*runner.Node{}, focus...), env.Node), nodes...)
+	candidates := append(append(append([]*inventory.Node{}, focus...), env.Node), nodes...)
 	candidates = append(candidates, env.Nodes()...)
 	ds, err := datastoreVia(env, b.Name(), candidates)
 	if err != nil {
@@ -526,7 +528,7 @@ func k3sCheck(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwa
 	now := time.Now()
 	warn := time.Duration(warnDays) * 24 * time.Hour
 	results, errs := forEachNode(env, nodes, b.Name(), func(c *k3sCall) ([]k3s.CertStatus, error) {
-		services := k3s.CheckServices(c.node.Role == runner.RoleServer)
+		services := k3s.CheckServices(c.node.Role == inventory.RoleServer)
 		rel, err := k3s.FilesForServices(services)
 		if err != nil {
 			return nil, c.errorf("%w", err)

@@ -9,9 +9,12 @@ import (
 	"strings"
 	"time"
 
-	"github.com/caretaker/caretaker/runner"
 	"go.starlark.net/starlark"
 	"go.starlark.net/starlarkstruct"
+
+	"github.com/caretaker/caretaker/runner"
+	"github.com/caretaker/caretaker/runner/inventory"
+	"github.com/caretaker/caretaker/runner/transport"
 )
 
 // Node is the Starlark value a step body receives: one node of the
@@ -34,7 +37,7 @@ import (
 //	node.exists(path) -> bool
 //	node.stat(path) -> struct(path, size, mode, mtime, is_dir, uid, gid) or None
 type Node struct {
-	N *runner.Node
+	N *inventory.Node
 }
 
 var (
@@ -43,7 +46,7 @@ var (
 )
 
 // NewNode returns the Starlark value for n.
-func NewNode(n *runner.Node) *Node { return &Node{N: n} }
+func NewNode(n *inventory.Node) *Node { return &Node{N: n} }
 
 // NodeValue is runner.RunOptions.NodeValue for the builtins: the step's
 // node as a *Node.
@@ -144,7 +147,7 @@ func stringList(ss []string) *starlark.List {
 }
 
 // exec returns the env of the calling thread and this node's executor.
-func (n *Node) exec(th *starlark.Thread, name string) (*runner.Env, runner.Executor, error) {
+func (n *Node) exec(th *starlark.Thread, name string) (*runner.Env, transport.Executor, error) {
 	env, err := runner.EnvFrom(th, name)
 	if err != nil {
 		return nil, nil, err
@@ -161,7 +164,7 @@ func (n *Node) exec(th *starlark.Thread, name string) (*runner.Env, runner.Execu
 
 // pathCall unpacks the single "path" argument of read, exists and stat and
 // returns the calling step's env and this node's executor.
-func (n *Node) pathCall(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (string, *runner.Env, runner.Executor, error) {
+func (n *Node) pathCall(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (string, *runner.Env, transport.Executor, error) {
 	var path string
 	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "path", &path); err != nil {
 		return "", nil, nil, err
@@ -174,13 +177,13 @@ func (n *Node) pathCall(th *starlark.Thread, b *starlark.Builtin, args starlark.
 // into the run's events. It is the one place commands are started from
 // Starlark, so check mode and graceful stop apply to every builtin that uses
 // it. changes=false marks a read-only command that also runs in check mode.
-func RunResult(env *runner.Env, ex runner.Executor, node *runner.Node, c runner.Command, changes, quiet bool) (runner.Result, string, string, error) {
+func RunResult(env *runner.Env, ex transport.Executor, node *inventory.Node, c transport.Command, changes, quiet bool) (transport.Result, string, string, error) {
 	if err := env.CheckStop(); err != nil {
-		return runner.Result{}, "", "", err
+		return transport.Result{}, "", "", err
 	}
 	if changes && env.Check {
 		env.Output(runner.StreamCheck, "would run on "+node.Name+": "+c.Line)
-		return runner.Result{}, "", "", nil
+		return transport.Result{}, "", "", nil
 	}
 	var outBuf, errBuf bytes.Buffer
 	emit := func(stream string) func(string) {
@@ -229,7 +232,7 @@ func nodeRun(n *Node, th *starlark.Thread, b *starlark.Builtin, args starlark.Tu
 	if err != nil {
 		return nil, err
 	}
-	c := runner.Command{Line: cmd, Sudo: n.N.Sudo}
+	c := transport.Command{Line: cmd, Sudo: n.N.Sudo}
 	if sb, ok := sudo.(starlark.Bool); ok {
 		c.Sudo = bool(sb)
 	}
@@ -244,7 +247,7 @@ func nodeRun(n *Node, th *starlark.Thread, b *starlark.Builtin, args starlark.Tu
 		c.Timeout = d
 	}
 	res, stdout, stderr, err := RunResult(env, ex, n.N, c, changes, quiet)
-	var exitErr *runner.ExitError
+	var exitErr *transport.ExitError
 	if err != nil && !errors.As(err, &exitErr) {
 		return nil, fmt.Errorf("%s: %w", b.Name(), err)
 	}
@@ -296,7 +299,7 @@ func nodeWrite(n *Node, th *starlark.Thread, b *starlark.Builtin, args starlark.
 // WriteIfChanged writes data to path on the node unless it already holds
 // exactly that; in check mode it only reports. It returns whether the file
 // changed (or would change).
-func WriteIfChanged(env *runner.Env, ex runner.Executor, node *runner.Node, path string, data []byte, mode fs.FileMode) (bool, error) {
+func WriteIfChanged(env *runner.Env, ex transport.Executor, node *inventory.Node, path string, data []byte, mode fs.FileMode) (bool, error) {
 	old, err := ex.ReadFile(env.Ctx, path)
 	if err == nil && bytes.Equal(old, data) {
 		return false, nil

@@ -10,6 +10,9 @@ import (
 
 	"github.com/caretaker/caretaker/builtins"
 	"github.com/caretaker/caretaker/runner"
+	"github.com/caretaker/caretaker/runner/inventory"
+	"github.com/caretaker/caretaker/runner/transport"
+	"github.com/caretaker/caretaker/runner/transport/fake"
 )
 
 const starInventory = `
@@ -22,9 +25,9 @@ clusters:
 `
 
 // fakeShell answers the few shell commands core.star uses.
-func fakeShell(fk *runner.FakeExecutor) {
-	fk.On(`^echo hi$`, runner.FakeReply{Stdout: "hi\n"})
-	fk.On(`^exit 3$`, runner.FakeReply{Stderr: "boom\n", Code: 3})
+func fakeShell(fk *fake.Executor) {
+	fk.On(`^echo hi$`, fake.Reply{Stdout: "hi\n"})
+	fk.On(`^exit 3$`, fake.Reply{Stderr: "boom\n", Code: 3})
 	fk.OnFunc(`^cat$`, func(_ string, stdin []byte, stdout, _ io.Writer) int {
 		stdout.Write(stdin)
 		return 0
@@ -34,14 +37,14 @@ func fakeShell(fk *runner.FakeExecutor) {
 // TestCoreStar runs testdata/core.star as a playbook against fake nodes and
 // requires every step to end as the file intends.
 func TestCoreStar(t *testing.T) {
-	inv, err := runner.ParseInventory("inv.yaml", []byte(starInventory))
+	inv, err := inventory.Parse("inv.yaml", []byte(starInventory))
 	if err != nil {
 		t.Fatal(err)
 	}
 	cluster := inv.Clusters[0]
-	fakes := map[string]*runner.FakeExecutor{}
+	fakes := map[string]*fake.Executor{}
 	for _, n := range cluster.Nodes {
-		fk := runner.NewFakeExecutor(n.Name)
+		fk := fake.New(n.Name)
 		fk.SetFile("/etc/hostname", []byte(n.Name+"\n"), 0o644)
 		fakeShell(fk)
 		fakes[n.Name] = fk
@@ -76,7 +79,7 @@ func TestCoreStar(t *testing.T) {
 		}
 	})
 	_, err = runner.NewRun(plan, runner.RunOptions{
-		Connect:   func(ctx context.Context, n *runner.Node) (runner.Executor, error) { return fakes[n.Name], nil },
+		Connect:   func(ctx context.Context, n *inventory.Node) (transport.Executor, error) { return fakes[n.Name], nil },
 		NodeValue: builtins.NodeValue,
 		Sink:      sink,
 		Failure:   runner.FailurePolicy{Continue: true},
@@ -107,7 +110,7 @@ func TestCoreStar(t *testing.T) {
 // TestBuiltinsOutsideStep: node builtins called while the playbook loads
 // fail with a message saying where they may be called.
 func TestBuiltinsOutsideStep(t *testing.T) {
-	inv, _ := runner.ParseInventory("inv.yaml", []byte(starInventory))
+	inv, _ := inventory.Parse("inv.yaml", []byte(starInventory))
 	pre, _ := builtins.Predeclared()
 	for src, want := range map[string]string{
 		"x = nodes()\n":         "nodes: can only be called inside a step body",

@@ -18,7 +18,10 @@ import (
 	"github.com/caretaker/caretaker/internal/k3s"
 	"github.com/caretaker/caretaker/lab"
 	"github.com/caretaker/caretaker/lab/labtest"
-	"github.com/caretaker/caretaker/runner"
+	errspkg "github.com/caretaker/caretaker/runner/errs"
+	"github.com/caretaker/caretaker/runner/inventory"
+	"github.com/caretaker/caretaker/runner/transport"
+	"github.com/caretaker/caretaker/runner/transport/ssh"
 )
 
 // cluster is a started lab with one SSH executor per node, dialled from
@@ -26,9 +29,9 @@ import (
 type cluster struct {
 	t     *testing.T
 	lab   *lab.Lab
-	inv   *runner.Inventory
-	nodes map[string]*runner.Node
-	ex    map[string]runner.Executor
+	inv   *inventory.Inventory
+	nodes map[string]*inventory.Node
+	ex    map[string]transport.Executor
 }
 
 func ctxT(t *testing.T) context.Context {
@@ -46,16 +49,16 @@ func connect(t *testing.T, l *lab.Lab) *cluster {
 // connectInventory dials every node of an inventory into c.
 func connectInventory(t *testing.T, path string, c *cluster) *cluster {
 	t.Helper()
-	inv, err := runner.LoadInventory(path)
+	inv, err := inventory.Load(path)
 	if err != nil {
 		t.Fatalf("load the lab inventory: %v", err)
 	}
 	if len(inv.Clusters) != 1 {
 		t.Fatalf("inventory has %d clusters, want 1", len(inv.Clusters))
 	}
-	c.inv, c.nodes, c.ex = inv, map[string]*runner.Node{}, map[string]runner.Executor{}
+	c.inv, c.nodes, c.ex = inv, map[string]*inventory.Node{}, map[string]transport.Executor{}
 	for _, n := range inv.Clusters[0].Nodes {
-		ex, err := runner.DialSSH(ctxT(t), n)
+		ex, err := ssh.Dial(ctxT(t), n)
 		if err != nil {
 			t.Fatalf("ssh to %s: %v", n.Name, err)
 		}
@@ -71,8 +74,8 @@ func connectInventory(t *testing.T, path string, c *cluster) *cluster {
 func (c *cluster) run(node, line string) (string, string, int) {
 	c.t.Helper()
 	var out, errb bytes.Buffer
-	res, err := c.ex[node].Run(ctxT(c.t), runner.Command{Line: line, Stdout: &out, Stderr: &errb})
-	if err != nil && !errors.Is(err, runner.ErrNonZeroExit) {
+	res, err := c.ex[node].Run(ctxT(c.t), transport.Command{Line: line, Stdout: &out, Stderr: &errb})
+	if err != nil && !errors.Is(err, errspkg.ErrNonZeroExit) {
 		c.t.Fatalf("%s: run %q: %v", node, line, err)
 	}
 	return out.String(), errb.String(), res.ExitCode
@@ -113,7 +116,7 @@ func (c *cluster) write(node, path string, data []byte) {
 func (c *cluster) sd(node string) string {
 	d := c.nodes[node].K3s.DataDir
 	if d == "" {
-		d = runner.DefaultDataDir
+		d = inventory.DefaultDataDir
 	}
 	return filepath.Join(d, "server")
 }
@@ -121,7 +124,7 @@ func (c *cluster) sd(node string) string {
 func (c *cluster) servers() []string {
 	var out []string
 	for _, n := range c.inv.Clusters[0].Nodes {
-		if n.Role == runner.RoleServer {
+		if n.Role == inventory.RoleServer {
 			out = append(out, n.Name)
 		}
 	}
@@ -247,14 +250,14 @@ func (c *cluster) sources(node string) k3s.Sources {
 	n := c.nodes[node]
 	unitPath := n.K3s.UnitFile
 	if unitPath == "" {
-		unitPath = runner.DefaultServerUnit
-		if n.Role == runner.RoleAgent {
-			unitPath = runner.DefaultAgentUnit
+		unitPath = inventory.DefaultServerUnit
+		if n.Role == inventory.RoleAgent {
+			unitPath = inventory.DefaultAgentUnit
 		}
 	}
 	cfgPath := n.K3s.ConfigFile
 	if cfgPath == "" {
-		cfgPath = runner.DefaultConfigFile
+		cfgPath = inventory.DefaultConfigFile
 	}
 	readOpt := func(p string) []byte {
 		b, err := c.ex[node].ReadFile(ctxT(c.t), p)
@@ -272,7 +275,7 @@ func (c *cluster) sources(node string) k3s.Sources {
 		}
 	}
 	service := "k3s"
-	if n.Role == runner.RoleAgent {
+	if n.Role == inventory.RoleAgent {
 		service = "k3s-agent"
 	}
 	for _, p := range k3s.UnitEnvironmentFiles(src.Unit, service) {

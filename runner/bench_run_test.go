@@ -16,16 +16,19 @@ import (
 	"testing/fstest"
 	"time"
 
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/knownhosts"
+
 	"github.com/caretaker/caretaker/builtins"
 	"github.com/caretaker/caretaker/internal/sshserver"
 	"github.com/caretaker/caretaker/runner"
-	"golang.org/x/crypto/ssh"
-	"golang.org/x/crypto/ssh/knownhosts"
+	"github.com/caretaker/caretaker/runner/inventory"
+	sshtransport "github.com/caretaker/caretaker/runner/transport/ssh"
 )
 
 // benchNodes starts n in-process SSH servers on 127.0.0.1 with pinned host
 // keys and returns a cluster whose nodes reach them.
-func benchNodes(b *testing.B, n int) (*runner.Cluster, ssh.Signer) {
+func benchNodes(b *testing.B, n int) (*inventory.Cluster, ssh.Signer) {
 	b.Helper()
 	_, priv, _ := ed25519.GenerateKey(rand.Reader)
 	signer, _ := ssh.NewSignerFromKey(priv)
@@ -39,7 +42,7 @@ func benchNodes(b *testing.B, n int) (*runner.Cluster, ssh.Signer) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	cl := &runner.Cluster{Name: "bench"}
+	cl := &inventory.Cluster{Name: "bench"}
 	for i := 0; i < n; i++ {
 		srv, err := sshserver.Start(sshserver.Config{Addr: "127.0.0.1:0", HostKey: hk, AuthorizedKeys: []ssh.PublicKey{signer.PublicKey()}})
 		if err != nil {
@@ -49,17 +52,17 @@ func benchNodes(b *testing.B, n int) (*runner.Cluster, ssh.Signer) {
 		kh.WriteString(knownhosts.Line([]string{knownhosts.Normalize(srv.Addr())}, srv.HostKey()) + "\n")
 		host, port, _ := net.SplitHostPort(srv.Addr())
 		p, _ := strconv.Atoi(port)
-		cl.Nodes = append(cl.Nodes, &runner.Node{
-			Name: "n" + strconv.Itoa(i), Cluster: "bench", Address: host, Port: p, User: "bench", Role: runner.RoleServer,
-			SSH: runner.SSHSettings{IdentityFiles: []string{keyPath}, KnownHosts: khPath, HostKeyPolicy: runner.HostKeyStrict,
-				ConnectTimeout: runner.Duration(10 * time.Second)},
+		cl.Nodes = append(cl.Nodes, &inventory.Node{
+			Name: "n" + strconv.Itoa(i), Cluster: "bench", Address: host, Port: p, User: "bench", Role: inventory.RoleServer,
+			SSH: inventory.SSHSettings{IdentityFiles: []string{keyPath}, KnownHosts: khPath, HostKeyPolicy: inventory.HostKeyStrict,
+				ConnectTimeout: inventory.Duration(10 * time.Second)},
 		})
 	}
 	kh.Close()
 	return cl, signer
 }
 
-func benchPlan(b *testing.B, cl *runner.Cluster, src string) *runner.Plan {
+func benchPlan(b *testing.B, cl *inventory.Cluster, src string) *runner.Plan {
 	b.Helper()
 	pre, _ := builtins.Predeclared()
 	plan, err := runner.Load(runner.LoadOptions{Path: "pb.star", FS: fstest.MapFS{"pb.star": {Data: []byte(src)}}, Predeclared: pre, Cluster: cl})
@@ -85,7 +88,7 @@ func BenchmarkRunnerOverhead(b *testing.B) {
 	}
 	defer raw.Close()
 	plan := benchPlan(b, cl, "def body(node):\n    node.run(\"true\", changes = False)\nstep(\"true\", body)\n")
-	pool := runner.NewPool(runner.DialSSH)
+	pool := runner.NewPool(sshtransport.Dial)
 	defer pool.Close()
 	if _, err := pool.Get(context.Background(), n); err != nil {
 		b.Fatal(err)
@@ -145,7 +148,7 @@ func BenchmarkFanOut200(b *testing.B) {
 	b.ResetTimer()
 	start := time.Now()
 	for i := 0; i < b.N; i++ {
-		done, err := runner.NewRun(plan, runner.RunOptions{Connect: runner.DialSSH, NodeValue: builtins.NodeValue}).Execute(context.Background())
+		done, err := runner.NewRun(plan, runner.RunOptions{Connect: sshtransport.Dial, NodeValue: builtins.NodeValue}).Execute(context.Background())
 		if err != nil {
 			b.Fatalf("%v: %+v", err, done.Failed)
 		}

@@ -15,6 +15,9 @@ import (
 	"go.starlark.net/resolve"
 	"go.starlark.net/starlark"
 	"go.starlark.net/syntax"
+
+	"github.com/caretaker/caretaker/runner/errs"
+	"github.com/caretaker/caretaker/runner/inventory"
 )
 
 // Plan is a loaded playbook: its parameters and steps with their target
@@ -23,10 +26,11 @@ type Plan struct {
 	Playbook    string // name shown to the operator (e.g. "rotate-ca")
 	File        string // display path of the playbook file
 	Description string
-	Cluster     *Cluster
-	Nodes       []*Node // every node taking part (after --limit), servers first
-	Params      []*Param
-	Steps       []*Step
+	Cluster     *inventory.Cluster
+	Nodes       []*inventory. // every node taking part (after --limit), servers first
+			Node
+	Params []*Param
+	Steps  []*Step
 }
 
 // Param is a declared playbook parameter.
@@ -45,14 +49,15 @@ type Step struct {
 	Index    int
 	Name     string
 	Selector string
-	Nodes    []*Node // resolved targets (after --limit)
-	Serial   int     // nodes in flight at once; 0 = all
-	Once     bool    // run once, on the first target node
-	Mutates  bool
-	Timeout  time.Duration
-	Doc      string
-	Pos      syntax.Position
-	Body     starlark.Callable
+	Nodes    []*inventory. // resolved targets (after --limit)
+			Node
+	Serial  int  // nodes in flight at once; 0 = all
+	Once    bool // run once, on the first target node
+	Mutates bool
+	Timeout time.Duration
+	Doc     string
+	Pos     syntax.Position
+	Body    starlark.Callable
 }
 
 // Info returns the event form of the step.
@@ -87,7 +92,7 @@ type LoadOptions struct {
 	Predeclared starlark.StringDict
 	// Cluster is the cluster the plan targets; Limit restricts its nodes
 	// with a selector (see Cluster.Select).
-	Cluster *Cluster
+	Cluster *inventory.Cluster
 	Limit   string
 	// MaxSteps bounds Starlark execution steps while loading; 0 = 10M.
 	MaxSteps uint64
@@ -113,13 +118,13 @@ func (e *PlaybookError) Error() string {
 func (e *PlaybookError) Unwrap() error { return e.Err }
 
 // Is makes errors.Is(err, ErrBadInput) true.
-func (e *PlaybookError) Is(target error) bool { return target == ErrBadInput }
+func (e *PlaybookError) Is(target error) bool { return target == errs.ErrBadInput }
 
 // Load reads a playbook and builds its plan. It runs the playbook's top
 // level (which declares parameters and steps) but touches no node.
 func Load(opts LoadOptions) (*Plan, error) {
 	if opts.Cluster == nil {
-		return nil, fmt.Errorf("load %s: no cluster given: %w", opts.Path, ErrBadInput)
+		return nil, fmt.Errorf("load %s: no cluster given: %w", opts.Path, errs.ErrBadInput)
 	}
 	l := &loader{opts: opts, cache: map[string]*loadEntry{}}
 	name := opts.Name
@@ -146,10 +151,10 @@ func Load(opts LoadOptions) (*Plan, error) {
 	}
 	if len(unknown) > 0 {
 		sort.Strings(unknown)
-		return nil, fmt.Errorf("unknown parameter %s for playbook %s; it takes: %s: %w", strings.Join(quoteAll(unknown), ", "), name, l.paramList(), ErrBadInput)
+		return nil, fmt.Errorf("unknown parameter %s for playbook %s; it takes: %s: %w", strings.Join(quoteAll(unknown), ", "), name, l.paramList(), errs.ErrBadInput)
 	}
 	if len(l.plan.Steps) == 0 {
-		return nil, fmt.Errorf("%s declares no steps (call step(name, body, ...) at the top level): %w", root.display, ErrBadInput)
+		return nil, fmt.Errorf("%s declares no steps (call step(name, body, ...) at the top level): %w", root.display, errs.ErrBadInput)
 	}
 	return l.plan, nil
 }
@@ -195,9 +200,9 @@ func (l *loader) rootRef() moduleRef {
 	return moduleRef{path: l.opts.Path, display: l.opts.Path}
 }
 
-func (l *loader) limitNodes() ([]*Node, error) {
-	nodes := append([]*Node(nil), l.opts.Cluster.Nodes...)
-	SortNodes(nodes)
+func (l *loader) limitNodes() ([]*inventory.Node, error) {
+	nodes := append([]*inventory.Node(nil), l.opts.Cluster.Nodes...)
+	inventory.SortNodes(nodes)
 	if l.opts.Limit == "" {
 		return nodes, nil
 	}
@@ -425,11 +430,11 @@ func stepBuiltin(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, 
 		}
 	}
 	// --limit keeps a step's targets within the limited nodes.
-	inRun := map[*Node]bool{}
+	inRun := map[*inventory.Node]bool{}
 	for _, n := range l.plan.Nodes {
 		inRun[n] = true
 	}
-	var kept []*Node
+	var kept []*inventory.Node
 	for _, n := range targets {
 		if inRun[n] {
 			kept = append(kept, n)
@@ -496,7 +501,7 @@ func paramBuiltin(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple,
 	if raw, ok := l.opts.Params[name]; ok {
 		v, err := convertParam(def, raw)
 		if err != nil {
-			return nil, fmt.Errorf("parameter %q: %w: %w", name, err, ErrBadInput)
+			return nil, fmt.Errorf("parameter %q: %w: %w", name, err, errs.ErrBadInput)
 		}
 		p.Value, p.Set = v, true
 	}
@@ -509,7 +514,7 @@ func paramBuiltin(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple,
 			}
 		}
 		if !found {
-			return nil, fmt.Errorf("parameter %q: %q is not allowed; choose one of %s: %w", name, s, strings.Join(p.Choices, ", "), ErrBadInput)
+			return nil, fmt.Errorf("parameter %q: %q is not allowed; choose one of %s: %w", name, s, strings.Join(p.Choices, ", "), errs.ErrBadInput)
 		}
 	}
 	l.plan.Params = append(l.plan.Params, p)

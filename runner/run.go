@@ -10,6 +10,10 @@ import (
 	"time"
 
 	"go.starlark.net/starlark"
+
+	"github.com/caretaker/caretaker/runner/errs"
+	"github.com/caretaker/caretaker/runner/inventory"
+	"github.com/caretaker/caretaker/runner/transport"
 )
 
 // FailurePolicy says what a run does when a step fails on a node.
@@ -35,7 +39,7 @@ type RunOptions struct {
 	Prompter Prompter
 	// Connect opens a node's executor (DialSSH in production). Ignored
 	// when Pool is set.
-	Connect func(ctx context.Context, n *Node) (Executor, error)
+	Connect func(ctx context.Context, n *inventory.Node) (transport.Executor, error)
 	// Pool, when set, is used (and not closed) instead of a new pool.
 	Pool    *Pool
 	Failure FailurePolicy
@@ -68,8 +72,8 @@ type Run struct {
 
 type runState struct {
 	opts    RunOptions
-	cluster *Cluster
-	nodes   []*Node
+	cluster *inventory.Cluster
+	nodes   []*inventory.Node
 	pool    *Pool
 
 	mu       sync.Mutex
@@ -229,7 +233,7 @@ func (st *runState) confirm(env *Env, question string, def, destructive bool) (b
 		return true, nil
 	}
 	if st.opts.Prompter == nil {
-		return false, fmt.Errorf("confirm(%q): %w", question, ErrNeedsConfirm)
+		return false, fmt.Errorf("confirm(%q): %w", question, errs.ErrNeedsConfirm)
 	}
 	ans, err := st.opts.Prompter.Confirm(env.Ctx, p)
 	if err != nil {
@@ -259,7 +263,7 @@ func (r *Run) Execute(ctx context.Context) (RunDone, error) {
 	go func() {
 		select {
 		case <-r.st.hard:
-			cancel(fmt.Errorf("aborted by the operator: %w", ErrAborted))
+			cancel(fmt.Errorf("aborted by the operator: %w", errs.ErrAborted))
 		case <-ctx.Done():
 		}
 	}()
@@ -311,7 +315,7 @@ func (r *Run) Execute(ctx context.Context) (RunDone, error) {
 			break
 		}
 		if r.st.stopping.Load() || ctx.Err() != nil {
-			runErr = ErrAborted
+			runErr = errs.ErrAborted
 			break
 		}
 		if r.opts.BeforeStep != nil {
@@ -332,16 +336,16 @@ func (r *Run) Execute(ctx context.Context) (RunDone, error) {
 	}
 	if r.st.stopping.Load() || ctx.Err() != nil {
 		// Failures caused by the stop itself do not make the run "failed".
-		runErr = ErrAborted
+		runErr = errs.ErrAborted
 	}
 	status := "ok"
 	switch {
-	case errors.Is(runErr, ErrAborted) || errors.Is(runErr, context.Canceled):
+	case errors.Is(runErr, errs.ErrAborted) || errors.Is(runErr, context.Canceled):
 		status = "aborted"
-		if !errors.Is(runErr, ErrAborted) {
+		if !errors.Is(runErr, errs.ErrAborted) {
 			// Keep a reason that already wraps ErrAborted (a closing
 			// maintenance window says which and when it reopens).
-			runErr = fmt.Errorf("%w", ErrAborted)
+			runErr = fmt.Errorf("%w", errs.ErrAborted)
 		}
 	case runErr != nil || len(failed) > 0:
 		status = "failed"
@@ -363,7 +367,7 @@ func (r *Run) Execute(ctx context.Context) (RunDone, error) {
 	return done, runErr
 }
 
-func (r *Run) runStep(ctx context.Context, step *Step, targets []*Node, failedNodes map[string]string, countMu *sync.Mutex, record func(StepDone), tooMany func() bool) {
+func (r *Run) runStep(ctx context.Context, step *Step, targets []*inventory.Node, failedNodes map[string]string, countMu *sync.Mutex, record func(StepDone), tooMany func() bool) {
 	limit := step.Serial
 	if limit <= 0 || limit > len(targets) {
 		limit = len(targets)
@@ -401,7 +405,7 @@ func (r *Run) runStep(ctx context.Context, step *Step, targets []*Node, failedNo
 			}
 		}
 		wg.Add(1)
-		go func(n *Node) {
+		go func(n *inventory.Node) {
 			defer wg.Done()
 			defer func() { <-sem }()
 			d := r.runOne(ctx, step, n)
@@ -420,7 +424,7 @@ func (e *skipError) Error() string { return "skipped: " + e.reason }
 // Skip returns the error a builtin returns to end the step as skipped.
 func Skip(reason string) error { return &skipError{reason: reason} }
 
-func (r *Run) runOne(ctx context.Context, step *Step, n *Node) StepDone {
+func (r *Run) runOne(ctx context.Context, step *Step, n *inventory.Node) StepDone {
 	start := time.Now()
 	r.st.emit(StepStarted{Step: step.Index, StepName: step.Name, Node: n.Name, At: start})
 	done := StepDone{Step: step.Index, StepName: step.Name, Node: n.Name}

@@ -8,102 +8,23 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/fstest"
 	"time"
 
 	"github.com/caretaker/caretaker/builtins"
+	"github.com/caretaker/caretaker/internal/runtest"
 	"github.com/caretaker/caretaker/runner"
+	"github.com/caretaker/caretaker/runner/errs"
+	"github.com/caretaker/caretaker/runner/inventory"
+	"github.com/caretaker/caretaker/runner/transport"
+	"github.com/caretaker/caretaker/runner/transport/fake"
 )
 
-const testInv = `
-clusters:
-  - name: t
-    nodes:
-      - {name: s1, address: 10.0.0.1, role: server, groups: [etcd]}
-      - {name: s2, address: 10.0.0.2, role: server, groups: [etcd]}
-      - {name: s3, address: 10.0.0.3, role: server}
-      - {name: a1, address: 10.0.0.9, role: agent}
-`
-
-type fixture struct {
-	t       *testing.T
-	cluster *runner.Cluster
-	fakes   map[string]*runner.FakeExecutor
-	mu      sync.Mutex
-	events  []runner.Event
-}
-
-func newFixture(t *testing.T) *fixture {
-	t.Helper()
-	inv, err := runner.ParseInventory("inv.yaml", []byte(testInv))
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := &fixture{t: t, cluster: inv.Clusters[0], fakes: map[string]*runner.FakeExecutor{}}
-	for _, n := range f.cluster.Nodes {
-		f.fakes[n.Name] = runner.NewFakeExecutor(n.Name)
-	}
-	return f
-}
-
-func (f *fixture) load(src string, params map[string]string, limit string) (*runner.Plan, error) {
-	pre, err := builtins.All(builtins.Assert)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	fsys := fstest.MapFS{"pb.star": {Data: []byte(src)}}
-	return runner.Load(runner.LoadOptions{Path: "pb.star", FS: fsys, Params: params, Predeclared: pre, Cluster: f.cluster, Limit: limit})
-}
-
-func (f *fixture) run(plan *runner.Plan, opts runner.RunOptions) (runner.RunDone, error) {
-	opts.Connect = func(ctx context.Context, n *runner.Node) (runner.Executor, error) { return f.fakes[n.Name], nil }
-	opts.NodeValue = builtins.NodeValue
-	opts.Sink = runner.SinkFunc(func(e runner.Event) {
-		f.mu.Lock()
-		f.events = append(f.events, e)
-		f.mu.Unlock()
-	})
-	return runner.NewRun(plan, opts).Execute(context.Background())
-}
-
-func (f *fixture) status(step, node string) runner.Status {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for _, e := range f.events {
-		if d, ok := e.(runner.StepDone); ok && d.StepName == step && d.Node == node {
-			return d.Status
-		}
-	}
-	return runner.StatusPending
-}
-
-func (f *fixture) output(stream string) []string {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	var out []string
-	for _, e := range f.events {
-		if o, ok := e.(runner.OutputLine); ok && (stream == "" || o.Stream == stream) {
-			out = append(out, o.Node+": "+o.Text)
-		}
-	}
-	return out
-}
-
-func mustLoad(t *testing.T, f *fixture, src string) *runner.Plan {
-	t.Helper()
-	p, err := f.load(src, nil, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
 func TestPlanBuilding(t *testing.T) {
-	f := newFixture(t)
-	plan := mustLoad(t, f, `
+	f := runtest.NewFixture(t)
+	plan := f.MustLoad(`
 describe("demo")
 def noop(node):
     pass
@@ -136,7 +57,7 @@ step("once", noop, nodes="servers", once=True)
 		t.Errorf("once step info = %+v, want one node", info)
 	}
 	// --limit restricts every step.
-	limited, err := f.load(`
+	limited, err := f.Load(`
 def noop(node):
     pass
 step("a", noop, nodes="all")
@@ -148,14 +69,14 @@ step("a", noop, nodes="all")
 		t.Errorf("limited nodes = %s", got)
 	}
 	// Loading touches no node.
-	for name, fk := range f.fakes {
+	for name, fk := range f.Fakes {
 		if len(fk.Calls()) != 0 {
 			t.Errorf("loading touched %s: %v", name, fk.Calls())
 		}
 	}
 }
 
-func nodeNames(ns []*runner.Node) string {
+func nodeNames(ns []*inventory.Node) string {
 	var out []string
 	for _, n := range ns {
 		out = append(out, n.Name)
@@ -164,7 +85,7 @@ func nodeNames(ns []*runner.Node) string {
 }
 
 func TestParams(t *testing.T) {
-	f := newFixture(t)
+	f := runtest.NewFixture(t)
 	src := `
 mode = param("mode", "auto", choices=["auto", "always", "never"])
 force = param("force", False)
@@ -174,14 +95,14 @@ def show(node):
     log("mode=%s force=%s count=%d names=%s" % (mode, force, count, names))
 step("show", show, nodes="s1", mutates=False)
 `
-	plan, err := f.load(src, map[string]string{"mode": "never", "force": "true", "count": "7", "names": "a, b"}, "")
+	plan, err := f.Load(src, map[string]string{"mode": "never", "force": "true", "count": "7", "names": "a, b"}, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.run(plan, runner.RunOptions{}); err != nil {
+	if _, err := f.Run(plan, runner.RunOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	out := strings.Join(f.output(runner.StreamLog), "\n")
+	out := strings.Join(f.Output(runner.StreamLog), "\n")
 	if !strings.Contains(out, `mode=never force=True count=7 names=["a", "b"]`) {
 		t.Errorf("params not typed by their defaults: %s", out)
 	}
@@ -194,8 +115,8 @@ step("show", show, nodes="s1", mutates=False)
 		{map[string]string{"count": "many"}, []string{`parameter "count"`, "not an integer"}},
 		{map[string]string{"mode": "sometimes"}, []string{`"sometimes" is not allowed`, "auto, always, never"}},
 	} {
-		_, err := f.load(src, tc.params, "")
-		if err == nil || !errors.Is(err, runner.ErrBadInput) {
+		_, err := f.Load(src, tc.params, "")
+		if err == nil || !errors.Is(err, errs.ErrBadInput) {
 			t.Errorf("params %v: err = %v, want a bad-input error", tc.params, err)
 			continue
 		}
@@ -208,13 +129,13 @@ step("show", show, nodes="s1", mutates=False)
 }
 
 func TestCheckMode(t *testing.T) {
-	f := newFixture(t)
-	for _, fk := range f.fakes {
+	f := runtest.NewFixture(t)
+	for _, fk := range f.Fakes {
 		fk.SetFile("/etc/x", []byte("old"), 0o600)
-		fk.On(`^cat /etc/hostname$`, runner.FakeReply{Stdout: "h\n"})
-		fk.On(`^systemctl restart k3s$`, runner.FakeReply{})
+		fk.On(`^cat /etc/hostname$`, fake.Reply{Stdout: "h\n"})
+		fk.On(`^systemctl restart k3s$`, fake.Reply{})
 	}
-	plan := mustLoad(t, f, `
+	plan := f.MustLoad(`
 def body(node):
     r = node.run("cat /etc/hostname", changes=False)
     log("read " + r.stdout.strip())
@@ -223,11 +144,11 @@ def body(node):
     assert.eq(node.read("/etc/x"), "old")
 step("mutate", body, nodes="servers")
 `)
-	done, err := f.run(plan, runner.RunOptions{Check: true})
+	done, err := f.Run(plan, runner.RunOptions{Check: true})
 	if err != nil {
 		t.Fatalf("check run failed: %v (%+v)", err, done.Failed)
 	}
-	for name, fk := range f.fakes {
+	for name, fk := range f.Fakes {
 		data, _ := fk.File("/etc/x")
 		if string(data) != "old" {
 			t.Errorf("%s: check mode wrote /etc/x", name)
@@ -238,41 +159,41 @@ step("mutate", body, nodes="servers")
 			}
 		}
 	}
-	check := strings.Join(f.output(runner.StreamCheck), "\n")
+	check := strings.Join(f.Output(runner.StreamCheck), "\n")
 	for _, w := range []string{"s1: would write /etc/x on s1 (3 bytes)", "s2: would run on s2: systemctl restart k3s"} {
 		if !strings.Contains(check, w) {
 			t.Errorf("check output lacks %q:\n%s", w, check)
 		}
 	}
-	if !strings.Contains(strings.Join(f.output(runner.StreamLog), "\n"), "s1: read h") {
+	if !strings.Contains(strings.Join(f.Output(runner.StreamLog), "\n"), "s1: read h") {
 		t.Errorf("read-only command did not run in check mode")
 	}
 	// The same playbook for real changes the files and reports changed.
-	f2 := newFixture(t)
-	for _, fk := range f2.fakes {
+	f2 := runtest.NewFixture(t)
+	for _, fk := range f2.Fakes {
 		fk.SetFile("/etc/x", []byte("old"), 0o600)
-		fk.On(`.`, runner.FakeReply{})
+		fk.On(`.`, fake.Reply{})
 	}
-	plan2 := mustLoad(t, f2, `
+	plan2 := f2.MustLoad(`
 def body(node):
     node.write("/etc/x", "new")
 step("mutate", body, nodes="s1")
 step("again", body, nodes="s1")
 `)
-	if _, err := f2.run(plan2, runner.RunOptions{}); err != nil {
+	if _, err := f2.Run(plan2, runner.RunOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if data, _ := f2.fakes["s1"].File("/etc/x"); string(data) != "new" {
+	if data, _ := f2.Fakes["s1"].File("/etc/x"); string(data) != "new" {
 		t.Errorf("real run did not write: %q", data)
 	}
-	if f2.status("mutate", "s1") != runner.StatusChanged || f2.status("again", "s1") != runner.StatusOK {
-		t.Errorf("statuses = %s, %s; want changed then ok (idempotent write)", f2.status("mutate", "s1"), f2.status("again", "s1"))
+	if f2.Status("mutate", "s1") != runner.StatusChanged || f2.Status("again", "s1") != runner.StatusOK {
+		t.Errorf("statuses = %s, %s; want changed then ok (idempotent write)", f2.Status("mutate", "s1"), f2.Status("again", "s1"))
 	}
 }
 
 func TestFailurePolicyStop(t *testing.T) {
-	f := newFixture(t)
-	plan := mustLoad(t, f, `
+	f := runtest.NewFixture(t)
+	plan := f.MustLoad(`
 def restart(node):
     if node.name == "s2":
         fail("s2 did not come back")
@@ -282,17 +203,17 @@ def after(node):
 step("restart", restart, nodes="servers", serial=1)
 step("after", after, nodes="all")
 `)
-	done, err := f.run(plan, runner.RunOptions{})
+	done, err := f.Run(plan, runner.RunOptions{})
 	if err == nil || done.Status != "failed" {
 		t.Fatalf("status = %s err = %v, want failed", done.Status, err)
 	}
-	if f.status("restart", "s1") != runner.StatusOK || f.status("restart", "s2") != runner.StatusFailed {
-		t.Errorf("s1=%s s2=%s", f.status("restart", "s1"), f.status("restart", "s2"))
+	if f.Status("restart", "s1") != runner.StatusOK || f.Status("restart", "s2") != runner.StatusFailed {
+		t.Errorf("s1=%s s2=%s", f.Status("restart", "s1"), f.Status("restart", "s2"))
 	}
-	if f.status("restart", "s3") != runner.StatusPending {
-		t.Errorf("s3 was touched after s2 failed in a serial step: %s", f.status("restart", "s3"))
+	if f.Status("restart", "s3") != runner.StatusPending {
+		t.Errorf("s3 was touched after s2 failed in a serial step: %s", f.Status("restart", "s3"))
 	}
-	if f.status("after", "s1") != runner.StatusPending {
+	if f.Status("after", "s1") != runner.StatusPending {
 		t.Errorf("a later step ran after a failure")
 	}
 	if len(done.Failed) != 1 || !strings.Contains(done.Failed[0].Error, "pb.star:4:13: s2 did not come back") {
@@ -310,34 +231,34 @@ def second(node):
 step("first", first, nodes="all")
 step("second", second, nodes="all")
 `
-	f := newFixture(t)
-	done, err := f.run(mustLoad(t, f, src), runner.RunOptions{Failure: runner.FailurePolicy{Continue: true}})
+	f := runtest.NewFixture(t)
+	done, err := f.Run(f.MustLoad(src), runner.RunOptions{Failure: runner.FailurePolicy{Continue: true}})
 	if err == nil || done.Status != "failed" {
 		t.Fatalf("status %s, want failed", done.Status)
 	}
-	if f.status("second", "s1") != runner.StatusOK || f.status("second", "s2") != runner.StatusSkipped {
-		t.Errorf("continue: second s1=%s s2=%s, want ok and skipped", f.status("second", "s1"), f.status("second", "s2"))
+	if f.Status("second", "s1") != runner.StatusOK || f.Status("second", "s2") != runner.StatusSkipped {
+		t.Errorf("continue: second s1=%s s2=%s, want ok and skipped", f.Status("second", "s1"), f.Status("second", "s2"))
 	}
 	if done.Counts[runner.StatusFailed] != 2 || done.Counts[runner.StatusSkipped] != 2 {
 		t.Errorf("counts = %v", done.Counts)
 	}
-	f2 := newFixture(t)
-	f2.run(mustLoad(t, f2, src), runner.RunOptions{Failure: runner.FailurePolicy{MaxFailed: 1}})
-	if f2.status("second", "s1") != runner.StatusPending {
+	f2 := runtest.NewFixture(t)
+	f2.Run(f2.MustLoad(src), runner.RunOptions{Failure: runner.FailurePolicy{MaxFailed: 1}})
+	if f2.Status("second", "s1") != runner.StatusPending {
 		t.Errorf("max-failed 1 with 2 failures: second step still ran")
 	}
-	f3 := newFixture(t)
-	f3.run(mustLoad(t, f3, src), runner.RunOptions{Failure: runner.FailurePolicy{MaxFailed: 2}})
-	if f3.status("second", "s1") != runner.StatusOK {
+	f3 := runtest.NewFixture(t)
+	f3.Run(f3.MustLoad(src), runner.RunOptions{Failure: runner.FailurePolicy{MaxFailed: 2}})
+	if f3.Status("second", "s1") != runner.StatusOK {
 		t.Errorf("max-failed 2 with 2 failures: second step did not run")
 	}
 }
 
 func TestSerialLimit(t *testing.T) {
 	for _, serial := range []int{0, 1, 2} {
-		f := newFixture(t)
+		f := runtest.NewFixture(t)
 		var cur, peak atomic.Int32
-		for _, fk := range f.fakes {
+		for _, fk := range f.Fakes {
 			fk.OnFunc(`^work$`, func(string, []byte, io.Writer, io.Writer) int {
 				n := cur.Add(1)
 				for {
@@ -351,12 +272,12 @@ func TestSerialLimit(t *testing.T) {
 				return 0
 			})
 		}
-		plan := mustLoad(t, f, `
+		plan := f.MustLoad(`
 def body(node):
     node.run("work")
-step("w", body, nodes="all", serial=`+string(rune('0'+serial))+`)
+step("w", body, nodes="all", serial=` + string(rune('0'+serial)) + `)
 `)
-		if _, err := f.run(plan, runner.RunOptions{}); err != nil {
+		if _, err := f.Run(plan, runner.RunOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		want := int32(serial)
@@ -375,13 +296,13 @@ func TestPlaybookErrorsCarryPositionAndStack(t *testing.T) {
 	os.MkdirAll(lib, 0o755)
 	os.WriteFile(filepath.Join(lib, "team.star"), []byte("def check(node):\n    helper(node)\n\ndef helper(node):\n    fail(\"disk full on \" + node.name)\n"), 0o644)
 	os.WriteFile(filepath.Join(dir, "pb.star"), []byte("load(\"team.star\", \"check\")\n\ndef body(node):\n    check(node)\n\nstep(\"c\", body, nodes=\"s1\")\n"), 0o644)
-	f := newFixture(t)
+	f := runtest.NewFixture(t)
 	pre, _ := builtins.All()
-	plan, err := runner.Load(runner.LoadOptions{Path: filepath.Join(dir, "pb.star"), LibDirs: []string{lib}, Predeclared: pre, Cluster: f.cluster})
+	plan, err := runner.Load(runner.LoadOptions{Path: filepath.Join(dir, "pb.star"), LibDirs: []string{lib}, Predeclared: pre, Cluster: f.Cluster})
 	if err != nil {
 		t.Fatal(err)
 	}
-	done, _ := f.run(plan, runner.RunOptions{})
+	done, _ := f.Run(plan, runner.RunOptions{})
 	if len(done.Failed) != 1 {
 		t.Fatalf("failed = %+v", done.Failed)
 	}
@@ -407,21 +328,21 @@ func TestPlaybookErrorsCarryPositionAndStack(t *testing.T) {
 	}
 	for src, want := range cases {
 		fsys := fstest.MapFS{"pb.star": {Data: []byte(src)}, "bad.star": {Data: []byte("x = 1\ny = x // 0\n")}}
-		_, err := runner.Load(runner.LoadOptions{Path: "pb.star", FS: fsys, Predeclared: pre, Cluster: f.cluster})
+		_, err := runner.Load(runner.LoadOptions{Path: "pb.star", FS: fsys, Predeclared: pre, Cluster: f.Cluster})
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("source %q: err = %v, want it to contain %q", src, err, want)
 		}
-		if err != nil && !errors.Is(err, runner.ErrBadInput) {
+		if err != nil && !errors.Is(err, errs.ErrBadInput) {
 			t.Errorf("source %q: error is not ErrBadInput", src)
 		}
 	}
 }
 
 func TestStopAndCancel(t *testing.T) {
-	f := newFixture(t)
+	f := runtest.NewFixture(t)
 	started := make(chan struct{}, 8)
 	var finished atomic.Int32
-	for _, fk := range f.fakes {
+	for _, fk := range f.Fakes {
 		fk.OnFunc(`^slow$`, func(string, []byte, io.Writer, io.Writer) int {
 			started <- struct{}{}
 			time.Sleep(150 * time.Millisecond)
@@ -429,7 +350,7 @@ func TestStopAndCancel(t *testing.T) {
 			return 0
 		})
 	}
-	plan := mustLoad(t, f, `
+	plan := f.MustLoad(`
 def body(node):
     node.run("slow")
     node.run("slow")
@@ -437,7 +358,7 @@ step("a", body, nodes="servers", serial=1)
 step("b", body, nodes="all")
 `)
 	r := runner.NewRun(plan, runner.RunOptions{
-		Connect:   func(ctx context.Context, n *runner.Node) (runner.Executor, error) { return f.fakes[n.Name], nil },
+		Connect:   func(ctx context.Context, n *inventory.Node) (transport.Executor, error) { return f.Fakes[n.Name], nil },
 		NodeValue: builtins.NodeValue,
 	})
 	go func() {
@@ -445,7 +366,7 @@ step("b", body, nodes="all")
 		r.Stop(false) // graceful: the running command finishes, nothing new starts
 	}()
 	done, err := r.Execute(context.Background())
-	if !errors.Is(err, runner.ErrAborted) || done.Status != "aborted" {
+	if !errors.Is(err, errs.ErrAborted) || done.Status != "aborted" {
 		t.Fatalf("err = %v status = %s, want aborted", err, done.Status)
 	}
 	if finished.Load() != 1 {
@@ -453,13 +374,13 @@ step("b", body, nodes="all")
 	}
 
 	// Hard stop cancels a running sleep at once.
-	f2 := newFixture(t)
-	plan2 := mustLoad(t, f2, `
+	f2 := runtest.NewFixture(t)
+	plan2 := f2.MustLoad(`
 def body(node):
     sleep("30s")
 step("a", body, nodes="s1")
 `)
-	r2 := runner.NewRun(plan2, runner.RunOptions{Connect: func(ctx context.Context, n *runner.Node) (runner.Executor, error) { return f2.fakes[n.Name], nil }, NodeValue: builtins.NodeValue})
+	r2 := runner.NewRun(plan2, runner.RunOptions{Connect: func(ctx context.Context, n *inventory.Node) (transport.Executor, error) { return f2.Fakes[n.Name], nil }, NodeValue: builtins.NodeValue})
 	time.AfterFunc(50*time.Millisecond, func() { r2.Stop(true) })
 	start := time.Now()
 	done2, _ := r2.Execute(context.Background())
@@ -469,8 +390,8 @@ step("a", body, nodes="s1")
 }
 
 func TestStepTimeoutAndMaxSteps(t *testing.T) {
-	f := newFixture(t)
-	plan := mustLoad(t, f, `
+	f := runtest.NewFixture(t)
+	plan := f.MustLoad(`
 def slow(node):
     sleep("10s")
 def spin(node):
@@ -479,19 +400,19 @@ def spin(node):
         x += 1
 step("slow", slow, nodes="s1", timeout="100ms")
 `)
-	done, _ := f.run(plan, runner.RunOptions{})
+	done, _ := f.Run(plan, runner.RunOptions{})
 	if len(done.Failed) != 1 || !strings.Contains(done.Failed[0].Error, "timed out after 100ms") {
 		t.Errorf("timeout failure = %+v", done.Failed)
 	}
-	f2 := newFixture(t)
-	plan2 := mustLoad(t, f2, `
+	f2 := runtest.NewFixture(t)
+	plan2 := f2.MustLoad(`
 def spin(node):
     x = 0
     while True:
         x += 1
 step("spin", spin, nodes="s1")
 `)
-	done2, _ := f2.run(plan2, runner.RunOptions{MaxSteps: 10000})
+	done2, _ := f2.Run(plan2, runner.RunOptions{MaxSteps: 10000})
 	if len(done2.Failed) != 1 || !strings.Contains(done2.Failed[0].Error, "too many steps") {
 		t.Errorf("max steps failure = %+v", done2.Failed)
 	}
@@ -514,19 +435,19 @@ step("use", use, nodes="s2")
 
 func TestConfirmAndShare(t *testing.T) {
 	// No prompter and no --yes: confirm fails clearly instead of hanging.
-	f := newFixture(t)
-	done, _ := f.run(mustLoad(t, f, confirmSrc), runner.RunOptions{})
+	f := runtest.NewFixture(t)
+	done, _ := f.Run(f.MustLoad(confirmSrc), runner.RunOptions{})
 	if len(done.Failed) != 1 || !strings.Contains(done.Failed[0].Error, "--yes") {
 		t.Fatalf("confirm without a terminal: %+v", done.Failed)
 	}
-	f2 := newFixture(t)
-	if _, err := f2.run(mustLoad(t, f2, confirmSrc), runner.RunOptions{AutoYes: true}); err != nil {
+	f2 := runtest.NewFixture(t)
+	if _, err := f2.Run(f2.MustLoad(confirmSrc), runner.RunOptions{AutoYes: true}); err != nil {
 		t.Fatalf("--yes run: %v", err)
 	}
-	f3 := newFixture(t)
-	done3, _ := f3.run(mustLoad(t, f3, confirmSrc), runner.RunOptions{Prompter: no{}})
-	if f3.status("ask", "s1") != runner.StatusSkipped || done3.Status != "failed" {
-		t.Errorf("answer no: ask=%s (use fails: nothing shared) status=%s", f3.status("ask", "s1"), done3.Status)
+	f3 := runtest.NewFixture(t)
+	done3, _ := f3.Run(f3.MustLoad(confirmSrc), runner.RunOptions{Prompter: no{}})
+	if f3.Status("ask", "s1") != runner.StatusSkipped || done3.Status != "failed" {
+		t.Errorf("answer no: ask=%s (use fails: nothing shared) status=%s", f3.Status("ask", "s1"), done3.Status)
 	}
 }
 
@@ -535,8 +456,8 @@ type no struct{}
 func (no) Confirm(context.Context, runner.Prompt) (bool, error) { return false, nil }
 
 func TestRedaction(t *testing.T) {
-	f := newFixture(t)
-	plan := mustLoad(t, f, `
+	f := runtest.NewFixture(t)
+	plan := f.MustLoad(`
 def body(node):
     redact("supersecret-token")
     log("token is supersecret-token")
@@ -544,10 +465,8 @@ def body(node):
     fail("bad token supersecret-token")
 step("r", body, nodes="s1")
 `)
-	done, _ := f.run(plan, runner.RunOptions{})
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for _, e := range f.events {
+	done, _ := f.Run(plan, runner.RunOptions{})
+	for _, e := range f.Events() {
 		b, _ := runner.MarshalEvent(e)
 		if strings.Contains(string(b), "supersecret") {
 			t.Errorf("secret leaked in event: %s", b)

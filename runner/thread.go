@@ -9,6 +9,10 @@ import (
 	"time"
 
 	"go.starlark.net/starlark"
+
+	errspkg "github.com/caretaker/caretaker/runner/errs"
+	"github.com/caretaker/caretaker/runner/inventory"
+	"github.com/caretaker/caretaker/runner/transport"
 )
 
 // Env is what a builtin sees of the run it is called from: the node the
@@ -19,8 +23,8 @@ type Env struct {
 	Ctx context.Context
 	// Node and Exec are the node the step body runs for. In a plan-time
 	// thread (loading a playbook) both are nil.
-	Node *Node
-	Exec Executor
+	Node *inventory.Node
+	Exec transport.Executor
 	// Check is true in check mode: mutating builtins report what they
 	// would do and return without acting.
 	Check bool
@@ -94,7 +98,7 @@ func (e *Env) Wet(what string, fn func() error) error {
 // finish but starts none.
 func (e *Env) CheckStop() error {
 	if e.run.stopping.Load() {
-		return fmt.Errorf("not starting new work: %w", ErrAborted)
+		return fmt.Errorf("not starting new work: %w", errspkg.ErrAborted)
 	}
 	if err := e.Ctx.Err(); err != nil {
 		return err
@@ -104,13 +108,15 @@ func (e *Env) CheckStop() error {
 
 // Executor returns the executor of another node of the run's cluster,
 // connecting on first use (one connection per node, shared by all steps).
-func (e *Env) Executor(n *Node) (Executor, error) { return e.run.pool.Get(e.Ctx, n) }
+func (e *Env) Executor(n *inventory.Node) (transport.Executor, error) {
+	return e.run.pool.Get(e.Ctx, n)
+}
 
 // Cluster is the cluster the run targets.
-func (e *Env) Cluster() *Cluster { return e.run.cluster }
+func (e *Env) Cluster() *inventory.Cluster { return e.run.cluster }
 
 // Nodes are the nodes taking part in the run (after --limit).
-func (e *Env) Nodes() []*Node { return e.run.nodes }
+func (e *Env) Nodes() []*inventory.Node { return e.run.nodes }
 
 // RunID identifies the run.
 func (e *Env) RunID() string { return e.run.opts.RunID }
@@ -177,7 +183,7 @@ type Journal interface {
 
 // Pool keeps one executor per node, connecting on first use.
 type Pool struct {
-	Connect func(ctx context.Context, n *Node) (Executor, error)
+	Connect func(ctx context.Context, n *inventory.Node) (transport.Executor, error)
 
 	mu    sync.Mutex
 	execs map[string]*poolEntry
@@ -185,18 +191,18 @@ type Pool struct {
 
 type poolEntry struct {
 	once sync.Once
-	exec Executor
+	exec transport.Executor
 	err  error
 }
 
 // NewPool returns a pool that connects with connect.
-func NewPool(connect func(ctx context.Context, n *Node) (Executor, error)) *Pool {
+func NewPool(connect func(ctx context.Context, n *inventory.Node) (transport.Executor, error)) *Pool {
 	return &Pool{Connect: connect, execs: map[string]*poolEntry{}}
 }
 
 // Get returns the node's executor, connecting once. A failed connection is
 // remembered for the run: an unreachable node is not retried on every call.
-func (p *Pool) Get(ctx context.Context, n *Node) (Executor, error) {
+func (p *Pool) Get(ctx context.Context, n *inventory.Node) (transport.Executor, error) {
 	p.mu.Lock()
 	key := n.Cluster + "/" + n.Name
 	e := p.execs[key]

@@ -10,6 +10,9 @@ import (
 	"time"
 
 	"go.starlark.net/starlark"
+
+	"github.com/caretaker/caretaker/runner/errs"
+	"github.com/caretaker/caretaker/runner/inventory"
 )
 
 // UndoFunc undoes one recorded change. It runs as the body of one step of
@@ -85,11 +88,11 @@ type UndoRun struct {
 // when the run recorded nothing to undo or when a node is no longer in the
 // inventory. An action whose kind has no registered UndoFunc becomes a
 // step that ends skipped with a note saying what was recorded.
-func UndoPlan(rec UndoRun, cluster *Cluster) (*Plan, error) {
+func UndoPlan(rec UndoRun, cluster *inventory.Cluster) (*Plan, error) {
 	if len(rec.Actions) == 0 {
 		return nil, fmt.Errorf("run %s recorded no undo actions: nothing to undo", rec.RunID)
 	}
-	byName := map[string]*Node{}
+	byName := map[string]*inventory.Node{}
 	for _, n := range cluster.Nodes {
 		byName[n.Name] = n
 	}
@@ -105,7 +108,7 @@ func UndoPlan(rec UndoRun, cluster *Cluster) (*Plan, error) {
 		u := rec.Actions[i]
 		n := byName[u.Node]
 		if n == nil {
-			return nil, fmt.Errorf("undo action #%d (%s) of run %s is for node %q, which is not in cluster %q of the inventory: %w", u.Seq, u.Kind, rec.RunID, u.Node, cluster.Name, ErrBadInput)
+			return nil, fmt.Errorf("undo action #%d (%s) of run %s is for node %q, which is not in cluster %q of the inventory: %w", u.Seq, u.Kind, rec.RunID, u.Node, cluster.Name, errs.ErrBadInput)
 		}
 		fn, ok := lookupUndo(u.Kind)
 		if !ok {
@@ -132,7 +135,7 @@ func UndoPlan(rec UndoRun, cluster *Cluster) (*Plan, error) {
 			Index:    len(plan.Steps),
 			Name:     fmt.Sprintf("undo #%d %s", u.Seq, u.Kind),
 			Selector: n.Name,
-			Nodes:    []*Node{n},
+			Nodes:    []*inventory.Node{n},
 			Serial:   1,
 			Mutates:  true,
 			Doc:      fmt.Sprintf("undo of step %q on %s, recorded %s", stepName, n.Name, u.At.Local().Format("2006-01-02 15:04:05")),

@@ -17,6 +17,9 @@ import (
 
 	"github.com/caretaker/caretaker/builtins"
 	"github.com/caretaker/caretaker/runner"
+	inventorypkg "github.com/caretaker/caretaker/runner/inventory"
+	"github.com/caretaker/caretaker/runner/transport"
+	"github.com/caretaker/caretaker/runner/transport/fake"
 )
 
 // TestPlaybookRunsTheJobCommand loads bench/tls-backup.star with the real
@@ -24,10 +27,10 @@ import (
 // server (and no agent) gets exactly jobCommand, and that each node's
 // checksum comes back as the note the harness parses.
 func TestPlaybookRunsTheJobCommand(t *testing.T) {
-	cl := &runner.Cluster{Name: "t"}
-	for _, n := range []struct{ name, role string }{{"server-1", runner.RoleServer}, {"server-2", runner.RoleServer}, {"agent-1", runner.RoleAgent}} {
-		cl.Nodes = append(cl.Nodes, &runner.Node{Name: n.name, Cluster: "t", Address: "192.0.2.1", Role: n.role, User: "root",
-			K3s: runner.K3sPaths{DataDir: runner.DefaultDataDir, Service: "k3s"}})
+	cl := &inventorypkg.Cluster{Name: "t"}
+	for _, n := range []struct{ name, role string }{{"server-1", inventorypkg.RoleServer}, {"server-2", inventorypkg.RoleServer}, {"agent-1", inventorypkg.RoleAgent}} {
+		cl.Nodes = append(cl.Nodes, &inventorypkg.Node{Name: n.name, Cluster: "t", Address: "192.0.2.1", Role: n.role, User: "root",
+			K3s: inventorypkg.K3sPaths{DataDir: inventorypkg.DefaultDataDir, Service: "k3s"}})
 	}
 	pre, err := builtins.Predeclared()
 	if err != nil {
@@ -38,9 +41,9 @@ func TestPlaybookRunsTheJobCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	var mu sync.Mutex
-	fakes := map[string]*runner.FakeExecutor{}
-	connect := func(ctx context.Context, n *runner.Node) (runner.Executor, error) {
-		f := runner.NewFakeExecutor(n.Name)
+	fakes := map[string]*fake.Executor{}
+	connect := func(ctx context.Context, n *inventorypkg.Node) (transport.Executor, error) {
+		f := fake.New(n.Name)
 		sum := sha256.Sum256([]byte(n.Name))
 		f.OnFunc(".*", func(line string, _ []byte, stdout, _ io.Writer) int {
 			io.WriteString(stdout, hex.EncodeToString(sum[:])+"  "+serverDir+"/tls/server-ca.crt\n")
@@ -262,7 +265,7 @@ func TestMergeLabs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	inv, err := runner.LoadInventory(path)
+	inv, err := inventorypkg.Load(path)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/caretaker/caretaker/lab"
-	"github.com/caretaker/caretaker/runner"
+	inventorypkg "github.com/caretaker/caretaker/runner/inventory"
 )
 
 // labNode is one node of a running lab.
@@ -58,7 +58,7 @@ func startLab(ctx context.Context, cfg *config, name string, args ...string) (*r
 	if l.inventory == "" {
 		l.inventory = filepath.Join(dir, "inventory.yaml")
 	}
-	inv, err := runner.LoadInventory(l.inventory)
+	inv, err := inventorypkg.Load(l.inventory)
 	if err != nil {
 		l.stop(ctx)
 		return nil, err
@@ -103,7 +103,7 @@ func (l *runningLab) stop(ctx context.Context) {
 }
 
 // serverDir is K3s's server directory as seen inside an openssh-mode node.
-const serverDir = runner.DefaultDataDir + "/server"
+const serverDir = inventorypkg.DefaultDataDir + "/server"
 
 // hostPath is where a path inside an openssh-mode node lives on this
 // machine.

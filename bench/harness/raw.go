@@ -14,7 +14,7 @@ import (
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
 
-	"github.com/caretaker/caretaker/runner"
+	"github.com/caretaker/caretaker/runner/inventory"
 )
 
 // rawMain is `harness raw-ssh INVENTORY`: the floor the comparison is
@@ -27,7 +27,7 @@ func rawMain(args []string) int {
 		fmt.Fprintln(os.Stderr, "usage: harness raw-ssh INVENTORY")
 		return 2
 	}
-	inv, err := runner.LoadInventory(args[0])
+	inv, err := inventory.Load(args[0])
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "raw-ssh:", err)
 		return 2
@@ -64,7 +64,7 @@ func rawMain(args []string) int {
 	return 0
 }
 
-func rawRun(ctx context.Context, n *runner.Node) (string, error) {
+func rawRun(ctx context.Context, n *inventory.Node) (string, error) {
 	if len(n.SSH.IdentityFiles) == 0 {
 		return "", fmt.Errorf("no identity file in the inventory")
 	}

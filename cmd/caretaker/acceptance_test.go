@@ -35,7 +35,8 @@ import (
 	"github.com/caretaker/caretaker/internal/k3s"
 	"github.com/caretaker/caretaker/lab"
 	"github.com/caretaker/caretaker/lab/labtest"
-	"github.com/caretaker/caretaker/runner"
+	"github.com/caretaker/caretaker/runner/inventory"
+	"github.com/caretaker/caretaker/runner/journal"
 )
 
 // accBackend is one backend of the suite.
@@ -214,7 +215,7 @@ func accCheckMatchesK3s(t *testing.T, l *e2eLab) {
 func (l *e2eLab) checkModeTrees(node string) []string {
 	n := l.Node(node)
 	sd := filepath.Join(n.K3s.DataDir, "server")
-	if n.Role == runner.RoleAgent {
+	if n.Role == inventory.RoleAgent {
 		sd = filepath.Join(n.K3s.DataDir, "agent")
 	}
 	return []string{"/etc/rancher", "/etc/systemd/system", filepath.Join(sd, "tls"), filepath.Join(sd, "cred"), filepath.Join(sd, "token")}
@@ -270,7 +271,7 @@ func accCheckModeChangesNothing(t *testing.T, l *e2eLab) {
 	want := []string{"would back up", "would stage a new self-signed CA set", "would run on server-1: k3s certificate rotate-ca",
 		"would strip server on server-1", "would strip server on server-2", "would strip server on server-3",
 		"would restart k3s on server-2", "dynamic-cert-regenerate", "would put `server` back byte for byte"}
-	if len(l.Nodes(runner.RoleAgent)) > 0 {
+	if len(l.Nodes(inventory.RoleAgent)) > 0 {
 		want = append(want, "would restart k3s-agent on agent-1")
 	}
 	if m := containsAll(out, want...); len(m) > 0 {
@@ -308,7 +309,7 @@ func accBugThenWorkaround(t *testing.T, l *e2eLab) {
 	if bytes.Equal(ds, oldCA) {
 		t.Fatal("the datastore does not hold the new CA after rotate-ca ran")
 	}
-	for _, s := range l.Nodes(runner.RoleServer) {
+	for _, s := range l.Nodes(inventory.RoleServer) {
 		if got := l.serverCA(s); !bytes.Equal(got, oldCA) {
 			t.Errorf("%s: disk holds %s, want the old CA %s (the bug keeps it)", s, caName(got), caName(oldCA))
 		}
@@ -512,7 +513,7 @@ func killMidRotation(t *testing.T, l *e2eLab, original map[string][]byte) (runID
 		}
 	}
 	rec := readRunJSON(t, l.StateDir, runID)
-	if rec.State != runner.RunStateInterrupted || len(rec.Started) != 1 || rec.Started[0].StepName != "servers" || rec.Started[0].Node != "server-2" {
+	if rec.State != journal.RunStateInterrupted || len(rec.Started) != 1 || rec.Started[0].StepName != "servers" || rec.Started[0].Node != "server-2" {
 		t.Fatalf("the killed run reads back as %q, in progress %+v; want interrupted in servers@server-2", rec.State, rec.Started)
 	}
 	if len(rec.Undos) < 3 {
@@ -712,7 +713,7 @@ func accCheckFindings(t *testing.T, l *e2eLab) {
 func accFixedReleaseSecureTokens(t *testing.T, l *e2eLab) {
 	before := l.allConfigSources()
 	res := l.mustRotate(t)
-	for _, s := range l.Nodes(runner.RoleServer) {
+	for _, s := range l.Nodes(inventory.RoleServer) {
 		if _, err := os.Stat(l.HostPath(s, filepath.Join(l.Node(s).K3s.DataDir, "caretaker", "strip"))); err == nil {
 			t.Errorf("%s: strip records exist: workaround=auto stripped on a fixed release", s)
 		}
@@ -771,7 +772,7 @@ func (l *e2eLab) leafSerials(node string) map[string]string {
 // certFiles reads the certificate files `k3s certificate check` lists.
 func (l *e2eLab) certFiles(node string) map[string][]byte {
 	n := l.Node(node)
-	rel, err := k3s.FilesForServices(k3s.CheckServices(n.Role == runner.RoleServer))
+	rel, err := k3s.FilesForServices(k3s.CheckServices(n.Role == inventory.RoleServer))
 	if err != nil {
 		l.t.Fatal(err)
 	}

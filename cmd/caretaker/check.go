@@ -12,11 +12,15 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/caretaker/caretaker/builtins"
-	"github.com/caretaker/caretaker/runner"
 	"github.com/spf13/cobra"
 	"go.starlark.net/starlark"
 	"go.starlark.net/starlarkstruct"
+
+	"github.com/caretaker/caretaker/builtins"
+	"github.com/caretaker/caretaker/runner"
+	inventorypkg "github.com/caretaker/caretaker/runner/inventory"
+	"github.com/caretaker/caretaker/runner/metrics"
+	"github.com/caretaker/caretaker/runner/transport/ssh"
 )
 
 func init() {
@@ -133,7 +137,7 @@ func runCheck(ctx context.Context, stdout, stderr io.Writer, f *checkFlags) erro
 	if f.inventory == "" {
 		return usageError{fmt.Errorf("no inventory: give one with -i FILE")}
 	}
-	inv, err := runner.LoadInventory(f.inventory)
+	inv, err := inventorypkg.Load(f.inventory)
 	if err != nil {
 		return err
 	}
@@ -147,7 +151,7 @@ func runCheck(ctx context.Context, stdout, stderr io.Writer, f *checkFlags) erro
 			return err
 		}
 	}
-	pool := runner.NewPool(runner.DialSSH)
+	pool := runner.NewPool(ssh.Dial)
 	defer pool.Close()
 	var log runner.Sink
 	if f.verbose {
@@ -187,12 +191,12 @@ func runCheck(ctx context.Context, stdout, stderr io.Writer, f *checkFlags) erro
 		failed[d.Node] = true
 		rep.Unreachable = append(rep.Unreachable, nodeProblem{Node: d.Node, Error: d.Error})
 	}
-	var reachable []*runner.Node
-	var server *runner.Node
+	var reachable []*inventorypkg.Node
+	var server *inventorypkg.Node
 	for _, n := range nodes {
 		if !failed[n.Name] {
 			reachable = append(reachable, n)
-			if server == nil && n.Role == runner.RoleServer {
+			if server == nil && n.Role == inventorypkg.RoleServer {
 				server = n
 			}
 		}
@@ -200,7 +204,7 @@ func runCheck(ctx context.Context, stdout, stderr io.Writer, f *checkFlags) erro
 	if server == nil {
 		// Any server of the cluster can reach the datastore.
 		for _, n := range cluster.Nodes {
-			if n.Role == runner.RoleServer && !failed[n.Name] {
+			if n.Role == inventorypkg.RoleServer && !failed[n.Name] {
 				server = n
 				break
 			}
@@ -216,7 +220,7 @@ func runCheck(ctx context.Context, stdout, stderr io.Writer, f *checkFlags) erro
 		for _, n := range reachable {
 			names = append(names, starlark.String(n.Name))
 		}
-		verifyStep := &runner.Step{Index: 0, Name: "ca consistency", Selector: server.Name, Nodes: []*runner.Node{server}, Once: true, Timeout: f.timeout, Doc: "k3s.verify",
+		verifyStep := &runner.Step{Index: 0, Name: "ca consistency", Selector: server.Name, Nodes: []*inventorypkg.Node{server}, Once: true, Timeout: f.timeout, Doc: "k3s.verify",
 			Body: goStep("ca consistency", func(th *starlark.Thread, env *runner.Env) error {
 				v, err := callK3s(th, "verify", starlark.Tuple{}, []starlark.Tuple{
 					{starlark.String("nodes"), starlark.NewList(names)},
@@ -261,7 +265,7 @@ func runCheck(ctx context.Context, stdout, stderr io.Writer, f *checkFlags) erro
 
 	finishReport(rep, len(nodes))
 	if f.metricsFile != "" {
-		if err := runner.WriteMetricsFile(f.metricsFile, checkMetrics(rep)); err != nil {
+		if err := metrics.WriteFile(f.metricsFile, checkMetrics(rep)); err != nil {
 			fmt.Fprintf(stderr, "caretaker: %v\n", err)
 			if rep.ExitCode == exitOK {
 				rep.ExitCode = exitFailed
@@ -415,7 +419,7 @@ func printCheck(w io.Writer, rep *checkReport) {
 }
 
 // checkMetrics turns a report into Prometheus metrics.
-func checkMetrics(rep *checkReport) []runner.MetricFamily {
+func checkMetrics(rep *checkReport) []metrics.Family {
 	now := rep.CheckedAt
 	b2f := func(b bool) float64 {
 		if b {
@@ -424,8 +428,8 @@ func checkMetrics(rep *checkReport) []runner.MetricFamily {
 		return 0
 	}
 	cl := map[string]string{"cluster": rep.Cluster}
-	expiry := runner.MetricFamily{Name: "caretaker_cert_expiry_seconds", Help: "Seconds until the certificate expires (negative: expired), per node, file and subject, as of the last check."}
-	notAfter := runner.MetricFamily{Name: "caretaker_cert_not_after_timestamp_seconds", Help: "Expiry time of the certificate as a Unix timestamp."}
+	expiry := metrics.Family{Name: "caretaker_cert_expiry_seconds", Help: "Seconds until the certificate expires (negative: expired), per node, file and subject, as of the last check."}
+	notAfter := metrics.Family{Name: "caretaker_cert_not_after_timestamp_seconds", Help: "Expiry time of the certificate as a Unix timestamp."}
 	seen := map[string]bool{}
 	for _, c := range rep.Certificates {
 		labels := map[string]string{"cluster": rep.Cluster, "node": c.Node, "file": c.File, "subject": c.Subject}
@@ -436,41 +440,41 @@ func checkMetrics(rep *checkReport) []runner.MetricFamily {
 			continue
 		}
 		seen[key] = true
-		expiry.Samples = append(expiry.Samples, runner.Sample{Labels: labels, Value: math.Round(c.Expires.Sub(now).Seconds())})
-		notAfter.Samples = append(notAfter.Samples, runner.Sample{Labels: labels, Value: float64(c.Expires.Unix())})
+		expiry.Samples = append(expiry.Samples, metrics.Sample{Labels: labels, Value: math.Round(c.Expires.Sub(now).Seconds())})
+		notAfter.Samples = append(notAfter.Samples, metrics.Sample{Labels: labels, Value: float64(c.Expires.Unix())})
 	}
-	reach := runner.MetricFamily{Name: "caretaker_node_reachable", Help: "1 when the node could be checked."}
+	reach := metrics.Family{Name: "caretaker_node_reachable", Help: "1 when the node could be checked."}
 	down := map[string]bool{}
 	for _, u := range rep.Unreachable {
 		down[u.Node] = true
 	}
 	for _, n := range rep.Nodes {
-		reach.Samples = append(reach.Samples, runner.Sample{Labels: map[string]string{"cluster": rep.Cluster, "node": n}, Value: b2f(!down[n])})
+		reach.Samples = append(reach.Samples, metrics.Sample{Labels: map[string]string{"cluster": rep.Cluster, "node": n}, Value: b2f(!down[n])})
 	}
-	fams := []runner.MetricFamily{
+	fams := []metrics.Family{
 		expiry, notAfter,
-		{Name: "caretaker_ca_consistent", Help: "1 when every checked node's disk, the datastore and the live endpoints carry the same CA; 0 when not or not checked.", Samples: []runner.Sample{{Labels: cl, Value: b2f(rep.CA.Checked && rep.CA.Consistent)}}},
-		{Name: "caretaker_certs_expiring", Help: "Certificates expired or expiring within the warning window.", Samples: []runner.Sample{{Labels: cl, Value: float64(len(rep.Expiring))}}},
-		{Name: "caretaker_check_warn_days", Help: "The warning window of the check in days.", Samples: []runner.Sample{{Labels: cl, Value: float64(rep.WarnDays)}}},
-		{Name: "caretaker_check_healthy", Help: "1 when the check found no drift and no expiring certificate and reached every node.", Samples: []runner.Sample{{Labels: cl, Value: b2f(rep.ExitCode == exitOK)}}},
-		{Name: "caretaker_check_success", Help: "1 when the check could reach every node and the datastore (its findings are complete).", Samples: []runner.Sample{{Labels: cl, Value: b2f(rep.Status != "unreachable")}}},
-		{Name: "caretaker_check_timestamp_seconds", Help: "When the check ran, as a Unix timestamp.", Samples: []runner.Sample{{Labels: cl, Value: float64(now.Unix())}}},
+		{Name: "caretaker_ca_consistent", Help: "1 when every checked node's disk, the datastore and the live endpoints carry the same CA; 0 when not or not checked.", Samples: []metrics.Sample{{Labels: cl, Value: b2f(rep.CA.Checked && rep.CA.Consistent)}}},
+		{Name: "caretaker_certs_expiring", Help: "Certificates expired or expiring within the warning window.", Samples: []metrics.Sample{{Labels: cl, Value: float64(len(rep.Expiring))}}},
+		{Name: "caretaker_check_warn_days", Help: "The warning window of the check in days.", Samples: []metrics.Sample{{Labels: cl, Value: float64(rep.WarnDays)}}},
+		{Name: "caretaker_check_healthy", Help: "1 when the check found no drift and no expiring certificate and reached every node.", Samples: []metrics.Sample{{Labels: cl, Value: b2f(rep.ExitCode == exitOK)}}},
+		{Name: "caretaker_check_success", Help: "1 when the check could reach every node and the datastore (its findings are complete).", Samples: []metrics.Sample{{Labels: cl, Value: b2f(rep.Status != "unreachable")}}},
+		{Name: "caretaker_check_timestamp_seconds", Help: "When the check ran, as a Unix timestamp.", Samples: []metrics.Sample{{Labels: cl, Value: float64(now.Unix())}}},
 		reach,
 	}
 	return fams
 }
 
-func missing(n *runner.Node, in []*runner.Node) []*runner.Node {
+func missing(n *inventorypkg.Node, in []*inventorypkg.Node) []*inventorypkg.Node {
 	for _, x := range in {
 		if x == n {
 			return nil
 		}
 	}
-	return []*runner.Node{n}
+	return []*inventorypkg.Node{n}
 }
 
 // runCheckPlan runs one read-only Go step over nodes with the shared pool.
-func runCheckPlan(ctx context.Context, pool *runner.Pool, cluster *runner.Cluster, nodes []*runner.Node, step *runner.Step, log runner.Sink) (runner.RunDone, error) {
+func runCheckPlan(ctx context.Context, pool *runner.Pool, cluster *inventorypkg.Cluster, nodes []*inventorypkg.Node, step *runner.Step, log runner.Sink) (runner.RunDone, error) {
 	plan := &runner.Plan{Playbook: "check", File: "caretaker check", Description: "read-only health check", Cluster: cluster, Nodes: nodes, Steps: []*runner.Step{step}}
 	sink := runner.Sink(runner.SinkFunc(func(runner.Event) {}))
 	if log != nil {

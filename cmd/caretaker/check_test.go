@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caretaker/caretaker/runner"
+	"github.com/caretaker/caretaker/runner/metrics"
 )
 
 func baseReport() *checkReport {
@@ -66,7 +66,7 @@ func TestCheckMetrics(t *testing.T) {
 	rep.Unreachable = []nodeProblem{{Node: "a1", Error: "down"}}
 	finishReport(rep, 3)
 	fams := checkMetrics(rep)
-	data, err := runner.FormatMetrics(fams)
+	data, err := metrics.Format(fams)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -36,7 +36,7 @@ import (
 	"github.com/caretaker/caretaker/internal/k3s"
 	"github.com/caretaker/caretaker/lab"
 	"github.com/caretaker/caretaker/lab/labtest"
-	"github.com/caretaker/caretaker/runner"
+	"github.com/caretaker/caretaker/runner/inventory"
 )
 
 var (
@@ -80,8 +80,8 @@ func caretakerBinary(t testing.TB) string {
 type e2eLab struct {
 	lab.Handle
 	t        testing.TB
-	Inv      *runner.Inventory
-	Cluster  *runner.Cluster
+	Inv      *inventory.Inventory
+	Cluster  *inventory.Cluster
 	StateDir string
 }
 
@@ -97,7 +97,7 @@ func startE2ELab(t testing.TB, o lab.Options) *e2eLab {
 // loadE2ELab wraps a running lab for the test.
 func loadE2ELab(t testing.TB, l lab.Handle) *e2eLab {
 	t.Helper()
-	inv, err := runner.LoadInventory(l.InventoryPath())
+	inv, err := inventory.Load(l.InventoryPath())
 	if err != nil {
 		t.Fatalf("e2e: load the lab inventory: %v", err)
 	}
@@ -109,7 +109,7 @@ func loadE2ELab(t testing.TB, l lab.Handle) *e2eLab {
 }
 
 // Node returns a node of the lab's inventory.
-func (l *e2eLab) Node(name string) *runner.Node {
+func (l *e2eLab) Node(name string) *inventory.Node {
 	l.t.Helper()
 	for _, n := range l.Cluster.Nodes {
 		if n.Name == name {
@@ -441,7 +441,7 @@ func sameSources(a, b map[string][]byte) []string {
 // never log it.
 func (l *e2eLab) Token() string {
 	l.t.Helper()
-	s := l.Nodes(runner.RoleServer)[0]
+	s := l.Nodes(inventory.RoleServer)[0]
 	return strings.TrimSpace(string(l.ReadNodeFile(s, filepath.Join(l.Node(s).K3s.DataDir, "server", "token"))))
 }
 
@@ -452,7 +452,7 @@ func (l *e2eLab) etcdClient() *clientv3.Client {
 	l.t.Helper()
 	var eps []string
 	var cfg *tls.Config
-	for _, s := range l.Nodes(runner.RoleServer) {
+	for _, s := range l.Nodes(inventory.RoleServer) {
 		eps = append(eps, net.JoinHostPort(l.NodeAddress(s), "2379"))
 		if cfg != nil {
 			continue
@@ -548,7 +548,7 @@ func (l *e2eLab) assertClusterHoldsCA(want []byte) {
 	if !bytes.Equal(ds[k3s.KeyServerCA].Content, want) {
 		l.t.Errorf("the datastore's server CA is %s, want %s", caName(ds[k3s.KeyServerCA].Content), caName(want))
 	}
-	for _, name := range l.Nodes(runner.RoleServer) {
+	for _, name := range l.Nodes(inventory.RoleServer) {
 		n := l.Node(name)
 		sd := filepath.Join(n.K3s.DataDir, "server")
 		for _, bf := range k3s.BootstrapFiles {
@@ -568,7 +568,7 @@ func (l *e2eLab) assertClusterHoldsCA(want []byte) {
 			l.t.Errorf("%s: /cacerts serves %s, want %s", name, caName(cacerts), caName(want))
 		}
 	}
-	for _, name := range l.Nodes(runner.RoleAgent) {
+	for _, name := range l.Nodes(inventory.RoleAgent) {
 		n := l.Node(name)
 		got := l.ReadNodeFile(name, filepath.Join(n.K3s.DataDir, "agent", "server-ca.crt"))
 		if !bytes.Equal(got, want) {

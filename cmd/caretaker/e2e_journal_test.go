@@ -23,7 +23,8 @@ import (
 	"time"
 
 	"github.com/caretaker/caretaker/lab"
-	"github.com/caretaker/caretaker/runner"
+	"github.com/caretaker/caretaker/runner/journal"
+	"github.com/caretaker/caretaker/runner/notify"
 )
 
 // liveCaretaker is a caretaker process running in the background whose
@@ -182,13 +183,13 @@ func (r cliResult) runID() string {
 }
 
 // readRunJSON is `caretaker runs RUN -o json`.
-func readRunJSON(t *testing.T, stateDir, id string) runner.RunRecord {
+func readRunJSON(t *testing.T, stateDir, id string) journal.RunRecord {
 	t.Helper()
 	res := runCaretakerBinary(t, "runs", id, "--state-dir", stateDir, "-o", "json")
 	if res.Code != 0 {
 		t.Fatalf("caretaker runs %s: exit %d: %s", id, res.Code, res.Stderr)
 	}
-	var rec runner.RunRecord
+	var rec journal.RunRecord
 	if err := json.Unmarshal([]byte(res.Stdout), &rec); err != nil {
 		t.Fatalf("runs -o json: %v\n%s", err, res.Stdout)
 	}
@@ -221,13 +222,13 @@ func writePlaybook(t *testing.T, name, src string) string {
 type notifyCatcher struct {
 	*httptest.Server
 	mu  sync.Mutex
-	got []runner.Notification
+	got []notify.Notification
 }
 
 func newNotifyCatcher(t *testing.T) *notifyCatcher {
 	c := &notifyCatcher{}
 	c.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var n runner.Notification
+		var n notify.Notification
 		if err := json.NewDecoder(r.Body).Decode(&n); err != nil {
 			t.Errorf("notification body: %v", err)
 		}
@@ -239,10 +240,10 @@ func newNotifyCatcher(t *testing.T) *notifyCatcher {
 	return c
 }
 
-func (c *notifyCatcher) events() []runner.Notification {
+func (c *notifyCatcher) events() []notify.Notification {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return append([]runner.Notification(nil), c.got...)
+	return append([]notify.Notification(nil), c.got...)
 }
 
 func windowSpec(from, to time.Time) string {
@@ -267,7 +268,7 @@ func TestE2EWindowAndNotify(t *testing.T) {
 	if out.Code != exitWindow || !strings.Contains(out.Stderr, "outside the maintenance window") || !strings.Contains(out.Stderr, "opens next at") || len(out.Events) != 0 {
 		t.Errorf("run outside the window: %s", out.Describe())
 	}
-	if runs, _ := runner.ListRuns(l.StateDir); len(runs) != 0 {
+	if runs, _ := journal.ListRuns(l.StateDir); len(runs) != 0 {
 		t.Errorf("a refused run left a journal: %v", runs)
 	}
 
@@ -307,7 +308,7 @@ func TestE2EWindowAndNotify(t *testing.T) {
 	}
 
 	got := hook.events()
-	kinds := map[string]runner.Notification{}
+	kinds := map[string]notify.Notification{}
 	for _, n := range got {
 		kinds[n.Event+"/"+n.Status] = n
 	}

@@ -13,11 +13,11 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/caretaker/caretaker/runner"
+	"github.com/caretaker/caretaker/runner/lock"
 )
 
 // lockHolder reads the cluster lock's holder key from etcd (nil: free).
-func lockHolder(t *testing.T, cli *clientv3.Client, cluster string) *runner.LockHolder {
+func lockHolder(t *testing.T, cli *clientv3.Client, cluster string) *lock.Holder {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -28,7 +28,7 @@ func lockHolder(t *testing.T, cli *clientv3.Client, cluster string) *runner.Lock
 	if len(resp.Kvs) == 0 {
 		return nil
 	}
-	var h runner.LockHolder
+	var h lock.Holder
 	if err := json.Unmarshal(resp.Kvs[0].Value, &h); err != nil {
 		t.Fatalf("holder key: %v: %s", err, resp.Kvs[0].Value)
 	}

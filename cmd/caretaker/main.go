@@ -11,8 +11,9 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/caretaker/caretaker/runner"
 	"github.com/spf13/cobra"
+
+	"github.com/caretaker/caretaker/runner/errs"
 )
 
 // Exit codes (DESIGN.md): 0 all done; 1 a step failed (or the run was
@@ -74,9 +75,9 @@ func exitCode(err error, stderr io.Writer) int {
 	code := exitFailed
 	if errors.As(err, &ee) {
 		code = ee.code
-	} else if errors.Is(err, runner.ErrBadInput) || isUsageError(err) {
+	} else if errors.Is(err, errs.ErrBadInput) || isUsageError(err) {
 		code = exitBadInput
-	} else if errors.Is(err, runner.ErrLocked) {
+	} else if errors.Is(err, errs.ErrLocked) {
 		code = exitLocked
 	}
 	if !silent(err) {

@@ -5,8 +5,9 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/caretaker/caretaker/runner"
 	"github.com/spf13/cobra"
+
+	journalpkg "github.com/caretaker/caretaker/runner/journal"
 )
 
 // addContinueFlags registers the flags resume and undo share with run
@@ -38,7 +39,7 @@ keeps its ID; the journal gets a new attempt.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			stateDir := f.resolvedStateDir()
-			j, rec, err := runner.ResumeJournal(stateDir, args[0])
+			j, rec, err := journalpkg.Resume(stateDir, args[0])
 			if err != nil {
 				return err
 			}

@@ -12,12 +12,17 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/caretaker/caretaker/builtins"
-	"github.com/caretaker/caretaker/playbooks"
-	"github.com/caretaker/caretaker/runner"
 	"github.com/spf13/cobra"
 	"go.starlark.net/starlark"
 	"golang.org/x/term"
+
+	"github.com/caretaker/caretaker/builtins"
+	"github.com/caretaker/caretaker/playbooks"
+	"github.com/caretaker/caretaker/runner"
+	"github.com/caretaker/caretaker/runner/errs"
+	inventorypkg "github.com/caretaker/caretaker/runner/inventory"
+	"github.com/caretaker/caretaker/runner/transport/ssh"
+	windowpkg "github.com/caretaker/caretaker/runner/window"
 )
 
 // runFlags are shared by run, plan and the commands built on them.
@@ -101,7 +106,7 @@ func (f *runFlags) loadPlan(playbook string, params map[string]string) (*runner.
 	if f.inventory == "" {
 		return nil, usageError{fmt.Errorf("no inventory: give one with -i FILE")}
 	}
-	inv, err := runner.LoadInventory(f.inventory)
+	inv, err := inventorypkg.Load(f.inventory)
 	if err != nil {
 		return nil, err
 	}
@@ -140,13 +145,13 @@ func (f *runFlags) planFromArgs(playbook string) (*runner.Plan, error) {
 func resolvePlaybook(name string, opts *runner.LoadOptions) error {
 	if _, err := os.Stat(name); err == nil || strings.HasSuffix(name, ".star") || strings.ContainsRune(name, os.PathSeparator) {
 		if err != nil {
-			return fmt.Errorf("playbook %s: %w", name, runner.ErrBadInput)
+			return fmt.Errorf("playbook %s: %w", name, errs.ErrBadInput)
 		}
 		opts.Path = name
 		return nil
 	}
 	if !playbooks.Has(name) {
-		return fmt.Errorf("no playbook %q: give a .star file or one of the shipped playbooks (%s): %w", name, strings.Join(playbooks.Names(), ", "), runner.ErrBadInput)
+		return fmt.Errorf("no playbook %q: give a .star file or one of the shipped playbooks (%s): %w", name, strings.Join(playbooks.Names(), ", "), errs.ErrBadInput)
 	}
 	opts.Name = name
 	opts.Path = name + ".star"
@@ -202,7 +207,7 @@ func executePlan(ctx context.Context, stdout io.Writer, plan *runner.Plan, f *ru
 		StateDir:  f.resolvedStateDir(),
 		Check:     f.check,
 		AutoYes:   f.yes,
-		Connect:   runner.DialSSH,
+		Connect:   ssh.Dial,
 		Failure:   failure,
 		NodeValue: builtins.NodeValue,
 	}
@@ -244,9 +249,9 @@ func runOutcome(done runner.RunDone, err error) error {
 		return withCode(exitFailed, hint)
 	}
 	switch {
-	case errors.Is(err, runner.ErrOutsideWindow):
+	case errors.Is(err, windowpkg.ErrOutsideWindow):
 		return withCode(exitWindow, silentError{err})
-	case errors.Is(err, runner.ErrLocked):
+	case errors.Is(err, errs.ErrLocked):
 		return withCode(exitLocked, silentError{err})
 	}
 	return withCode(exitFailed, silentError{err})

@@ -8,8 +8,10 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"github.com/caretaker/caretaker/runner"
 	"github.com/spf13/cobra"
+
+	"github.com/caretaker/caretaker/runner"
+	"github.com/caretaker/caretaker/runner/journal"
 )
 
 func init() {
@@ -38,7 +40,7 @@ on every node, the step a killed run was in, and its recorded undo actions.`,
 			stateDir := f.resolvedStateDir()
 			out := cmd.OutOrStdout()
 			if len(args) == 1 {
-				rec, err := runner.ReadRun(stateDir, args[0])
+				rec, err := journal.ReadRun(stateDir, args[0])
 				if err != nil {
 					return err
 				}
@@ -48,12 +50,12 @@ on every node, the step a killed run was in, and its recorded undo actions.`,
 				printRun(out, rec)
 				return nil
 			}
-			recs, err := runner.ListRuns(stateDir)
+			recs, err := journal.ListRuns(stateDir)
 			if err != nil {
 				fmt.Fprintf(cmd.ErrOrStderr(), "caretaker: %v\n", err)
 			}
 			if cluster != "" {
-				var keep []*runner.RunRecord
+				var keep []*journal.RunRecord
 				for _, r := range recs {
 					if r.Meta.Cluster == cluster {
 						keep = append(keep, r)
@@ -63,7 +65,7 @@ on every node, the step a killed run was in, and its recorded undo actions.`,
 			}
 			if output == "json" {
 				if recs == nil {
-					recs = []*runner.RunRecord{}
+					recs = []*journal.RunRecord{}
 				}
 				return writeJSON(out, recs)
 			}
@@ -94,7 +96,7 @@ func writeJSON(w io.Writer, v any) error {
 	return err
 }
 
-func stateLabel(r *runner.RunRecord) string {
+func stateLabel(r *journal.RunRecord) string {
 	s := r.State
 	if r.Meta.Check {
 		s += " (check)"
@@ -106,7 +108,7 @@ func stateLabel(r *runner.RunRecord) string {
 }
 
 // cellsDone counts step×node cells that ended ok, changed or skipped, of the plan's.
-func cellsDone(r *runner.RunRecord) string {
+func cellsDone(r *journal.RunRecord) string {
 	total := 0
 	for _, s := range r.Meta.Steps {
 		n := len(s.Nodes)
@@ -124,7 +126,7 @@ func cellsDone(r *runner.RunRecord) string {
 	return fmt.Sprintf("%d/%d", done, total)
 }
 
-func printRun(w io.Writer, r *runner.RunRecord) {
+func printRun(w io.Writer, r *journal.RunRecord) {
 	m := r.Meta
 	fmt.Fprintf(w, "run %s: playbook %s on cluster %s — %s\n", m.RunID, m.Playbook, m.Cluster, stateLabel(r))
 	fmt.Fprintf(w, "  started %s by %s@%s (pid %d), %d attempt(s)", m.Started.Local().Format("2006-01-02 15:04:05 MST"), m.User, m.Host, m.PID, r.Attempts)
@@ -156,7 +158,7 @@ func printRun(w io.Writer, r *runner.RunRecord) {
 	}
 	fmt.Fprintf(w, "  journal %s\n", r.Path)
 	fmt.Fprintln(w, "steps:")
-	results := map[string]runner.StepResult{}
+	results := map[string]journal.StepResult{}
 	for _, res := range r.Results {
 		results[fmt.Sprintf("%d/%s", res.Step, res.Node)] = res
 	}
@@ -177,7 +179,7 @@ func printRun(w io.Writer, r *runner.RunRecord) {
 				switch {
 				case res.Status == runner.StatusRunning:
 					status = "INTERRUPTED"
-					if r.State == runner.RunStateRunning {
+					if r.State == journal.RunStateRunning {
 						status = "running"
 					}
 					extra = "started " + res.At.Local().Format("15:04:05")

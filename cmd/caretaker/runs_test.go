@@ -8,15 +8,16 @@ import (
 	"time"
 
 	"github.com/caretaker/caretaker/runner"
+	"github.com/caretaker/caretaker/runner/journal"
 )
 
 // writeJournal fabricates the journal of a run that was killed in step
 // "b" on s1, with one undo action.
 func writeJournal(t *testing.T, stateDir, id string, finish string) {
 	t.Helper()
-	meta := runner.NewRunMeta(id, "pb", "t")
+	meta := journal.NewRunMeta(id, "pb", "t")
 	meta.PlaybookRef, meta.Inventory = "ping", "/nonexistent/inv.yaml"
-	j, err := runner.CreateJournal(stateDir, meta)
+	j, err := journal.Create(stateDir, meta)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,8 +69,8 @@ func TestCLIRunsListAndShow(t *testing.T) {
 		}
 	}
 	code, out, _ = runCLI(t, "runs", "--state-dir", state, "-o", "json")
-	var recs []runner.RunRecord
-	if err := json.Unmarshal([]byte(out), &recs); err != nil || code != 0 || len(recs) != 2 || recs[1].State != runner.RunStateInterrupted || len(recs[1].Undos) != 1 {
+	var recs []journal.RunRecord
+	if err := json.Unmarshal([]byte(out), &recs); err != nil || code != 0 || len(recs) != 2 || recs[1].State != journal.RunStateInterrupted || len(recs[1].Undos) != 1 {
 		t.Errorf("runs -o json: %v %d %+v", err, code, recs)
 	}
 	if code, _, errOut := runCLI(t, "runs", "nope", "--state-dir", state); code != exitBadInput || !strings.Contains(errOut, "no journal for run nope") {

@@ -10,8 +10,12 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/caretaker/caretaker/runner"
 	"github.com/spf13/cobra"
+
+	inventorypkg "github.com/caretaker/caretaker/runner/inventory"
+	"github.com/caretaker/caretaker/runner/notify"
+	"github.com/caretaker/caretaker/runner/transport"
+	windowpkg "github.com/caretaker/caretaker/runner/window"
 )
 
 func init() {
@@ -97,16 +101,16 @@ func schedulePrint(w io.Writer, f *scheduleFlags) error {
 	if err != nil {
 		return err
 	}
-	if _, err := runner.LoadInventory(inv); err != nil {
+	if _, err := inventorypkg.Load(inv); err != nil {
 		return err
 	}
 	if f.window != "" {
-		if _, err := runner.ParseWindow(f.window); err != nil {
+		if _, err := windowpkg.Parse(f.window); err != nil {
 			return usageError{err}
 		}
 	}
 	if f.notifyURL != "" {
-		if _, err := runner.NewNotifier(f.notifyURL); err != nil {
+		if _, err := notify.New(f.notifyURL); err != nil {
 			return usageError{err}
 		}
 	}
@@ -214,10 +218,10 @@ func schedulePrint(w io.Writer, f *scheduleFlags) error {
 	}
 	var sh []string
 	for _, a := range argv {
-		sh = append(sh, strings.ReplaceAll(runner.ShellQuote(a), "%", `\%`))
+		sh = append(sh, strings.ReplaceAll(transport.ShellQuote(a), "%", `\%`))
 	}
 	fmt.Fprintf(w, "# crontab line (crontab -e, as %s), instead of the timer:\n", orDefault(runAs, "the user whose SSH keys the inventory uses"))
-	fmt.Fprintf(w, "%s %s >>%s 2>&1\n", cron, strings.Join(sh, " "), runner.ShellQuote(logFile))
+	fmt.Fprintf(w, "%s %s >>%s 2>&1\n", cron, strings.Join(sh, " "), transport.ShellQuote(logFile))
 	return nil
 }
 

@@ -12,10 +12,18 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/caretaker/caretaker/runner"
 	"github.com/spf13/cobra"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.starlark.net/starlark"
+
+	"github.com/caretaker/caretaker/runner"
+	"github.com/caretaker/caretaker/runner/errs"
+	inventorypkg "github.com/caretaker/caretaker/runner/inventory"
+	journalpkg "github.com/caretaker/caretaker/runner/journal"
+	lockpkg "github.com/caretaker/caretaker/runner/lock"
+	"github.com/caretaker/caretaker/runner/notify"
+	"github.com/caretaker/caretaker/runner/transport/ssh"
+	windowpkg "github.com/caretaker/caretaker/runner/window"
 )
 
 // A session is what surrounds one run for unattended use (issue 6): the
@@ -40,7 +48,7 @@ func (f *runFlags) addSessionFlags(c *cobra.Command) {
 // journal (resume) or undoes another run (undo).
 type continuation struct {
 	// journal is the resumed run's journal, opened (and locked) by resume.
-	journal *runner.FileJournal
+	journal *journalpkg.File
 	// done says which step×node cells an earlier attempt completed.
 	done func(step int, node string) bool
 	// shared are the values earlier attempts shared (resume).
@@ -60,12 +68,12 @@ type session struct {
 	stderr   io.Writer
 
 	pool     *runner.Pool
-	window   *runner.Window
-	notifier *runner.Notifier
-	local    *runner.LocalLock
+	window   *windowpkg.Window
+	notifier *notify.Notifier
+	local    *lockpkg.LocalLock
 	etcd     *clientv3.Client
-	clock    *runner.ClusterLock
-	journal  *runner.FileJournal
+	clock    *lockpkg.ClusterLock
+	journal  *journalpkg.File
 	lockLost atomic.Bool
 	stopLost chan struct{}
 }
@@ -94,14 +102,14 @@ func openSession(ctx context.Context, plan *runner.Plan, f *runFlags) (*session,
 		s.journal = f.cont.journal
 	}
 	if f.notifyURL != "" {
-		n, err := runner.NewNotifier(f.notifyURL)
+		n, err := notify.New(f.notifyURL)
 		if err != nil {
 			return nil, usageError{err}
 		}
 		s.notifier = n
 	}
 	if f.window != "" {
-		w, err := runner.ParseWindow(f.window)
+		w, err := windowpkg.Parse(f.window)
 		if err != nil {
 			return nil, usageError{err}
 		}
@@ -112,7 +120,7 @@ func openSession(ctx context.Context, plan *runner.Plan, f *runFlags) (*session,
 			return nil, withCode(exitWindow, err)
 		}
 	}
-	s.pool = runner.NewPool(runner.DialSSH)
+	s.pool = runner.NewPool(ssh.Dial)
 	ok := false
 	defer func() {
 		if !ok {
@@ -122,14 +130,14 @@ func openSession(ctx context.Context, plan *runner.Plan, f *runFlags) (*session,
 	if needsLock(plan, f) {
 		if err := s.lock(ctx); err != nil {
 			s.refused(err)
-			if errors.Is(err, runner.ErrLocked) {
+			if errors.Is(err, errs.ErrLocked) {
 				return nil, withCode(exitLocked, err)
 			}
 			return nil, err
 		}
 	}
 	if s.journal == nil {
-		meta := runner.NewRunMeta(s.runID, plan.Playbook, plan.Cluster.Name)
+		meta := journalpkg.NewRunMeta(s.runID, plan.Playbook, plan.Cluster.Name)
 		meta.PlaybookRef = f.playbookRef
 		if f.inventory != "" {
 			if abs, err := filepath.Abs(f.inventory); err == nil {
@@ -149,7 +157,7 @@ func openSession(ctx context.Context, plan *runner.Plan, f *runFlags) (*session,
 		if f.cont != nil {
 			meta.UndoOf, meta.UndoSeqs = f.cont.undoOf, f.cont.undoSeqs
 		}
-		j, err := runner.CreateJournal(s.stateDir, meta)
+		j, err := journalpkg.Create(s.stateDir, meta)
 		if err != nil {
 			return nil, err
 		}
@@ -164,9 +172,9 @@ func openSession(ctx context.Context, plan *runner.Plan, f *runFlags) (*session,
 
 // lock takes the local lock, then the cluster lock in etcd.
 func (s *session) lock(ctx context.Context) error {
-	holder := runner.NewLockHolder(s.runID, s.plan.Playbook)
+	holder := lockpkg.NewHolder(s.runID, s.plan.Playbook)
 	cluster := s.plan.Cluster.Name
-	l, err := runner.LockLocal(s.stateDir, cluster, holder)
+	l, err := lockpkg.TakeLocal(s.stateDir, cluster, holder)
 	if err != nil {
 		return err
 	}
@@ -176,11 +184,11 @@ func (s *session) lock(ctx context.Context) error {
 		return nil
 	}
 	// Servers of the plan first (their connections are used anyway).
-	var servers []*runner.Node
+	var servers []*inventorypkg.Node
 	seen := map[string]bool{}
-	for _, group := range [][]*runner.Node{s.plan.Nodes, s.plan.Cluster.Nodes} {
+	for _, group := range [][]*inventorypkg.Node{s.plan.Nodes, s.plan.Cluster.Nodes} {
 		for _, n := range group {
-			if n.Role == runner.RoleServer && !seen[n.Name] {
+			if n.Role == inventorypkg.RoleServer && !seen[n.Name] {
 				seen[n.Name] = true
 				servers = append(servers, n)
 			}
@@ -188,8 +196,8 @@ func (s *session) lock(ctx context.Context) error {
 	}
 	cctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	cli, via, err := runner.DialClusterEtcd(cctx, s.pool, servers)
-	if errors.Is(err, runner.ErrNoEtcd) {
+	cli, via, err := lockpkg.DialClusterEtcd(cctx, s.pool, servers)
+	if errors.Is(err, lockpkg.ErrNoEtcd) {
 		fmt.Fprintf(s.stderr, "caretaker: cluster %s runs no embedded etcd: only the local lock is taken\n", cluster)
 		return nil
 	}
@@ -197,14 +205,14 @@ func (s *session) lock(ctx context.Context) error {
 		return fmt.Errorf("cannot take the cluster lock of %s: %w (to run with the local lock only, e.g. to restore a broken datastore, add --no-cluster-lock)", cluster, err)
 	}
 	s.etcd = cli
-	lock, err := runner.LockCluster(cctx, cli, cluster, holder, runner.ClusterLockOptions{TTL: s.f.effectiveLockTTL(), Break: s.f.breakLock})
-	var le *runner.LockedError
+	lock, err := lockpkg.TakeCluster(cctx, cli, cluster, holder, lockpkg.ClusterOptions{TTL: s.f.effectiveLockTTL(), Break: s.f.breakLock})
+	var le *lockpkg.LockedError
 	if errors.As(err, &le) && le.Holder != nil && le.Holder.Host == holder.Host && le.Holder.PID > 0 && !processAlive(le.Holder.PID) {
 		// The holder ran on this machine and its process is gone (killed,
 		// crashed): its lease only has not expired yet. Nothing can still
 		// be running for it, so its lock is stale.
 		fmt.Fprintf(s.stderr, "caretaker: the cluster lock of %s is held by %s, a process of this machine that is gone: breaking its stale lock\n", cluster, le.Holder)
-		lock, err = runner.LockCluster(cctx, cli, cluster, holder, runner.ClusterLockOptions{TTL: s.f.effectiveLockTTL(), Break: true})
+		lock, err = lockpkg.TakeCluster(cctx, cli, cluster, holder, lockpkg.ClusterOptions{TTL: s.f.effectiveLockTTL(), Break: true})
 	}
 	if err != nil {
 		return err
@@ -239,7 +247,7 @@ func (f *runFlags) effectiveLockTTL() time.Duration {
 			return d
 		}
 	}
-	return runner.DefaultLockTTL
+	return lockpkg.DefaultLockTTL
 }
 
 // apply fills the run options the session provides.
@@ -256,12 +264,12 @@ func (s *session) apply(opts *runner.RunOptions) {
 	if s.window != nil {
 		guard = s.window.StepGuard(nil)
 	}
-	opts.BeforeStep = runner.ChainBeforeStep(s.journal.BeforeStep, guard, s.lockGuard, opts.BeforeStep)
+	opts.BeforeStep = windowpkg.ChainBeforeStep(s.journal.BeforeStep, guard, s.lockGuard, opts.BeforeStep)
 }
 
 func (s *session) lockGuard(step *runner.Step) error {
 	if s.lockLost.Load() {
-		return fmt.Errorf("lost the cluster lock of %s, not starting step %q: %w: %w", s.plan.Cluster.Name, step.Name, runner.ErrLocked, runner.ErrAborted)
+		return fmt.Errorf("lost the cluster lock of %s, not starting step %q: %w: %w", s.plan.Cluster.Name, step.Name, errs.ErrLocked, errs.ErrAborted)
 	}
 	return nil
 }
@@ -335,15 +343,15 @@ func processAlive(pid int) bool {
 // needsConfirmHint explains a failure of confirm() without a terminal.
 func needsConfirmHint(done runner.RunDone) error {
 	for _, f := range done.Failed {
-		if strings.Contains(f.Error, runner.ErrNeedsConfirm.Error()) {
-			return fmt.Errorf("step %q on %s asked for confirmation, but there is no terminal to ask and --yes was not given: run it in a terminal, or add --yes to answer yes to every question of an unattended run: %w", f.StepName, f.Node, runner.ErrNeedsConfirm)
+		if strings.Contains(f.Error, errs.ErrNeedsConfirm.Error()) {
+			return fmt.Errorf("step %q on %s asked for confirmation, but there is no terminal to ask and --yes was not given: run it in a terminal, or add --yes to answer yes to every question of an unattended run: %w", f.StepName, f.Node, errs.ErrNeedsConfirm)
 		}
 	}
 	return nil
 }
 
 // nodeNames lists node names, comma-separated.
-func nodeNames(ns []*runner.Node) string {
+func nodeNames(ns []*inventorypkg.Node) string {
 	var out []string
 	for _, n := range ns {
 		out = append(out, n.Name)

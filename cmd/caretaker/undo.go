@@ -4,9 +4,13 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/caretaker/caretaker/runner"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
+
+	"github.com/caretaker/caretaker/runner"
+	"github.com/caretaker/caretaker/runner/errs"
+	inventorypkg "github.com/caretaker/caretaker/runner/inventory"
+	"github.com/caretaker/caretaker/runner/journal"
 )
 
 func newUndoCommand() *cobra.Command {
@@ -27,7 +31,7 @@ run again.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			stateDir := f.resolvedStateDir()
-			release, err := runner.LockRun(stateDir, args[0])
+			release, err := journal.LockRun(stateDir, args[0])
 			if err != nil {
 				return err
 			}
@@ -37,12 +41,12 @@ run again.`,
 					f.cont.release()
 				}
 			}()
-			rec, err := runner.ReadRun(stateDir, args[0])
+			rec, err := journal.ReadRun(stateDir, args[0])
 			if err != nil {
 				return err
 			}
 			if rec.Meta.UndoOf != "" {
-				return fmt.Errorf("run %s is itself an undo (of run %s): %w", rec.Meta.RunID, rec.Meta.UndoOf, runner.ErrBadInput)
+				return fmt.Errorf("run %s is itself an undo (of run %s): %w", rec.Meta.RunID, rec.Meta.UndoOf, errs.ErrBadInput)
 			}
 			if f.inventory == "" {
 				f.inventory = rec.Meta.Inventory
@@ -50,7 +54,7 @@ run again.`,
 			if f.inventory == "" {
 				return usageError{fmt.Errorf("run %s does not name its inventory: give it with -i FILE", rec.Meta.RunID)}
 			}
-			inv, err := runner.LoadInventory(f.inventory)
+			inv, err := inventorypkg.Load(f.inventory)
 			if err != nil {
 				return err
 			}
@@ -77,7 +81,7 @@ run again.`,
 			if !f.yes && !f.check && !tui {
 				fmt.Fprint(errOut, runner.FormatPlan(plan))
 				if !interactive {
-					return fmt.Errorf("undo changes %d node(s) of cluster %s and asks first, but there is no terminal to ask: check the plan above and run it again with --yes: %w", len(plan.Nodes), cluster.Name, runner.ErrNeedsConfirm)
+					return fmt.Errorf("undo changes %d node(s) of cluster %s and asks first, but there is no terminal to ask: check the plan above and run it again with --yes: %w", len(plan.Nodes), cluster.Name, errs.ErrNeedsConfirm)
 				}
 				ok, err := linePrompter{in: os.Stdin, out: errOut}.Confirm(cmd.Context(), runner.Prompt{Node: cluster.Name, Question: fmt.Sprintf("undo %d recorded change(s) of run %s?", len(plan.Steps), rec.Meta.RunID)})
 				if err != nil {
@@ -101,7 +105,7 @@ run again.`,
 // (by seq) and returns the Done function of the new undo run, whose step i
 // replays seqs[i], and how many are done.
 func undoneBefore(stateDir, runID string, seqs []int) (func(step int, node string) bool, int) {
-	recs, _ := runner.ListRuns(stateDir)
+	recs, _ := journal.ListRuns(stateDir)
 	doneSeq := map[int]bool{}
 	for _, r := range recs {
 		if r.Meta.UndoOf != runID || r.Meta.Check {

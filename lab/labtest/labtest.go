@@ -3,7 +3,7 @@
 // own loopback subnet and directory, and closes the lab when the test ends.
 //
 //	l := labtest.Start(t, lab.Options{Servers: 3, Agents: 1})
-//	inv, _ := runner.LoadInventory(l.InventoryPath())
+//	inv, _ := inventory.Load(l.InventoryPath())
 package labtest
 
 import (

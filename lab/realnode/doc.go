@@ -7,7 +7,7 @@
 //
 //	c, err := realnode.Start(ctx, realnode.Options{Dir: dir, Servers: 3, Subnet: "127.2.1"})
 //	defer c.Close()
-//	inv, _ := runner.LoadInventory(c.InventoryPath()) // root@<Subnet>.N, strict host keys
+//	inv, _ := inventory.Load(c.InventoryPath()) // root@<Subnet>.N, strict host keys
 //	out, _, code, _ := c.Exec(ctx, "server-1", "systemctl is-active k3s")
 //
 // # What Start does

@@ -15,7 +15,9 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/caretaker/caretaker/runner"
+	"github.com/caretaker/caretaker/runner/inventory"
+	"github.com/caretaker/caretaker/runner/transport"
+	"github.com/caretaker/caretaker/runner/transport/ssh"
 )
 
 // Subnets of the test labs (AllocateSubnet: 127.2.y, apart from labs of
@@ -242,25 +244,25 @@ func checkSSH(ctx context.Context, t *testing.T, c *Cluster) {
 }
 
 func checkInventory(ctx context.Context, t *testing.T, c *Cluster) {
-	inv, err := runner.LoadInventory(c.InventoryPath())
+	inv, err := inventory.Load(c.InventoryPath())
 	if err != nil {
-		t.Fatalf("runner.LoadInventory: %v", err)
+		t.Fatalf("inventory.Load: %v", err)
 	}
 	cl, err := inv.Cluster("lab")
-	if err != nil || len(cl.Nodes) != 3 || cl.SSH.HostKeyPolicy != runner.HostKeyStrict {
+	if err != nil || len(cl.Nodes) != 3 || cl.SSH.HostKeyPolicy != inventory.HostKeyStrict {
 		t.Fatalf("inventory cluster: %+v %v", cl, err)
 	}
 	for _, n := range cl.Nodes {
-		if n.Address != c.NodeAddress(n.Name) || n.Role != runner.RoleServer || n.K3s.DataDir != runner.DefaultDataDir {
+		if n.Address != c.NodeAddress(n.Name) || n.Role != inventory.RoleServer || n.K3s.DataDir != inventory.DefaultDataDir {
 			t.Errorf("inventory node %+v", n)
 		}
-		e, err := runner.DialSSH(ctx, n)
+		e, err := ssh.Dial(ctx, n)
 		if err != nil {
-			t.Errorf("%s: runner.DialSSH: %v", n.Name, err)
+			t.Errorf("%s: ssh.Dial: %v", n.Name, err)
 			continue
 		}
 		var out strings.Builder
-		res, err := e.Run(ctx, runner.Command{Line: "systemctl is-active k3s", Stdout: &out})
+		res, err := e.Run(ctx, transport.Command{Line: "systemctl is-active k3s", Stdout: &out})
 		e.Close()
 		if err != nil || res.ExitCode != 0 || strings.TrimSpace(out.String()) != "active" {
 			t.Errorf("%s: over caretaker's executor: %q %+v %v", n.Name, out.String(), res, err)

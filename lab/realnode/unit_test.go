@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/caretaker/caretaker/internal/k3s"
-	"github.com/caretaker/caretaker/runner"
+	"github.com/caretaker/caretaker/runner/inventory"
 )
 
 // These tests need nothing but Go.
@@ -131,7 +131,7 @@ func TestInventoryShape(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	inv, err := runner.ParseInventory(filepath.Join(dir, "inventory.yaml"), b)
+	inv, err := inventory.Parse(filepath.Join(dir, "inventory.yaml"), b)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, b)
 	}
@@ -139,13 +139,13 @@ func TestInventoryShape(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cl.SSH.User != "root" || cl.SSH.HostKeyPolicy != runner.HostKeyStrict || cl.SSH.KnownHosts != filepath.Join(dir, "known_hosts") ||
+	if cl.SSH.User != "root" || cl.SSH.HostKeyPolicy != inventory.HostKeyStrict || cl.SSH.KnownHosts != filepath.Join(dir, "known_hosts") ||
 		len(cl.SSH.IdentityFiles) != 1 || cl.SSH.IdentityFiles[0] != filepath.Join(dir, "id_ed25519") {
 		t.Errorf("ssh settings %+v", cl.SSH)
 	}
 	for i, n := range cl.Nodes {
-		if n.Name != c.st.Nodes[i].Name || n.Address != c.st.Nodes[i].Address || n.Role != runner.RoleServer || n.Port != 22 ||
-			n.K3s.DataDir != runner.DefaultDataDir || n.K3s.UnitFile != runner.DefaultServerUnit || n.K3s.Service != runner.DefaultServerService {
+		if n.Name != c.st.Nodes[i].Name || n.Address != c.st.Nodes[i].Address || n.Role != inventory.RoleServer || n.Port != 22 ||
+			n.K3s.DataDir != inventory.DefaultDataDir || n.K3s.UnitFile != inventory.DefaultServerUnit || n.K3s.Service != inventory.DefaultServerService {
 			t.Errorf("node %d: %+v", i, n)
 		}
 	}
@@ -153,12 +153,12 @@ func TestInventoryShape(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	inv, err = runner.ParseInventory(filepath.Join(dir, "inventory.yaml"), b)
+	inv, err = inventory.Parse(filepath.Join(dir, "inventory.yaml"), b)
 	if err != nil {
 		t.Fatalf("with the bootstrap bug: %v\n%s", err, b)
 	}
 	for _, n := range inv.Clusters[0].Nodes {
-		if n.K3s.BootstrapBug != runner.BootstrapBugTrue {
+		if n.K3s.BootstrapBug != inventory.BootstrapBugTrue {
 			t.Errorf("%s: bootstrap_bug %q, want true", n.Name, n.K3s.BootstrapBug)
 		}
 	}
