@@ -98,6 +98,7 @@ type StepDone struct {
 	Node     string        `json:"node"`
 	Status   Status        `json:"status"`
 	Error    string        `json:"error,omitempty"`  // one-line message when failed
+	Kind     string        `json:"kind,omitempty"`   // errs.Kind of the failure: needs-confirm, unreachable, timeout, ...
 	Detail   string        `json:"detail,omitempty"` // Starlark backtrace or longer text
 	Reason   string        `json:"reason,omitempty"` // why skipped
 	Duration time.Duration `json:"duration_ns"`

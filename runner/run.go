@@ -434,6 +434,10 @@ func (r *Run) runOne(ctx context.Context, step *Step, n *inventory.Node) StepDon
 		done.Duration = time.Since(start)
 		done.At = time.Now()
 		if err != nil && status == StatusFailed {
+			done.Kind = errs.Kind(err)
+			if done.Kind == errs.KindOther && sctx.Err() != nil && errors.Is(context.Cause(sctx), context.DeadlineExceeded) {
+				done.Kind = errs.KindTimeout
+			}
 			done.Error, done.Detail = describeError(err)
 			// Say why the context ended (step timeout, abort) when the
 			// error only says "context deadline exceeded".

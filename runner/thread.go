@@ -190,7 +190,8 @@ type Pool struct {
 }
 
 type poolEntry struct {
-	once sync.Once
+	mu   sync.Mutex
+	done bool
 	exec transport.Executor
 	err  error
 }
@@ -200,8 +201,11 @@ func NewPool(connect func(ctx context.Context, n *inventory.Node) (transport.Exe
 	return &Pool{Connect: connect, execs: map[string]*poolEntry{}}
 }
 
-// Get returns the node's executor, connecting once. A failed connection is
-// remembered for the run: an unreachable node is not retried on every call.
+// Get returns the node's executor, connecting on first use; callers for
+// the same node wait for one dial. A failed connection is remembered for
+// the run (an unreachable node is not retried on every call), except when
+// it failed only because the caller's ctx ended (a step's timeout, an
+// abort): the next caller dials again.
 func (p *Pool) Get(ctx context.Context, n *inventory.Node) (transport.Executor, error) {
 	p.mu.Lock()
 	key := n.Cluster + "/" + n.Name
@@ -211,8 +215,17 @@ func (p *Pool) Get(ctx context.Context, n *inventory.Node) (transport.Executor, 
 		p.execs[key] = e
 	}
 	p.mu.Unlock()
-	e.once.Do(func() { e.exec, e.err = p.Connect(ctx, n) })
-	return e.exec, e.err
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.done {
+		return e.exec, e.err
+	}
+	exec, err := p.Connect(ctx, n)
+	if err != nil && ctx.Err() != nil {
+		return nil, err // not remembered: this caller's ctx ended
+	}
+	e.exec, e.err, e.done = exec, err, true
+	return exec, err
 }
 
 // Close closes every executor of the pool.

@@ -343,7 +343,7 @@ func processAlive(pid int) bool {
 // needsConfirmHint explains a failure of confirm() without a terminal.
 func needsConfirmHint(done runner.RunDone) error {
 	for _, f := range done.Failed {
-		if strings.Contains(f.Error, errs.ErrNeedsConfirm.Error()) {
+		if f.Kind == errs.KindNeedsConfirm {
 			return fmt.Errorf("step %q on %s asked for confirmation, but there is no terminal to ask and --yes was not given: run it in a terminal, or add --yes to answer yes to every question of an unattended run: %w", f.StepName, f.Node, errs.ErrNeedsConfirm)
 		}
 	}

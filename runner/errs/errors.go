@@ -1,6 +1,9 @@
 package errs
 
-import "errors"
+import (
+	"context"
+	"errors"
+)
 
 // Sentinel errors. Each says whether trying again can help.
 var (
@@ -27,3 +30,48 @@ var (
 	// answer (no terminal and no --yes).
 	ErrNeedsConfirm = errors.New("confirmation needed but no terminal to ask (use --yes)")
 )
+
+// Kinds of errors, as events and journals name them (StepDone.Kind): a
+// consumer (the session, the TUI, a monitoring job reading JSON events)
+// tells a confirmation nobody could answer from an unreachable node
+// without matching error texts.
+const (
+	KindAborted      = "aborted"
+	KindUnreachable  = "unreachable"
+	KindAuth         = "auth"
+	KindHostKey      = "host-key"
+	KindNonZeroExit  = "exit"
+	KindLocked       = "locked"
+	KindBadInput     = "bad-input"
+	KindNeedsConfirm = "needs-confirm"
+	KindTimeout      = "timeout"
+	KindOther        = "error"
+)
+
+// Kind names the kind of err: the first sentinel of this package it wraps,
+// KindTimeout for a deadline, KindOther for anything else ("" for nil).
+func Kind(err error) string {
+	switch {
+	case err == nil:
+		return ""
+	case errors.Is(err, ErrNeedsConfirm):
+		return KindNeedsConfirm
+	case errors.Is(err, ErrBadInput):
+		return KindBadInput
+	case errors.Is(err, ErrLocked):
+		return KindLocked
+	case errors.Is(err, ErrHostKey):
+		return KindHostKey
+	case errors.Is(err, ErrAuth):
+		return KindAuth
+	case errors.Is(err, ErrUnreachable):
+		return KindUnreachable
+	case errors.Is(err, ErrAborted):
+		return KindAborted
+	case errors.Is(err, context.DeadlineExceeded):
+		return KindTimeout
+	case errors.Is(err, ErrNonZeroExit):
+		return KindNonZeroExit
+	}
+	return KindOther
+}
