@@ -6,8 +6,9 @@ import (
 	"regexp"
 	"text/tabwriter"
 
-	"github.com/caretaker/caretaker/playbooks"
 	"github.com/spf13/cobra"
+
+	"github.com/caretaker/caretaker/playbooks"
 )
 
 var describeRe = regexp.MustCompile(`(?m)^describe\(\s*"((?:[^"\\]|\\.)*)"`)

@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	journalpkg "github.com/caretaker/caretaker/runner/journal"
+	"github.com/caretaker/caretaker/runner/session"
 )
 
 // addContinueFlags registers the flags resume and undo share with run
@@ -89,7 +90,7 @@ keeps its ID; the journal gets a new attempt.`,
 				msg += "; interrupted in step " + strings.Join(in, ", ") + ", retried from its start"
 			}
 			fmt.Fprintln(cmd.ErrOrStderr(), msg)
-			f.cont = &continuation{journal: j, done: skip, shared: shared}
+			f.cont = &session.Continuation{Journal: j, Done: skip, Shared: shared}
 			return executePlan(cmd.Context(), cmd.OutOrStdout(), plan, &f)
 		},
 	}

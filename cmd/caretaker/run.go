@@ -21,6 +21,7 @@ import (
 	"github.com/caretaker/caretaker/runner"
 	"github.com/caretaker/caretaker/runner/errs"
 	inventorypkg "github.com/caretaker/caretaker/runner/inventory"
+	"github.com/caretaker/caretaker/runner/session"
 	"github.com/caretaker/caretaker/runner/transport/ssh"
 	windowpkg "github.com/caretaker/caretaker/runner/window"
 )
@@ -49,8 +50,10 @@ type runFlags struct {
 	// playbookRef is what loadPlan resolved (a shipped name or an absolute
 	// path): the journal keeps it for resume.
 	playbookRef string
+	// paramValues are the parameters the plan was loaded with (parsed once).
+	paramValues map[string]string
 	// cont is set by resume and undo.
-	cont *continuation
+	cont *session.Continuation
 }
 
 func (f *runFlags) addLoadFlags(c *cobra.Command) {
@@ -118,6 +121,7 @@ func (f *runFlags) loadPlan(playbook string, params map[string]string) (*runner.
 	if err != nil {
 		return nil, err
 	}
+	f.paramValues = params
 	opts := runner.LoadOptions{Params: params, LibDirs: f.libDirs, Predeclared: pre, Cluster: cluster, Limit: f.limit}
 	if err := resolvePlaybook(playbook, &opts); err != nil {
 		return nil, err
@@ -131,7 +135,8 @@ func (f *runFlags) loadPlan(playbook string, params map[string]string) (*runner.
 	return runner.Load(opts)
 }
 
-// planFromArgs parses -p and loads the named playbook's plan.
+// planFromArgs parses -p (once: the session records the same values) and
+// loads the named playbook's plan.
 func (f *runFlags) planFromArgs(playbook string) (*runner.Plan, error) {
 	params, err := f.parseParams()
 	if err != nil {
@@ -202,24 +207,22 @@ func executePlan(ctx context.Context, stdout io.Writer, plan *runner.Plan, f *ru
 	default:
 		return usageError{fmt.Errorf("--on-failure %q: use stop or continue", f.failure)}
 	}
-	opts := runner.RunOptions{
-		RunID:     runner.NewRunID(plan.Playbook),
-		StateDir:  f.resolvedStateDir(),
+	// Window, notifier, locks, journal and connections (runner/session);
+	// the session gives the run its ID.
+	sess, err := openSession(ctx, plan, f, f.paramValues)
+	if err != nil {
+		return err
+	}
+	defer sess.Close(context.WithoutCancel(ctx))
+	opts := sess.RunOptions(runner.RunOptions{
 		Check:     f.check,
 		AutoYes:   f.yes,
 		Connect:   ssh.Dial,
 		Failure:   failure,
 		NodeValue: builtins.NodeValue,
-	}
-	// Window, notifier, locks and journal (session.go).
-	sess, err := openSession(ctx, plan, f)
-	if err != nil {
-		return err
-	}
-	defer sess.close(context.WithoutCancel(ctx))
-	sess.apply(&opts)
+	})
 	if output == "tui" {
-		opts.Sink = sess.sink(nil)
+		opts.Sink = sess.Sink(nil)
 		return runWithTUI(ctx, plan, opts, f)
 	}
 	var sink runner.Sink
@@ -228,7 +231,7 @@ func executePlan(ctx context.Context, stdout io.Writer, plan *runner.Plan, f *ru
 	} else {
 		sink = runner.NewPlainSink(stdout, f.verbose)
 	}
-	opts.Sink = sess.sink(sink)
+	opts.Sink = sess.Sink(sink)
 	if !f.yes && interactive {
 		opts.Prompter = linePrompter{in: os.Stdin, out: os.Stderr}
 	}

@@ -1,8 +1,9 @@
 package main
 
 import (
-	"github.com/caretaker/caretaker/lab"
 	"github.com/spf13/cobra"
+
+	"github.com/caretaker/caretaker/lab"
 )
 
 // runShim lets the caretaker binary act as a lab node's k3s, systemctl or

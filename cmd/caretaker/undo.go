@@ -11,6 +11,7 @@ import (
 	"github.com/caretaker/caretaker/runner/errs"
 	inventorypkg "github.com/caretaker/caretaker/runner/inventory"
 	"github.com/caretaker/caretaker/runner/journal"
+	"github.com/caretaker/caretaker/runner/session"
 )
 
 func newUndoCommand() *cobra.Command {
@@ -35,10 +36,10 @@ run again.`,
 			if err != nil {
 				return err
 			}
-			f.cont = &continuation{release: release}
+			f.cont = &session.Continuation{Release: release}
 			defer func() {
-				if f.cont.release != nil {
-					f.cont.release()
+				if f.cont.Release != nil {
+					f.cont.Release()
 				}
 			}()
 			rec, err := journal.ReadRun(stateDir, args[0])
@@ -68,9 +69,9 @@ run again.`,
 			}
 			f.cluster = cluster.Name
 			seqs := rec.UndoOrder()
-			f.cont.undoOf, f.cont.undoSeqs = rec.Meta.RunID, seqs
+			f.cont.UndoOf, f.cont.UndoSeqs = rec.Meta.RunID, seqs
 			done, earlier := undoneBefore(stateDir, rec.Meta.RunID, seqs)
-			f.cont.done = done
+			f.cont.Done = done
 			errOut := cmd.ErrOrStderr()
 			if earlier > 0 {
 				fmt.Fprintf(errOut, "caretaker: %d undo action(s) of run %s were done by an earlier undo run and are skipped\n", earlier, rec.Meta.RunID)
