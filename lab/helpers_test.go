@@ -21,7 +21,7 @@ import (
 	errspkg "github.com/caretaker/caretaker/runner/errs"
 	"github.com/caretaker/caretaker/runner/inventory"
 	"github.com/caretaker/caretaker/runner/transport"
-	"github.com/caretaker/caretaker/runner/transport/ssh"
+	"github.com/caretaker/caretaker/runner/transport/sshnode"
 )
 
 // cluster is a started lab with one SSH executor per node, dialled from
@@ -58,7 +58,7 @@ func connectInventory(t *testing.T, path string, c *cluster) *cluster {
 	}
 	c.inv, c.nodes, c.ex = inv, map[string]*inventory.Node{}, map[string]transport.Executor{}
 	for _, n := range inv.Clusters[0].Nodes {
-		ex, err := ssh.Dial(ctxT(t), n)
+		ex, err := sshnode.Dial(ctxT(t), n)
 		if err != nil {
 			t.Fatalf("ssh to %s: %v", n.Name, err)
 		}

@@ -23,7 +23,7 @@ import (
 	"github.com/caretaker/caretaker/internal/sshserver"
 	"github.com/caretaker/caretaker/runner"
 	"github.com/caretaker/caretaker/runner/inventory"
-	sshtransport "github.com/caretaker/caretaker/runner/transport/ssh"
+	"github.com/caretaker/caretaker/runner/transport/sshnode"
 )
 
 // benchNodes starts n in-process SSH servers on 127.0.0.1 with pinned host
@@ -88,7 +88,7 @@ func BenchmarkRunnerOverhead(b *testing.B) {
 	}
 	defer raw.Close()
 	plan := benchPlan(b, cl, "def body(node):\n    node.run(\"true\", changes = False)\nstep(\"true\", body)\n")
-	pool := runner.NewPool(sshtransport.Dial)
+	pool := runner.NewPool(sshnode.Dial)
 	defer pool.Close()
 	if _, err := pool.Get(context.Background(), n); err != nil {
 		b.Fatal(err)
@@ -148,7 +148,7 @@ func BenchmarkFanOut200(b *testing.B) {
 	b.ResetTimer()
 	start := time.Now()
 	for i := 0; i < b.N; i++ {
-		done, err := runner.NewRun(plan, runner.RunOptions{Connect: sshtransport.Dial, NodeValue: builtins.NodeValue}).Execute(context.Background())
+		done, err := runner.NewRun(plan, runner.RunOptions{Connect: sshnode.Dial, NodeValue: builtins.NodeValue}).Execute(context.Background())
 		if err != nil {
 			b.Fatalf("%v: %+v", err, done.Failed)
 		}

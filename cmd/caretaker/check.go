@@ -20,7 +20,7 @@ import (
 	"github.com/caretaker/caretaker/runner"
 	inventorypkg "github.com/caretaker/caretaker/runner/inventory"
 	"github.com/caretaker/caretaker/runner/metrics"
-	"github.com/caretaker/caretaker/runner/transport/ssh"
+	"github.com/caretaker/caretaker/runner/transport/sshnode"
 )
 
 func init() {
@@ -151,7 +151,7 @@ func runCheck(ctx context.Context, stdout, stderr io.Writer, f *checkFlags) erro
 			return err
 		}
 	}
-	pool := runner.NewPool(ssh.Dial)
+	pool := runner.NewPool(sshnode.Dial)
 	defer pool.Close()
 	var log runner.Sink
 	if f.verbose {

@@ -22,7 +22,7 @@ import (
 	"github.com/caretaker/caretaker/runner/errs"
 	inventorypkg "github.com/caretaker/caretaker/runner/inventory"
 	"github.com/caretaker/caretaker/runner/session"
-	"github.com/caretaker/caretaker/runner/transport/ssh"
+	"github.com/caretaker/caretaker/runner/transport/sshnode"
 	windowpkg "github.com/caretaker/caretaker/runner/window"
 )
 
@@ -217,7 +217,7 @@ func executePlan(ctx context.Context, stdout io.Writer, plan *runner.Plan, f *ru
 	opts := sess.RunOptions(runner.RunOptions{
 		Check:     f.check,
 		AutoYes:   f.yes,
-		Connect:   ssh.Dial,
+		Connect:   sshnode.Dial,
 		Failure:   failure,
 		NodeValue: builtins.NodeValue,
 	})

@@ -11,7 +11,7 @@ import (
 	"github.com/caretaker/caretaker/runner"
 	"github.com/caretaker/caretaker/runner/errs"
 	"github.com/caretaker/caretaker/runner/session"
-	"github.com/caretaker/caretaker/runner/transport/ssh"
+	"github.com/caretaker/caretaker/runner/transport/sshnode"
 	"github.com/caretaker/caretaker/runner/window"
 )
 
@@ -30,7 +30,7 @@ func (f *runFlags) addSessionFlags(c *cobra.Command) {
 // parsed -p values (parsed once, by the caller).
 func (f *runFlags) sessionOptions(params map[string]string) session.Options {
 	return session.Options{
-		StateDir: f.resolvedStateDir(), Connect: ssh.Dial, Check: f.check,
+		StateDir: f.resolvedStateDir(), Connect: sshnode.Dial, Check: f.check,
 		Window: f.window, NotifyURL: f.notifyURL,
 		BreakLock: f.breakLock, NoClusterLock: f.noClusterLock, LockTTL: f.lockTTL,
 		PlaybookRef: f.playbookRef, Inventory: f.inventory, Limit: f.limit, Version: version,

@@ -17,7 +17,7 @@ import (
 
 	"github.com/caretaker/caretaker/runner/inventory"
 	"github.com/caretaker/caretaker/runner/transport"
-	"github.com/caretaker/caretaker/runner/transport/ssh"
+	"github.com/caretaker/caretaker/runner/transport/sshnode"
 )
 
 // Subnets of the test labs (AllocateSubnet: 127.2.y, apart from labs of
@@ -256,9 +256,9 @@ func checkInventory(ctx context.Context, t *testing.T, c *Cluster) {
 		if n.Address != c.NodeAddress(n.Name) || n.Role != inventory.RoleServer || n.K3s.DataDir != inventory.DefaultDataDir {
 			t.Errorf("inventory node %+v", n)
 		}
-		e, err := ssh.Dial(ctx, n)
+		e, err := sshnode.Dial(ctx, n)
 		if err != nil {
-			t.Errorf("%s: ssh.Dial: %v", n.Name, err)
+			t.Errorf("%s: sshnode.Dial: %v", n.Name, err)
 			continue
 		}
 		var out strings.Builder

@@ -21,7 +21,7 @@ import (
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.etcd.io/etcd/server/v3/embed"
 
-	"github.com/caretaker/caretaker/runner/transport/ssh"
+	"github.com/caretaker/caretaker/runner/transport/sshnode"
 	"github.com/caretaker/caretaker/runner/transport/transporttest"
 )
 
@@ -130,7 +130,7 @@ func TestDialEtcdThroughSSH(t *testing.T) {
 	endpoint := startTestEtcd(t, ca)
 	node, srv := transporttest.StartNode(t, "server-1")
 	ctx := context.Background()
-	ex, err := ssh.Dial(ctx, node)
+	ex, err := sshnode.Dial(ctx, node)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,7 +159,7 @@ func TestDialEtcdErrorsNameNodeAndEndpoint(t *testing.T) {
 	endpoint := startTestEtcd(t, ca)
 	node, _ := transporttest.StartNode(t, "server-2")
 	ctx := context.Background()
-	ex, err := ssh.Dial(ctx, node)
+	ex, err := sshnode.Dial(ctx, node)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -43,7 +43,7 @@ const LockTTLEnv = "CARETAKER_LOCK_TTL"
 type Options struct {
 	// StateDir holds journals, backups and the local lock.
 	StateDir string
-	// Connect dials a node (ssh.Dial); one pool of connections serves the
+	// Connect dials a node (sshnode.Dial); one pool of connections serves the
 	// lock and the run.
 	Connect func(ctx context.Context, n *inventory.Node) (transport.Executor, error)
 	// Check: a check-mode run (takes no lock).

@@ -16,7 +16,6 @@ import (
 	"golang.org/x/crypto/ssh/knownhosts"
 
 	"github.com/caretaker/caretaker/runner/errs"
-	"github.com/caretaker/caretaker/runner/inventory"
 	"github.com/caretaker/caretaker/runner/transport"
 )
 
@@ -27,7 +26,7 @@ import (
 type hostKeyChecker struct {
 	label  string // "node server-1" or "jump host bastion for node server-1"
 	file   string
-	policy inventory.HostKeyPolicy
+	policy HostKeyPolicy
 	err    error
 }
 
@@ -109,7 +108,7 @@ func (h *hostKeyChecker) check(hostport string, remote net.Addr, key ssh.PublicK
 	case errors.As(err, &ke) && len(ke.Want) > 0:
 		return h.changed(hostport, key, ke.Want)
 	case errors.As(err, &ke):
-		if h.policy == inventory.HostKeyAcceptNew {
+		if h.policy == HostKeyAcceptNew {
 			return h.acceptNew(hostport, remote, key)
 		}
 		return h.unknown(hostport, key)

@@ -16,7 +16,6 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/caretaker/caretaker/runner/errs"
-	"github.com/caretaker/caretaker/runner/inventory"
 	"github.com/caretaker/caretaker/runner/transport"
 	"github.com/caretaker/caretaker/runner/transport/internal/proc"
 )
@@ -37,11 +36,11 @@ const (
 // sshExecutor runs commands on one node over one SSH connection, which is
 // opened by DialSSH and reopened on the next call if it dies.
 type sshExecutor struct {
-	node           *inventory.Node
+	cfg            Config
 	target         sshTarget
 	auth           []*sshAuth // per hop: the jump hosts in order, then the node
 	knownHosts     string
-	policy         inventory.HostKeyPolicy
+	policy         HostKeyPolicy
 	connectTimeout time.Duration
 	commandTimeout time.Duration
 	keepAlive      time.Duration
@@ -93,48 +92,85 @@ func (c *sshConn) reason() error {
 	return c.why
 }
 
-// Dial connects to node n and returns its Executor. Every call of the
-// Executor uses this one connection (sessions are multiplexed on it); if it
-// dies it is reopened by the next call.
+// Config says how to reach one node; zero fields take OpenSSH's defaults
+// or those of the Host entry that SSHHost names.
+type Config struct {
+	// Name names the node in messages and is Executor.Name.
+	Name    string
+	Address string
+	Port    int    // 0: the Host entry's, else 22
+	User    string // "": the Host entry's, else the local user
+	// Sudo runs every command (and file write) through `sudo -n`.
+	Sudo bool
+	// SSHHost names a Host entry of ConfigFile (default ~/.ssh/config)
+	// whose HostName, Port, User, IdentityFile and ProxyJump apply where
+	// this Config leaves them unset.
+	SSHHost    string
+	ConfigFile string
+	// IdentityFiles are private keys (default ~/.ssh/id_*); UseAgent also
+	// offers the keys of $SSH_AUTH_SOCK.
+	IdentityFiles []string
+	UseAgent      bool
+	// KnownHosts is the known_hosts file (default ~/.ssh/known_hosts),
+	// checked under HostKeyPolicy (default HostKeyStrict).
+	KnownHosts    string
+	HostKeyPolicy HostKeyPolicy
+	// ConnectTimeout (default 10s), CommandTimeout for commands without
+	// their own (default 10m), KeepAlive interval (default 15s; negative
+	// disables).
+	ConnectTimeout, CommandTimeout, KeepAlive time.Duration
+	// JumpHost is "[user@]host[:port][,...]", reached first.
+	JumpHost string
+}
+
+// HostKeyPolicy says what to do with a host key that is not in known_hosts.
+// A changed key is refused under every policy.
+type HostKeyPolicy string
+
+// Host key policies.
+const (
+	HostKeyStrict    HostKeyPolicy = "strict"     // unknown keys are refused
+	HostKeyAcceptNew HostKeyPolicy = "accept-new" // unknown keys are recorded and accepted
+)
+
+// Open connects to the node c describes and returns its Executor. Every
+// call of the Executor uses this one connection (sessions are multiplexed
+// on it); if it dies it is reopened by the next call.
 //
-// The connection honours n's settings: the Host entry of ssh_config named by
-// n.SSHHost (HostName, Port, User, IdentityFile, ProxyJump where the
-// inventory leaves them unset), jump hosts, identity files and ssh-agent,
-// connect timeout (default 10s), command timeout (default 10m, for commands
-// without their own), keepalives (default every 15s; a connection that
-// leaves three intervals unanswered is dropped; negative disables). Host
-// keys are checked against n.SSH.KnownHosts (default ~/.ssh/known_hosts)
-// under n.SSH.HostKeyPolicy (default strict); a changed key is always
-// refused.
+// The connection honours c: the Host entry of ssh_config named by SSHHost,
+// jump hosts, identity files and ssh-agent, timeouts and keepalives (a
+// connection that leaves three intervals unanswered is dropped). Host keys
+// are checked against KnownHosts under HostKeyPolicy; a changed key is
+// always refused.
 //
 // Errors wrap ErrUnreachable, ErrAuth, ErrHostKey or ErrBadInput and name
 // the node, its address and what to do.
-func Dial(ctx context.Context, n *inventory.Node) (transport.Executor, error) {
-	e, err := newSSHExecutor(n)
+func Open(ctx context.Context, c Config) (transport.Executor, error) {
+	e, err := newSSHExecutor(c)
 	if err != nil {
 		return nil, err
 	}
-	c, err := e.connect(ctx)
+	conn, err := e.connect(ctx)
 	if err != nil {
 		return nil, err
 	}
-	e.cur = c
+	e.cur = conn
 	return e, nil
 }
 
-func newSSHExecutor(n *inventory.Node) (*sshExecutor, error) {
+func newSSHExecutor(n Config) (*sshExecutor, error) {
 	t, err := resolveTarget(n)
 	if err != nil {
 		return nil, err
 	}
 	e := &sshExecutor{
-		node:           n,
+		cfg:            n,
 		target:         t,
-		knownHosts:     n.SSH.KnownHosts,
-		policy:         n.SSH.HostKeyPolicy,
-		connectTimeout: n.SSH.ConnectTimeout.D(),
-		commandTimeout: n.SSH.CommandTimeout.D(),
-		keepAlive:      n.SSH.KeepAlive.D(),
+		knownHosts:     n.KnownHosts,
+		policy:         n.HostKeyPolicy,
+		connectTimeout: n.ConnectTimeout,
+		commandTimeout: n.CommandTimeout,
+		keepAlive:      n.KeepAlive,
 		sem:            make(chan struct{}, sshMaxSessions),
 	}
 	if e.knownHosts == "" {
@@ -143,10 +179,10 @@ func newSSHExecutor(n *inventory.Node) (*sshExecutor, error) {
 	e.knownHosts = expandHome(e.knownHosts)
 	switch e.policy {
 	case "":
-		e.policy = inventory.HostKeyStrict
-	case inventory.HostKeyStrict, inventory.HostKeyAcceptNew:
+		e.policy = HostKeyStrict
+	case HostKeyStrict, HostKeyAcceptNew:
 	default:
-		return nil, fmt.Errorf("node %s: %w: host_key_policy %q is not one of %s, %s", n.Name, errs.ErrBadInput, e.policy, inventory.HostKeyStrict, inventory.HostKeyAcceptNew)
+		return nil, fmt.Errorf("node %s: %w: host_key_policy %q is not one of %s, %s", n.Name, errs.ErrBadInput, e.policy, HostKeyStrict, HostKeyAcceptNew)
 	}
 	if e.connectTimeout <= 0 {
 		e.connectTimeout = sshDefaultConnectTimeout
@@ -158,7 +194,7 @@ func newSSHExecutor(n *inventory.Node) (*sshExecutor, error) {
 		e.keepAlive = sshDefaultKeepAlive
 	}
 	for _, hop := range append(append([]sshHop(nil), t.jumps...), t.node) {
-		a, err := loadAuth(n.Name, hop.identityFiles, n.SSH.UseAgent)
+		a, err := loadAuth(n.Name, hop.identityFiles, n.UseAgent)
 		if err != nil {
 			return nil, err
 		}
@@ -168,10 +204,10 @@ func newSSHExecutor(n *inventory.Node) (*sshExecutor, error) {
 }
 
 // Name returns the node's inventory name.
-func (e *sshExecutor) Name() string { return e.node.Name }
+func (e *sshExecutor) Name() string { return e.cfg.Name }
 
 // String returns "name (host:port)".
-func (e *sshExecutor) String() string { return e.node.Name + " (" + e.target.node.addr() + ")" }
+func (e *sshExecutor) String() string { return e.cfg.Name + " (" + e.target.node.addr() + ")" }
 
 // connect opens a connection through the jump hosts to the node.
 func (e *sshExecutor) connect(parent context.Context) (*sshConn, error) {
@@ -319,7 +355,7 @@ func (e *sshExecutor) conn(ctx context.Context) (*sshConn, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.closed {
-		return nil, fmt.Errorf("node %s: the executor is closed", e.node.Name)
+		return nil, fmt.Errorf("node %s: the executor is closed", e.cfg.Name)
 	}
 	if e.cur != nil && !e.cur.isDead() {
 		return e.cur, nil
@@ -348,7 +384,7 @@ func (e *sshExecutor) lostError(c *sshConn, what string, err error) error {
 		err = fmt.Errorf("%w (%w)", err, why)
 	}
 	return fmt.Errorf("node %s (%s): %w: connection lost %s: %w; check the node and the network, then retry",
-		e.node.Name, e.target.node.addr(), errs.ErrUnreachable, what, err)
+		e.cfg.Name, e.target.node.addr(), errs.ErrUnreachable, what, err)
 }
 
 // newSession opens a session, reconnecting once if the connection turns
@@ -398,7 +434,7 @@ func (e *sshExecutor) openSession(ctx context.Context, c *sshConn) (*ssh.Session
 		}
 		if time.Now().After(deadline) {
 			return nil, fmt.Errorf("node %s (%s): the SSH server keeps refusing new sessions: %w; check MaxSessions in the node's sshd_config",
-				e.node.Name, e.target.node.addr(), err)
+				e.cfg.Name, e.target.node.addr(), err)
 		}
 		t := time.NewTimer(backoff)
 		select {
@@ -432,7 +468,7 @@ func (e *sshExecutor) release() { <-e.sem }
 // useSudo says whether a command goes through sudo: when asked for and the
 // login user is not root already.
 func (e *sshExecutor) useSudo(c transport.Command) bool {
-	return (c.Sudo || e.node.Sudo) && e.target.node.user != "root"
+	return (c.Sudo || e.cfg.Sudo) && e.target.node.user != "root"
 }
 
 // Run runs c.Line on the node; see Executor.
@@ -479,7 +515,7 @@ func (e *sshExecutor) run(ctx context.Context, c transport.Command, display stri
 		w, err := sess.StdinPipe()
 		if err != nil {
 			sess.Close()
-			return transport.Result{}, fmt.Errorf("node %s: command %q: stdin: %w", e.node.Name, transport.ShortLine(display, 80), err)
+			return transport.Result{}, fmt.Errorf("node %s: command %q: stdin: %w", e.cfg.Name, transport.ShortLine(display, 80), err)
 		}
 		go func() {
 			proc.PooledCopy(w, c.Stdin)
@@ -501,7 +537,7 @@ func (e *sshExecutor) run(ctx context.Context, c transport.Command, display stri
 		if conn.waitDead(time.Second) {
 			return transport.Result{}, e.lostError(conn, "starting "+strconv.Quote(transport.ShortLine(display, 80)), err)
 		}
-		return transport.Result{}, fmt.Errorf("node %s: start command %q: %w", e.node.Name, transport.ShortLine(display, 80), err)
+		return transport.Result{}, fmt.Errorf("node %s: start command %q: %w", e.cfg.Name, transport.ShortLine(display, 80), err)
 	}
 	done := make(chan error, 1)
 	go func() { done <- sess.Wait() }()
@@ -553,18 +589,18 @@ func (e *sshExecutor) run(ctx context.Context, c transport.Command, display stri
 	switch {
 	case werr == nil:
 		if outErr != nil {
-			return res, fmt.Errorf("node %s: command %q: write its output: %w", e.node.Name, transport.ShortLine(display, 80), outErr)
+			return res, fmt.Errorf("node %s: command %q: write its output: %w", e.cfg.Name, transport.ShortLine(display, 80), outErr)
 		}
 		return res, nil
 	case errors.As(werr, &ee):
 		res.ExitCode = ee.ExitStatus()
-		return res, proc.NewExitError(e.node.Name, e.target.node.user, display, res.ExitCode, tail.String(), sudo)
+		return res, proc.NewExitError(e.cfg.Name, e.target.node.user, display, res.ExitCode, tail.String(), sudo)
 	default:
 		res.ExitCode = -1
 		if conn.waitDead(time.Second) {
 			return res, e.lostError(conn, "while running "+strconv.Quote(transport.ShortLine(display, 80))+" (it may or may not have completed)", werr)
 		}
-		return res, fmt.Errorf("node %s: command %q: %w", e.node.Name, transport.ShortLine(display, 80), werr)
+		return res, fmt.Errorf("node %s: command %q: %w", e.cfg.Name, transport.ShortLine(display, 80), werr)
 	}
 }
 
@@ -572,9 +608,9 @@ func (e *sshExecutor) run(ctx context.Context, c transport.Command, display stri
 // cancellation, or the command timeout.
 func (e *sshExecutor) cancelError(parent context.Context, display string, timeout time.Duration, err error) error {
 	if perr := parent.Err(); perr != nil {
-		return fmt.Errorf("node %s: command %q: %w", e.node.Name, transport.ShortLine(display, 80), perr)
+		return fmt.Errorf("node %s: command %q: %w", e.cfg.Name, transport.ShortLine(display, 80), perr)
 	}
-	return proc.NewTimeoutError(e.node.Name, display, timeout, err)
+	return proc.NewTimeoutError(e.cfg.Name, display, timeout, err)
 }
 
 // fileOpError turns the failure of a file snippet into an error for op on
@@ -595,7 +631,7 @@ func fileOpError(node, op, path string, err error) error {
 func (e *sshExecutor) ReadFile(ctx context.Context, path string) ([]byte, error) {
 	var out bytes.Buffer
 	if _, err := e.run(ctx, transport.Command{Line: proc.ReadFileScript(path), Stdout: &out}, "cat -- "+path); err != nil {
-		return nil, fileOpError(e.node.Name, "read", path, err)
+		return nil, fileOpError(e.cfg.Name, "read", path, err)
 	}
 	return out.Bytes(), nil
 }
@@ -614,18 +650,18 @@ func (e *sshExecutor) WriteFile(ctx context.Context, path string, data []byte, m
 		e.run(cctx, transport.Command{Line: "rm -f -- " + transport.ShellQuote(proc.TempName(path, suffix))}, "rm temporary file")
 		cancel()
 	}
-	return fileOpError(e.node.Name, "write", path, err)
+	return fileOpError(e.cfg.Name, "write", path, err)
 }
 
 // Stat describes path on the node, following symlinks.
 func (e *sshExecutor) Stat(ctx context.Context, path string) (transport.FileInfo, error) {
 	var out bytes.Buffer
 	if _, err := e.run(ctx, transport.Command{Line: proc.StatScript(path), Stdout: &out}, "stat "+path); err != nil {
-		return transport.FileInfo{}, fileOpError(e.node.Name, "stat", path, err)
+		return transport.FileInfo{}, fileOpError(e.cfg.Name, "stat", path, err)
 	}
 	fi, err := proc.ParseStat(path, out.String())
 	if err != nil {
-		return transport.FileInfo{}, fmt.Errorf("node %s: %w", e.node.Name, err)
+		return transport.FileInfo{}, fmt.Errorf("node %s: %w", e.cfg.Name, err)
 	}
 	return fi, nil
 }
@@ -644,12 +680,12 @@ func (e *sshExecutor) Dial(ctx context.Context, network, addr string) (net.Conn,
 		var oce *ssh.OpenChannelError
 		switch {
 		case errors.As(err, &oce) && oce.Reason == ssh.Prohibited:
-			return nil, fmt.Errorf("node %s: dial %s from the node: %w; enable AllowTcpForwarding in the node's sshd_config", e.node.Name, addr, err)
+			return nil, fmt.Errorf("node %s: dial %s from the node: %w; enable AllowTcpForwarding in the node's sshd_config", e.cfg.Name, addr, err)
 		case errors.As(err, &oce) || ctx.Err() != nil:
-			return nil, fmt.Errorf("node %s: dial %s from the node: %w", e.node.Name, addr, err)
+			return nil, fmt.Errorf("node %s: dial %s from the node: %w", e.cfg.Name, addr, err)
 		}
 		if !c.waitDead(time.Second) {
-			return nil, fmt.Errorf("node %s: dial %s from the node: %w", e.node.Name, addr, err)
+			return nil, fmt.Errorf("node %s: dial %s from the node: %w", e.cfg.Name, addr, err)
 		}
 		e.drop(c)
 		if attempt > 0 {

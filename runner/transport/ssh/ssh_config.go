@@ -15,7 +15,6 @@ import (
 	"golang.org/x/crypto/ssh/agent"
 
 	"github.com/caretaker/caretaker/runner/errs"
-	"github.com/caretaker/caretaker/runner/inventory"
 	"github.com/caretaker/caretaker/runner/transport/internal/proc"
 )
 
@@ -36,18 +35,18 @@ type sshTarget struct {
 	jumps []sshHop
 }
 
-// resolveTarget combines the inventory's settings for n with the Host entry
-// of ssh_config that n.SSHHost names: HostName, Port, User, IdentityFile and
-// ProxyJump from the file apply where the inventory leaves them unset.
-func resolveTarget(n *inventory.Node) (sshTarget, error) {
+// resolveTarget combines n with the Host entry of ssh_config that
+// n.SSHHost names: HostName, Port, User, IdentityFile and ProxyJump from
+// the file apply where n leaves them unset.
+func resolveTarget(n Config) (sshTarget, error) {
 	t := sshTarget{node: sshHop{
 		label:         "node " + n.Name,
 		host:          n.Address,
 		port:          n.Port,
 		user:          n.User,
-		identityFiles: n.SSH.IdentityFiles,
+		identityFiles: n.IdentityFiles,
 	}}
-	jump := n.SSH.JumpHost
+	jump := n.JumpHost
 	var cfg *ssh_config.Config
 	if n.SSHHost != "" {
 		var err error
@@ -70,13 +69,7 @@ func resolveTarget(n *inventory.Node) (sshTarget, error) {
 		return t, fmt.Errorf("node %s: %w: no address (set address, or ssh_host naming a Host entry of ~/.ssh/config)", n.Name, errs.ErrBadInput)
 	}
 	if t.node.port == 0 {
-		t.node.port = n.SSH.Port
-	}
-	if t.node.port == 0 {
 		t.node.port = 22
-	}
-	if t.node.user == "" {
-		t.node.user = n.SSH.User
 	}
 	if t.node.user == "" {
 		t.node.user = proc.LocalUser()
@@ -99,7 +92,7 @@ func resolveTarget(n *inventory.Node) (sshTarget, error) {
 // parseJump reads one "[user@]host[:port]" jump specification. A host that
 // names a Host entry of the ssh_config gets its settings from there. Jump
 // hosts use the node's user and keys unless told otherwise.
-func parseJump(spec string, n *inventory.Node, cfg *ssh_config.Config, node sshHop) (sshHop, error) {
+func parseJump(spec string, n Config, cfg *ssh_config.Config, node sshHop) (sshHop, error) {
 	bad := func(why string) error {
 		return fmt.Errorf("node %s: %w: jump_host %q: %s (want user@host:port)", n.Name, errs.ErrBadInput, spec, why)
 	}
@@ -156,10 +149,10 @@ func parseJump(spec string, n *inventory.Node, cfg *ssh_config.Config, node sshH
 	return hop, nil
 }
 
-// loadSSHConfig reads n.SSH.ConfigFile (default ~/.ssh/config). A missing
+// loadSSHConfig reads n.ConfigFile (default ~/.ssh/config). A missing
 // default file is no error; a missing file named in the inventory is.
-func loadSSHConfig(n *inventory.Node) (*ssh_config.Config, error) {
-	file := n.SSH.ConfigFile
+func loadSSHConfig(n Config) (*ssh_config.Config, error) {
+	file := n.ConfigFile
 	explicit := file != ""
 	if !explicit {
 		home, err := os.UserHomeDir()

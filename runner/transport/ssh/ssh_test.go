@@ -481,7 +481,7 @@ func TestSSHConfigHostEntry(t *testing.T) {
 	}
 	// The inventory wins over the file.
 	n.User = "inventory-user"
-	tgt, err := resolveTarget(n)
+	tgt, err := resolveTarget(configOf(n))
 	if err != nil || tgt.node.user != "inventory-user" {
 		t.Errorf("resolveTarget = %+v, %v", tgt.node, err)
 	}
