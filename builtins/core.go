@@ -25,7 +25,8 @@ import (
 //	skip(reason)                     end the step as skipped
 //	sleep(duration)                  "5s" or seconds; returns early when the run stops
 //	confirm(question, default=False, destructive=True) -> bool
-//	                                 ask the operator (TUI modal, or --yes)
+//	                                 ask the operator (TUI modal, or --yes);
+//	                                 in check mode nobody is asked: yes
 //	note(text)                       a line for the run summary
 //	share(key, value) / shared(key, default=None)
 //	                                 pass frozen values between steps and nodes

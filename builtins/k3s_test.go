@@ -1,20 +1,33 @@
-package builtins
+package builtins_test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/caretaker/caretaker/builtins/k3stest"
 )
 
-// TestMain stops the etcd the fake clusters share after the tests.
+// env holds the etcd every fake cluster of this test binary uses.
+var env *k3stest.Env
+
+// TestMain starts the etcd the fake clusters share and stops it after the
+// tests.
 func TestMain(m *testing.M) {
+	e, err := k3stest.NewEnv()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	env = e
 	code := m.Run()
-	CloseFakeK3s()
+	_ = e.Close()
 	os.Exit(code)
 }
 
 // TestK3sStarFiles runs the test_* functions of every testdata/k3s*.star
-// file against fake clusters (FakeK3sCluster).
+// file against fake clusters (k3stest.Cluster).
 func TestK3sStarFiles(t *testing.T) {
 	files, err := filepath.Glob("testdata/k3s*.star")
 	if err != nil || len(files) == 0 {
@@ -25,7 +38,7 @@ func TestK3sStarFiles(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		results, err := RunStarTestFile(f, src, nil)
+		results, err := k3stest.RunStarTestFile(env, f, src, nil)
 		if err != nil {
 			t.Errorf("%s: %v", f, err)
 			continue

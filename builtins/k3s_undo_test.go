@@ -1,4 +1,4 @@
-package builtins
+package builtins_test
 
 import (
 	"bytes"
@@ -9,6 +9,8 @@ import (
 
 	"go.starlark.net/starlark"
 
+	"github.com/caretaker/caretaker/builtins"
+	"github.com/caretaker/caretaker/builtins/k3stest"
 	"github.com/caretaker/caretaker/runner"
 	"github.com/caretaker/caretaker/runner/inventory"
 	"github.com/caretaker/caretaker/runner/journal"
@@ -28,21 +30,21 @@ func (j *undoJournal) RecordUndo(_ context.Context, u runner.UndoRecord) error {
 }
 
 // runBuiltin runs one k3s builtin on a node of fc as a one-step run.
-func runBuiltin(t *testing.T, fc *FakeK3sCluster, j runner.Journal, name, node string) runner.RunDone {
+func runBuiltin(t *testing.T, fc *k3stest.Cluster, j runner.Journal, name, node string) runner.RunDone {
 	t.Helper()
 	var target *inventory.Node
-	for _, n := range fc.Cluster.Nodes {
+	for _, n := range fc.Inventory.Nodes {
 		if n.Name == node {
 			target = n
 		}
 	}
-	fn := K3s.Members[name].(*starlark.Builtin)
+	fn := builtins.K3s.Members[name].(*starlark.Builtin)
 	body := starlark.NewBuiltin("body", func(th *starlark.Thread, _ *starlark.Builtin, args starlark.Tuple, _ []starlark.Tuple) (starlark.Value, error) {
 		return starlark.Call(th, fn, args, nil)
 	})
-	plan := &runner.Plan{Playbook: "t", Cluster: fc.Cluster, Nodes: fc.Cluster.Nodes,
+	plan := &runner.Plan{Playbook: "t", Cluster: fc.Inventory, Nodes: fc.Inventory.Nodes,
 		Steps: []*runner.Step{{Name: name, Nodes: []*inventory.Node{target}, Mutates: true, Body: body}}}
-	run := runner.NewRun(plan, runner.RunOptions{Pool: fc.Pool(), NodeValue: NodeValue, Journal: j, StateDir: fc.StateDir})
+	run := runner.NewRun(plan, runner.RunOptions{Pool: fc.Pool(), NodeValue: builtins.NodeValue, Journal: j, StateDir: fc.StateDir})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	done, err := run.Execute(ctx)
@@ -64,12 +66,12 @@ func TestK3sUndoActions(t *testing.T) {
 			t.Errorf("undo kind %s is not registered", k)
 		}
 	}
-	fc, err := NewFakeK3sCluster(FakeK3sOptions{Servers: 2, Agents: -1, ServerSource: map[string]string{"server-2": "unit"}})
+	fc, err := k3stest.NewCluster(env, k3stest.Options{Servers: 2, Agents: -1, ServerSource: map[string]string{"server-2": "unit"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer fc.Close()
-	unit := fc.Cluster.Nodes[1].K3s.UnitFile
+	unit := fc.Inventory.Nodes[1].K3s.UnitFile
 	before, _ := fc.Execs["server-2"].File(unit)
 
 	j := &undoJournal{}
@@ -86,12 +88,12 @@ func TestK3sUndoActions(t *testing.T) {
 	for i, u := range j.undos {
 		rec.Undos = append(rec.Undos, journal.Undo{Seq: i + 1, Node: u.Node, Kind: u.Kind, Data: u.Data, At: u.At})
 	}
-	plan, err := runner.UndoPlan(rec.UndoRun(), fc.Cluster)
+	plan, err := runner.UndoPlan(rec.UndoRun(), fc.Inventory)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i := 0; i < 2; i++ { // twice: undo actions are idempotent
-		run := runner.NewRun(plan, runner.RunOptions{Pool: fc.Pool(), NodeValue: NodeValue, StateDir: fc.StateDir})
+		run := runner.NewRun(plan, runner.RunOptions{Pool: fc.Pool(), NodeValue: builtins.NodeValue, StateDir: fc.StateDir})
 		if done, err := run.Execute(context.Background()); err != nil {
 			t.Fatalf("undo run %d: %v %v", i, err, done.Failed)
 		}

@@ -96,7 +96,7 @@ func (n *Node) Attr(name string) (starlark.Value, error) {
 	case "labels":
 		d := starlark.NewDict(len(n.N.Labels))
 		for key, v := range n.N.Labels {
-			d.SetKey(starlark.String(key), starlark.String(v))
+			_ = d.SetKey(starlark.String(key), starlark.String(v)) // a new dict is not frozen
 		}
 		d.Freeze()
 		return d, nil
@@ -140,7 +140,7 @@ func (n *Node) AttrNames() []string {
 func stringList(ss []string) *starlark.List {
 	l := starlark.NewList(nil)
 	for _, s := range ss {
-		l.Append(starlark.String(s))
+		_ = l.Append(starlark.String(s)) // a new list is not frozen
 	}
 	l.Freeze()
 	return l
@@ -155,7 +155,7 @@ func (n *Node) exec(th *starlark.Thread, name string) (*runner.Env, transport.Ex
 	if env.Node == n.N && env.Exec != nil {
 		return env, env.Exec, nil
 	}
-	ex, err := env.Executor(n.N)
+	ex, err := env.Executor(env.Ctx, n.N)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", name, err)
 	}
@@ -172,49 +172,6 @@ func (n *Node) pathCall(th *starlark.Thread, b *starlark.Builtin, args starlark.
 	env, ex, err := n.exec(th, b.Name())
 	return path, env, ex, err
 }
-
-// RunResult runs a command on a node for a builtin, streaming its output
-// into the run's events. It is the one place commands are started from
-// Starlark, so check mode and graceful stop apply to every builtin that uses
-// it. changes=false marks a read-only command that also runs in check mode.
-func RunResult(env *runner.Env, ex transport.Executor, node *inventory.Node, c transport.Command, changes, quiet bool) (transport.Result, string, string, error) {
-	if err := env.CheckStop(); err != nil {
-		return transport.Result{}, "", "", err
-	}
-	if changes && env.Check {
-		env.Output(runner.StreamCheck, "would run on "+node.Name+": "+c.Line)
-		return transport.Result{}, "", "", nil
-	}
-	var outBuf, errBuf bytes.Buffer
-	emit := func(stream string) func(string) {
-		return func(line string) {
-			if !quiet {
-				env.Emit(runner.OutputLine{Step: env.Step, Node: node.Name, Stream: stream, Text: line, At: time.Now()})
-			}
-		}
-	}
-	ow, ew := runner.NewLineWriter(emit(runner.StreamStdout)), runner.NewLineWriter(emit(runner.StreamStderr))
-	c.Stdout = multi(&outBuf, ow)
-	c.Stderr = multi(&errBuf, ew)
-	res, err := ex.Run(env.Ctx, c)
-	ow.Flush()
-	ew.Flush()
-	if changes && err == nil {
-		env.MarkChanged()
-	}
-	return res, outBuf.String(), errBuf.String(), err
-}
-
-type multiWriter struct {
-	a, b interface{ Write([]byte) (int, error) }
-}
-
-func (m multiWriter) Write(p []byte) (int, error) {
-	m.a.Write(p)
-	return m.b.Write(p)
-}
-
-func multi(a, b interface{ Write([]byte) (int, error) }) multiWriter { return multiWriter{a, b} }
 
 func nodeRun(n *Node, th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
 	var (
@@ -246,7 +203,7 @@ func nodeRun(n *Node, th *starlark.Thread, b *starlark.Builtin, args starlark.Tu
 		}
 		c.Timeout = d
 	}
-	res, stdout, stderr, err := RunResult(env, ex, n.N, c, changes, quiet)
+	res, stdout, stderr, err := env.RunCommand(env.Ctx, ex, n.N, c, changes, quiet)
 	var exitErr *transport.ExitError
 	if err != nil && !errors.As(err, &exitErr) {
 		return nil, fmt.Errorf("%s: %w", b.Name(), err)

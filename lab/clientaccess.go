@@ -66,6 +66,7 @@ func parseAndValidateToken(ctx context.Context, server, token string, o validate
 	}
 	u, err := url.Parse(server)
 	if err != nil {
+		//nolint:staticcheck // K3s's own message, word for word
 		return nil, fmt.Errorf("Invalid server url, failed to parse: %s: %w", server, err)
 	}
 	if u.Scheme != "https" {

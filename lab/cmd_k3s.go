@@ -305,7 +305,7 @@ func (inv *invocation) certCheck(args []string) int {
 	certs := k3s.CheckCertificates(files, now, k3s.CertificateRenewDays*24*time.Hour)
 	switch out {
 	case "table":
-		io.WriteString(inv.stdout, k3s.FormatCheckTable(certs, now))
+		_, _ = io.WriteString(inv.stdout, k3s.FormatCheckTable(certs, now))
 	case "json":
 		b, err := k3s.FormatCheckJSON(certs)
 		if err != nil {

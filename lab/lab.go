@@ -328,7 +328,7 @@ func (l *Lab) peerOf(n *node) *node {
 	servers := l.opts.Servers
 	if !n.isServer() {
 		idx := 0
-		fmt.Sscanf(n.name, "agent-%d", &idx)
+		_, _ = fmt.Sscanf(n.name, "agent-%d", &idx) // names are agent-N by construction
 		return l.nodes[(idx-1)%servers]
 	}
 	if n.index == 1 {

@@ -5,7 +5,6 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -65,14 +64,9 @@ func firstPrivateKey(keyPEM []byte) (crypto.Signer, error) {
 	}
 }
 
-// issue signs a fresh EC P-256 leaf for cn with the given SANs. The
+// issueServing signs a fresh EC P-256 leaf for cn (organization org) with the given SANs. The
 // returned certificate PEM holds the leaf followed by bundle (the CA chain
 // K3s appends to its leaf files).
-func (ca caPair) issue(cn string, ips []net.IP, dns []string, usage []x509.ExtKeyUsage, bundle []byte) (certPEM, keyPEM []byte, err error) {
-	return ca.issueServing(cn, nil, ips, dns, usage, bundle)
-}
-
-// issueServing is issue with an organization in the subject.
 func (ca caPair) issueServing(cn string, org []string, ips []net.IP, dns []string, usage []x509.ExtKeyUsage, bundle []byte) (certPEM, keyPEM []byte, err error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -112,9 +106,4 @@ func poolOf(bundle []byte) *x509.CertPool {
 	p := x509.NewCertPool()
 	p.AppendCertsFromPEM(bundle)
 	return p
-}
-
-// tlsPair builds a tls.Certificate from PEM cert (leaf first) and key.
-func tlsPair(certPEM, keyPEM []byte) (tls.Certificate, error) {
-	return tls.X509KeyPair(certPEM, keyPEM)
 }

@@ -143,12 +143,6 @@ func (n *node) setUnitLocked(active, sub string) {
 	u.active, u.sub = active, sub
 }
 
-func (n *node) unitState() (active, sub string) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.u.active, n.u.sub
-}
-
 // launchLocked starts a start attempt of the unit: systemd's "Starting"
 // line, a new main PID and invocation ID, and K3s's start-up in a
 // goroutine. auto marks a restart by Restart=always (NRestarts counts it).

@@ -1,20 +1,31 @@
 package playbooks_test
 
 import (
+	"fmt"
 	"io/fs"
 	"os"
 	"sort"
 	"strings"
 	"testing"
 
-	"github.com/caretaker/caretaker/builtins"
+	"github.com/caretaker/caretaker/builtins/k3stest"
 	"github.com/caretaker/caretaker/playbooks"
 )
 
-// TestMain stops the etcd the fake clusters share after the tests.
+// env holds the etcd every fake cluster of this test binary uses.
+var env *k3stest.Env
+
+// TestMain starts the etcd the fake clusters share and stops it after the
+// tests.
 func TestMain(m *testing.M) {
+	e, err := k3stest.NewEnv()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	env = e
 	code := m.Run()
-	builtins.CloseFakeK3s()
+	_ = e.Close()
 	os.Exit(code)
 }
 
@@ -33,7 +44,7 @@ func TestEveryPlaybookHasATest(t *testing.T) {
 }
 
 // TestPlaybooks runs the test_* functions of every <name>_test.star, in
-// sorted order, against fake clusters (builtins.FakeK3sCluster).
+// sorted order, against fake clusters (k3stest.Cluster).
 func TestPlaybooks(t *testing.T) {
 	entries, err := fs.ReadDir(playbooks.FS, ".")
 	if err != nil {
@@ -51,7 +62,7 @@ func TestPlaybooks(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		results, err := builtins.RunStarTestFile(f, src, playbooks.FS)
+		results, err := k3stest.RunStarTestFile(env, f, src, playbooks.FS)
 		if err != nil {
 			t.Errorf("%s: %v", f, err)
 			continue

@@ -64,7 +64,7 @@ type RunStarted struct {
 	At       time.Time         `json:"at"`
 }
 
-// StepStarted: a step began on a node.
+// StepStarted says a step began on a node.
 type StepStarted struct {
 	Step     int       `json:"step"`
 	StepName string    `json:"step_name"`
@@ -91,7 +91,7 @@ type OutputLine struct {
 	At     time.Time `json:"at"`
 }
 
-// StepDone: a step finished on a node.
+// StepDone says a step finished on a node.
 type StepDone struct {
 	Step     int           `json:"step"`
 	StepName string        `json:"step_name"`
@@ -105,7 +105,7 @@ type StepDone struct {
 	At       time.Time     `json:"at"`
 }
 
-// Prompt: a playbook asks the operator a yes/no question. The answer comes
+// Prompt says a playbook asks the operator a yes/no question. The answer comes
 // back through the Prompter, not through an event.
 type Prompt struct {
 	ID          int       `json:"id"`
@@ -157,16 +157,35 @@ type RunDone struct {
 	At       time.Time      `json:"at"`
 }
 
-func (RunStarted) EventType() string     { return "run_started" }
-func (StepStarted) EventType() string    { return "step_started" }
-func (OutputLine) EventType() string     { return "output" }
-func (StepDone) EventType() string       { return "step_done" }
-func (Prompt) EventType() string         { return "prompt" }
+// EventType names the event in JSON output ("type").
+func (RunStarted) EventType() string { return "run_started" }
+
+// EventType names the event in JSON output ("type").
+func (StepStarted) EventType() string { return "step_started" }
+
+// EventType names the event in JSON output ("type").
+func (OutputLine) EventType() string { return "output" }
+
+// EventType names the event in JSON output ("type").
+func (StepDone) EventType() string { return "step_done" }
+
+// EventType names the event in JSON output ("type").
+func (Prompt) EventType() string { return "prompt" }
+
+// EventType names the event in JSON output ("type").
 func (PromptAnswered) EventType() string { return "prompt_answered" }
-func (RunPaused) EventType() string      { return "run_paused" }
-func (RunResumed) EventType() string     { return "run_resumed" }
-func (Note) EventType() string           { return "note" }
-func (RunDone) EventType() string        { return "run_done" }
+
+// EventType names the event in JSON output ("type").
+func (RunPaused) EventType() string { return "run_paused" }
+
+// EventType names the event in JSON output ("type").
+func (RunResumed) EventType() string { return "run_resumed" }
+
+// EventType names the event in JSON output ("type").
+func (Note) EventType() string { return "note" }
+
+// EventType names the event in JSON output ("type").
+func (RunDone) EventType() string { return "run_done" }
 
 // Sink receives the events of a run. Emit must be safe for concurrent use
 // and must not block for long: the runner calls it from step goroutines.

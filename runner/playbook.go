@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -58,6 +59,9 @@ type Step struct {
 	Doc     string
 	Pos     syntax.Position
 	Body    starlark.Callable
+	// Func, when set, is a Go body run instead of Body (for commands such
+	// as `caretaker check` that run Go operations through the engine).
+	Func func(ctx context.Context, env *Env) error
 }
 
 // Info returns the event form of the step.

@@ -223,6 +223,12 @@ func (st *runState) addNote(text string) {
 }
 
 func (st *runState) confirm(env *Env, question string, def, destructive bool) (bool, error) {
+	if env.Check {
+		// A rehearsal asks nobody: it follows the "yes" path, which is
+		// the one that changes things, so that it shows them.
+		env.Output(StreamCheck, "would ask: "+question+" (check mode goes on as if answered yes)")
+		return true, nil
+	}
 	st.promptMu.Lock()
 	defer st.promptMu.Unlock()
 	st.promptID++
@@ -486,11 +492,16 @@ func (r *Run) runOne(ctx context.Context, step *Step, n *inventory.Node) StepDon
 	})
 	defer stop()
 
-	var arg starlark.Value = starlark.String(n.Name)
-	if r.opts.NodeValue != nil {
-		arg = r.opts.NodeValue(env)
+	var v starlark.Value
+	if step.Func != nil {
+		err = step.Func(sctx, env)
+	} else {
+		var arg starlark.Value = starlark.String(n.Name)
+		if r.opts.NodeValue != nil {
+			arg = r.opts.NodeValue(env)
+		}
+		v, err = starlark.Call(th, step.Body, starlark.Tuple{arg}, nil)
 	}
-	v, err := starlark.Call(th, step.Body, starlark.Tuple{arg}, nil)
 	if err != nil {
 		var se *skipError
 		if errors.As(err, &se) {

@@ -108,8 +108,8 @@ func (e *Env) CheckStop() error {
 
 // Executor returns the executor of another node of the run's cluster,
 // connecting on first use (one connection per node, shared by all steps).
-func (e *Env) Executor(n *inventory.Node) (transport.Executor, error) {
-	return e.run.pool.Get(e.Ctx, n)
+func (e *Env) Executor(ctx context.Context, n *inventory.Node) (transport.Executor, error) {
+	return e.run.pool.Get(ctx, n)
 }
 
 // Cluster is the cluster the run targets.

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"math"
@@ -13,10 +12,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"go.starlark.net/starlark"
-	"go.starlark.net/starlarkstruct"
 
-	"github.com/caretaker/caretaker/builtins"
+	"github.com/caretaker/caretaker/builtins/k3sops"
 	"github.com/caretaker/caretaker/runner"
 	inventorypkg "github.com/caretaker/caretaker/runner/inventory"
 	"github.com/caretaker/caretaker/runner/metrics"
@@ -71,18 +68,18 @@ Prometheus text format for node_exporter's textfile collector, atomically.`,
 
 // checkReport is what `caretaker check -o json` prints.
 type checkReport struct {
-	Cluster      string        `json:"cluster"`
-	CheckedAt    time.Time     `json:"checked_at"`
-	WarnDays     int           `json:"warn_days"`
-	Status       string        `json:"status"` // healthy, drift, unreachable
-	ExitCode     int           `json:"exit_code"`
-	Summary      string        `json:"summary"`
-	Problems     []string      `json:"problems,omitempty"`
-	Unreachable  []nodeProblem `json:"unreachable,omitempty"`
-	CA           caReport      `json:"ca"`
-	Expiring     []certRow     `json:"expiring"`
-	Certificates []certRow     `json:"certificates"`
-	Nodes        []string      `json:"nodes"`
+	Cluster      string           `json:"cluster"`
+	CheckedAt    time.Time        `json:"checked_at"`
+	WarnDays     int              `json:"warn_days"`
+	Status       string           `json:"status"` // healthy, drift, unreachable
+	ExitCode     int              `json:"exit_code"`
+	Summary      string           `json:"summary"`
+	Problems     []string         `json:"problems,omitempty"`
+	Unreachable  []nodeProblem    `json:"unreachable,omitempty"`
+	CA           caReport         `json:"ca"`
+	Expiring     []k3sops.CertRow `json:"expiring"`
+	Certificates []k3sops.CertRow `json:"certificates"`
+	Nodes        []string         `json:"nodes"`
 }
 
 type nodeProblem struct {
@@ -90,41 +87,24 @@ type nodeProblem struct {
 	Error string `json:"error"`
 }
 
-// caReport is the CA consistency part (k3s.verify).
+// caReport is the CA consistency part (k3sops.Verify).
 type caReport struct {
 	Checked    bool           `json:"checked"`
 	Consistent bool           `json:"consistent"`
 	Error      string         `json:"error,omitempty"`
 	Via        string         `json:"via,omitempty"`
 	Stale      []string       `json:"stale"`
-	Datastore  map[string]any `json:"datastore,omitempty"`
-	Nodes      []caRow        `json:"nodes"`
+	Datastore  *datastoreInfo `json:"datastore,omitempty"`
+	Nodes      []k3sops.Row   `json:"nodes"`
 }
 
-// caRow mirrors a row of k3s.verify.
-type caRow struct {
-	Node     string   `json:"node"`
-	Role     string   `json:"role"`
-	OK       bool     `json:"ok"`
-	Disk     string   `json:"disk"`
-	Live     string   `json:"live"`
-	Cacerts  string   `json:"cacerts"`
-	Agent    string   `json:"agent"`
-	Problems []string `json:"problems,omitempty"`
-	Warnings []string `json:"warnings,omitempty"`
-	// Service is the unit's state when K3s is not active on the server.
-	Service string `json:"service,omitempty"`
-}
-
-// certRow mirrors a row of k3s.check.
-type certRow struct {
-	Node         string    `json:"node"`
-	File         string    `json:"file"`
-	Subject      string    `json:"subject"`
-	Issuer       string    `json:"issuer"`
-	Expires      time.Time `json:"expires"`
-	ResidualDays int       `json:"residual_days"`
-	Status       string    `json:"status"`
+// datastoreInfo is the part of the datastore the report shows.
+type datastoreInfo struct {
+	CAHash   string    `json:"ca_hash"`
+	Key      string    `json:"key"`
+	Revision int64     `json:"revision"`
+	ServerCA k3sops.CA `json:"server_ca"`
+	Via      string    `json:"via"`
 }
 
 func runCheck(ctx context.Context, stdout, stderr io.Writer, f *checkFlags) error {
@@ -157,7 +137,7 @@ func runCheck(ctx context.Context, stdout, stderr io.Writer, f *checkFlags) erro
 	if f.verbose {
 		log = runner.NewPlainSink(stderr, true)
 	}
-	rep := &checkReport{Cluster: cluster.Name, CheckedAt: time.Now().UTC(), WarnDays: f.warnDays, Expiring: []certRow{}, Certificates: []certRow{}, CA: caReport{Stale: []string{}, Nodes: []caRow{}}}
+	rep := &checkReport{Cluster: cluster.Name, CheckedAt: time.Now().UTC(), WarnDays: f.warnDays, Expiring: []k3sops.CertRow{}, Certificates: []k3sops.CertRow{}, CA: caReport{Stale: []string{}, Nodes: []k3sops.Row{}}}
 	for _, n := range nodes {
 		rep.Nodes = append(rep.Nodes, n.Name)
 	}
@@ -165,26 +145,16 @@ func runCheck(ctx context.Context, stdout, stderr io.Writer, f *checkFlags) erro
 	// 1. Certificates, node by node (an unreachable node fails alone).
 	var mu sync.Mutex
 	certsStep := &runner.Step{Index: 0, Name: "certificates", Selector: "all", Nodes: nodes, Timeout: f.timeout, Doc: "k3s.check on each node",
-		Body: goStep("certificates", func(th *starlark.Thread, env *runner.Env) error {
-			v, err := callK3s(th, "check", starlark.Tuple{}, []starlark.Tuple{
-				{starlark.String("nodes"), starlark.NewList([]starlark.Value{starlark.String(env.Node.Name)})},
-				{starlark.String("warn_days"), starlark.MakeInt(f.warnDays)},
-				{starlark.String("fail"), starlark.False},
-			})
+		Func: func(ctx context.Context, env *runner.Env) error {
+			res, err := k3sops.Check(ctx, env, "k3s.check", k3sops.CheckOptions{Nodes: []*inventorypkg.Node{env.Node}, WarnDays: f.warnDays})
 			if err != nil {
-				return err
-			}
-			var res struct {
-				Rows []certRow `json:"rows"`
-			}
-			if err := fromStarlark(v, &res); err != nil {
 				return err
 			}
 			mu.Lock()
 			rep.Certificates = append(rep.Certificates, res.Rows...)
 			mu.Unlock()
 			return nil
-		})}
+		}}
 	done1, _ := runCheckPlan(ctx, pool, cluster, nodes, certsStep, log)
 	failed := map[string]bool{}
 	for _, d := range done1.Failed {
@@ -216,44 +186,20 @@ func runCheck(ctx context.Context, stdout, stderr io.Writer, f *checkFlags) erro
 	if server == nil {
 		rep.CA.Error = "no reachable server to read the datastore through"
 	} else if len(reachable) > 0 {
-		names := make([]starlark.Value, 0, len(reachable))
-		for _, n := range reachable {
-			names = append(names, starlark.String(n.Name))
-		}
 		verifyStep := &runner.Step{Index: 0, Name: "ca consistency", Selector: server.Name, Nodes: []*inventorypkg.Node{server}, Once: true, Timeout: f.timeout, Doc: "k3s.verify",
-			Body: goStep("ca consistency", func(th *starlark.Thread, env *runner.Env) error {
-				v, err := callK3s(th, "verify", starlark.Tuple{}, []starlark.Tuple{
-					{starlark.String("nodes"), starlark.NewList(names)},
-					{starlark.String("live"), starlark.True},
-					{starlark.String("fail"), starlark.False},
-				})
+			Func: func(ctx context.Context, env *runner.Env) error {
+				res, err := k3sops.Verify(ctx, env, "k3s.verify", k3sops.VerifyOptions{Nodes: reachable, Via: []*inventorypkg.Node{env.Node}, Live: true})
 				if err != nil {
-					return err
-				}
-				var res struct {
-					OK        bool           `json:"ok"`
-					Rows      []caRow        `json:"rows"`
-					Stale     []string       `json:"stale"`
-					Datastore map[string]any `json:"datastore"`
-				}
-				if err := fromStarlark(v, &res); err != nil {
 					return err
 				}
 				mu.Lock()
 				defer mu.Unlock()
-				rep.CA.Checked, rep.CA.Consistent, rep.CA.Nodes = true, res.OK, res.Rows
-				if res.Stale != nil {
-					rep.CA.Stale = res.Stale
-				}
-				rep.CA.Datastore = map[string]any{}
-				for _, k := range []string{"key", "revision", "via", "server_ca", "ca_hash"} {
-					if v, ok := res.Datastore[k]; ok {
-						rep.CA.Datastore[k] = v
-					}
-				}
+				rep.CA.Checked, rep.CA.Consistent, rep.CA.Nodes, rep.CA.Stale = true, res.OK, res.Rows, res.Stale
+				ds := res.Datastore
+				rep.CA.Datastore = &datastoreInfo{CAHash: ds.CAHash, Key: ds.Key, Revision: ds.Revision, ServerCA: ds.ServerCA, Via: ds.Via}
 				rep.CA.Via = server.Name
 				return nil
-			})}
+			}}
 		done2, _ := runCheckPlan(ctx, pool, cluster, append(reachable, missing(server, reachable)...), verifyStep, log)
 		for _, d := range done2.Failed {
 			rep.CA.Error = d.Error
@@ -382,8 +328,8 @@ func finishReport(rep *checkReport, nodeCount int) {
 func printCheck(w io.Writer, rep *checkReport) {
 	fmt.Fprintln(w, rep.Summary)
 	if rep.CA.Checked {
-		if sc, ok := rep.CA.Datastore["server_ca"].(map[string]any); ok {
-			fmt.Fprintf(w, "datastore CA: %v (sha256 %.16v…, read via %s)\n", sc["subject"], sc["sha256"], rep.CA.Via)
+		if ds := rep.CA.Datastore; ds != nil {
+			fmt.Fprintf(w, "datastore CA: %v (sha256 %.16v…, read via %s)\n", ds.ServerCA.Subject, ds.ServerCA.SHA256, rep.CA.Via)
 		}
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "NODE\tROLE\tCA\tDISK\tLIVE\tCACERTS\tAGENT")
@@ -394,7 +340,7 @@ func printCheck(w io.Writer, rep *checkReport) {
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Node, r.Role, ok, r.Disk, r.Live, r.Cacerts, r.Agent)
 		}
-		tw.Flush()
+		_ = tw.Flush() // a terminal or pipe that fails is not ours to report
 	}
 	if len(rep.Expiring) > 0 {
 		fmt.Fprintf(w, "certificates needing attention (%d of %d):\n", len(rep.Expiring), len(rep.Certificates))
@@ -403,7 +349,7 @@ func printCheck(w io.Writer, rep *checkReport) {
 		for _, c := range rep.Expiring {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", c.Node, c.File, c.Subject, c.Expires.UTC().Format("2006-01-02 15:04 MST"), c.ResidualDays, c.Status)
 		}
-		tw.Flush()
+		_ = tw.Flush() // a terminal or pipe that fails is not ours to report
 	} else if len(rep.Certificates) > 0 {
 		soonest := rep.Certificates[0]
 		for _, c := range rep.Certificates {
@@ -481,86 +427,7 @@ func runCheckPlan(ctx context.Context, pool *runner.Pool, cluster *inventorypkg.
 		sink = log
 	}
 	return runner.NewRun(plan, runner.RunOptions{
-		Check: false, Pool: pool, Sink: sink, NodeValue: builtins.NodeValue,
+		Check: false, Pool: pool, Sink: sink,
 		Failure: runner.FailurePolicy{Continue: true},
 	}).Execute(ctx)
-}
-
-// goStep makes a step body of a Go function.
-func goStep(name string, fn func(th *starlark.Thread, env *runner.Env) error) starlark.Callable {
-	return starlark.NewBuiltin(name, func(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
-		env, err := runner.EnvFrom(th, name)
-		if err != nil {
-			return nil, err
-		}
-		return starlark.None, fn(th, env)
-	})
-}
-
-// callK3s calls a function of the k3s module on th.
-func callK3s(th *starlark.Thread, name string, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
-	fn, ok := builtins.K3s.Members[name].(starlark.Callable)
-	if !ok {
-		return nil, fmt.Errorf("the k3s module has no %s", name)
-	}
-	return starlark.Call(th, fn, args, kwargs)
-}
-
-// fromStarlark decodes a Starlark value (structs, dicts, lists, scalars)
-// into v through its JSON form.
-func fromStarlark(sv starlark.Value, v any) error {
-	b, err := json.Marshal(starToGo(sv))
-	if err != nil {
-		return err
-	}
-	return json.Unmarshal(b, v)
-}
-
-func starToGo(v starlark.Value) any {
-	switch x := v.(type) {
-	case starlark.NoneType:
-		return nil
-	case starlark.Bool:
-		return bool(x)
-	case starlark.String:
-		return string(x)
-	case starlark.Int:
-		if i, ok := x.Int64(); ok {
-			return i
-		}
-		return x.String()
-	case starlark.Float:
-		return float64(x)
-	case *starlark.List:
-		out := make([]any, 0, x.Len())
-		for i := 0; i < x.Len(); i++ {
-			out = append(out, starToGo(x.Index(i)))
-		}
-		return out
-	case starlark.Tuple:
-		out := make([]any, 0, len(x))
-		for _, e := range x {
-			out = append(out, starToGo(e))
-		}
-		return out
-	case *starlark.Dict:
-		out := map[string]any{}
-		for _, it := range x.Items() {
-			k, _ := starlark.AsString(it[0])
-			if k == "" {
-				k = it[0].String()
-			}
-			out[k] = starToGo(it[1])
-		}
-		return out
-	case *starlarkstruct.Struct:
-		out := map[string]any{}
-		for _, name := range x.AttrNames() {
-			if a, err := x.Attr(name); err == nil {
-				out[name] = starToGo(a)
-			}
-		}
-		return out
-	}
-	return v.String()
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caretaker/caretaker/builtins/k3sops"
 	"github.com/caretaker/caretaker/runner/metrics"
 )
 
@@ -13,12 +14,12 @@ func baseReport() *checkReport {
 	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
 	return &checkReport{
 		Cluster: "lab", CheckedAt: now, WarnDays: 30, Nodes: []string{"s1", "s2", "a1"},
-		CA: caReport{Checked: true, Consistent: true, Stale: []string{}, Nodes: []caRow{{Node: "s1", OK: true}, {Node: "s2", OK: true}, {Node: "a1", OK: true}}},
-		Certificates: []certRow{
+		CA: caReport{Checked: true, Consistent: true, Stale: []string{}, Nodes: []k3sops.Row{{Node: "s1", OK: true}, {Node: "s2", OK: true}, {Node: "a1", OK: true}}},
+		Certificates: []k3sops.CertRow{
 			{Node: "s2", File: "b.crt", Subject: "x", Expires: now.Add(400 * 24 * time.Hour), ResidualDays: 400, Status: "OK"},
 			{Node: "s1", File: "a.crt", Subject: "y", Expires: now.Add(400 * 24 * time.Hour), ResidualDays: 400, Status: "OK"},
 		},
-		Expiring: []certRow{},
+		Expiring: []k3sops.CertRow{},
 	}
 }
 
@@ -31,7 +32,7 @@ func TestCheckReportExitCodes(t *testing.T) {
 
 	rep = baseReport()
 	rep.CA.Consistent, rep.CA.Stale = false, []string{"s2"}
-	rep.CA.Nodes[1] = caRow{Node: "s2", OK: false, Problems: []string{"disk tls/server-ca.crt holds k3s-server-ca@1 (old)"}}
+	rep.CA.Nodes[1] = k3sops.Row{Node: "s2", OK: false, Problems: []string{"disk tls/server-ca.crt holds k3s-server-ca@1 (old)"}}
 	finishReport(rep, 3)
 	if rep.ExitCode != exitDrift || !strings.Contains(rep.Summary, "1 node(s) without the datastore's CA: s2") || rep.Problems[0] != "s2: disk tls/server-ca.crt holds k3s-server-ca@1 (old)" {
 		t.Errorf("drift: %d %s %q", rep.ExitCode, rep.Summary, rep.Problems)

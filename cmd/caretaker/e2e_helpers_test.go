@@ -23,7 +23,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -56,9 +55,9 @@ func caretakerBinary(t testing.TB) string {
 			return
 		}
 		out := filepath.Join(dir, "caretaker")
-		goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
-		if _, err := os.Stat(goBin); err != nil {
-			goBin = "go"
+		goBin, err := exec.LookPath("go")
+		if err != nil {
+			goBin = "/usr/local/go/bin/go"
 		}
 		cmd := exec.Command(goBin, "build", "-o", out, "github.com/caretaker/caretaker/cmd/caretaker")
 		if b, err := cmd.CombinedOutput(); err != nil {

@@ -195,7 +195,7 @@ func printRun(w io.Writer, r *journal.RunRecord) {
 			fmt.Fprintf(tw, "  %d. %s\t%s\t%s\t%s\n", s.Index+1, s.Name, n, status, extra)
 		}
 	}
-	tw.Flush()
+	_ = tw.Flush() // a terminal or pipe that fails is not ours to report
 	if len(r.Undos) > 0 {
 		fmt.Fprintln(w, "undo actions (replayed latest first by `caretaker undo`):")
 		for _, u := range r.Undos {

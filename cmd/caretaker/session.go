@@ -23,7 +23,7 @@ func (f *runFlags) addSessionFlags(c *cobra.Command) {
 	c.Flags().StringVar(&f.window, "window", "", `maintenance window, e.g. "Sat 02:00-05:00 Europe/Berlin": refuse to start outside it (exit 5), start no step after it closes (resume later)`)
 	c.Flags().StringVar(&f.notifyURL, "notify-url", "", "POST a JSON summary to this URL when the run ends, a step fails, or the run is refused; failures to notify are logged, never fatal")
 	c.Flags().DurationVar(&f.lockTTL, "lock-ttl", 0, "lease TTL of the cluster lock (default 60s, or $"+session.LockTTLEnv+")")
-	c.Flags().MarkHidden("lock-ttl")
+	_ = c.Flags().MarkHidden("lock-ttl") // the flag is defined just above
 }
 
 // sessionOptions are the session's options from the flags; params are the

@@ -192,7 +192,7 @@ func RenewLeafCerts(cas, existing map[string][]byte, opts LeafOptions) (map[stri
 			if err != nil {
 				return nil, nil, err
 			}
-			key, keyPEM = k, kp
+			key = k
 			out[s.key] = kp
 		}
 		cert, err := signLeaf(s, key, ca, now)

@@ -573,7 +573,7 @@ func (ss *session) wait(r *running) {
 			fmt.Fprintf(ss.ch.Stderr(), "sshserver: %v\n", err)
 		}
 	}
-	ss.ch.SendRequest("exit-status", false, ssh.Marshal(struct{ Status uint32 }{uint32(status)}))
+	_, _ = ss.ch.SendRequest("exit-status", false, ssh.Marshal(struct{ Status uint32 }{uint32(status)}))
 	ss.ch.Close()
 }
 
@@ -583,7 +583,7 @@ var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b 
 func pooledCopy(w io.Writer, r io.Reader) {
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)
-	io.CopyBuffer(struct{ io.Writer }{w}, struct{ io.Reader }{r}, *bp)
+	_, _ = io.CopyBuffer(struct{ io.Writer }{w}, struct{ io.Reader }{r}, *bp) // ends when either side closes
 }
 
 func sendExitSignal(ch ssh.Channel, sig syscall.Signal) {
@@ -596,7 +596,7 @@ func sendExitSignal(ch ssh.Channel, sig syscall.Signal) {
 	if name == "" {
 		name = "KILL"
 	}
-	ch.SendRequest("exit-signal", false, ssh.Marshal(struct {
+	_, _ = ch.SendRequest("exit-signal", false, ssh.Marshal(struct {
 		Signal     string
 		CoreDumped bool
 		Message    string
@@ -640,14 +640,14 @@ func (s *Server) serveDirectTCPIP(nc ssh.NewChannel) {
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		io.Copy(conn, ch)
+		_, _ = io.Copy(conn, ch) // a forwarded connection ends when either side closes
 		if tc, ok := conn.(*net.TCPConn); ok {
 			tc.CloseWrite()
 		}
 	}()
 	go func() {
 		defer wg.Done()
-		io.Copy(ch, conn)
+		_, _ = io.Copy(ch, conn)
 		ch.CloseWrite()
 	}()
 	wg.Wait()

@@ -15,7 +15,7 @@ import (
 	"time"
 )
 
-// EnvJoin, set to "serial", starts server-2..N one after the other
+// EnvJoin is the environment variable that, set to "serial", starts server-2..N one after the other
 // instead of all at once. At once is the default: etcd admits one learner
 // at a time, but K3s retries its member add ("too many learner members
 // in cluster") until the previous learner is promoted, so the joins

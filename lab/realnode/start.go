@@ -11,7 +11,7 @@ import (
 	"time"
 )
 
-// EnvKeepOnFailure, set to 1, makes a failed Start leave the lab running
+// EnvKeepOnFailure is the environment variable that, set to 1, makes a failed Start leave the lab running
 // for inspection (tear it down with Open + Close, `lab down`).
 const EnvKeepOnFailure = "CARETAKER_REALNODE_KEEP_ON_FAILURE"
 

@@ -438,7 +438,7 @@ func (j *File) writeLocked(e Entry) {
 
 func syncDir(dir string) {
 	if d, err := os.Open(dir); err == nil {
-		d.Sync()
+		_ = d.Sync() // best effort: the file itself was synced before its rename
 		d.Close()
 	}
 }

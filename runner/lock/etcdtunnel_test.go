@@ -104,15 +104,27 @@ func startTestEtcd(t *testing.T, ca *testPKI) string {
 		CertFile: filepath.Join(dir, "server.crt"), KeyFile: filepath.Join(dir, "server.key"),
 		TrustedCAFile: filepath.Join(dir, "ca.crt"), ClientCertAuth: true,
 	}
-	client := "127.0.0.1:" + strconv.Itoa(freePort(t))
-	peer := "127.0.0.1:" + strconv.Itoa(freePort(t))
-	cu := []url.URL{{Scheme: "https", Host: client}}
-	pu := []url.URL{{Scheme: "http", Host: peer}}
-	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = cu, cu
-	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = pu, pu
-	cfg.ListenMetricsUrls = nil
-	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
-	e, err := embed.StartEtcd(cfg)
+	// A port found free may be taken by another test process before etcd
+	// binds it: try a few.
+	var (
+		client string
+		e      *embed.Etcd
+		err    error
+	)
+	for attempt := 0; attempt < 5; attempt++ {
+		client = "127.0.0.1:" + strconv.Itoa(freePort(t))
+		peer := "127.0.0.1:" + strconv.Itoa(freePort(t))
+		cu := []url.URL{{Scheme: "https", Host: client}}
+		pu := []url.URL{{Scheme: "http", Host: peer}}
+		cfg.ListenClientUrls, cfg.AdvertiseClientUrls = cu, cu
+		cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = pu, pu
+		cfg.ListenMetricsUrls = nil
+		cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
+		e, err = embed.StartEtcd(cfg)
+		if err == nil || !strings.Contains(err.Error(), "address already in use") {
+			break
+		}
+	}
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -350,7 +350,7 @@ func (l *ClusterLock) Unlock(ctx context.Context) error {
 	return nil
 }
 
-// ErrNoEtcd: no server of the cluster holds an etcd client certificate, so
+// ErrNoEtcd says no server of the cluster holds an etcd client certificate, so
 // the cluster does not run embedded etcd (a single server on SQLite, or an
 // external datastore) and there is no etcd to hold a cluster lock in.
 var ErrNoEtcd = errors.New("the cluster runs no embedded etcd")

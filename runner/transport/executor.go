@@ -98,6 +98,7 @@ func (e *ExitError) Error() string {
 // Is makes errors.Is(err, ErrNonZeroExit) true for an *ExitError.
 func (e *ExitError) Is(target error) bool { return target == errs.ErrNonZeroExit }
 
+// ShortLine is s cut to n bytes with "..." when longer, for messages.
 func ShortLine(s string, n int) string {
 	if len(s) <= n {
 		return s

@@ -12,7 +12,7 @@ import (
 	"github.com/caretaker/caretaker/runner/errs"
 )
 
-// ErrOutsideWindow: the maintenance window (--window) is closed. A run
+// ErrOutsideWindow says the maintenance window (--window) is closed. A run
 // refuses to start outside it; a run whose window closes starts no new
 // step and can be resumed in the next window. The CLI exits 5.
 var ErrOutsideWindow = errors.New("outside the maintenance window")

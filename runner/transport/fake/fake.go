@@ -59,8 +59,8 @@ func New(name string) *Executor {
 // Later registrations win over earlier ones.
 func (f *Executor) On(pattern string, reply Reply) *Executor {
 	return f.OnFunc(pattern, func(_ string, _ []byte, stdout, stderr io.Writer) int {
-		io.WriteString(stdout, reply.Stdout)
-		io.WriteString(stderr, reply.Stderr)
+		_, _ = io.WriteString(stdout, reply.Stdout)
+		_, _ = io.WriteString(stderr, reply.Stderr)
 		return reply.Code
 	})
 }

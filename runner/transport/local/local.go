@@ -101,7 +101,7 @@ func (l *localExecutor) Run(ctx context.Context, c transport.Command) (transport
 	}
 	if stdin != nil {
 		go func() {
-			proc.PooledCopy(stdin, c.Stdin)
+			_, _ = proc.PooledCopy(stdin, c.Stdin) // a command that exits early closes its stdin
 			stdin.Close()
 		}()
 	}

@@ -162,7 +162,7 @@ func (h *hostKeyChecker) acceptNew(hostport string, remote net.Addr, key ssh.Pub
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
 		return fail("lock", err)
 	}
-	defer syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+	defer func() { _ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN) }()
 
 	db, err := parseKnownHosts(h.file)
 	if err != nil {

@@ -518,7 +518,7 @@ func (e *sshExecutor) run(ctx context.Context, c transport.Command, display stri
 			return transport.Result{}, fmt.Errorf("node %s: command %q: stdin: %w", e.cfg.Name, transport.ShortLine(display, 80), err)
 		}
 		go func() {
-			proc.PooledCopy(w, c.Stdin)
+			_, _ = proc.PooledCopy(w, c.Stdin) // a command that exits early closes its stdin
 			w.Close()
 		}()
 	}
@@ -647,7 +647,7 @@ func (e *sshExecutor) WriteFile(ctx context.Context, path string, data []byte, m
 		// The shell may have been killed before its trap removed the
 		// temporary file.
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		e.run(cctx, transport.Command{Line: "rm -f -- " + transport.ShellQuote(proc.TempName(path, suffix))}, "rm temporary file")
+		_, _ = e.run(cctx, transport.Command{Line: "rm -f -- " + transport.ShellQuote(proc.TempName(path, suffix))}, "rm temporary file")
 		cancel()
 	}
 	return fileOpError(e.cfg.Name, "write", path, err)

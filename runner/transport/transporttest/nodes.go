@@ -40,6 +40,7 @@ var ClientKey = sync.OnceValues(func() (ed25519.PrivateKey, error) {
 	return priv, err
 })
 
+// ClientPEM is the test client key (ClientKey) as an OpenSSH PEM file.
 func ClientPEM() ([]byte, error) {
 	priv, err := ClientKey()
 	if err != nil {
@@ -52,6 +53,7 @@ func ClientPEM() ([]byte, error) {
 	return pem.EncodeToMemory(blk), nil
 }
 
+// ClientPublicKey is the public half of the test client key.
 func ClientPublicKey(t testing.TB) ssh.PublicKey {
 	t.Helper()
 	priv, err := ClientKey()

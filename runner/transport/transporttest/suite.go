@@ -115,7 +115,7 @@ func ExecutorSuite(t *testing.T, newExec func(t *testing.T) transport.Executor) 
 		case <-time.After(15 * time.Second):
 			t.Fatal("no output while the command was still running")
 		}
-		io.WriteString(pw, "go\n")
+		_, _ = io.WriteString(pw, "go\n")
 		pw.Close()
 		<-done
 		if err != nil || res.ExitCode != 0 {
@@ -194,7 +194,9 @@ func ExecutorSuite(t *testing.T, newExec func(t *testing.T) transport.Executor) 
 		if err := os.WriteFile(p, []byte("old\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		os.Chmod(p, 0o604) // not what WriteFile is asked for
+		if err := os.Chmod(p, 0o604); err != nil { // not what WriteFile is asked for
+			t.Fatal(err)
+		}
 		wantUID, wantGID := os.Geteuid(), os.Getegid()
 		if os.Geteuid() == 0 {
 			wantUID, wantGID = 4242, 4343
@@ -224,8 +226,12 @@ func ExecutorSuite(t *testing.T, newExec func(t *testing.T) transport.Executor) 
 		dir := t.TempDir()
 		target := filepath.Join(dir, "real")
 		link := filepath.Join(dir, "link")
-		os.WriteFile(target, []byte("a"), 0o600)
-		os.Symlink(target, link)
+		if err := os.WriteFile(target, []byte("a"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(target, link); err != nil {
+			t.Fatal(err)
+		}
 		if err := e.WriteFile(ctx, link, []byte("b"), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -263,8 +269,12 @@ func ExecutorSuite(t *testing.T, newExec func(t *testing.T) transport.Executor) 
 		e := newExec(t)
 		dir := t.TempDir()
 		sub := filepath.Join(dir, "sub")
-		os.Mkdir(sub, 0o755)
-		os.WriteFile(filepath.Join(sub, "keep"), []byte("k"), 0o600)
+		if err := os.Mkdir(sub, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(sub, "keep"), []byte("k"), 0o600); err != nil {
+			t.Fatal(err)
+		}
 		if err := e.WriteFile(ctx, sub, []byte("x"), 0o600); err == nil || !strings.Contains(err.Error(), "directory") {
 			t.Fatalf("WriteFile(dir) = %v; want an error saying it is a directory", err)
 		}
@@ -349,6 +359,8 @@ func (f LineFunc) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// AssertNoTempFiles fails t when dir holds a temporary file an atomic
+// write left behind.
 func AssertNoTempFiles(t *testing.T, dir string) {
 	t.Helper()
 	ents, _ := os.ReadDir(dir)
@@ -375,13 +387,14 @@ func StartEcho(t testing.TB) string {
 			}
 			go func() {
 				defer c.Close()
-				io.Copy(c, c)
+				_, _ = io.Copy(c, c)
 			}()
 		}
 	}()
 	return ln.Addr().String()
 }
 
+// WaitForPID waits for a command to write its PID to file and returns it.
 func WaitForPID(t *testing.T, file string) int {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
@@ -415,6 +428,7 @@ func WaitProcessGone(t *testing.T, pid int) {
 	t.Errorf("process %d still runs after the call was cancelled", pid)
 }
 
+// StatT is the syscall.Stat_t of fi (nil when it has none).
 func StatT(fi os.FileInfo) *syscall.Stat_t {
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
 		return st

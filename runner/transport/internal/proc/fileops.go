@@ -245,6 +245,7 @@ type GateWriter struct {
 	err    error
 }
 
+// NewGate returns a GateWriter forwarding to w and keeping the tail in tail.
 func NewGate(w io.Writer, tail *TailBuffer) *GateWriter {
 	return &GateWriter{w: w, tail: tail}
 }
@@ -256,7 +257,7 @@ func (g *GateWriter) Write(p []byte) (int, error) {
 		return len(p), nil
 	}
 	if g.tail != nil {
-		g.tail.Write(p)
+		_, _ = g.tail.Write(p)
 	}
 	if g.w != nil && g.err == nil {
 		if _, err := g.w.Write(p); err != nil {
@@ -297,7 +298,7 @@ func PooledCopy(w io.Writer, r io.Reader) (int64, error) {
 	}
 }
 
-// close stops forwarding and returns the first error of the writer.
+// Close stops forwarding and returns the first error of the writer.
 func (g *GateWriter) Close() error {
 	g.mu.Lock()
 	defer g.mu.Unlock()

@@ -1,14 +1,13 @@
-package builtins
+package k3sops
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"path"
 	"sort"
 	"strings"
 	"time"
-
-	"go.starlark.net/starlark"
 
 	"github.com/caretaker/caretaker/internal/k3s"
 	"github.com/caretaker/caretaker/runner"
@@ -41,11 +40,11 @@ func (s *nodeSources) paths() []string {
 // (k3s-ca-rotation.md §7): the unit and its <unit>.d/*.conf drop-ins,
 // config.yaml and config.yaml.d/*.yaml|*.yml, and the environment files
 // the unit names (plus those the inventory lists).
-func (c *k3sCall) readSources() (*nodeSources, error) {
-	k := c.node.K3s
+func (c *Target) readSources(ctx context.Context) (*nodeSources, error) {
+	k := c.Node.K3s
 	patterns := []string{k.UnitFile, k.UnitFile + ".d/*.conf", k.ConfigFile, k.ConfigFile + ".d/*.yaml", k.ConfigFile + ".d/*.yml"}
 	patterns = append(patterns, k.EnvFiles...)
-	got, err := c.fetchMap(patterns...)
+	got, err := c.fetchMap(ctx, patterns...)
 	if err != nil {
 		return nil, err
 	}
@@ -108,7 +107,7 @@ func (c *k3sCall) readSources() (*nodeSources, error) {
 		}
 	}
 	if len(missing) > 0 {
-		more, err := c.fetchMap(missing...)
+		more, err := c.fetchMap(ctx, missing...)
 		if err != nil {
 			return nil, err
 		}
@@ -138,7 +137,7 @@ func contains(ss []string, s string) bool {
 
 // effective merges the sources; it registers the token as a secret so it
 // can never reach an event.
-func (c *k3sCall) effective(ns *nodeSources) (map[string]k3s.Setting, error) {
+func (c *Target) effective(ns *nodeSources) (map[string]k3s.Setting, error) {
 	eff, err := k3s.Effective(ns.src)
 	if err != nil {
 		return nil, c.errorf("merge the config sources (%s): %w", strings.Join(ns.paths(), ", "), err)
@@ -156,15 +155,17 @@ func (c *k3sCall) effective(ns *nodeSources) (map[string]k3s.Setting, error) {
 }
 
 // redactToken registers a token and its password part as secrets.
-func (c *k3sCall) redactToken(tok string) {
+func (c *Target) redactToken(tok string) { redactToken(c.Run, tok) }
+
+func redactToken(run Run, tok string) {
 	tok = strings.TrimSpace(tok)
 	if tok == "" {
 		return
 	}
-	c.env.Redact(tok)
+	run.Redact(tok)
 	if t, err := k3s.ParseToken(tok); err == nil {
-		c.env.Redact(t.Password)
-		c.env.Redact(t.Bootstrap)
+		run.Redact(t.Password)
+		run.Redact(t.Bootstrap)
 	}
 }
 
@@ -191,36 +192,49 @@ func tokenKind(eff map[string]k3s.Setting) string {
 	return "short"
 }
 
-// settingValue describes a setting for Starlark; secret settings omit the
-// value.
-func settingValue(s k3s.Setting, ok, secret bool) starlark.Value {
+// Setting is a config setting as K3s sees it, with where it came from.
+// Value is empty for secret settings (the token).
+type Setting struct {
+	Source   string   `json:"source"`
+	Line     int      `json:"line"`
+	Kind     string   `json:"kind"`
+	Set      bool     `json:"set"`
+	Value    *string  `json:"value,omitempty" star:"value,omitnil"`
+	Shadowed []Origin `json:"shadowed"`
+}
+
+// Origin is a source whose value a later one overrides.
+type Origin struct {
+	Source string  `json:"source"`
+	Line   int     `json:"line"`
+	Kind   string  `json:"kind"`
+	Value  *string `json:"value,omitempty" star:"value,omitnil"`
+}
+
+// settingOf describes a setting; secret settings omit the value. nil when
+// no source sets it.
+func settingOf(s k3s.Setting, ok, secret bool) *Setting {
 	if !ok {
-		return starlark.None
+		return nil
 	}
-	d := starlark.StringDict{
-		"source": starlark.String(s.Source),
-		"line":   starlark.MakeInt(s.Line),
-		"kind":   starlark.String(s.Kind),
-		"set":    starlark.Bool(strings.TrimSpace(s.Value) != ""),
-	}
+	out := &Setting{Source: s.Source, Line: s.Line, Kind: s.Kind, Set: strings.TrimSpace(s.Value) != "", Shadowed: []Origin{}}
 	if !secret {
-		d["value"] = starlark.String(s.Value)
+		out.Value = &s.Value
 	}
-	var sh []starlark.Value
 	for _, o := range s.Shadowed {
-		sd := starlark.StringDict{"source": starlark.String(o.Source), "line": starlark.MakeInt(o.Line), "kind": starlark.String(o.Kind)}
+		or := Origin{Source: o.Source, Line: o.Line, Kind: o.Kind}
 		if !secret {
-			sd["value"] = starlark.String(o.Value)
+			v := o.Value
+			or.Value = &v
 		}
-		sh = append(sh, structOf("origin", sd))
+		out.Shadowed = append(out.Shadowed, or)
 	}
-	d["shadowed"] = starlark.NewList(sh)
-	return structOf("setting", d)
+	return out
 }
 
 // version runs `k3s --version` on the node.
-func (c *k3sCall) version() (k3s.Version, string, error) {
-	out, errOut, err := c.runQuiet("k3s --version", 30*time.Second)
+func (c *Target) version(ctx context.Context) (k3s.Version, string, error) {
+	out, errOut, err := c.runQuiet(ctx, "k3s --version", 30*time.Second)
 	if err != nil {
 		return k3s.Version{}, "", c.errorf("k3s --version: %w%s", err, tail(errOut))
 	}
@@ -246,8 +260,8 @@ func tail(s string) string {
 
 // serviceState is `systemctl is-active <service>`: active, inactive,
 // failed, activating, ...
-func (c *k3sCall) serviceState() (string, error) {
-	out, _, err := c.runQuiet("systemctl is-active "+transport.ShellQuote(c.node.K3s.Service), 30*time.Second)
+func (c *Target) serviceState(ctx context.Context) (string, error) {
+	out, _, err := c.runQuiet(ctx, "systemctl is-active "+transport.ShellQuote(c.Node.K3s.Service), 30*time.Second)
 	state := strings.TrimSpace(out)
 	if err != nil && !errors.Is(err, errs.ErrNonZeroExit) {
 		return "", c.errorf("systemctl is-active: %w", err)
@@ -271,17 +285,17 @@ func caPaths(role string) []string {
 }
 
 // caFingerprints reads and fingerprints the node's CA bundles.
-func (c *k3sCall) caFingerprints() (map[string]k3s.CAFingerprint, error) {
+func (c *Target) caFingerprints(ctx context.Context) (map[string]k3s.CAFingerprint, error) {
 	var pats []string
-	for _, p := range caPaths(c.node.Role) {
+	for _, p := range caPaths(c.Node.Role) {
 		pats = append(pats, c.dd()+"/"+p)
 	}
-	files, err := c.fetchMap(pats...)
+	files, err := c.fetchMap(ctx, pats...)
 	if err != nil {
 		return nil, err
 	}
 	out := map[string]k3s.CAFingerprint{}
-	for _, p := range caPaths(c.node.Role) {
+	for _, p := range caPaths(c.Node.Role) {
 		f, ok := files[c.dd()+"/"+p]
 		if !ok {
 			continue
@@ -295,21 +309,45 @@ func (c *k3sCall) caFingerprints() (map[string]k3s.CAFingerprint, error) {
 	return out, nil
 }
 
-func fingerprintValue(fp k3s.CAFingerprint) starlark.Value {
-	return structOf("ca", starlark.StringDict{
-		"sha256":  starlark.String(fp.SHA256),
-		"subject": starlark.String(fp.Subject),
-		"certs":   starlark.MakeInt(fp.Certs),
-	})
+// CA describes a CA bundle: the sha256 of its bytes, the subject of its
+// first certificate and how many certificates it holds.
+type CA struct {
+	Certs   int    `json:"certs"`
+	SHA256  string `json:"sha256"`
+	Subject string `json:"subject"`
 }
 
-// k3s.facts(node): what caretaker knows about a node's K3s.
-func k3sFacts(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
-	c, err := unpackK3sCall(th, b, args, kwargs)
-	if err != nil {
-		return nil, err
-	}
-	ns, err := c.readSources()
+func caOf(fp k3s.CAFingerprint) CA {
+	return CA{Certs: fp.Certs, SHA256: fp.SHA256, Subject: fp.Subject}
+}
+
+// Facts is what caretaker knows about a node's K3s.
+type Facts struct {
+	Name            string `json:"name"`
+	Role            string `json:"role"`
+	Version         string `json:"version"`
+	VersionLine     string `json:"version_line"`
+	NeedsWorkaround bool   `json:"needs_workaround"`
+	// BugGate says what decided NeedsWorkaround.
+	BugGate        string        `json:"bug_gate"`
+	Service        string        `json:"service"`
+	ServiceState   string        `json:"service_state"`
+	DataDir        string        `json:"data_dir"`
+	Server         *Setting      `json:"server"`
+	ServerURL      string        `json:"server_url"`
+	Token          *Setting      `json:"token"`
+	TokenKind      string        `json:"token_kind"`
+	ClusterInit    *Setting      `json:"cluster_init"`
+	DataDirSetting *Setting      `json:"data_dir_setting"`
+	CAs            map[string]CA `json:"cas"`
+	Sources        []string      `json:"sources"`
+}
+
+// ReadFacts reads a node's K3s facts: version, role, the effective
+// server/token/cluster-init/data-dir with their sources, the bug gate,
+// the service state and the CAs on disk. It logs a one-line summary.
+func ReadFacts(ctx context.Context, c *Target) (*Facts, error) {
+	ns, err := c.readSources(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -317,72 +355,52 @@ func k3sFacts(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwa
 	if err != nil {
 		return nil, err
 	}
-	v, vline, verr := c.version()
-	state, err := c.serviceState()
+	v, vline, verr := c.version(ctx)
+	state, err := c.serviceState(ctx)
 	if err != nil {
 		return nil, err
 	}
-	cas, err := c.caFingerprints()
+	cas, err := c.caFingerprints(ctx)
 	if err != nil {
 		return nil, err
 	}
-
-	isServer := c.node.Role == inventory.RoleServer
 	version := ""
 	if verr == nil {
 		version = v.String()
 	}
-	needs, gate := bugGate(c.node, v, verr)
-	if verr != nil && c.node.K3s.BootstrapBug == inventory.BootstrapBugAuto {
-		c.env.Output(runner.StreamStderr, fmt.Sprintf("k3s version unknown (%v); assuming it needs the --server workaround", verr))
+	needs, gate := bugGate(c.Node, v, verr)
+	if verr != nil && c.Node.K3s.BootstrapBug == inventory.BootstrapBugAuto {
+		c.Run.Output(runner.StreamStderr, fmt.Sprintf("k3s version unknown (%v); assuming it needs the --server workaround", verr))
 	}
-	dataDir := c.node.K3s.DataDir
+	dataDir := c.Node.K3s.DataDir
 	if s, ok := eff["data-dir"]; ok && strings.TrimSpace(s.Value) != "" && path.Clean(s.Value) != path.Clean(dataDir) {
-		c.env.Output(runner.StreamStderr, fmt.Sprintf("warning: %s:%d sets data-dir %s but the inventory says %s; caretaker uses the inventory's (set k3s.data_dir)", s.Source, s.Line, s.Value, dataDir))
+		c.Run.Output(runner.StreamStderr, fmt.Sprintf("warning: %s:%d sets data-dir %s but the inventory says %s; caretaker uses the inventory's (set k3s.data_dir)", s.Source, s.Line, s.Value, dataDir))
 	}
-
-	casDict := starlark.NewDict(len(cas))
-	var caKeys []string
-	for p := range cas {
-		caKeys = append(caKeys, p)
+	f := &Facts{
+		Name: c.Node.Name, Role: c.Node.Role, Version: version, VersionLine: vline,
+		NeedsWorkaround: needs, BugGate: gate, Service: c.Node.K3s.Service, ServiceState: state,
+		DataDir: dataDir, TokenKind: tokenKind(eff), CAs: map[string]CA{}, Sources: ns.paths(),
 	}
-	sort.Strings(caKeys)
-	for _, p := range caKeys {
-		casDict.SetKey(starlark.String(p), fingerprintValue(cas[p]))
+	for p, fp := range cas {
+		f.CAs[p] = caOf(fp)
 	}
 	server, hasServer := eff["server"]
-	tok, hasTok := eff["token"]
-	ci, hasCI := eff["cluster-init"]
-	ddSet, hasDD := eff["data-dir"]
-	kind := tokenKind(eff)
-	serverURL := ""
 	if hasServer {
-		serverURL = strings.TrimSpace(server.Value)
+		f.ServerURL = strings.TrimSpace(server.Value)
 	}
-	log := fmt.Sprintf("k3s %s, %s, service %s, server=%q, token %s", orUnknown(version), c.node.Role, state, serverURL, kind)
-	if isServer {
+	f.Server = settingOf(server, hasServer, false)
+	tok, hasTok := eff["token"]
+	f.Token = settingOf(tok, hasTok, true)
+	ci, hasCI := eff["cluster-init"]
+	f.ClusterInit = settingOf(ci, hasCI, false)
+	ddSet, hasDD := eff["data-dir"]
+	f.DataDirSetting = settingOf(ddSet, hasDD, false)
+	log := fmt.Sprintf("k3s %s, %s, service %s, server=%q, token %s", orUnknown(version), c.Node.Role, state, f.ServerURL, f.TokenKind)
+	if c.Node.Role == inventory.RoleServer {
 		log += fmt.Sprintf(", needs --server workaround: %v (%s)", needs, gate)
 	}
-	c.env.Output(runner.StreamLog, log)
-	return structOf("facts", starlark.StringDict{
-		"name":             starlark.String(c.node.Name),
-		"role":             starlark.String(c.node.Role),
-		"version":          starlark.String(version),
-		"version_line":     starlark.String(vline),
-		"needs_workaround": starlark.Bool(needs),
-		"bug_gate":         starlark.String(gate),
-		"service":          starlark.String(c.node.K3s.Service),
-		"service_state":    starlark.String(state),
-		"data_dir":         starlark.String(dataDir),
-		"server":           settingValue(server, hasServer, false),
-		"server_url":       starlark.String(serverURL),
-		"token":            settingValue(tok, hasTok, true),
-		"token_kind":       starlark.String(kind),
-		"cluster_init":     settingValue(ci, hasCI, false),
-		"data_dir_setting": settingValue(ddSet, hasDD, false),
-		"cas":              casDict,
-		"sources":          strList(ns.paths()),
-	}), nil
+	c.Run.Output(runner.StreamLog, log)
+	return f, nil
 }
 
 // bugGate decides whether a node has bug k3s-io/k3s#11233 (a server

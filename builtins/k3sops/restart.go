@@ -1,4 +1,4 @@
-package builtins
+package k3sops
 
 import (
 	"context"
@@ -10,8 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"go.starlark.net/starlark"
 
 	"github.com/caretaker/caretaker/runner"
 	"github.com/caretaker/caretaker/runner/inventory"
@@ -26,23 +24,38 @@ import (
 // creates it before every server restart of a rotation.
 const RegenerateFile = "tls/dynamic-cert-regenerate"
 
-// restartOptions say how a restart is done.
-type restartOptions struct {
-	timeout time.Duration
-	// regenerate creates SD/tls/dynamic-cert-regenerate before a server
-	// restarts, so that it serves a certificate of the CA on its disk.
-	regenerate bool
+// RestartOptions say how a restart is done.
+type RestartOptions struct {
+	// Timeout is how long K3s may take to be up again (default 3m).
+	Timeout time.Duration
+	// RegenerateCert creates SD/tls/dynamic-cert-regenerate before a
+	// server restarts, so that it serves a certificate of the CA on its
+	// disk (needed after a CA rotation).
+	RegenerateCert bool
+	// Fail makes a restart after which K3s is not up an error (with the
+	// journal); otherwise the result says so.
+	Fail bool
 }
 
-// restartResult is what restart found.
-type restartResult struct {
-	ok      bool
-	state   string // systemd's ActiveState: active, activating, failed, ...
-	sub     string // systemd's SubState: running, start, auto-restart, ...
-	reason  string
-	journal []string
-	took    time.Duration
+// RestartResult is what a restart found.
+type RestartResult struct {
+	OK bool `json:"ok"`
+	// State and Substate are systemd's ActiveState (active, activating,
+	// failed, ...) and SubState (running, start, auto-restart, ...).
+	State    string `json:"state"`
+	Substate string `json:"substate"`
+	// Error says why K3s is not up ("" when OK).
+	Error string `json:"error"`
+	// Journal holds the journal lines that explain a failed restart,
+	// errors first.
+	Journal []string `json:"journal"`
+	Seconds float64  `json:"seconds"`
+
+	reason string
+	took   time.Duration // 0 in check mode
 }
+
+func restarted(res RestartResult) bool { return res.took > 0 }
 
 // unitStatus is the part of `systemctl show` a restart watches.
 type unitStatus struct {
@@ -87,10 +100,10 @@ func (st unitStatus) describe() string {
 }
 
 // unitShow runs `systemctl show` for the node's service.
-func (c *k3sCall) unitShow(ctx context.Context) (unitStatus, error) {
+func (c *Target) unitShow(ctx context.Context) (unitStatus, error) {
 	var out strings.Builder
-	line := "systemctl show " + transport.ShellQuote(c.node.K3s.Service) + " --property=" + unitShowProps
-	if _, err := c.ex.Run(ctx, transport.Command{Line: line, Stdout: &out, Timeout: 30 * time.Second}); err != nil {
+	line := "systemctl show " + transport.ShellQuote(c.Node.K3s.Service) + " --property=" + unitShowProps
+	if _, err := c.Exec.Run(ctx, transport.Command{Line: line, Stdout: &out, Timeout: 30 * time.Second}); err != nil {
 		return unitStatus{}, c.errorf("%s: %w", line, err)
 	}
 	st := parseUnitShow(out.String())
@@ -107,37 +120,41 @@ func (c *k3sCall) unitShow(ctx context.Context) (unitStatus, error) {
 // new invocation is active and, on servers, /readyz answers ok. New
 // error lines of K3s are shown while it waits; a K3s that dies twice with
 // the same fatal error is reported at once, not at the timeout.
-func (c *k3sCall) restart(o restartOptions) (restartResult, error) {
-	svc := c.node.K3s.Service
+func (c *Target) restart(ctx context.Context, o RestartOptions) (RestartResult, error) {
+	svc := c.Node.K3s.Service
 	start := time.Now()
-	res := restartResult{ok: true, state: "active"}
-	what := fmt.Sprintf("restart %s on %s and wait until it is up (timeout %s)", svc, c.node.Name, o.timeout)
-	if o.regenerate && c.node.Role == inventory.RoleServer {
+	res := RestartResult{OK: true, State: "active", Journal: []string{}}
+	what := fmt.Sprintf("restart %s on %s and wait until it is up (timeout %s)", svc, c.Node.Name, o.Timeout)
+	if o.RegenerateCert && c.Node.Role == inventory.RoleServer {
 		what += fmt.Sprintf(", creating %s/%s first so that it serves a certificate of the CA on its disk", c.sd(), RegenerateFile)
 	}
 	var since string
-	err := c.env.Wet(what, func() error {
-		ctx, cancel := context.WithTimeout(c.ctx(), o.timeout)
+	ran := false // stays false in check mode
+	err := c.Run.Wet(what, func() error {
+		ran = true
+		ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 		defer cancel()
-		before, clock, err := c.restartNoBlock(ctx, o.regenerate)
+		before, clock, err := c.restartNoBlock(ctx, o.RegenerateCert)
 		since = clock
 		if err != nil {
 			return err
 		}
-		if err := c.waitUp(ctx, before, since, o.timeout, &res); err != nil {
+		if err := c.waitUp(ctx, before, since, o.Timeout, &res); err != nil {
 			return err
 		}
-		if res.ok && c.node.Role == inventory.RoleServer {
+		if res.OK && c.Node.Role == inventory.RoleServer {
 			return c.waitReady(ctx, &res)
 		}
 		return nil
 	})
-	res.took = time.Since(start)
+	if ran {
+		res.took = time.Since(start)
+	}
 	if err != nil {
 		return res, err
 	}
-	if !res.ok {
-		res.journal = c.journalExcerpt(since)
+	if !res.OK {
+		res.Journal = c.journalExcerpt(ctx, since)
 	}
 	return res, nil
 }
@@ -146,21 +163,21 @@ func (c *k3sCall) restart(o restartOptions) (restartResult, error) {
 // (after creating the regenerate file on a server, when asked) queues the
 // restart. It returns the invocation before the restart and the node's
 // clock as seconds since the epoch, for journalctl --since.
-func (c *k3sCall) restartNoBlock(ctx context.Context, regenerate bool) (unitStatus, string, error) {
-	svc := transport.ShellQuote(c.node.K3s.Service)
+func (c *Target) restartNoBlock(ctx context.Context, regenerate bool) (unitStatus, string, error) {
+	svc := transport.ShellQuote(c.Node.K3s.Service)
 	var out strings.Builder
 	line := "date +%s.%N && systemctl show " + svc + " --property=" + unitShowProps
-	if _, err := c.ex.Run(ctx, transport.Command{Line: line, Stdout: &out, Timeout: 30 * time.Second}); err != nil {
-		return unitStatus{}, "", c.errorf("read the state of %s: %w", c.node.K3s.Service, err)
+	if _, err := c.Exec.Run(ctx, transport.Command{Line: line, Stdout: &out, Timeout: 30 * time.Second}); err != nil {
+		return unitStatus{}, "", c.errorf("read the state of %s: %w", c.Node.K3s.Service, err)
 	}
 	clock, rest, _ := strings.Cut(out.String(), "\n")
 	before := parseUnitShow(rest)
 	cmd := "systemctl restart --no-block " + svc
-	if regenerate && c.node.Role == inventory.RoleServer {
+	if regenerate && c.Node.Role == inventory.RoleServer {
 		cmd = "touch " + transport.ShellQuote(c.sd()+"/"+RegenerateFile) + " && " + cmd
 	}
-	c.env.Output(runner.StreamLog, cmd)
-	_, _, _, err := RunResult(c.env, c.ex, c.node, transport.Command{Line: cmd, Timeout: time.Minute}, true, true)
+	c.Run.Output(runner.StreamLog, cmd)
+	_, _, _, err := c.Run.RunCommand(ctx, c.Exec, c.Node, transport.Command{Line: cmd, Timeout: time.Minute}, true, true)
 	if err != nil {
 		return before, strings.TrimSpace(clock), c.errorf("%s: %w", cmd, err)
 	}
@@ -177,7 +194,7 @@ var errorLine = regexp.MustCompile(`level=(error|fatal) `)
 // up, K3s crash-loops on one fatal error, or ctx ends (then res says the
 // state it was stuck in). Only ctx stops it: a graceful stop of the run
 // lets a restart that was started finish.
-func (c *k3sCall) waitUp(ctx context.Context, before unitStatus, since string, timeout time.Duration, res *restartResult) error {
+func (c *Target) waitUp(ctx context.Context, before unitStatus, since string, timeout time.Duration, res *RestartResult) error {
 	w := &upWatch{c: c, before: before, since: since, shown: map[string]bool{}, fatal: map[string]int{}}
 	var journalAt time.Time
 	err := pollEvery(ctx, unitPollInterval, func() (bool, error) {
@@ -188,7 +205,7 @@ func (c *k3sCall) waitUp(ctx context.Context, before unitStatus, since string, t
 			}
 			return false, err
 		}
-		res.state, res.sub = st.active, st.sub
+		res.State, res.Substate = st.active, st.sub
 		// The unit's state is cheap to ask often (a restart is seen
 		// within unitPollInterval); the journal is read once a second.
 		if done := st.active == "active" && st.invocation != before.invocation; done || time.Since(journalAt) >= time.Second {
@@ -197,9 +214,9 @@ func (c *k3sCall) waitUp(ctx context.Context, before unitStatus, since string, t
 		}
 		return w.judge(st, res), nil
 	})
-	if err != nil && ctx.Err() != nil && c.ctx().Err() == nil {
-		res.ok = false
-		res.reason = w.stuck(timeout, unitStatus{active: res.state, sub: res.sub}.describe())
+	if err != nil && ctx.Err() != nil && ctx.Err() == nil {
+		res.OK = false
+		res.reason = w.stuck(timeout, unitStatus{active: res.State, sub: res.Substate}.describe())
 		return nil
 	}
 	return err
@@ -207,7 +224,7 @@ func (c *k3sCall) waitUp(ctx context.Context, before unitStatus, since string, t
 
 // upWatch is the state of one waitUp.
 type upWatch struct {
-	c      *k3sCall
+	c      *Target
 	before unitStatus
 	since  string
 	shown  map[string]bool // error lines already shown
@@ -216,8 +233,8 @@ type upWatch struct {
 }
 
 // judge decides from one status whether waiting is over.
-func (w *upWatch) judge(st unitStatus, res *restartResult) bool {
-	svc := w.c.node.K3s.Service
+func (w *upWatch) judge(st unitStatus, res *RestartResult) bool {
+	svc := w.c.Node.K3s.Service
 	restarted := st.invocation != "" && st.invocation != w.before.invocation
 	switch {
 	case !restarted:
@@ -225,23 +242,23 @@ func (w *upWatch) judge(st unitStatus, res *restartResult) bool {
 	case st.active == "active":
 		return true
 	case st.active == "failed":
-		res.ok = false
+		res.OK = false
 		res.reason = fmt.Sprintf("%s failed after the restart (systemd result %s)%s", svc, st.result, w.cause())
 		return true
 	case st.active == "inactive":
-		res.ok = false
+		res.OK = false
 		res.reason = fmt.Sprintf("%s is inactive after the restart (it was stopped)%s", svc, w.cause())
 		return true
 	}
 	for msg, n := range w.fatal {
 		if n >= 2 {
-			res.ok = false
+			res.OK = false
 			res.reason = fmt.Sprintf("%s crash-loops: K3s exited %d times with the same fatal error (systemd restarts it every few seconds, %d restarts so far): %s", svc, n, st.restarts-w.before.restarts, msg)
 			return true
 		}
 	}
 	if failed := st.restarts - w.before.restarts; failed >= crashLoopRestarts {
-		res.ok = false
+		res.OK = false
 		res.reason = fmt.Sprintf("%s crash-loops: its start failed %d times since the restart and systemd keeps restarting it (Restart=always)%s", svc, failed, w.cause())
 		return true
 	}
@@ -263,8 +280,8 @@ func (w *upWatch) cause() string {
 
 // stuck explains a restart that did not finish in time.
 func (w *upWatch) stuck(timeout time.Duration, state string) string {
-	svc := w.c.node.K3s.Service
-	msg := fmt.Sprintf("%s on %s is still %s %s after the restart: K3s has not reported ready", svc, w.c.node.Name, state, timeout)
+	svc := w.c.Node.K3s.Service
+	msg := fmt.Sprintf("%s on %s is still %s %s after the restart: K3s has not reported ready", svc, w.c.Node.Name, state, timeout)
 	if strings.HasPrefix(state, "activating") {
 		msg += " (the installer's unit has TimeoutStartSec=0, so systemd waits for it forever; a longer timeout does not help unless K3s is only slow)"
 	}
@@ -277,9 +294,9 @@ func (w *upWatch) showNewErrors(ctx context.Context) {
 	if w.since == "" {
 		return
 	}
-	line := fmt.Sprintf("journalctl -u %s --since @%s --no-pager -o short-iso | grep -E 'level=(error|fatal) ' | tail -n 50", transport.ShellQuote(w.c.node.K3s.Service), w.since)
+	line := fmt.Sprintf("journalctl -u %s --since @%s --no-pager -o short-iso | grep -E 'level=(error|fatal) ' | tail -n 50", transport.ShellQuote(w.c.Node.K3s.Service), w.since)
 	var out strings.Builder
-	if _, err := w.c.ex.Run(ctx, transport.Command{Line: line, Stdout: &out, Timeout: 30 * time.Second}); err != nil {
+	if _, err := w.c.Exec.Run(ctx, transport.Command{Line: line, Stdout: &out, Timeout: 30 * time.Second}); err != nil {
 		return
 	}
 	for _, l := range strings.Split(strings.TrimSpace(out.String()), "\n") {
@@ -291,7 +308,7 @@ func (w *upWatch) showNewErrors(ctx context.Context) {
 		if m := fatalLine.FindStringSubmatch(l); m != nil {
 			w.fatal[m[1]]++
 		}
-		w.c.env.Output(runner.StreamStderr, "journal: "+shortJournalLine(l))
+		w.c.Run.Output(runner.StreamStderr, "journal: "+shortJournalLine(l))
 	}
 }
 
@@ -317,18 +334,18 @@ const journalExcerptLines = 30
 // then the last lines of the journal since the restart without etcd's
 // JSON records and Kubernetes' info lines, which drown the cause (issue
 // 10: 373 of 621 lines in 10 s were etcd "request stats").
-func (c *k3sCall) journalExcerpt(since string) []string {
+func (c *Target) journalExcerpt(ctx context.Context, since string) []string {
 	// A fresh context: the step's may have timed out already, and the
 	// journal is what tells the operator why.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.ctx()), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
 	sel := "--since @" + since
 	if since == "" {
 		sel = "-n 2000"
 	}
-	line := fmt.Sprintf("journalctl -u %s %s --no-pager -o short-iso | tail -n 5000", transport.ShellQuote(c.node.K3s.Service), sel)
+	line := fmt.Sprintf("journalctl -u %s %s --no-pager -o short-iso | tail -n 5000", transport.ShellQuote(c.Node.K3s.Service), sel)
 	var out, errb strings.Builder
-	_, err := c.ex.Run(ctx, transport.Command{Line: line, Stdout: &out, Stderr: &errb})
+	_, err := c.Exec.Run(ctx, transport.Command{Line: line, Stdout: &out, Stderr: &errb})
 	text := strings.TrimRight(out.String(), "\n")
 	if err != nil && text == "" {
 		return []string{fmt.Sprintf("(%s failed: %v)", line, err)}
@@ -426,9 +443,9 @@ func poll(ctx context.Context, fn func() (bool, error)) error {
 // adminCert is the server's admin client certificate (SD/tls/client-admin
 // .crt/.key), which /readyz needs when the API server refuses anonymous
 // requests, as K3s configures it. nil when the node has none.
-func (c *k3sCall) adminCert() *tls.Certificate {
+func (c *Target) adminCert(ctx context.Context) *tls.Certificate {
 	crt, key := c.sd()+"/tls/client-admin.crt", c.sd()+"/tls/client-admin.key"
-	files, err := c.fetchMap(crt, key)
+	files, err := c.fetchMap(ctx, crt, key)
 	if err != nil {
 		return nil
 	}
@@ -439,9 +456,9 @@ func (c *k3sCall) adminCert() *tls.Certificate {
 	return &pair
 }
 
-func (c *k3sCall) waitReady(ctx context.Context, res *restartResult) error {
+func (c *Target) waitReady(ctx context.Context, res *RestartResult) error {
 	var last string
-	admin := c.adminCert()
+	admin := c.adminCert(ctx)
 	err := poll(ctx, func() (bool, error) {
 		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
@@ -452,7 +469,7 @@ func (c *k3sCall) waitReady(ctx context.Context, res *restartResult) error {
 		case (code == http.StatusUnauthorized || code == http.StatusForbidden) && admin == nil:
 			// Up and answering; without the admin certificate caretaker
 			// cannot ask whether it is ready.
-			c.env.Output(runner.StreamLog, fmt.Sprintf("/readyz answers HTTP %d without credentials and %s/tls/client-admin.crt is missing: taking the answer as up", code, c.sd()))
+			c.Run.Output(runner.StreamLog, fmt.Sprintf("/readyz answers HTTP %d without credentials and %s/tls/client-admin.crt is missing: taking the answer as up", code, c.sd()))
 			return true, nil
 		case code != http.StatusOK:
 			last = fmt.Sprintf("HTTP %d %s", code, strings.TrimSpace(string(body)))
@@ -461,66 +478,46 @@ func (c *k3sCall) waitReady(ctx context.Context, res *restartResult) error {
 		}
 		return false, nil
 	})
-	if err != nil && ctx.Err() != nil && c.ctx().Err() == nil {
-		res.ok = false
-		res.reason = fmt.Sprintf("/readyz on %s did not answer ok in time (last: %s)", c.node.K3s.SupervisorEndpoint, last)
-		if st, err := c.unitShow(context.WithoutCancel(c.ctx())); err == nil {
-			res.state, res.sub = st.active, st.sub
+	if err != nil && ctx.Err() != nil && ctx.Err() == nil {
+		res.OK = false
+		res.reason = fmt.Sprintf("/readyz on %s did not answer ok in time (last: %s)", c.Node.K3s.SupervisorEndpoint, last)
+		if st, err := c.unitShow(context.WithoutCancel(ctx)); err == nil {
+			res.State, res.Substate = st.active, st.sub
 		}
 		return nil
 	}
 	return err
 }
 
-// k3s.restart(node, timeout="3m", check=True, regenerate_cert=False):
-// restart the node's K3s service without blocking on systemd and wait
-// until a new invocation is active and, on servers, /readyz answers on
-// the supervisor port. K3s's new error lines are shown while it waits; a
-// crash loop on one fatal error ends the wait early. When it does not come
-// up, the journal lines that explain it are shown and the step fails, or
-// with check=False the result says so: struct(ok, state, substate, error,
-// journal, seconds) with systemd's ActiveState and SubState. regenerate_cert=True first creates SD/tls/dynamic-cert-
-// regenerate on a server, so that K3s serves a new certificate of the CA
-// on its disk (needed after a CA rotation).
-func k3sRestart(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
-	var (
-		nodeArg    starlark.Value = starlark.None
-		timeout                   = Duration(3 * time.Minute)
-		check                     = true
-		regenerate bool
-	)
-	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "node?", &nodeArg, "timeout?", &timeout, "check?", &check, "regenerate_cert?", &regenerate); err != nil {
-		return nil, err
+// Restart restarts the node's K3s service without blocking on systemd
+// and waits until a new invocation is active and, on servers, /readyz
+// answers on the supervisor port. K3s's new error lines are shown while it
+// waits; a crash loop on one fatal error ends the wait early. When K3s does
+// not come up, the journal lines that explain it are shown and, with
+// o.Fail, it is an error.
+func Restart(ctx context.Context, c *Target, o RestartOptions) (*RestartResult, error) {
+	if o.Timeout == 0 {
+		o.Timeout = 3 * time.Minute
 	}
-	c, err := newK3sCall(th, b, nodeArg)
-	if err != nil {
-		return nil, err
-	}
-	res, err := c.restart(restartOptions{timeout: time.Duration(timeout), regenerate: regenerate})
+	res, err := c.restart(ctx, o)
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {
-			return nil, fmt.Errorf("%s: %s on %s: %w", b.Name(), c.node.K3s.Service, c.node.Name, err)
+			return nil, fmt.Errorf("%s: %s on %s: %w", c.Op, c.Node.K3s.Service, c.Node.Name, err)
 		}
 		return nil, err
 	}
-	msg := ""
-	if !res.ok {
-		for _, l := range res.journal {
-			c.env.Output(runner.StreamStderr, l)
+	res.Seconds = res.took.Seconds()
+	switch {
+	case !res.OK:
+		for _, l := range res.Journal {
+			c.Run.Output(runner.StreamStderr, l)
 		}
-		msg = fmt.Sprintf("%s: %s did not come back on %s: %s", b.Name(), c.node.K3s.Service, c.node.Name, res.reason)
-		if check {
-			return nil, fmt.Errorf("%s; journal since the restart (errors first):\n%s", msg, strings.Join(res.journal, "\n"))
+		res.Error = fmt.Sprintf("%s: %s did not come back on %s: %s", c.Op, c.Node.K3s.Service, c.Node.Name, res.reason)
+		if o.Fail {
+			return nil, fmt.Errorf("%s; journal since the restart (errors first):\n%s", res.Error, strings.Join(res.Journal, "\n"))
 		}
-	} else if !c.env.Check {
-		c.env.Output(runner.StreamLog, fmt.Sprintf("%s is up after %s", c.node.K3s.Service, res.took.Round(time.Millisecond)))
+	case restarted(res):
+		c.Run.Output(runner.StreamLog, fmt.Sprintf("%s is up after %s", c.Node.K3s.Service, res.took.Round(time.Millisecond)))
 	}
-	return structOf("restart", starlark.StringDict{
-		"ok":       starlark.Bool(res.ok),
-		"state":    starlark.String(res.state),
-		"substate": starlark.String(res.sub),
-		"error":    starlark.String(msg),
-		"journal":  strList(res.journal),
-		"seconds":  starlark.Float(res.took.Seconds()),
-	}), nil
+	return &res, nil
 }

@@ -1,4 +1,4 @@
-package builtins
+package k3sops
 
 import (
 	"os"
@@ -33,7 +33,7 @@ func TestParseUnitShowReadsSystemdsOrder(t *testing.T) {
 
 func newWatch() *upWatch {
 	n := &inventory.Node{Name: "server-3", Role: inventory.RoleServer, K3s: inventory.K3sPaths{Service: "k3s"}}
-	return &upWatch{c: &k3sCall{node: n}, before: unitStatus{active: "active", invocation: "aaaa"}, shown: map[string]bool{}, fatal: map[string]int{}}
+	return &upWatch{c: &Target{Node: n}, before: unitStatus{active: "active", invocation: "aaaa"}, shown: map[string]bool{}, fatal: map[string]int{}}
 }
 
 func TestUpWatchJudgesEveryState(t *testing.T) {
@@ -60,10 +60,10 @@ func TestUpWatchJudgesEveryState(t *testing.T) {
 			if tc.fatal > 0 {
 				w.fatal["disk newer than datastore"] = tc.fatal
 			}
-			res := restartResult{ok: true}
+			res := RestartResult{OK: true}
 			done := w.judge(tc.st, &res)
-			if done != tc.done || res.ok != tc.ok {
-				t.Fatalf("judge = done %v ok %v, want done %v ok %v (%s)", done, res.ok, tc.done, tc.ok, res.reason)
+			if done != tc.done || res.OK != tc.ok {
+				t.Fatalf("judge = done %v ok %v, want done %v ok %v (%s)", done, res.OK, tc.done, tc.ok, res.reason)
 			}
 			if !strings.Contains(res.reason, tc.reason) {
 				t.Errorf("reason %q does not contain %q", res.reason, tc.reason)

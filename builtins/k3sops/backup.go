@@ -1,9 +1,10 @@
-package builtins
+package k3sops
 
 import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -15,8 +16,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"go.starlark.net/starlark"
 
 	"github.com/caretaker/caretaker/runner"
 	"github.com/caretaker/caretaker/runner/inventory"
@@ -52,22 +51,22 @@ const (
 // backupPatterns are the files a backup holds: the server's tls, cred and
 // token (or the agent's certificates and kubeconfigs), the kubeconfig and
 // every config source.
-func (c *k3sCall) backupPatterns(ns *nodeSources) []string {
+func (c *Target) backupPatterns(ns *nodeSources) []string {
 	var pats []string
-	if c.node.Role == inventory.RoleServer {
+	if c.Node.Role == inventory.RoleServer {
 		sd := c.sd()
 		pats = append(pats, sd+"/tls/*", sd+"/tls/*/*", sd+"/cred/*", sd+"/token")
 	}
 	dd := c.dd()
-	pats = append(pats, dd+"/agent/*.crt", dd+"/agent/*.key", dd+"/agent/*.kubeconfig", c.node.K3s.KubeConfig)
+	pats = append(pats, dd+"/agent/*.crt", dd+"/agent/*.key", dd+"/agent/*.kubeconfig", c.Node.K3s.KubeConfig)
 	return append(pats, ns.paths()...)
 }
 
 // nodeBackupDir and localBackupDir are where a backup named name lives.
-func (c *k3sCall) nodeBackupDir(name string) string { return c.caretakerDir("backup", name) }
+func (c *Target) nodeBackupDir(name string) string { return c.caretakerDir("backup", name) }
 
-func (c *k3sCall) localBackupDir(name string) string {
-	return filepath.Join(c.env.StateDir(), "backups", name, c.node.Name)
+func (c *Target) localBackupDir(name string) string {
+	return filepath.Join(c.Run.StateDir(), "backups", name, c.Node.Name)
 }
 
 // makeArchive builds a gzipped tar of files (paths stored without the
@@ -142,62 +141,80 @@ func writeLocalPrivate(p string, data []byte) error {
 	return os.Rename(tmp, p)
 }
 
+// backupOutcome says what backup did.
+type backupOutcome int
+
+const (
+	backupExisted backupOutcome = iota // on the node and the controller already
+	backupCopied                       // on the node; copied to the controller now
+	backupTaken                        // taken now
+	backupPlanned                      // check mode: would be taken or copied
+)
+
 // backup archives the node's certificates and config sources under name.
 // patterns, when set, replace the default file set.
-func (c *k3sCall) backup(name string, patterns []string) (*backupManifest, bool, error) {
+func (c *Target) backup(ctx context.Context, name string, patterns []string) (*backupManifest, backupOutcome, error) {
 	dir := c.nodeBackupDir(name)
 	local := c.localBackupDir(name)
-	got, err := c.fetchMap(dir+"/"+backupManifestFile, dir+"/"+backupArchive)
+	got, err := c.fetchMap(ctx, dir+"/"+backupManifestFile, dir+"/"+backupArchive)
 	if err != nil {
-		return nil, false, err
+		return nil, 0, err
 	}
 	if mf, ok := got[dir+"/"+backupManifestFile]; ok {
 		var m backupManifest
 		if err := json.Unmarshal(mf.Data, &m); err != nil {
-			return nil, false, c.errorf("%s/%s is damaged: %w", dir, backupManifestFile, err)
+			return nil, 0, c.errorf("%s/%s is damaged: %w", dir, backupManifestFile, err)
 		}
 		arch := got[dir+"/"+backupArchive]
 		if sha256Hex(arch.Data) != m.ArchiveSHA256 {
-			return nil, false, c.errorf("%s/%s does not match its manifest (sha256 differs); move the directory away to take a new backup", dir, backupArchive)
+			return nil, 0, c.errorf("%s/%s does not match its manifest (sha256 differs); move the directory away to take a new backup", dir, backupArchive)
 		}
-		changed := false
-		if _, err := os.Stat(filepath.Join(local, backupArchive)); err != nil && !c.env.Check {
-			if err := writeLocalPrivate(filepath.Join(local, backupArchive), arch.Data); err != nil {
-				return nil, false, c.errorf("copy the backup to the controller: %w", err)
+		outcome := backupExisted
+		if _, err := os.Stat(filepath.Join(local, backupArchive)); err != nil {
+			outcome = backupPlanned
+			err := c.Run.Wet(fmt.Sprintf("copy backup %s of %s to %s", name, c.Node.Name, local), func() error {
+				if err := writeLocalPrivate(filepath.Join(local, backupArchive), arch.Data); err != nil {
+					return c.errorf("copy the backup to the controller: %w", err)
+				}
+				if err := writeLocalPrivate(filepath.Join(local, backupManifestFile), mf.Data); err != nil {
+					return c.errorf("copy the backup to the controller: %w", err)
+				}
+				outcome = backupCopied
+				return nil
+			})
+			if err != nil {
+				return nil, 0, err
 			}
-			if err := writeLocalPrivate(filepath.Join(local, backupManifestFile), mf.Data); err != nil {
-				return nil, false, c.errorf("copy the backup to the controller: %w", err)
-			}
-			changed = true
 		}
-		return &m, changed, nil
+		return &m, outcome, nil
 	}
 	if patterns == nil {
-		ns, err := c.readSources()
+		ns, err := c.readSources(ctx)
 		if err != nil {
-			return nil, false, err
+			return nil, 0, err
 		}
 		patterns = c.backupPatterns(ns)
 	}
-	files, err := c.fetch(patterns...)
+	files, err := c.fetch(ctx, patterns...)
 	if err != nil {
-		return nil, false, err
+		return nil, 0, err
 	}
 	archive, list, err := makeArchive(files)
 	if err != nil {
-		return nil, false, c.errorf("build the archive: %w", err)
+		return nil, 0, c.errorf("build the archive: %w", err)
 	}
-	m := &backupManifest{Node: c.node.Name, Name: name, RunID: c.env.RunID(), Created: time.Now().UTC(), ArchiveSHA256: sha256Hex(archive), Files: list}
+	m := &backupManifest{Node: c.Node.Name, Name: name, RunID: c.Run.RunID(), Created: time.Now().UTC(), ArchiveSHA256: sha256Hex(archive), Files: list}
 	mb, _ := json.MarshalIndent(m, "", "  ")
 	mb = append(mb, '\n')
-	err = c.env.Wet(fmt.Sprintf("back up %d files of %s to %s on the node and %s", len(list), c.node.Name, dir, local), func() error {
-		if err := c.mkdirPrivate(dir); err != nil {
+	outcome := backupPlanned
+	err = c.Run.Wet(fmt.Sprintf("back up %d files of %s to %s on the node and %s", len(list), c.Node.Name, dir, local), func() error {
+		if err := c.mkdirPrivate(ctx, dir); err != nil {
 			return err
 		}
-		if err := c.ex.WriteFile(c.ctx(), dir+"/"+backupArchive, archive, 0o600); err != nil {
+		if err := c.Exec.WriteFile(ctx, dir+"/"+backupArchive, archive, 0o600); err != nil {
 			return c.errorf("write %s/%s: %w", dir, backupArchive, err)
 		}
-		if err := c.ex.WriteFile(c.ctx(), dir+"/"+backupManifestFile, mb, 0o600); err != nil {
+		if err := c.Exec.WriteFile(ctx, dir+"/"+backupManifestFile, mb, 0o600); err != nil {
 			return c.errorf("write %s/%s: %w", dir, backupManifestFile, err)
 		}
 		if err := writeLocalPrivate(filepath.Join(local, backupArchive), archive); err != nil {
@@ -206,66 +223,65 @@ func (c *k3sCall) backup(name string, patterns []string) (*backupManifest, bool,
 		if err := writeLocalPrivate(filepath.Join(local, backupManifestFile), mb); err != nil {
 			return c.errorf("copy the backup to the controller: %w", err)
 		}
-		c.env.MarkChanged()
+		c.Run.MarkChanged()
+		outcome = backupTaken
 		return nil
 	})
 	if err != nil {
-		return nil, false, err
+		return nil, 0, err
 	}
-	return m, !c.env.Check, nil
+	return m, outcome, nil
 }
 
-func backupValue(c *k3sCall, m *backupManifest, changed bool) starlark.Value {
-	var paths []string
-	for _, f := range m.Files {
-		paths = append(paths, f.Path)
-	}
-	return structOf("backup", starlark.StringDict{
-		"name":           starlark.String(m.Name),
-		"changed":        starlark.Bool(changed),
-		"node_dir":       starlark.String(c.nodeBackupDir(m.Name)),
-		"local_dir":      starlark.String(c.localBackupDir(m.Name)),
-		"files":          strList(paths),
-		"archive_sha256": starlark.String(m.ArchiveSHA256),
-	})
+// BackupResult describes a node's backup.
+type BackupResult struct {
+	Name string `json:"name"`
+	// Changed is false when the backup existed already (or in check mode).
+	Changed bool `json:"changed"`
+	// NodeDir and LocalDir hold backup.tar.gz and manifest.json on the
+	// node and on the controller.
+	NodeDir       string   `json:"node_dir"`
+	LocalDir      string   `json:"local_dir"`
+	Files         []string `json:"files"`
+	ArchiveSHA256 string   `json:"archive_sha256"`
 }
 
-// k3s.backup_certs(node, name=""): archive the server's tls/, cred/ and
-// token (an agent's certificates), the kubeconfig and every config source
-// into DATA_DIR/caretaker/backup/<name>/backup.tar.gz on the node, with a
-// sha256 manifest, and copy both to <state dir>/backups/<name>/<node>/ on
+// Backup archives the server's tls/, cred/ and token (an agent's
+// certificates), the kubeconfig and every config source into
+// DATA_DIR/caretaker/backup/<name>/backup.tar.gz on the node, with a
+// sha256 manifest, and copies both to <state dir>/backups/<name>/<node>/ on
 // the controller; files 0600. name defaults to the run ID. Taking the same
 // backup again changes nothing.
-func k3sBackupCerts(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
-	var name string
-	c, err := unpackK3sCall(th, b, args, kwargs, "name?", &name)
-	if err != nil {
-		return nil, err
-	}
+func Backup(ctx context.Context, c *Target, name string) (*BackupResult, error) {
 	if name == "" {
-		name = c.env.RunID()
+		name = c.Run.RunID()
 	}
 	if strings.ContainsAny(name, "/ \n") || name == "." || name == ".." {
 		return nil, c.errorf("backup name %q: use letters, digits, dots and dashes", name)
 	}
-	m, changed, err := c.backup(name, nil)
+	m, made, err := c.backup(ctx, name, nil)
 	if err != nil {
 		return nil, err
 	}
-	if !c.env.Check {
-		c.env.Output(runner.StreamLog, fmt.Sprintf("backup %s: %d files in %s and %s", name, len(m.Files), c.nodeBackupDir(name), c.localBackupDir(name)))
+	if made != backupPlanned {
+		c.Run.Output(runner.StreamLog, fmt.Sprintf("backup %s: %d files in %s and %s", name, len(m.Files), c.nodeBackupDir(name), c.localBackupDir(name)))
 	}
-	return backupValue(c, m, changed), nil
+	changed := made == backupTaken || made == backupCopied
+	paths := []string{}
+	for _, f := range m.Files {
+		paths = append(paths, f.Path)
+	}
+	return &BackupResult{Name: m.Name, Changed: changed, NodeDir: c.nodeBackupDir(m.Name), LocalDir: c.localBackupDir(m.Name), Files: paths, ArchiveSHA256: m.ArchiveSHA256}, nil
 }
 
 // findBackup locates a backup on the node (or on the controller): by name,
 // or the newest when name is empty.
-func (c *k3sCall) findBackup(name string) (*backupManifest, []byte, error) {
+func (c *Target) findBackup(ctx context.Context, name string) (*backupManifest, []byte, error) {
 	pat := c.caretakerDir("backup", "*", backupManifestFile)
 	if name != "" {
 		pat = c.nodeBackupDir(name) + "/" + backupManifestFile
 	}
-	files, err := c.fetch(pat)
+	files, err := c.fetch(ctx, pat)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -284,7 +300,7 @@ func (c *k3sCall) findBackup(name string) (*backupManifest, []byte, error) {
 		}
 	}
 	if best != nil {
-		arch, err := c.fetchMap(c.nodeBackupDir(best.Name) + "/" + backupArchive)
+		arch, err := c.fetchMap(ctx, c.nodeBackupDir(best.Name)+"/"+backupArchive)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -314,32 +330,29 @@ func (c *k3sCall) findBackup(name string) (*backupManifest, []byte, error) {
 	return &m, data, nil
 }
 
-// k3s.restore(node, backup="", restart=False): put the files of a backup
-// (the newest on the node when no name is given) back on the node, with
-// their modes and modification times, after taking a safety backup named
-// pre-restore-<run-id> of what they hold now. Files already equal to the
-// backup are left alone. restart=True restarts K3s afterwards. Note: a
-// server whose datastore holds a different CA pulls it again at its next
-// start; restoring a CA needs rotate_ca too.
-func k3sRestore(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
-	var (
-		nodeArg starlark.Value = starlark.None
-		name    string
-		restart bool
-	)
-	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "node?", &nodeArg, "backup?", &name, "restart?", &restart); err != nil {
-		return nil, err
-	}
-	c, err := newK3sCall(th, b, nodeArg)
-	if err != nil {
-		return nil, err
-	}
-	return c.restoreBackup(name, restart)
+// RestoreResult is what Restore put back.
+type RestoreResult struct {
+	Changed bool     `json:"changed"`
+	Backup  string   `json:"backup"`
+	Files   []string `json:"files"`
+	// SafetyBackup is the backup of what the files held before (empty when
+	// nothing changed).
+	SafetyBackup string `json:"safety_backup,omitempty" star:"safety_backup,omitempty"`
+}
+
+// Restore puts the files of a backup (the newest on the node when backup
+// is empty) back on the node, with their modes and modification times,
+// after taking a safety backup named pre-restore-<run-id> of what they
+// hold now. Files already equal to the backup are left alone. restart
+// restarts K3s afterwards. A server whose datastore holds a different CA
+// pulls it again at its next start: restoring a CA needs RotateCA too.
+func Restore(ctx context.Context, c *Target, backup string, restart bool) (*RestoreResult, error) {
+	return c.restoreBackup(ctx, backup, restart)
 }
 
 // restoreBackup puts backup name (the newest when empty) back on the node.
-func (c *k3sCall) restoreBackup(name string, restart bool) (starlark.Value, error) {
-	m, archive, err := c.findBackup(name)
+func (c *Target) restoreBackup(ctx context.Context, name string, restart bool) (*RestoreResult, error) {
+	m, archive, err := c.findBackup(ctx, name)
 	if err != nil {
 		return nil, err
 	}
@@ -351,7 +364,7 @@ func (c *k3sCall) restoreBackup(name string, restart bool) (starlark.Value, erro
 	for _, f := range m.Files {
 		paths = append(paths, f.Path)
 	}
-	cur, err := c.fetchMap(paths...)
+	cur, err := c.fetchMap(ctx, paths...)
 	if err != nil {
 		return nil, err
 	}
@@ -368,20 +381,20 @@ func (c *k3sCall) restoreBackup(name string, restart bool) (starlark.Value, erro
 		pending = append(pending, f)
 	}
 	if len(pending) == 0 {
-		c.env.Output(runner.StreamLog, fmt.Sprintf("every file already matches backup %s", m.Name))
-		return structOf("restore", starlark.StringDict{"changed": starlark.False, "backup": starlark.String(m.Name), "files": strList(nil)}), nil
+		c.Run.Output(runner.StreamLog, fmt.Sprintf("every file already matches backup %s", m.Name))
+		return &RestoreResult{Backup: m.Name, Files: []string{}}, nil
 	}
 	var restored []string
 	for _, f := range pending {
 		restored = append(restored, f.Path)
 	}
-	safety := "pre-restore-" + c.env.RunID()
-	err = c.env.Wet(fmt.Sprintf("restore %d file(s) of backup %s on %s: %s", len(pending), m.Name, c.node.Name, strings.Join(restored, ", ")), func() error {
-		if _, _, err := c.backup(safety, paths); err != nil {
+	safety := "pre-restore-" + c.Run.RunID()
+	err = c.Run.Wet(fmt.Sprintf("restore %d file(s) of backup %s on %s: %s", len(pending), m.Name, c.Node.Name, strings.Join(restored, ", ")), func() error {
+		if _, _, err := c.backup(ctx, safety, paths); err != nil {
 			return fmt.Errorf("safety backup before restoring (nothing was changed): %w", err)
 		}
-		undo, _ := json.Marshal(map[string]any{"node": c.node.Name, "backup": safety, "files": restored})
-		if err := c.env.Undo("k3s.restore", undo); err != nil {
+		undo, _ := json.Marshal(map[string]any{"node": c.Node.Name, "backup": safety, "files": restored})
+		if err := c.Run.Undo("k3s.restore", undo); err != nil {
 			return c.errorf("record the undo action (nothing was changed): %w", err)
 		}
 		reload := false
@@ -395,26 +408,26 @@ func (c *k3sCall) restoreBackup(name string, restart bool) (starlark.Value, erro
 			mk = append(mk, transport.ShellQuote(d))
 		}
 		sort.Strings(mk)
-		if _, _, err := c.runQuiet("mkdir -p -- "+strings.Join(mk, " "), time.Minute); err != nil {
+		if _, _, err := c.runQuiet(ctx, "mkdir -p -- "+strings.Join(mk, " "), time.Minute); err != nil {
 			return c.errorf("create directories: %w", err)
 		}
 		for _, f := range pending {
-			if err := c.ex.WriteFile(c.ctx(), f.Path, contents[f.Path], fs.FileMode(f.Mode)); err != nil {
+			if err := c.Exec.WriteFile(ctx, f.Path, contents[f.Path], fs.FileMode(f.Mode)); err != nil {
 				return c.errorf("write %s: %w", f.Path, err)
 			}
-			c.env.MarkChanged()
+			c.Run.MarkChanged()
 			touch = append(touch, fmt.Sprintf("chmod %o %s && touch -m -d @%d %s", f.Mode, transport.ShellQuote(f.Path), f.MTime.Unix(), transport.ShellQuote(f.Path)))
-			if f.Path == c.node.K3s.UnitFile || strings.HasPrefix(f.Path, c.node.K3s.UnitFile+".d/") {
+			if f.Path == c.Node.K3s.UnitFile || strings.HasPrefix(f.Path, c.Node.K3s.UnitFile+".d/") {
 				reload = true
 			}
 		}
 		// Modification times matter: K3s refuses disk files newer than
 		// the datastore (k3s-ca-rotation.md §2).
-		if _, _, err := c.runQuiet(strings.Join(touch, " && "), time.Minute); err != nil {
+		if _, _, err := c.runQuiet(ctx, strings.Join(touch, " && "), time.Minute); err != nil {
 			return c.errorf("set modes and modification times: %w", err)
 		}
 		if reload {
-			if err := c.daemonReload(); err != nil {
+			if err := c.daemonReload(ctx); err != nil {
 				return err
 			}
 		}
@@ -424,13 +437,13 @@ func (c *k3sCall) restoreBackup(name string, restart bool) (starlark.Value, erro
 		return nil, err
 	}
 	if restart {
-		res, err := c.restart(restartOptions{timeout: 3 * time.Minute})
+		res, err := c.restart(ctx, RestartOptions{Timeout: 3 * time.Minute})
 		if err != nil {
 			return nil, err
 		}
-		if !res.ok {
-			return nil, c.errorf("restored backup %s but %s did not come back: %s; last journal lines:\n%s", m.Name, c.node.K3s.Service, res.reason, strings.Join(res.journal, "\n"))
+		if !res.OK {
+			return nil, c.errorf("restored backup %s but %s did not come back: %s; last journal lines:\n%s", m.Name, c.Node.K3s.Service, res.reason, strings.Join(res.Journal, "\n"))
 		}
 	}
-	return structOf("restore", starlark.StringDict{"changed": starlark.True, "backup": starlark.String(m.Name), "files": strList(restored), "safety_backup": starlark.String(safety)}), nil
+	return &RestoreResult{Changed: true, Backup: m.Name, Files: restored, SafetyBackup: safety}, nil
 }

@@ -1,0 +1,552 @@
+package k3stest
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/caretaker/caretaker/internal/k3s"
+	"github.com/caretaker/caretaker/runner"
+	"github.com/caretaker/caretaker/runner/inventory"
+	"github.com/caretaker/caretaker/runner/transport"
+	"github.com/caretaker/caretaker/runner/transport/fake"
+)
+
+// Options describe a fake cluster. The zero value is the default cluster.
+type Options struct {
+	// Servers and Agents are the node counts; default 3 and 2 (Agents -1
+	// means none).
+	Servers, Agents int
+	// Version is every node's K3s version; default v1.30.10+k3s1.
+	// NodeVersions overrides it per node.
+	Version      string
+	NodeVersions map[string]string
+	// Scenario is "init-replaced" (default: server-1 joins through
+	// server-2, the others through server-1) or "cluster-init".
+	Scenario string
+	// ServerSource says per server where `server` is set: config
+	// (default), dropin, unit or env.
+	ServerSource map[string]string
+	// SecureToken configures the nodes with K10<hash>::server:<password>.
+	SecureToken bool
+	// BootstrapBug makes servers answer /v1-k3s/server-bootstrap from
+	// their disk whatever their version (bug #11233 in a build whose
+	// version string says it is fixed).
+	BootstrapBug bool
+}
+
+// Cluster is a K3s cluster in miniature for unit tests of the k3s
+// builtins and the playbooks: each node is a fake.Executor whose files are
+// the node's K3s files and whose k3s, systemctl and journalctl commands
+// follow K3s's rules closely enough to exercise the playbooks' logic
+// (config-source merging, bootstrap from the peer's disk on releases with
+// bug #11233, rotate-ca, leaf renewal, token hash checks). The datastore is
+// the Env's embedded etcd, reached through the executors' Dial like the
+// real thing; supervisors answer /cacerts and /readyz over TLS on
+// in-memory connections. The lab (package lab) is the faithful simulator;
+// this is for fast tests.
+type Cluster struct {
+	// Inventory is the cluster as the real inventory loader parsed it:
+	// servers server-1..N at 10.0.0.1.., then agents agent-1..M.
+	Inventory *inventory.Cluster
+	// Execs are the nodes' executors by node name.
+	Execs map[string]*fake.Executor
+	// StateDir is a controller state directory for runs against the
+	// cluster (runner.RunOptions.StateDir).
+	StateDir string
+
+	env      *Env
+	dir      string
+	cli      *clientv3.Client
+	password string
+	token    string
+	opts     Options
+
+	mu    sync.Mutex // guards the nodes' simulated state
+	nodes map[string]*simNode
+}
+
+// simNode is the simulated K3s of one node.
+type simNode struct {
+	n       *inventory.Node
+	ex      *fake.Executor
+	version k3s.Version
+	ip      string
+
+	state       string
+	fault       string
+	cacerts     []byte
+	serving     *tls.Certificate
+	journal     []string
+	restarts    int
+	reloads     int
+	rotateLeafs bool
+}
+
+// NewCluster builds and starts a fake cluster whose datastore is env's
+// etcd. Close removes it.
+func NewCluster(env *Env, o Options) (c *Cluster, err error) {
+	cli, err := env.client()
+	if err != nil {
+		return nil, err
+	}
+	if o.Servers == 0 {
+		o.Servers = 3
+	}
+	switch {
+	case o.Agents == 0:
+		o.Agents = 2
+	case o.Agents < 0:
+		o.Agents = 0
+	}
+	if o.Version == "" {
+		o.Version = "v1.30.10+k3s1"
+	}
+	if o.Scenario == "" {
+		o.Scenario = "init-replaced"
+	}
+	dir, err := os.MkdirTemp("", "caretaker-fake-k3s-")
+	if err != nil {
+		return nil, err
+	}
+	c = &Cluster{Execs: map[string]*fake.Executor{}, nodes: map[string]*simNode{}, env: env, cli: cli, dir: dir, StateDir: filepath.Join(dir, "state"), opts: o}
+	defer func() {
+		if err != nil {
+			c.Close()
+		}
+	}()
+	pw := make([]byte, 12)
+	if _, err := rand.Read(pw); err != nil {
+		return nil, err
+	}
+	c.password = hex.EncodeToString(pw)
+	cas := env.clusterCAs()
+	cas[k3s.PathPasswd] = k3s.PasswdFile(c.password, c.password)
+	c.token = c.password
+	if o.SecureToken {
+		h, err := k3s.HashCA(cas[k3s.PathServerCA])
+		if err != nil {
+			return nil, err
+		}
+		c.token = k3s.FormatToken(h, "server", c.password)
+	}
+	names, err := c.loadInventory(o)
+	if err != nil {
+		return nil, err
+	}
+	for i, n := range c.Inventory.Nodes {
+		v := o.Version
+		if nv, ok := o.NodeVersions[n.Name]; ok {
+			v = nv
+		}
+		ver, err := k3s.ParseVersion(v)
+		if err != nil {
+			return nil, err
+		}
+		sn := &simNode{n: n, ex: fake.New(n.Name), version: ver, ip: fmt.Sprintf("10.0.0.%d", i+1), state: "inactive"}
+		c.nodes[n.Name] = sn
+		c.Execs[n.Name] = sn.ex
+		c.handle(sn)
+	}
+	for _, n := range c.Inventory.Nodes {
+		if err := c.writeTree(c.nodes[n.Name], cas); err != nil {
+			return nil, fmt.Errorf("fake %s: %w", n.Name, err)
+		}
+	}
+	// Seed the datastore as the first server saved it.
+	seed := k3s.BootstrapData{}
+	for _, bf := range k3s.BootstrapFiles {
+		if b, ok := cas[bf.Path]; ok {
+			seed[bf.Key] = k3s.File{Timestamp: env.t0, Content: b}
+		}
+	}
+	if err := c.saveBootstrap(context.Background(), seed); err != nil {
+		return nil, err
+	}
+	for _, name := range names {
+		sn := c.nodes[name]
+		if err := c.start(sn); err != nil {
+			return nil, fmt.Errorf("fake %s did not start: %w (%s)", name, err, strings.Join(sn.journal, "; "))
+		}
+	}
+	return c, nil
+}
+
+// loadInventory writes the cluster's inventory and parses it with the
+// real loader, so that every default is filled in. It returns the node
+// names in the order the nodes first start.
+func (c *Cluster) loadInventory(o Options) ([]string, error) {
+	var inv strings.Builder
+	var names []string
+	inv.WriteString("clusters:\n  - name: fake\n    nodes:\n")
+	for i := 1; i <= o.Servers+o.Agents; i++ {
+		role, name := "server", fmt.Sprintf("server-%d", i)
+		if i > o.Servers {
+			role, name = "agent", fmt.Sprintf("agent-%d", i-o.Servers)
+		}
+		names = append(names, name)
+		ip := fmt.Sprintf("10.0.0.%d", i)
+		fmt.Fprintf(&inv, "      - name: %s\n        address: %s\n        role: %s\n", name, ip, role)
+		if role == "server" {
+			fmt.Fprintf(&inv, "        k3s: {etcd_endpoint: %q, supervisor_endpoint: %q}\n", c.env.etcdAddr, ip+":6443")
+		}
+	}
+	invPath := filepath.Join(c.dir, "inventory.yaml")
+	if err := os.WriteFile(invPath, []byte(inv.String()), 0o600); err != nil {
+		return nil, err
+	}
+	parsed, err := inventory.Load(invPath)
+	if err != nil {
+		return nil, fmt.Errorf("fake inventory: %w", err)
+	}
+	c.Inventory = parsed.Clusters[0]
+	return names, nil
+}
+
+// Close removes the cluster's files and its datastore key.
+func (c *Cluster) Close() {
+	if cli, err := c.env.client(); err == nil && c.password != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, _ = cli.Delete(ctx, k3s.StorageKey(c.password))
+		cancel()
+	}
+	os.RemoveAll(c.dir)
+}
+
+// Pool returns a pool of the cluster's executors for runner.RunOptions.
+func (c *Cluster) Pool() *runner.Pool {
+	return runner.NewPool(func(ctx context.Context, n *inventory.Node) (transport.Executor, error) {
+		ex, ok := c.Execs[n.Name]
+		if !ok {
+			return nil, fmt.Errorf("fake: no node %s", n.Name)
+		}
+		return ex, nil
+	})
+}
+
+// Node returns the inventory node of that name, or nil.
+func (c *Cluster) Node(name string) *inventory.Node {
+	if sn, ok := c.nodes[name]; ok {
+		return sn.n
+	}
+	return nil
+}
+
+// Token is the token the nodes are configured with.
+func (c *Cluster) Token() string { return c.token }
+
+// Datastore returns the decrypted bootstrap data.
+func (c *Cluster) Datastore(ctx context.Context) (k3s.BootstrapData, error) {
+	resp, err := c.cli.Get(ctx, k3s.StorageKey(c.password))
+	if err != nil {
+		return nil, err
+	}
+	if len(resp.Kvs) != 1 {
+		return nil, errors.New("fake: no bootstrap data")
+	}
+	plain, err := k3s.Decrypt(c.password, string(resp.Kvs[0].Value))
+	if err != nil {
+		return nil, err
+	}
+	return k3s.UnmarshalBootstrap(plain)
+}
+
+// saveBootstrap stores d encrypted under the cluster's key.
+func (c *Cluster) saveBootstrap(ctx context.Context, d k3s.BootstrapData) error {
+	plain, err := k3s.MarshalBootstrap(d)
+	if err != nil {
+		return err
+	}
+	sealed, err := k3s.Encrypt(c.password, plain)
+	if err != nil {
+		return err
+	}
+	_, err = c.cli.Put(ctx, k3s.StorageKey(c.password), sealed)
+	return err
+}
+
+func (c *Cluster) lookup(name string) (*simNode, error) {
+	sn, ok := c.nodes[name]
+	if !ok {
+		return nil, fmt.Errorf("fake cluster has no node %q", name)
+	}
+	return sn, nil
+}
+
+// serverDir is DATA_DIR/server, where a server keeps its CAs and token
+// (the builtins' own rule).
+func serverDir(n *inventory.Node) string { return strings.TrimSuffix(n.K3s.DataDir, "/") + "/server" }
+
+func (sn *simNode) sd() string { return serverDir(sn.n) }
+func (sn *simNode) dd() string { return strings.TrimSuffix(sn.n.K3s.DataDir, "/") }
+
+func (sn *simNode) file(p string) []byte {
+	b, _ := sn.ex.File(p)
+	return b
+}
+
+func (sn *simNode) log(format string, args ...any) {
+	sn.journal = append(sn.journal, fmt.Sprintf("%s %s[%d]: %s", time.Now().Format("Jan 02 15:04:05"), "k3s", 1000+sn.restarts, fmt.Sprintf(format, args...)))
+}
+
+// peerOf is the server a node joins through.
+func (c *Cluster) peerOf(sn *simNode) *simNode {
+	var servers []*simNode
+	for _, n := range c.Inventory.Nodes {
+		if n.Role == inventory.RoleServer {
+			servers = append(servers, c.nodes[n.Name])
+		}
+	}
+	if sn.n.Role == inventory.RoleAgent {
+		idx := 0
+		_, _ = fmt.Sscanf(sn.n.Name, "agent-%d", &idx) // names are agent-N by construction
+		return servers[(idx-1)%len(servers)]
+	}
+	if sn == servers[0] {
+		if c.opts.Scenario == "cluster-init" || len(servers) == 1 {
+			return nil
+		}
+		return servers[1]
+	}
+	return servers[0]
+}
+
+// writeTree lays out a node's files as install.sh and a first start would.
+func (c *Cluster) writeTree(sn *simNode, cas map[string][]byte) error {
+	k := sn.n.K3s
+	envFile := k.UnitFile + ".env"
+	peer := c.peerOf(sn)
+	var cfg, env strings.Builder
+	var args []string
+	cfg.WriteString("# written by the fake cluster for " + sn.n.Name + "\n")
+	isServer := sn.n.Role == inventory.RoleServer
+	if isServer {
+		fmt.Fprintf(&cfg, "token: %s\n", c.token)
+		fmt.Fprintf(&cfg, "node-ip: %s\n", sn.ip)
+		switch {
+		case peer == nil:
+			cfg.WriteString("cluster-init: true\n")
+		default:
+			u := "https://" + peer.ip + ":6443"
+			switch c.opts.ServerSource[sn.n.Name] {
+			case "dropin":
+				sn.ex.SetFile(k.ConfigFile+".d/50-server.yaml", []byte("server: "+u+"\n"), 0o644)
+			case "unit":
+				args = append(args, "--server", u)
+			case "env":
+				fmt.Fprintf(&env, "K3S_URL='%s'\n", u)
+			default:
+				fmt.Fprintf(&cfg, "server: %s\n", u)
+			}
+		}
+	} else {
+		fmt.Fprintf(&cfg, "node-ip: %s\n", sn.ip)
+		fmt.Fprintf(&env, "K3S_TOKEN='%s'\nK3S_URL='https://%s:6443'\n", c.token, peer.ip)
+	}
+	sn.ex.SetFile(k.ConfigFile, []byte(cfg.String()), 0o600)
+	sn.ex.SetFile(envFile, []byte(env.String()), 0o600)
+	sub := "server"
+	if !isServer {
+		sub = "agent"
+	}
+	sn.ex.SetFile(k.UnitFile, k3s.WriteUnit(sub, args, envFile), 0o644)
+	leaves, err := c.env.leavesFor(k3s.LeafOptions{NodeName: sn.n.Name, NodeIPs: []net.IP{net.ParseIP(sn.ip)}, Now: c.env.t0, Agent: !isServer})
+	if err != nil {
+		return err
+	}
+	for p, b := range leaves {
+		sn.ex.SetFile(sn.dd()+"/"+p, b, 0o600)
+	}
+	if isServer {
+		for p, b := range cas {
+			sn.ex.SetFile(sn.sd()+"/"+p, b, 0o600)
+		}
+	}
+	return nil
+}
+
+// sources reads the node's config sources from its files.
+func (sn *simNode) sources() k3s.Sources {
+	k := sn.n.K3s
+	src := k3s.Sources{UnitPath: k.UnitFile, ConfigPath: k.ConfigFile, Unit: sn.file(k.UnitFile), Config: sn.file(k.ConfigFile)}
+	for _, p := range sn.ex.Files() {
+		switch {
+		case path.Dir(p) == k.UnitFile+".d" && strings.HasSuffix(p, ".conf"):
+			src.UnitDropIns = append(src.UnitDropIns, k3s.NamedFile{Path: p, Data: sn.file(p)})
+		case path.Dir(p) == k.ConfigFile+".d" && (strings.HasSuffix(p, ".yaml") || strings.HasSuffix(p, ".yml")):
+			src.DropIns = append(src.DropIns, k3s.NamedFile{Path: p, Data: sn.file(p)})
+		}
+	}
+	seen := map[string]bool{}
+	for _, p := range append(k3s.UnitEnvironmentFiles(src.Unit, k.Service), k.EnvFiles...) {
+		if !seen[p] {
+			seen[p] = true
+			src.EnvFiles = append(src.EnvFiles, k3s.NamedFile{Path: p, Data: sn.file(p)})
+		}
+	}
+	return src
+}
+
+// serverByURL finds the server a https://host:port URL points at.
+func (c *Cluster) serverByURL(u string) *simNode {
+	pu, err := url.Parse(u)
+	if err != nil {
+		return nil
+	}
+	for _, sn := range c.nodes {
+		if sn.n.Role == inventory.RoleServer && sn.ip == pu.Hostname() {
+			return sn
+		}
+	}
+	return nil
+}
+
+// caSet returns the node's CA files keyed relative to the server
+// directory.
+func (sn *simNode) caSet() map[string][]byte {
+	out := map[string][]byte{}
+	for _, bf := range k3s.BootstrapFiles {
+		if b, ok := sn.ex.File(sn.sd() + "/" + bf.Path); ok {
+			out[bf.Path] = b
+		}
+	}
+	return out
+}
+
+// start runs K3s's start-up on the node (k3s-ca-rotation.md §2, §7).
+func (c *Cluster) start(sn *simNode) error {
+	sn.restarts++
+	sn.state = "activating"
+	fail := func(format string, args ...any) error {
+		sn.state = "failed"
+		sn.log("level=fatal msg=\""+format+"\"", args...)
+		sn.journal = append(sn.journal, fmt.Sprintf("systemd[1]: %s.service: Failed with result 'exit-code'.", sn.n.K3s.Service))
+		return fmt.Errorf(format, args...)
+	}
+	if sn.fault == "fail-start" {
+		return fail("injected fault fail-start: k3s exits during start-up")
+	}
+	eff, err := k3s.Effective(sn.sources())
+	if err != nil {
+		return fail("config: %v", err)
+	}
+	get := func(k string) string { return strings.TrimSpace(eff[k].Value) }
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	opts := k3s.LeafOptions{NodeName: sn.n.Name, NodeIPs: []net.IP{net.ParseIP(sn.ip)}, Now: time.Now()}
+	if sn.n.Role == inventory.RoleAgent {
+		peer := c.serverByURL(get("server"))
+		if peer == nil || peer.state != "active" {
+			return fail("failed to get CA certs: %s: connection refused", get("server"))
+		}
+		if tok, err := k3s.ParseToken(get("token")); err == nil && tok.Secure() {
+			h, _ := k3s.HashCA(peer.cacerts)
+			if h != tok.CAHash {
+				return fail("token CA hash does not match the Cluster CA certificate hash: %s != %s", tok.CAHash, h)
+			}
+		}
+		opts.Agent = true
+		return c.finishStart(sn, peer.caSet(), opts, map[string][]byte{
+			sn.dd() + "/agent/server-ca.crt": peer.file(peer.sd() + "/" + k3s.PathServerCA),
+			sn.dd() + "/agent/client-ca.crt": peer.file(peer.sd() + "/" + k3s.PathClientCA),
+		})
+	}
+
+	// Servers: where the bootstrap data comes from (§2).
+	var data k3s.BootstrapData
+	from := "local datastore"
+	if join := get("server"); join != "" && get("token") != "" {
+		peer := c.serverByURL(join)
+		ok := peer != nil && peer.state == "active"
+		if ok {
+			if tok, err := k3s.ParseToken(get("token")); err == nil && tok.Secure() {
+				h, _ := k3s.HashCA(peer.cacerts)
+				ok = h == tok.CAHash
+			}
+		}
+		if ok && (c.opts.BootstrapBug || !k3s.ServesBootstrapFromDatastore(peer.version)) {
+			data = k3s.BootstrapData{}
+			for _, bf := range k3s.BootstrapFiles {
+				if b, has := peer.ex.File(peer.sd() + "/" + bf.Path); has {
+					data[bf.Key] = k3s.File{Content: b}
+				}
+			}
+			from = "remote disk of " + peer.n.Name
+		} else if ok {
+			from = "remote datastore via " + peer.n.Name
+		}
+	}
+	if data == nil {
+		if data, err = c.Datastore(ctx); err != nil {
+			return fail("read the datastore: %v", err)
+		}
+	}
+	var updated []string
+	for _, bf := range k3s.BootstrapFiles {
+		f, ok := data[bf.Key]
+		if !ok {
+			continue
+		}
+		p := sn.sd() + "/" + bf.Path
+		if !bytes.Equal(sn.file(p), f.Content) {
+			sn.ex.SetFile(p, f.Content, 0o600)
+			updated = append(updated, bf.Path)
+		}
+	}
+	sn.log("level=info msg=\"Successfully reconciled with %s (%d files updated)\"", from, len(updated))
+	cas := sn.caSet()
+	hash, err := k3s.HashCA(cas[k3s.PathServerCA])
+	if err != nil {
+		return fail("server CA: %v", err)
+	}
+	sn.ex.SetFile(sn.sd()+"/token", []byte(k3s.FormatToken(hash, "server", c.password)+"\n"), 0o600)
+	return c.finishStart(sn, cas, opts, nil)
+}
+
+// finishStart renews the leaf certificates and brings the service up.
+func (c *Cluster) finishStart(sn *simNode, cas map[string][]byte, opts k3s.LeafOptions, extra map[string][]byte) error {
+	existing := map[string][]byte{}
+	for _, p := range k3s.LeafFiles(opts) {
+		if b, ok := sn.ex.File(sn.dd() + "/" + p); ok && !sn.rotateLeafs {
+			existing[p] = b
+		}
+	}
+	renewed, _, err := k3s.RenewLeafCerts(cas, existing, opts)
+	if err != nil {
+		sn.state = "failed"
+		return fmt.Errorf("renew leaf certificates: %w", err)
+	}
+	sn.rotateLeafs = false
+	for p, b := range renewed {
+		sn.ex.SetFile(sn.dd()+"/"+p, b, 0o600)
+	}
+	for p, b := range extra {
+		sn.ex.SetFile(p, b, 0o644)
+	}
+	if sn.n.Role == inventory.RoleServer {
+		pair, err := tls.X509KeyPair(sn.file(sn.sd()+"/tls/serving-kube-apiserver.crt"), sn.file(sn.sd()+"/tls/serving-kube-apiserver.key"))
+		if err != nil {
+			sn.state = "failed"
+			return fmt.Errorf("serving certificate: %w", err)
+		}
+		sn.serving = &pair
+		sn.cacerts = sn.file(sn.sd() + "/" + k3s.PathServerCA)
+	}
+	sn.state = "active"
+	sn.log("level=info msg=\"k3s is up and running\"")
+	return nil
+}

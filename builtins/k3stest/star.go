@@ -1,0 +1,334 @@
+package k3stest
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"sync"
+	"time"
+
+	"go.starlark.net/starlark"
+	"go.starlark.net/starlarkstruct"
+
+	"github.com/caretaker/caretaker/internal/k3s"
+	"github.com/caretaker/caretaker/runner/inventory"
+)
+
+// Module returns the Starlark `fake` module, the .star side of Cluster for
+// tests of the k3s module and of the shipped playbooks. Its clusters use
+// env's etcd; playbooks is where cluster.run() finds playbooks by name
+// (nil: run is unavailable). Clusters made on a thread RunStarTestFile
+// runs are closed after the test; elsewhere they live as long as env.
+//
+//	def test_strip():
+//	    c = fake.cluster(servers=3, agents=1)
+//	    r = c.call(lambda node: k3s.strip_server(node), node="server-1")
+//	    assert.eq(r.status, "changed")
+//	    r = c.run("rotate-ca", params={"workaround": "auto"})
+//	    assert.eq(r.status, "ok")
+//
+// fake.cluster(servers=3, agents=2, version="v1.30.10+k3s1",
+//
+//	scenario="init-replaced", secure_token=False,
+//	server_source={}, node_versions={}, bootstrap_bug=False) -> cluster
+//
+// takes the fields of Options (agents=0: none). bootstrap_bug=True makes
+// every server serve bootstrap data from its disk whatever its version
+// says (a patched build with bug #11233). A cluster has:
+//
+//	cluster.call(fn, node="server-1", check=False) -> struct(status, value, error, output, notes)
+//	    runs fn(node) as the body of a one-step run on node
+//	cluster.run(playbook, params={}, check=False, limit="") ->
+//	    struct(status, error, statuses, errors, output, notes): a shipped
+//	    playbook run against the cluster with --yes; statuses and errors
+//	    are keyed "step/node", output lines are "node | text"
+//	cluster.read(node, path) -> str or None    cluster.write(node, path, data)
+//	cluster.sources(node) -> {path: content}   the node's config sources
+//	cluster.files(node) -> {path: "sha256 mode"}  every file of the node
+//	cluster.datastore_ca() / disk_ca(node) / served_ca(node) -> sha256
+//	cluster.fault(node, "fail-start"|"clear")  cluster.state(node) -> str
+//	cluster.restarts(node) / reloads(node) -> int   cluster.calls(node) -> [str]
+//	cluster.paths(node) -> struct(data_dir, server_dir, config_file, unit_file, env_file)
+//	cluster.nodes -> [names]
+func Module(env *Env, playbooks fs.FS) *starlarkstruct.Module {
+	return &starlarkstruct.Module{Name: "fake", Members: starlark.StringDict{
+		"cluster": starlark.NewBuiltin("fake.cluster", func(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+			return newClusterValue(env, th, b, args, kwargs, playbooks)
+		}),
+	}}
+}
+
+// clustersKey is the thread-local key of the *clusterRegistry that
+// collects the clusters a test makes, for RunStarTestFile to close them.
+const clustersKey = "caretaker.k3stest.clusters"
+
+type clusterRegistry struct {
+	mu  sync.Mutex
+	all []*Cluster
+}
+
+func (r *clusterRegistry) add(c *Cluster) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.all = append(r.all, c)
+}
+
+func (r *clusterRegistry) closeAll() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, c := range r.all {
+		c.Close()
+	}
+	r.all = nil
+}
+
+func newClusterValue(env *Env, th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple, playbooks fs.FS) (starlark.Value, error) {
+	var (
+		o                    Options
+		sources, nodeVersion *starlark.Dict
+	)
+	o.Servers, o.Agents = 3, 2
+	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "servers?", &o.Servers, "agents?", &o.Agents, "version?", &o.Version,
+		"scenario?", &o.Scenario, "secure_token?", &o.SecureToken, "server_source?", &sources, "node_versions?", &nodeVersion,
+		"bootstrap_bug?", &o.BootstrapBug); err != nil {
+		return nil, err
+	}
+	if o.Agents == 0 {
+		o.Agents = -1
+	}
+	o.ServerSource, o.NodeVersions = stringMap(sources), stringMap(nodeVersion)
+	c, err := NewCluster(env, o)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", b.Name(), err)
+	}
+	if reg, ok := th.Local(clustersKey).(*clusterRegistry); ok {
+		reg.add(c)
+	}
+	return &clusterValue{c: c, playbooks: playbooks}, nil
+}
+
+// clusterValue is a Cluster as a Starlark value.
+type clusterValue struct {
+	c         *Cluster
+	playbooks fs.FS
+	runs      int
+}
+
+var _ starlark.HasAttrs = (*clusterValue)(nil)
+
+func (v *clusterValue) String() string       { return "fake.cluster()" }
+func (v *clusterValue) Type() string         { return "fake.cluster" }
+func (v *clusterValue) Freeze()              {}
+func (v *clusterValue) Truth() starlark.Bool { return true }
+func (v *clusterValue) Hash() (uint32, error) {
+	return 0, errors.New("fake.cluster is not hashable")
+}
+
+// clusterMethods are the methods of a fake.cluster value.
+func clusterMethods() []string {
+	return []string{"call", "run", "read", "write", "sources", "files", "datastore_ca", "disk_ca", "served_ca", "fault", "state", "restarts", "reloads", "calls", "paths"}
+}
+
+func (v *clusterValue) AttrNames() []string {
+	return append(clusterMethods(), "nodes")
+}
+
+func (v *clusterValue) Attr(name string) (starlark.Value, error) {
+	if name == "nodes" {
+		var names []string
+		for _, n := range v.c.Inventory.Nodes {
+			names = append(names, n.Name)
+		}
+		return strList(names), nil
+	}
+	for _, m := range clusterMethods() {
+		if m == name {
+			return starlark.NewBuiltin("cluster."+name, func(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+				return v.method(b, name, args, kwargs)
+			}), nil
+		}
+	}
+	return nil, nil
+}
+
+func (v *clusterValue) method(b *starlark.Builtin, name string, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+	c := v.c
+	switch name {
+	case "call":
+		var fn starlark.Callable
+		node := "server-1"
+		check := false
+		if err := starlark.UnpackArgs(b.Name(), args, kwargs, "fn", &fn, "node?", &node, "check?", &check); err != nil {
+			return nil, err
+		}
+		return v.call(fn, node, check)
+	case "run":
+		var (
+			pb     string
+			params *starlark.Dict
+			check  bool
+			limit  string
+		)
+		if err := starlark.UnpackArgs(b.Name(), args, kwargs, "playbook", &pb, "params?", &params, "check?", &check, "limit?", &limit); err != nil {
+			return nil, err
+		}
+		return v.run(pb, params, check, limit)
+	case "datastore_ca":
+		if err := starlark.UnpackArgs(b.Name(), args, kwargs); err != nil {
+			return nil, err
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		d, err := c.Datastore(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return shaValue(d[k3s.KeyServerCA].Content), nil
+	case "write":
+		var node, p, data string
+		if err := starlark.UnpackArgs(b.Name(), args, kwargs, "node", &node, "path", &p, "data", &data); err != nil {
+			return nil, err
+		}
+		sn, err := c.lookup(node)
+		if err != nil {
+			return nil, err
+		}
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		mode := fs.FileMode(0o644)
+		if fi, err := sn.ex.Stat(context.Background(), p); err == nil {
+			mode = fi.Mode
+		}
+		sn.ex.SetFile(p, []byte(data), mode)
+		return starlark.None, nil
+	}
+	var node, arg string
+	var err error
+	switch name {
+	case "read":
+		err = starlark.UnpackArgs(b.Name(), args, kwargs, "node", &node, "path", &arg)
+	case "fault":
+		err = starlark.UnpackArgs(b.Name(), args, kwargs, "node", &node, "kind", &arg)
+	default:
+		err = starlark.UnpackArgs(b.Name(), args, kwargs, "node", &node)
+	}
+	if err != nil {
+		return nil, err
+	}
+	sn, err := c.lookup(node)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", b.Name(), err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return sn.attr(b, name, arg)
+}
+
+// attr answers the node methods of a fake.cluster (called with the
+// cluster's lock held); arg is the path of read and the kind of fault.
+func (sn *simNode) attr(b *starlark.Builtin, name, arg string) (starlark.Value, error) {
+	switch name {
+	case "read":
+		data, ok := sn.ex.File(arg)
+		if !ok {
+			return starlark.None, nil
+		}
+		return starlark.String(data), nil
+	case "fault":
+		switch arg {
+		case "fail-start":
+			sn.fault = arg
+		case "clear", "":
+			sn.fault = ""
+		default:
+			return nil, fmt.Errorf("%s: unknown fault %q (fail-start or clear)", b.Name(), arg)
+		}
+		return starlark.None, nil
+	case "sources":
+		src := sn.sources()
+		d := starlark.NewDict(4)
+		add := func(p string, data []byte) {
+			if data != nil {
+				_ = d.SetKey(starlark.String(p), starlark.String(data))
+			}
+		}
+		add(src.UnitPath, src.Unit)
+		add(src.ConfigPath, src.Config)
+		for _, f := range append(append(append([]k3s.NamedFile{}, src.UnitDropIns...), src.DropIns...), src.EnvFiles...) {
+			add(f.Path, f.Data)
+		}
+		return d, nil
+	case "files":
+		d := starlark.NewDict(64)
+		for _, p := range sn.ex.Files() {
+			data, _ := sn.ex.File(p)
+			fi, _ := sn.ex.Stat(context.Background(), p)
+			_ = d.SetKey(starlark.String(p), starlark.String(fmt.Sprintf("%s %o", sha256Hex(data), fi.Mode.Perm())))
+		}
+		return d, nil
+	case "disk_ca":
+		if sn.n.Role == inventory.RoleAgent {
+			return shaValue(sn.file(sn.dd() + "/agent/server-ca.crt")), nil
+		}
+		return shaValue(sn.file(sn.sd() + "/" + k3s.PathServerCA)), nil
+	case "served_ca":
+		return shaValue(sn.cacerts), nil
+	case "state":
+		return starlark.String(sn.state), nil
+	case "restarts":
+		return starlark.MakeInt(sn.restarts), nil
+	case "reloads":
+		return starlark.MakeInt(sn.reloads), nil
+	case "calls":
+		return strList(sn.ex.Calls()), nil
+	case "paths":
+		k := sn.n.K3s
+		return structOf("paths", starlark.StringDict{
+			"data_dir": starlark.String(k.DataDir), "server_dir": starlark.String(sn.sd()), "config_file": starlark.String(k.ConfigFile),
+			"unit_file": starlark.String(k.UnitFile), "env_file": starlark.String(k.UnitFile + ".env"),
+		}), nil
+	}
+	return nil, fmt.Errorf("%s: unknown method", b.Name())
+}
+
+// stringMap is a Starlark dict of strings as a Go map (nil for nil).
+func stringMap(d *starlark.Dict) map[string]string {
+	if d == nil {
+		return nil
+	}
+	m := map[string]string{}
+	for _, it := range d.Items() {
+		k, _ := starlark.AsString(it[0])
+		v, _ := starlark.AsString(it[1])
+		m[k] = v
+	}
+	return m
+}
+
+func sha256Hex(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+// shaValue is the hex SHA-256 of b, or None for nil.
+func shaValue(b []byte) starlark.Value {
+	if b == nil {
+		return starlark.None
+	}
+	return starlark.String(sha256Hex(b))
+}
+
+func structOf(name string, d starlark.StringDict) *starlarkstruct.Struct {
+	return starlarkstruct.FromStringDict(starlark.String(name), d)
+}
+
+func strList(ss []string) *starlark.List {
+	l := starlark.NewList(nil)
+	for _, s := range ss {
+		_ = l.Append(starlark.String(s)) // a new list is not frozen
+	}
+	return l
+}
