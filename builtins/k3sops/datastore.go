@@ -28,6 +28,10 @@ type Datastore struct {
 	// secure join tokens.
 	ServerCA CA     `json:"server_ca"`
 	CAHash   string `json:"ca_hash"`
+	// Failed says, for each server tried before Via, why the datastore
+	// could not be read through it: a broken server the read went around
+	// is a finding, not a detail.
+	Failed map[string]string `json:"failed,omitempty"`
 
 	data k3s.BootstrapData
 }
@@ -173,6 +177,7 @@ func (d *Datastore) serverCA() []byte { return d.data[k3s.KeyServerCA].Content }
 // candidates that answers.
 func DatastoreVia(ctx context.Context, run Run, op string, candidates []*inventory.Node) (*Datastore, error) {
 	var errs []string
+	failed := map[string]string{}
 	seen := map[*inventory.Node]bool{}
 	for _, n := range candidates {
 		if n == nil || n.Role != inventory.RoleServer || seen[n] {
@@ -183,6 +188,9 @@ func DatastoreVia(ctx context.Context, run Run, op string, candidates []*invento
 		if err == nil {
 			var d *Datastore
 			if d, err = c.readDatastore(ctx); err == nil {
+				if len(failed) > 0 {
+					d.Failed = failed
+				}
 				return d, nil
 			}
 		}
@@ -190,6 +198,7 @@ func DatastoreVia(ctx context.Context, run Run, op string, candidates []*invento
 			return nil, ctx.Err()
 		}
 		errs = append(errs, err.Error())
+		failed[n.Name] = err.Error()
 	}
 	if len(errs) == 0 {
 		return nil, fmt.Errorf("%s: no server to read the datastore through", op)

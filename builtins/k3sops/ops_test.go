@@ -39,6 +39,7 @@ func newCluster(t *testing.T) *cluster {
 		c.srvEx.SetFile(c.server.K3s.DataDir+"/"+p, data, 0o600)
 	}
 	c.agentEx.SetFile(c.agent.K3s.DataDir+"/agent/server-ca.crt", cas[k3s.PathServerCA], 0o600)
+	c.srvEx.SetFile(ServerDir(c.server)+"/"+k3s.PathToken, []byte("K10"+strings.Repeat("ab", 32)+"::server:"+testPassword+"\n"), 0o600)
 	answerFetch(c.srvEx)
 	answerFetch(c.agentEx)
 	c.srvEx.On(`^systemctl show`, fake.Reply{Stdout: "ActiveState=active\nSubState=running\n"})
@@ -77,9 +78,12 @@ func (c *cluster) serveSupervisor(t *testing.T, certPEM, keyPEM, cacerts []byte)
 }
 
 // datastore is the bootstrap data holding cas.
+// testPassword is the password of the test servers' token.
+const testPassword = "0123456789abcdef"
+
 func datastoreOf(t *testing.T, cas map[string][]byte, via string) *Datastore {
 	t.Helper()
-	d := &Datastore{Key: "/bootstrap/test", Revision: 7, Via: via, data: k3s.BootstrapData{}}
+	d := &Datastore{Key: k3s.StorageKey(testPassword), Revision: 7, Via: via, data: k3s.BootstrapData{}}
 	for _, bf := range k3s.BootstrapFiles {
 		if data, ok := cas[bf.Path]; ok {
 			d.data[bf.Key] = k3s.File{Content: data, Timestamp: time.Now()}
@@ -223,5 +227,46 @@ func TestVerifyPlannedInCheckMode(t *testing.T) {
 	_, err := Verify(context.Background(), c.run, "k3s.verify", VerifyOptions{Nodes: []*inventory.Node{c.server}, Expect: "feed"})
 	if err == nil || !strings.Contains(err.Error(), "unreachable") {
 		t.Errorf("unreachable datastore in check mode: %v, want the error", err)
+	}
+}
+
+// TestVerifyServerTokenMustOpenTheDatastore: a server whose own token does
+// not open the datastore (K3s fails at its next start), or through which
+// the datastore could not be read, is not ok even though another server
+// read the datastore and its CA files are right.
+func TestVerifyServerTokenMustOpenTheDatastore(t *testing.T) {
+	c := newCluster(t)
+	c.serveSupervisor(t, c.leaves["server/tls/serving-kube-apiserver.crt"], c.leaves["server/tls/serving-kube-apiserver.key"], c.cas[k3s.PathServerCA])
+	tokenPath := ServerDir(c.server) + "/" + k3s.PathToken
+	c.srvEx.SetFile(tokenPath, []byte("K10dead::server:x\n"), 0o600)
+	row := c.target(t, c.server, c.srvEx).verifyNode(context.Background(), datastoreOf(t, c.cas, "server-2"), true)
+	if row.OK || len(row.Problems) != 1 || !strings.Contains(row.Problems[0], tokenPath) || !strings.Contains(row.Problems[0], "cannot open the datastore at its next start") {
+		t.Errorf("garbled token: row %+v, want one problem naming %s", row, tokenPath)
+	}
+	for _, p := range row.Problems {
+		if strings.Contains(p, "server:x") {
+			t.Errorf("a problem shows the token: %q", p)
+		}
+	}
+
+	c.srvEx.SetFile(tokenPath, []byte("K10"+strings.Repeat("ab", 32)+"::server:"+testPassword+"\n"), 0o600)
+	ds := datastoreOf(t, c.cas, "server-2")
+	ds.Failed = map[string]string{"server-1": "etcd at 10.9.9.9:2379 (reached from node server-1): connection refused"}
+	row = c.target(t, c.server, c.srvEx).verifyNode(context.Background(), ds, true)
+	if row.OK || len(row.Problems) != 1 || !strings.Contains(row.Problems[0], "could not be read through server-1 (read via server-2 instead): etcd at 10.9.9.9:2379") {
+		t.Errorf("etcd unreachable through server-1: row %+v, want one problem saying so", row)
+	}
+}
+
+// TestVerifyServerTokenOfAnotherCluster: a well-formed token that is not
+// the one the datastore is encrypted with.
+func TestVerifyServerTokenOfAnotherCluster(t *testing.T) {
+	c := newCluster(t)
+	c.serveSupervisor(t, c.leaves["server/tls/serving-kube-apiserver.crt"], c.leaves["server/tls/serving-kube-apiserver.key"], c.cas[k3s.PathServerCA])
+	tokenPath := ServerDir(c.server) + "/" + k3s.PathToken
+	c.srvEx.SetFile(tokenPath, []byte("another-password\n"), 0o600)
+	row := c.target(t, c.server, c.srvEx).verifyNode(context.Background(), datastoreOf(t, c.cas, "server-2"), true)
+	if row.OK || len(row.Problems) != 1 || !strings.Contains(row.Problems[0], tokenPath+" is not the token the datastore is encrypted with") {
+		t.Errorf("another cluster's token: row %+v, want one problem naming %s", row, tokenPath)
 	}
 }

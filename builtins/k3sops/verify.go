@@ -68,7 +68,7 @@ func caSubject(bundle []byte) string {
 // verifyServerDisk compares the rotatable bootstrap files on a server's
 // disk with the datastore's.
 func (c *Target) verifyServerDisk(ctx context.Context, ds *Datastore, row *Row) error {
-	var pats []string
+	pats := []string{c.sd() + "/" + k3s.PathToken}
 	for _, bf := range k3s.BootstrapFiles {
 		if bf.Rotate {
 			pats = append(pats, c.sd()+"/"+bf.Path)
@@ -78,6 +78,7 @@ func (c *Target) verifyServerDisk(ctx context.Context, ds *Datastore, row *Row) 
 	if err != nil {
 		return err
 	}
+	c.verifyServerToken(ds, files[c.sd()+"/"+k3s.PathToken], row)
 	current := map[string][]byte{}
 	var differ []string
 	for _, bf := range k3s.BootstrapFiles {
@@ -124,6 +125,28 @@ func (c *Target) verifyServerDisk(ctx context.Context, ds *Datastore, row *Row) 
 	}
 	row.Previous = len(k3s.ValidateCARotation(current, staged)) == 0
 	return nil
+}
+
+// verifyServerToken checks that the server's own token opens the
+// datastore's bootstrap data (K3s decrypts it with that token at every
+// start) and reports why the datastore could not be read through it when
+// another server had to be used.
+func (c *Target) verifyServerToken(ds *Datastore, tok remoteFile, row *Row) {
+	p := c.sd() + "/" + k3s.PathToken
+	text := strings.TrimSpace(string(tok.Data))
+	c.redactToken(text)
+	switch pass, err := k3s.NormalizeToken(text); {
+	case len(tok.Data) == 0:
+		row.Problems = append(row.Problems, fmt.Sprintf("%s is missing or empty: K3s on %s cannot open the datastore at its next start", p, c.Node.Name))
+	case err != nil:
+		row.Problems = append(row.Problems, fmt.Sprintf("%s does not hold a K3s token (%v): K3s on %s cannot open the datastore at its next start; put the cluster's token back (k3s.restore or a backup)", p, err, c.Node.Name))
+	case k3s.StorageKey(pass) != ds.Key:
+		row.Problems = append(row.Problems, fmt.Sprintf("%s is not the token the datastore is encrypted with (it opens %s, the datastore is %s): K3s on %s cannot open the datastore at its next start; put the cluster's token back (k3s.restore or a backup)", p, k3s.StorageKey(pass), ds.Key, c.Node.Name))
+	default:
+		if why, ok := ds.Failed[c.Node.Name]; ok {
+			row.Problems = append(row.Problems, fmt.Sprintf("the datastore could not be read through %s (read via %s instead): %s", c.Node.Name, ds.Via, why))
+		}
+	}
 }
 
 // supervisorConn opens a TLS connection to the node's supervisor through

@@ -688,6 +688,22 @@ func accCheckFindings(t *testing.T, l *e2eLab) {
 		t.Errorf("the same with --warn-days 5: exit %d: %s", relaxed.Code, relaxed.rep.Summary)
 	}
 
+	// A garbled server token: the datastore is read through another
+	// server, the report says which, and names server-1's token.
+	tokenPath := filepath.Join(sd("server-1"), "token")
+	restore = l.replaceNodeFile(t, "server-1", tokenPath, []byte("K10dead::server:x\n"))
+	garbled := l.check(t, inv)
+	restore()
+	if garbled.Code != exitDrift || garbled.rep.CA.Via == "server-1" || garbled.rep.CA.Via == "" ||
+		len(containsAll(strings.Join(garbled.rep.Problems, "\n"), "server-1: "+tokenPath, "cannot open the datastore at its next start")) > 0 {
+		t.Errorf("garbled token on server-1: exit %d, via %q, problems %q: %s", garbled.Code, garbled.rep.CA.Via, garbled.rep.Problems, garbled.rep.Summary)
+	}
+
+	// A selector that matches nothing is bad input, not "HEALTHY: 0 nodes".
+	if none := runCaretakerBinary(t, "check", "-i", inv, "--limit", "label:zone=nowhere"); none.Code != exitBadInput || !strings.Contains(none.Stderr, "selects no node") {
+		t.Errorf("check --limit label:zone=nowhere: exit %d, stderr %q; want exit 2 saying it selects no node", none.Code, none.Stderr)
+	}
+
 	down := l.check(t, l.withNodePort(t, last, 1), "--metrics-file", metrics)
 	if down.Code != exitFailed || down.rep.Status != "unreachable" || len(down.rep.Unreachable) != 1 || down.rep.Unreachable[0].Node != last {
 		t.Errorf("%s unreachable: exit %d, %+v: %s", last, down.Code, down.rep.Unreachable, down.rep.Summary)

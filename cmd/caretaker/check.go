@@ -108,28 +108,9 @@ type datastoreInfo struct {
 }
 
 func runCheck(ctx context.Context, stdout, stderr io.Writer, f *checkFlags) error {
-	if f.output != "table" && f.output != "json" {
-		return usageError{fmt.Errorf("--output %q: use table or json", f.output)}
-	}
-	if f.warnDays < 0 {
-		return usageError{fmt.Errorf("--warn-days %d: give a number of days ≥ 0", f.warnDays)}
-	}
-	if f.inventory == "" {
-		return usageError{fmt.Errorf("no inventory: give one with -i FILE")}
-	}
-	inv, err := inventorypkg.Load(f.inventory)
+	cluster, nodes, err := checkTargets(f)
 	if err != nil {
 		return err
-	}
-	cluster, err := inv.Cluster(f.cluster)
-	if err != nil {
-		return err
-	}
-	nodes := cluster.Nodes
-	if f.limit != "" {
-		if nodes, err = cluster.Select(f.limit); err != nil {
-			return err
-		}
 	}
 	pool := runner.NewPool(sshnode.Dial)
 	defer pool.Close()
@@ -141,74 +122,11 @@ func runCheck(ctx context.Context, stdout, stderr io.Writer, f *checkFlags) erro
 	for _, n := range nodes {
 		rep.Nodes = append(rep.Nodes, n.Name)
 	}
-
-	// 1. Certificates, node by node (an unreachable node fails alone).
-	var mu sync.Mutex
-	certsStep := &runner.Step{Index: 0, Name: "certificates", Selector: "all", Nodes: nodes, Timeout: f.timeout, Doc: "k3s.check on each node",
-		Func: func(ctx context.Context, env *runner.Env) error {
-			res, err := k3sops.Check(ctx, env, "k3s.check", k3sops.CheckOptions{Nodes: []*inventorypkg.Node{env.Node}, WarnDays: f.warnDays})
-			if err != nil {
-				return err
-			}
-			mu.Lock()
-			rep.Certificates = append(rep.Certificates, res.Rows...)
-			mu.Unlock()
-			return nil
-		}}
-	done1, _ := runCheckPlan(ctx, pool, cluster, nodes, certsStep, log)
-	failed := map[string]bool{}
-	for _, d := range done1.Failed {
-		failed[d.Node] = true
-		rep.Unreachable = append(rep.Unreachable, nodeProblem{Node: d.Node, Error: d.Error})
-	}
-	var reachable []*inventorypkg.Node
-	var server *inventorypkg.Node
-	for _, n := range nodes {
-		if !failed[n.Name] {
-			reachable = append(reachable, n)
-			if server == nil && n.Role == inventorypkg.RoleServer {
-				server = n
-			}
-		}
-	}
-	if server == nil {
-		// Any server of the cluster can reach the datastore.
-		for _, n := range cluster.Nodes {
-			if n.Role == inventorypkg.RoleServer && !failed[n.Name] {
-				server = n
-				break
-			}
-		}
-	}
-
-	// 2. CA consistency across the reachable nodes, the datastore and the
-	// live endpoints, read once through one server.
-	if server == nil {
-		rep.CA.Error = "no reachable server to read the datastore through"
-	} else if len(reachable) > 0 {
-		verifyStep := &runner.Step{Index: 0, Name: "ca consistency", Selector: server.Name, Nodes: []*inventorypkg.Node{server}, Once: true, Timeout: f.timeout, Doc: "k3s.verify",
-			Func: func(ctx context.Context, env *runner.Env) error {
-				res, err := k3sops.Verify(ctx, env, "k3s.verify", k3sops.VerifyOptions{Nodes: reachable, Via: []*inventorypkg.Node{env.Node}, Live: true})
-				if err != nil {
-					return err
-				}
-				mu.Lock()
-				defer mu.Unlock()
-				rep.CA.Checked, rep.CA.Consistent, rep.CA.Nodes, rep.CA.Stale = true, res.OK, res.Rows, res.Stale
-				ds := res.Datastore
-				rep.CA.Datastore = &datastoreInfo{CAHash: ds.CAHash, Key: ds.Key, Revision: ds.Revision, ServerCA: ds.ServerCA, Via: ds.Via}
-				rep.CA.Via = server.Name
-				return nil
-			}}
-		done2, _ := runCheckPlan(ctx, pool, cluster, append(reachable, missing(server, reachable)...), verifyStep, log)
-		for _, d := range done2.Failed {
-			rep.CA.Error = d.Error
-		}
-	}
+	reachable := checkCertificates(ctx, pool, cluster, nodes, f, rep, log)
+	checkCAConsistency(ctx, pool, cluster, reachable, f, rep, log)
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
-
 	finishReport(rep, len(nodes))
 	if f.metricsFile != "" {
 		if err := metrics.WriteFile(f.metricsFile, checkMetrics(rep)); err != nil {
@@ -229,6 +147,134 @@ func runCheck(ctx context.Context, stdout, stderr io.Writer, f *checkFlags) erro
 		return withCode(rep.ExitCode, silentError{fmt.Errorf("%s", rep.Summary)})
 	}
 	return nil
+}
+
+// checkTargets validates the flags and loads the cluster and the nodes
+// to check. A --limit that selects no node is bad input: a monitoring job
+// with a typo must not stay green.
+func checkTargets(f *checkFlags) (*inventorypkg.Cluster, []*inventorypkg.Node, error) {
+	if f.output != "table" && f.output != "json" {
+		return nil, nil, usageError{fmt.Errorf("--output %q: use table or json", f.output)}
+	}
+	if f.warnDays < 0 {
+		return nil, nil, usageError{fmt.Errorf("--warn-days %d: give a number of days ≥ 0", f.warnDays)}
+	}
+	if f.inventory == "" {
+		return nil, nil, usageError{fmt.Errorf("no inventory: give one with -i FILE")}
+	}
+	inv, err := inventorypkg.Load(f.inventory)
+	if err != nil {
+		return nil, nil, err
+	}
+	cluster, err := inv.Cluster(f.cluster)
+	if err != nil {
+		return nil, nil, err
+	}
+	nodes := cluster.Nodes
+	if f.limit != "" {
+		if nodes, err = cluster.Select(f.limit); err != nil {
+			return nil, nil, err
+		}
+	}
+	if len(nodes) == 0 {
+		return nil, nil, usageError{fmt.Errorf("--limit %q selects no node of cluster %s (%s): nothing would be checked; see the inventory's names, groups and labels", f.limit, cluster.Name, nodeList(cluster.Nodes))}
+	}
+	return cluster, nodes, nil
+}
+
+// hasServer says whether nodes include a server.
+func hasServer(nodes []*inventorypkg.Node) bool {
+	for _, n := range nodes {
+		if n.Role == inventorypkg.RoleServer {
+			return true
+		}
+	}
+	return false
+}
+
+// nodeList names the nodes for messages.
+func nodeList(nodes []*inventorypkg.Node) string {
+	names := make([]string, 0, len(nodes))
+	for _, n := range nodes {
+		names = append(names, n.Name)
+	}
+	return strings.Join(names, ", ")
+}
+
+// checkCertificates lists every node's certificates (an unreachable node
+// fails alone and is reported) and returns the nodes that answered.
+func checkCertificates(ctx context.Context, pool *runner.Pool, cluster *inventorypkg.Cluster, nodes []*inventorypkg.Node, f *checkFlags, rep *checkReport, log runner.Sink) []*inventorypkg.Node {
+	var mu sync.Mutex
+	step := &runner.Step{Index: 0, Name: "certificates", Selector: "all", Nodes: nodes, Timeout: f.timeout, Doc: "k3s.check on each node",
+		Func: func(ctx context.Context, env *runner.Env) error {
+			res, err := k3sops.Check(ctx, env, "k3s.check", k3sops.CheckOptions{Nodes: []*inventorypkg.Node{env.Node}, WarnDays: f.warnDays})
+			if err != nil {
+				return err
+			}
+			mu.Lock()
+			rep.Certificates = append(rep.Certificates, res.Rows...)
+			mu.Unlock()
+			return nil
+		}}
+	done, _ := runCheckPlan(ctx, pool, cluster, nodes, step, log)
+	failed := map[string]bool{}
+	for _, d := range done.Failed {
+		failed[d.Node] = true
+		rep.Unreachable = append(rep.Unreachable, nodeProblem{Node: d.Node, Error: d.Error})
+	}
+	var reachable []*inventorypkg.Node
+	for _, n := range nodes {
+		if !failed[n.Name] {
+			reachable = append(reachable, n)
+		}
+	}
+	return reachable
+}
+
+// checkCAConsistency compares the CA of the reachable nodes, the datastore
+// and the live endpoints. The datastore is read through the first server
+// that can, checked nodes first, then any server of the cluster; the
+// report names the one that was used.
+func checkCAConsistency(ctx context.Context, pool *runner.Pool, cluster *inventorypkg.Cluster, reachable []*inventorypkg.Node, f *checkFlags, rep *checkReport, log runner.Sink) {
+	unreachable := map[string]bool{}
+	for _, u := range rep.Unreachable {
+		unreachable[u.Node] = true
+	}
+	var via []*inventorypkg.Node
+	for _, n := range append(append([]*inventorypkg.Node{}, reachable...), cluster.Nodes...) {
+		if n.Role == inventorypkg.RoleServer && !unreachable[n.Name] {
+			via = append(via, n)
+		}
+	}
+	if len(via) == 0 {
+		rep.CA.Error = "no reachable server to read the datastore through"
+		if !hasServer(cluster.Nodes) {
+			rep.CA.Error = "the inventory has no server (role: server) in cluster " + cluster.Name
+		}
+		return
+	}
+	if len(reachable) == 0 {
+		return
+	}
+	var mu sync.Mutex
+	step := &runner.Step{Index: 0, Name: "ca consistency", Selector: via[0].Name, Nodes: []*inventorypkg.Node{via[0]}, Once: true, Timeout: f.timeout, Doc: "k3s.verify",
+		Func: func(ctx context.Context, env *runner.Env) error {
+			res, err := k3sops.Verify(ctx, env, "k3s.verify", k3sops.VerifyOptions{Nodes: reachable, Via: via, Live: true})
+			if err != nil {
+				return err
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			rep.CA.Checked, rep.CA.Consistent, rep.CA.Nodes, rep.CA.Stale = true, res.OK, res.Rows, res.Stale
+			ds := res.Datastore
+			rep.CA.Datastore = &datastoreInfo{CAHash: ds.CAHash, Key: ds.Key, Revision: ds.Revision, ServerCA: ds.ServerCA, Via: ds.Via}
+			rep.CA.Via = ds.Via
+			return nil
+		}}
+	done, _ := runCheckPlan(ctx, pool, cluster, append(reachable, missing(via[0], reachable)...), step, log)
+	for _, d := range done.Failed {
+		rep.CA.Error = d.Error
+	}
 }
 
 // finishReport sorts the rows, lists the findings and sets the status and
@@ -262,9 +308,20 @@ func finishReport(rep *checkReport, nodeCount int) {
 			isDown[r.Node] = true
 		}
 	}
-	var stale []string
+	// A stale row is one whose disk or live CA differs; a row that is not
+	// ok for another reason (a server token that does not open the
+	// datastore, an etcd that cannot be reached through it) is named apart.
+	var stale, other []string
+	caOK := map[string]bool{}
+	for _, r := range rep.CA.Nodes {
+		caOK[r.Node] = columnOK(r.Disk) && columnOK(r.Live) && columnOK(r.Cacerts) && columnOK(r.Agent)
+	}
 	for _, n := range rep.CA.Stale {
-		if !isDown[n] {
+		switch {
+		case isDown[n]:
+		case caOK[n]:
+			other = append(other, n)
+		default:
 			stale = append(stale, n)
 		}
 	}
@@ -284,14 +341,18 @@ func finishReport(rep *checkReport, nodeCount int) {
 	for _, c := range rep.Expiring {
 		rep.Problems = append(rep.Problems, fmt.Sprintf("%s: %s (%s) %s, expires %s (%d days)", c.Node, c.File, c.Subject, c.Status, c.Expires.UTC().Format("2006-01-02"), c.ResidualDays))
 	}
-	drift := (rep.CA.Checked && !rep.CA.Consistent && len(stale) > 0) || len(rep.Expiring) > 0 || (rep.CA.Checked && !rep.CA.Consistent && len(down) == 0)
+	drift := (rep.CA.Checked && !rep.CA.Consistent && len(stale)+len(other) > 0) || len(rep.Expiring) > 0 || (rep.CA.Checked && !rep.CA.Consistent && len(down) == 0)
 	var parts []string
 	if len(down) > 0 {
 		parts = append(parts, fmt.Sprintf("K3s is not running on %s", strings.Join(down, ", ")))
 	}
 	if len(stale) > 0 {
 		parts = append(parts, fmt.Sprintf("%d node(s) without the datastore's CA: %s", len(stale), strings.Join(stale, ", ")))
-	} else if rep.CA.Checked && !rep.CA.Consistent && len(down) == 0 {
+	}
+	if len(other) > 0 {
+		parts = append(parts, fmt.Sprintf("%d node(s) hold the datastore's CA but have problems (below): %s", len(other), strings.Join(other, ", ")))
+	}
+	if len(stale) == 0 && len(other) == 0 && rep.CA.Checked && !rep.CA.Consistent && len(down) == 0 {
 		parts = append(parts, "the CA is not consistent")
 	}
 	if len(rep.Expiring) > 0 {
@@ -325,6 +386,11 @@ func finishReport(rep *checkReport, nodeCount int) {
 	rep.Summary = fmt.Sprintf("cluster %s: %s: %s", rep.Cluster, strings.ToUpper(rep.Status), strings.Join(parts, "; "))
 }
 
+// columnOK says whether a CA column of a verify row agrees with the
+// datastore ("-" is a column that does not apply to the node).
+func columnOK(v string) bool { return v == "ok" || v == "-" || v == "" }
+
+// printCheck writes the report as text.
 func printCheck(w io.Writer, rep *checkReport) {
 	fmt.Fprintln(w, rep.Summary)
 	if rep.CA.Checked {

@@ -32,10 +32,20 @@ func TestCheckReportExitCodes(t *testing.T) {
 
 	rep = baseReport()
 	rep.CA.Consistent, rep.CA.Stale = false, []string{"s2"}
-	rep.CA.Nodes[1] = k3sops.Row{Node: "s2", OK: false, Problems: []string{"disk tls/server-ca.crt holds k3s-server-ca@1 (old)"}}
+	rep.CA.Nodes[1] = k3sops.Row{Node: "s2", OK: false, Disk: "OLD k3s-server-ca@1", Problems: []string{"disk tls/server-ca.crt holds k3s-server-ca@1 (old)"}}
 	finishReport(rep, 3)
 	if rep.ExitCode != exitDrift || !strings.Contains(rep.Summary, "1 node(s) without the datastore's CA: s2") || rep.Problems[0] != "s2: disk tls/server-ca.crt holds k3s-server-ca@1 (old)" {
 		t.Errorf("drift: %d %s %q", rep.ExitCode, rep.Summary, rep.Problems)
+	}
+
+	// A server whose CA is right but whose token does not open the
+	// datastore is a finding too, named as such.
+	rep = baseReport()
+	rep.CA.Consistent, rep.CA.Stale = false, []string{"s1"}
+	rep.CA.Nodes[0] = k3sops.Row{Node: "s1", OK: false, Disk: "ok", Live: "ok", Cacerts: "ok", Agent: "-", Problems: []string{"/var/lib/rancher/k3s/server/token is not the token the datastore is encrypted with"}}
+	finishReport(rep, 3)
+	if rep.ExitCode != exitDrift || !strings.Contains(rep.Summary, "1 node(s) hold the datastore's CA but have problems (below): s1") || strings.Contains(rep.Summary, "without the datastore's CA") {
+		t.Errorf("token problem: %d %s", rep.ExitCode, rep.Summary)
 	}
 
 	rep = baseReport()
