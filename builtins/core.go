@@ -139,13 +139,13 @@ func (d *Duration) Unpack(v starlark.Value) error {
 var _ starlark.Unpacker = (*Duration)(nil)
 
 func sleepFn(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
-	var d Duration
-	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "duration", &d); err != nil {
-		return nil, err
-	}
 	env, err := runner.EnvFrom(th, b.Name())
 	if err != nil {
 		return nil, err
+	}
+	var d Duration
+	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "duration", &d); err != nil {
+		return nil, env.ParamHint(err, args, kwargs)
 	}
 	t := time.NewTimer(time.Duration(d))
 	defer t.Stop()

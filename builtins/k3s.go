@@ -88,7 +88,7 @@ func k3sBuiltin(name string, fn func(c *call) (any, error)) *starlark.Builtin {
 		}
 		res, err := fn(&call{name: name, env: env, args: args, kwargs: kwargs})
 		if err != nil {
-			return nil, err
+			return nil, env.ParamHint(err, args, kwargs)
 		}
 		v, err := toStarlark(res)
 		if err != nil {

@@ -199,7 +199,7 @@ func nodeRun(n *Node, th *starlark.Thread, b *starlark.Builtin, args starlark.Tu
 	if timeout != "" {
 		d, err := time.ParseDuration(timeout)
 		if err != nil {
-			return nil, fmt.Errorf("%s: timeout %q is not a duration (examples: 30s, 5m)", b.Name(), timeout)
+			return nil, env.ParamHint(fmt.Errorf("%s: timeout %q is not a duration (examples: 30s, 5m)", b.Name(), timeout), args, kwargs)
 		}
 		c.Timeout = d
 	}

@@ -24,6 +24,9 @@ func FormatPlan(p *Plan) string {
 				src = "-p"
 			}
 			line := fmt.Sprintf("  %s = %s (%s)", x.Name, x.Value.String(), src)
+			if x.Type != "" || x.Min != nil || x.Max != nil {
+				line += " [" + x.Want() + "]"
+			}
 			if x.Doc != "" {
 				line += "  # " + x.Doc
 			}

@@ -41,8 +41,13 @@ type Param struct {
 	Default starlark.Value
 	Value   starlark.Value
 	Choices []string
-	Set     bool // given with -p
-	Pos     syntax.Position
+	// Type is the declared type (type= of param(): duration, file,
+	// pem-cert, pem-key, ...); "" means the default's Starlark type.
+	Type string
+	// Min and Max bound int, float and duration values (nil: unbounded).
+	Min, Max starlark.Value
+	Set      bool // given with -p
+	Pos      syntax.Position
 }
 
 // Step is one declared step of a plan.
@@ -175,9 +180,20 @@ type moduleRef struct {
 	fsys    fs.FS  // nil: the local disk
 	path    string // path in fsys, or on disk
 	display string
+	// base and rel, for a load()ed module on disk: the directory it must
+	// stay inside and its path there (read through os.Root).
+	base, rel string
 }
 
 func (r moduleRef) read() ([]byte, error) {
+	if r.fsys == nil && r.base != "" {
+		root, err := os.OpenRoot(r.base)
+		if err != nil {
+			return nil, err
+		}
+		defer root.Close()
+		return root.ReadFile(filepath.FromSlash(r.rel))
+	}
 	if r.fsys == nil {
 		return os.ReadFile(r.path)
 	}
@@ -213,6 +229,10 @@ func (l *loader) limitNodes() ([]*inventory.Node, error) {
 	limited, err := l.opts.Cluster.Select(l.opts.Limit)
 	if err != nil {
 		return nil, fmt.Errorf("--limit: %w", err)
+	}
+	if len(limited) == 0 {
+		return nil, fmt.Errorf("--limit %q selects no node of cluster %s (nodes: %s); check the names, groups and labels in the inventory: %w",
+			l.opts.Limit, l.opts.Cluster.Name, nodeNames(l.opts.Cluster.Nodes), errs.ErrBadInput)
 	}
 	return limited, nil
 }
@@ -257,20 +277,50 @@ func (l *loader) resolve(from moduleRef, module string) (moduleRef, error) {
 		}
 		tried = append(tried, path.Join(l.opts.FSPrefix, p))
 	} else {
-		p := filepath.Join(filepath.Dir(from.path), filepath.FromSlash(clean))
-		if _, err := os.Stat(p); err == nil {
-			return moduleRef{path: p, display: p}, nil
+		dir := filepath.Dir(from.path)
+		p := filepath.Join(dir, filepath.FromSlash(clean))
+		if ok, err := insideDir(dir, clean); err != nil {
+			return moduleRef{}, fmt.Errorf("load(%q): %w", module, err)
+		} else if ok {
+			return moduleRef{path: p, display: p, base: dir, rel: clean}, nil
 		}
 		tried = append(tried, p)
 	}
 	for _, dir := range l.opts.LibDirs {
 		p := filepath.Join(dir, filepath.FromSlash(clean))
-		if _, err := os.Stat(p); err == nil {
-			return moduleRef{path: p, display: p}, nil
+		if ok, err := insideDir(dir, clean); err != nil {
+			return moduleRef{}, fmt.Errorf("load(%q): %w", module, err)
+		} else if ok {
+			return moduleRef{path: p, display: p, base: dir, rel: clean}, nil
 		}
 		tried = append(tried, p)
 	}
 	return moduleRef{}, fmt.Errorf("load(%q): module not found (looked in %s; add a directory with --lib)", module, strings.Join(tried, ", "))
+}
+
+// insideDir reports whether dir holds the module rel as a regular file
+// that stays inside dir once symbolic links are followed (os.Root refuses
+// any path that leaves it). A module that exists but leads out is an
+// error, not "not found": playbooks reach nothing beyond their directory
+// and the --lib directories.
+func insideDir(dir, rel string) (bool, error) {
+	full := filepath.Join(dir, filepath.FromSlash(rel))
+	if _, err := os.Lstat(full); err != nil {
+		return false, nil
+	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return false, fmt.Errorf("open %s: %w", dir, err)
+	}
+	defer root.Close()
+	fi, err := root.Stat(filepath.FromSlash(rel))
+	if err != nil {
+		return false, fmt.Errorf("%s leads outside %s through a symbolic link; only modules inside the playbook's directory or a --lib directory can be loaded: %w", full, dir, errs.ErrBadInput)
+	}
+	if !fi.Mode().IsRegular() {
+		return false, fmt.Errorf("%s is not a regular file: %w", full, errs.ErrBadInput)
+	}
+	return true, nil
 }
 
 const planKey = "caretaker.loader"
@@ -309,6 +359,9 @@ func (l *loader) exec(ref moduleRef) (starlark.StringDict, error) {
 	}
 	globals, err := starlark.ExecFileOptions(fileOptions(), th, ref.display, src, l.predeclared())
 	entry.loading = false
+	if err != nil && th.ExecutionSteps() >= max {
+		err = fmt.Errorf("loading %s ran %d Starlark operations, the limit for a playbook's top level: an endless loop? (stopped at %s)", ref.display, max, stoppedAt(err))
+	}
 	if err != nil {
 		entry.err = playbookError(err)
 		return nil, entry.err
@@ -427,6 +480,9 @@ func stepBuiltin(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, 
 	if err != nil {
 		return nil, fmt.Errorf("%s %q: %w", b.Name(), name, err)
 	}
+	if err := l.checkSelectorMatches(sel); err != nil {
+		return nil, fmt.Errorf("%s %q (%s): %w", b.Name(), name, th.CallFrame(1).Pos, err)
+	}
 	var d time.Duration
 	if timeout != "" {
 		if d, err = time.ParseDuration(timeout); err != nil || d <= 0 {
@@ -452,6 +508,32 @@ func stepBuiltin(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, 
 	return starlark.None, nil
 }
 
+// checkSelectorMatches refuses a group: or label: part of a step's
+// selector that matches no node of the cluster: a typo would make the
+// step silently do nothing. Roles (all, servers, agents) may be empty (a
+// cluster without agents), and names are checked by Select itself.
+func (l *loader) checkSelectorMatches(sel string) error {
+	for _, part := range strings.Split(sel, ",") {
+		part = strings.TrimSpace(part)
+		if !strings.HasPrefix(part, "group:") && !strings.HasPrefix(part, "label:") {
+			continue
+		}
+		if nodes, err := l.opts.Cluster.Select(part); err == nil && len(nodes) == 0 {
+			return fmt.Errorf("nodes=%q: %q matches no node of cluster %s; check the groups and labels in the inventory: %w", sel, part, l.opts.Cluster.Name, errs.ErrBadInput)
+		}
+	}
+	return nil
+}
+
+// nodeNames lists node names for messages.
+func nodeNames(nodes []*inventory.Node) string {
+	names := make([]string, 0, len(nodes))
+	for _, n := range nodes {
+		names = append(names, n.Name)
+	}
+	return strings.Join(names, ", ")
+}
+
 func selectorString(v starlark.Value) (string, error) {
 	switch x := v.(type) {
 	case starlark.String:
@@ -471,95 +553,6 @@ func selectorString(v starlark.Value) (string, error) {
 		return strings.Join(parts, ","), nil
 	}
 	return "", fmt.Errorf("want a selector string (all, servers, agents, group:NAME, label:K=V, a node name) or a list of them, got %s", v.Type())
-}
-
-// param(name, default, doc="", choices=None): declare a parameter and
-// return its value: the -p value converted to the default's type, or the
-// default.
-func paramBuiltin(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
-	l, err := loaderFrom(th, b.Name())
-	if err != nil {
-		return nil, err
-	}
-	var (
-		name, doc string
-		def       starlark.Value
-		choices   *starlark.List
-	)
-	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "name", &name, "default", &def, "doc?", &doc, "choices?", &choices); err != nil {
-		return nil, err
-	}
-	if prev := l.param(name); prev != nil {
-		return nil, fmt.Errorf("%s: parameter %q is already declared at %s", b.Name(), name, prev.Pos)
-	}
-	p := &Param{Name: name, Doc: doc, Default: def, Value: def, Pos: th.CallFrame(1).Pos}
-	if choices != nil {
-		for i := 0; i < choices.Len(); i++ {
-			s, ok := starlark.AsString(choices.Index(i))
-			if !ok {
-				return nil, fmt.Errorf("%s: choices must be strings", b.Name())
-			}
-			p.Choices = append(p.Choices, s)
-		}
-	}
-	if raw, ok := l.opts.Params[name]; ok {
-		v, err := convertParam(def, raw)
-		if err != nil {
-			return nil, fmt.Errorf("parameter %q: %w: %w", name, err, errs.ErrBadInput)
-		}
-		p.Value, p.Set = v, true
-	}
-	if len(p.Choices) > 0 {
-		s, _ := starlark.AsString(p.Value)
-		found := false
-		for _, c := range p.Choices {
-			if c == s {
-				found = true
-			}
-		}
-		if !found {
-			return nil, fmt.Errorf("parameter %q: %q is not allowed; choose one of %s: %w", name, s, strings.Join(p.Choices, ", "), errs.ErrBadInput)
-		}
-	}
-	l.plan.Params = append(l.plan.Params, p)
-	return p.Value, nil
-}
-
-// convertParam types a -p value by the parameter's default.
-func convertParam(def starlark.Value, raw string) (starlark.Value, error) {
-	switch def.(type) {
-	case starlark.String, starlark.NoneType:
-		return starlark.String(raw), nil
-	case starlark.Bool:
-		switch strings.ToLower(raw) {
-		case "true", "yes", "1", "on":
-			return starlark.True, nil
-		case "false", "no", "0", "off":
-			return starlark.False, nil
-		}
-		return nil, fmt.Errorf("%q is not a boolean (use true or false)", raw)
-	case starlark.Int:
-		n, err := strconv.ParseInt(raw, 10, 64)
-		if err != nil {
-			return nil, fmt.Errorf("%q is not an integer", raw)
-		}
-		return starlark.MakeInt64(n), nil
-	case starlark.Float:
-		f, err := strconv.ParseFloat(raw, 64)
-		if err != nil {
-			return nil, fmt.Errorf("%q is not a number", raw)
-		}
-		return starlark.Float(f), nil
-	case *starlark.List:
-		var items []starlark.Value
-		for _, s := range strings.Split(raw, ",") {
-			if s = strings.TrimSpace(s); s != "" {
-				items = append(items, starlark.String(s))
-			}
-		}
-		return starlark.NewList(items), nil
-	}
-	return nil, fmt.Errorf("parameters with a default of type %s cannot be set with -p", def.Type())
 }
 
 // ParamValues returns the parameters as strings, for events and the journal.

@@ -74,6 +74,7 @@ type runState struct {
 	opts    RunOptions
 	cluster *inventory.Cluster
 	nodes   []*inventory.Node
+	params  []*Param
 	pool    *Pool
 
 	mu       sync.Mutex
@@ -101,7 +102,7 @@ func NewRun(plan *Plan, opts RunOptions) *Run {
 	if opts.RunID == "" {
 		opts.RunID = NewRunID(plan.Playbook)
 	}
-	st := &runState{opts: opts, cluster: plan.Cluster, nodes: plan.Nodes, shared: map[string]starlark.Value{}, results: map[string]starlark.Value{}, hard: make(chan struct{})}
+	st := &runState{opts: opts, cluster: plan.Cluster, nodes: plan.Nodes, params: plan.Params, shared: map[string]starlark.Value{}, results: map[string]starlark.Value{}, hard: make(chan struct{})}
 	for k, v := range opts.Shared {
 		v.Freeze()
 		st.shared[k] = v
@@ -501,6 +502,9 @@ func (r *Run) runOne(ctx context.Context, step *Step, n *inventory.Node) StepDon
 			arg = r.opts.NodeValue(env)
 		}
 		v, err = starlark.Call(th, step.Body, starlark.Tuple{arg}, nil)
+		if err != nil && th.ExecutionSteps() >= max {
+			err = fmt.Errorf("the body of step %q ran %d Starlark operations, the limit for one step on one node: an endless loop? (stopped at %s)", step.Name, max, stoppedAt(err))
+		}
 	}
 	if err != nil {
 		var se *skipError
@@ -520,6 +524,16 @@ func (r *Run) runOne(ctx context.Context, step *Step, n *inventory.Node) StepDon
 		return finish(StatusChanged, nil)
 	}
 	return finish(StatusOK, nil)
+}
+
+// stoppedAt is where a Starlark evaluation error happened (file:line:col
+// of its innermost frame), or its text.
+func stoppedAt(err error) string {
+	var ee *starlark.EvalError
+	if errors.As(err, &ee) && len(ee.CallStack) > 0 {
+		return ee.CallStack.At(0).Pos.String()
+	}
+	return err.Error()
 }
 
 // describeError splits an error into a one-line message and a detail: the

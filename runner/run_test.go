@@ -2,8 +2,16 @@ package runner_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
+	"math/big"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -111,8 +119,8 @@ step("show", show, nodes="s1", mutates=False)
 		want   []string
 	}{
 		{map[string]string{"mod": "x"}, []string{`unknown parameter "mod"`, "mode (auto|always|never)", "force (bool, default False)"}},
-		{map[string]string{"force": "perhaps"}, []string{`parameter "force"`, "not a boolean"}},
-		{map[string]string{"count": "many"}, []string{`parameter "count"`, "not an integer"}},
+		{map[string]string{"force": "perhaps"}, []string{`-p force=perhaps`, "not a boolean", "true or false"}},
+		{map[string]string{"count": "many"}, []string{`-p count=many`, "not an integer"}},
 		{map[string]string{"mode": "sometimes"}, []string{`"sometimes" is not allowed`, "auto, always, never"}},
 	} {
 		_, err := f.Load(src, tc.params, "")
@@ -126,6 +134,89 @@ step("show", show, nodes="s1", mutates=False)
 			}
 		}
 	}
+}
+
+// TestTypedParams: typed parameters refuse a bad value when the playbook
+// loads, naming the parameter, the value, what it accepts and where it is
+// declared; file values become absolute paths; a bad default is the
+// playbook's error.
+func TestTypedParams(t *testing.T) {
+	f := runtest.NewFixture(t)
+	dir := t.TempDir()
+	certFile, notPEM := filepath.Join(dir, "root.crt"), filepath.Join(dir, "notes.txt")
+	if err := os.WriteFile(certFile, testCertPEM(t), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(notPEM, []byte("hello\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	src := `
+timeout = param("timeout", "3m", type = "duration", min = "10s", max = "1h")
+root = param("root", "", type = "pem-cert")
+notes = param("notes", "", type = "file")
+days = param("days", 30, min = 0, max = 365)
+def show(node):
+    log("timeout=%s root=%s notes=%s days=%d" % (timeout, root, notes, days))
+step("show", show, nodes="s1", mutates=False)
+`
+	plan, err := f.Load(src, map[string]string{"timeout": "90s", "root": certFile, "notes": notPEM, "days": "0"}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Run(plan, runner.RunOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if out := strings.Join(f.Output(runner.StreamLog), "\n"); !strings.Contains(out, "timeout=90s root="+certFile+" notes="+notPEM+" days=0") {
+		t.Errorf("typed values: %s", out)
+	}
+	for _, tc := range []struct {
+		params map[string]string
+		want   []string
+	}{
+		{map[string]string{"timeout": "banana"}, []string{"-p timeout=banana", `"banana" is not a duration`, "a duration such as 90s", "declared at"}},
+		{map[string]string{"timeout": "1s"}, []string{"-p timeout=1s", "below the minimum 10s"}},
+		{map[string]string{"timeout": "2h"}, []string{"above the maximum 1h"}},
+		{map[string]string{"root": filepath.Join(dir, "missing.crt")}, []string{"-p root=", "missing.crt does not exist", "a PEM certificate file"}},
+		{map[string]string{"root": notPEM}, []string{"notes.txt holds no PEM certificate"}},
+		{map[string]string{"root": dir}, []string{"is not a regular file"}},
+		{map[string]string{"notes": filepath.Join(dir, "nope")}, []string{"nope does not exist"}},
+		{map[string]string{"days": "-1"}, []string{"-p days=-1", "below the minimum 0"}},
+	} {
+		_, err := f.Load(src, tc.params, "")
+		if err == nil || !errors.Is(err, errs.ErrBadInput) {
+			t.Errorf("params %v: err = %v, want a bad-input error", tc.params, err)
+			continue
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("params %v: error %q does not mention %q", tc.params, err, w)
+			}
+		}
+	}
+	for _, bad := range []string{
+		`x = param("x", "banana", type = "duration")`,
+		`x = param("x", "", type = "colour")`,
+		`x = param("x", "a", min = 1)`,
+	} {
+		if _, err := f.Load(bad+"\nstep(\"s\", lambda n: None, nodes=\"s1\")\n", nil, ""); err == nil {
+			t.Errorf("%s: loaded, want an error", bad)
+		}
+	}
+}
+
+// testCertPEM is a self-signed certificate in PEM.
+func testCertPEM(t *testing.T) []byte {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test-root"}, NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }
 
 func TestCheckMode(t *testing.T) {
@@ -325,6 +416,9 @@ func TestPlaybookErrorsCarryPositionAndStack(t *testing.T) {
 		"load(\"bad.star\", \"x\")\n":                           "bad.star:2:7: floored division by zero",
 		"def b(n):\n  pass\nstep(\"a\", b, nodes=\"nosuch\")\n": "matches no node",
 		"def b(n):\n  pass\nstep(\"a\", b)\nstep(\"a\", b)\n":   "already declared at pb.star:3:5",
+		"def b(n):\n  pass\nstep(\"a\", b, nodes=\"label:zone=x\")\n": `step "a" (pb.star:3:5): nodes="label:zone=x": "label:zone=x" matches no node of cluster t`,
+		"def b(n):\n  pass\nstep(\"a\", b, nodes=\"servers,group:workers\")\n": `"group:workers" matches no node`,
+		"while True:\n  pass\n": "loading pb.star ran 10000000 Starlark operations",
 	}
 	for src, want := range cases {
 		fsys := fstest.MapFS{"pb.star": {Data: []byte(src)}, "bad.star": {Data: []byte("x = 1\ny = x // 0\n")}}
@@ -413,7 +507,7 @@ def spin(node):
 step("spin", spin, nodes="s1")
 `)
 	done2, _ := f2.Run(plan2, runner.RunOptions{MaxSteps: 10000})
-	if len(done2.Failed) != 1 || !strings.Contains(done2.Failed[0].Error, "too many steps") {
+	if len(done2.Failed) != 1 || !strings.Contains(done2.Failed[0].Error, `the body of step "spin" ran 10000 Starlark operations`) || !strings.Contains(done2.Failed[0].Error, "endless loop") {
 		t.Errorf("max steps failure = %+v", done2.Failed)
 	}
 }
@@ -479,6 +573,53 @@ step("r", body, nodes="s1")
 
 // TestRunnerImportsNoUI enforces the dependency direction: runner imports
 // none of tui, builtins, lab or Bubble Tea.
+// TestLoadStaysInsideItsDirectories: a module reached through a symbolic
+// link that leads out of the playbook's directory or a --lib directory is
+// refused, naming the link; one that stays inside loads.
+func TestLoadStaysInsideItsDirectories(t *testing.T) {
+	dir, outside := t.TempDir(), t.TempDir()
+	lib := filepath.Join(dir, "lib")
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.MkdirAll(lib, 0o755))
+	must(os.WriteFile(filepath.Join(outside, "secret.star"), []byte("x = 1\n"), 0o644))
+	must(os.WriteFile(filepath.Join(lib, "real.star"), []byte("x = 2\n"), 0o644))
+	must(os.Symlink(filepath.Join(outside, "secret.star"), filepath.Join(dir, "escape.star")))
+	must(os.Symlink(filepath.Join(outside, "secret.star"), filepath.Join(lib, "libescape.star")))
+	must(os.Symlink("real.star", filepath.Join(lib, "inside.star")))
+	f := runtest.NewFixture(t)
+	pre, _ := builtins.All()
+	for mod, want := range map[string]string{
+		"escape.star":    "escape.star leads outside " + dir + " through a symbolic link",
+		"libescape.star": "libescape.star leads outside " + lib,
+		"inside.star":    "",
+	} {
+		src := fmt.Sprintf("load(%q, \"x\")\nstep(\"s\", lambda n: None, nodes=\"s1\")\n", mod)
+		must(os.WriteFile(filepath.Join(dir, "pb.star"), []byte(src), 0o644))
+		_, err := runner.Load(runner.LoadOptions{Path: filepath.Join(dir, "pb.star"), LibDirs: []string{lib}, Predeclared: pre, Cluster: f.Cluster})
+		switch {
+		case want == "" && err != nil:
+			t.Errorf("load(%q): %v, want it to load", mod, err)
+		case want != "" && (err == nil || !strings.Contains(err.Error(), want) || !errors.Is(err, errs.ErrBadInput)):
+			t.Errorf("load(%q): err = %v, want a bad-input error containing %q", mod, err, want)
+		}
+	}
+}
+
+// TestLimitSelectingNothingIsRefused: --limit that matches no node is bad
+// input, not a run over zero nodes.
+func TestLimitSelectingNothingIsRefused(t *testing.T) {
+	f := runtest.NewFixture(t)
+	_, err := f.Load("step(\"s\", lambda n: None)\n", nil, "group:workers")
+	if err == nil || !errors.Is(err, errs.ErrBadInput) || !strings.Contains(err.Error(), `--limit "group:workers" selects no node of cluster t (nodes: s1, s2, s3, a1)`) {
+		t.Errorf("--limit group:workers: err = %v", err)
+	}
+}
+
 func TestRunnerImportsNoUI(t *testing.T) {
 	out, err := exec.Command("go", "list", "-deps", "github.com/caretaker/caretaker/runner").CombinedOutput()
 	if err != nil {
@@ -489,6 +630,38 @@ func TestRunnerImportsNoUI(t *testing.T) {
 			if strings.HasPrefix(dep, bad) {
 				t.Errorf("runner depends on %s", dep)
 			}
+		}
+	}
+}
+
+// TestParamHint: a builtin refusing a value that came from an untyped
+// parameter says which parameter to change.
+func TestParamHint(t *testing.T) {
+	f := runtest.NewFixture(t)
+	src := `
+pause = param("pause", "1s")
+def wait(node):
+    sleep(pause)
+step("wait", wait, nodes="s1", mutates=False)
+`
+	plan, err := f.Load(src, map[string]string{"pause": "banana"}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.Run(plan, runner.RunOptions{})
+	if err == nil {
+		t.Fatal("the run passed; want sleep to refuse banana")
+	}
+	var msgs []string
+	for _, e := range f.Events() {
+		if d, ok := e.(runner.StepDone); ok && d.Error != "" {
+			msgs = append(msgs, d.Error)
+		}
+	}
+	msg := strings.Join(msgs, "\n")
+	for _, want := range []string{`"banana" is not a duration`, "the value of parameter pause, -p pause=banana", "give another with -p pause=..."} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("step error %q lacks %q", msg, want)
 		}
 	}
 }

@@ -199,6 +199,9 @@ func executePlan(ctx context.Context, stdout io.Writer, plan *runner.Plan, f *ru
 	default:
 		return usageError{fmt.Errorf("--output %q: use auto, tui, plain or json", f.output)}
 	}
+	if f.maxFailed < 0 {
+		return usageError{fmt.Errorf("--max-failed %d: give a number of nodes ≥ 0 (0: stop or continue as --on-failure says)", f.maxFailed)}
+	}
 	failure := runner.FailurePolicy{MaxFailed: f.maxFailed}
 	switch f.failure {
 	case "stop":
@@ -325,6 +328,9 @@ func newPlanCommand() *cobra.Command {
 		Short: "Print a playbook's plan (steps × nodes) without touching any node",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if output != "text" && output != "json" {
+				return usageError{fmt.Errorf("--output %q: use text or json", output)}
+			}
 			plan, err := f.planFromArgs(args[0])
 			if err != nil {
 				return err
