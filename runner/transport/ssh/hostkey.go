@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 
@@ -119,9 +120,43 @@ func (h *hostKeyChecker) check(hostport string, remote net.Addr, key ssh.PublicK
 
 func (h *hostKeyChecker) unknown(hostport string, key ssh.PublicKey) error {
 	host, port := splitHostPortDefault(hostport)
-	return fmt.Errorf("%s (%s): %w: host key %s %s is not in %s; verify the fingerprint out of band, then add the key "+
+	where := "is not in " + h.file
+	if _, err := os.Stat(h.file); errors.Is(err, fs.ErrNotExist) {
+		where = "cannot be checked: the known_hosts file " + h.file + " does not exist"
+	} else if bad := unreadableKnownHosts(h.file); len(bad) > 0 {
+		where += fmt.Sprintf(" (which has %d line(s) that do not parse and were ignored: %s)", len(bad), strings.Join(bad, "; "))
+	}
+	return fmt.Errorf("%s (%s): %w: host key %s %s %s; verify the fingerprint out of band, then add the key "+
 		"(for example: ssh-keyscan -p %s %s >> %s) or set host_key_policy: accept-new to record it on first connect",
-		h.label, hostport, errs.ErrHostKey, key.Type(), ssh.FingerprintSHA256(key), h.file, port, host, h.file)
+		h.label, hostport, errs.ErrHostKey, key.Type(), ssh.FingerprintSHA256(key), where, port, host, h.file)
+}
+
+// unreadableKnownHosts lists the lines of a known_hosts file that do not
+// parse ("line N: why"), at most five: x/crypto's reader skips some of
+// them silently, and a broken line is often the one that should match.
+func unreadableKnownHosts(file string) []string {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil
+	}
+	var bad []string
+	for i, line := range strings.Split(string(data), "\n") {
+		t := strings.TrimSpace(line)
+		if t == "" || strings.HasPrefix(t, "#") {
+			continue
+		}
+		marker, _, _, _, _, err := ssh.ParseKnownHosts([]byte(t))
+		if err == nil && marker != "" && marker != "cert-authority" && marker != "revoked" {
+			err = fmt.Errorf("unknown marker @%s", marker)
+		}
+		if err != nil {
+			bad = append(bad, fmt.Sprintf("line %d: %v", i+1, err))
+			if len(bad) == 5 {
+				break
+			}
+		}
+	}
+	return bad
 }
 
 func (h *hostKeyChecker) changed(hostport string, key ssh.PublicKey, want []knownhosts.KnownKey) error {

@@ -279,11 +279,21 @@ func TestSSHHostKeyUnknownStrict(t *testing.T) {
 	}
 	// a missing file is the same as an empty one
 	n.SSH.KnownHosts = filepath.Join(t.TempDir(), "absent")
-	if _, err := Dial(context.Background(), n); !errors.Is(err, errspkg.ErrHostKey) {
-		t.Fatalf("missing known_hosts: err = %v; want ErrHostKey", err)
+	_, err = Dial(context.Background(), n)
+	if !errors.Is(err, errspkg.ErrHostKey) || !strings.Contains(err.Error(), "the known_hosts file "+n.SSH.KnownHosts+" does not exist") {
+		t.Fatalf("missing known_hosts: err = %v; want ErrHostKey saying the file does not exist", err)
 	}
 	if _, err := os.Stat(n.SSH.KnownHosts); err == nil {
 		t.Error("strict mode created known_hosts")
+	}
+	// a line that does not parse is named, not silently ignored
+	n.SSH.KnownHosts = filepath.Join(t.TempDir(), "known_hosts")
+	if err := os.WriteFile(n.SSH.KnownHosts, []byte("# comment\nother.example ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n"+srv.Addr()+" ssh-ed25519 AAAAnot-base64\n@bogus x ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Dial(context.Background(), n)
+	if !errors.Is(err, errspkg.ErrHostKey) || !strings.Contains(err.Error(), "2 line(s) that do not parse and were ignored: line 3:") || !strings.Contains(err.Error(), "line 4: unknown marker @bogus") {
+		t.Fatalf("malformed known_hosts line: err = %v; want it named", err)
 	}
 }
 
