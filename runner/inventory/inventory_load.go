@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -43,9 +44,12 @@ func (e *Error) Is(target error) bool { return target == errs.ErrBadInput }
 // (identity files, known_hosts) are resolved against the file's directory.
 // Unknown keys are errors.
 func Load(path string) (*Inventory, error) {
+	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
+		return nil, fmt.Errorf("inventory %s is a directory; give the inventory file with -i FILE (for a lab: DIR/inventory.yaml): %w", path, errs.ErrBadInput)
+	}
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("read inventory: %w (give the inventory with -i FILE)", err)
+		return nil, fmt.Errorf("read inventory: %w; give the inventory file with -i FILE: %w", err, errs.ErrBadInput)
 	}
 	return Parse(path, data)
 }
@@ -57,29 +61,85 @@ func Parse(path string, data []byte) (*Inventory, error) {
 	var doc yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&doc); err != nil {
-		line := 0
-		msg := err.Error()
-		var te *yaml.TypeError
-		if errors.As(err, &te) && len(te.Errors) > 0 {
-			msg = te.Errors[0]
+		if errors.Is(err, io.EOF) {
+			return nil, &Error{File: path, Problem: "the inventory is empty; it needs a top-level 'clusters:' list (see README.md, Inventory)"}
 		}
-		if strings.HasPrefix(msg, "yaml: line ") {
-			rest := strings.TrimPrefix(msg, "yaml: line ")
-			if i := strings.Index(rest, ":"); i > 0 {
-				line, _ = strconv.Atoi(rest[:i])
-				msg = strings.TrimSpace(rest[i+1:])
-			}
-		}
-		return nil, &Error{File: path, Line: line, Problem: "not valid YAML: " + msg}
+		return nil, yamlError(path, data, err)
 	}
 	if len(doc.Content) == 0 {
-		return nil, &Error{File: path, Problem: "empty inventory; it needs a top-level 'clusters:' list"}
+		return nil, &Error{File: path, Problem: "the inventory is empty; it needs a top-level 'clusters:' list (see README.md, Inventory)"}
 	}
 	inv := &Inventory{Path: path}
 	if err := p.inventory(doc.Content[0], inv); err != nil {
 		return nil, err
 	}
 	return inv, nil
+}
+
+// hasServer says whether nodes include a server.
+func hasServer(nodes []*Node) bool {
+	for _, n := range nodes {
+		if n.Role == RoleServer {
+			return true
+		}
+	}
+	return false
+}
+
+// yamlError turns a YAML syntax error into an Error on the line where
+// the problem is. yaml.v3 reports the line of the enclosing block for many
+// errors ("did not find expected key" on the line before the block), so
+// the line is found again: a tab in indentation directly, otherwise as the
+// first line whose prefix of the file no longer parses.
+func yamlError(path string, data []byte, err error) error {
+	msg := err.Error()
+	var te *yaml.TypeError
+	if errors.As(err, &te) && len(te.Errors) > 0 {
+		msg = te.Errors[0]
+	}
+	line := 0
+	if strings.HasPrefix(msg, "yaml: line ") {
+		rest := strings.TrimPrefix(msg, "yaml: line ")
+		if i := strings.Index(rest, ":"); i > 0 {
+			line, _ = strconv.Atoi(rest[:i])
+			msg = strings.TrimSpace(rest[i+1:])
+		}
+	}
+	lines := strings.SplitAfter(string(data), "\n")
+	for i, l := range lines {
+		indent := l[:len(l)-len(strings.TrimLeft(l, " \t"))]
+		if strings.Contains(msg, "tab") && strings.Contains(indent, "\t") {
+			return &Error{File: path, Line: i + 1, Problem: fmt.Sprintf("not valid YAML: a tab in the indentation (column %d); YAML indents with spaces only", strings.Index(indent, "\t")+1)}
+		}
+	}
+	if first := firstFailingLine(lines); first > 0 {
+		line = first
+	}
+	return &Error{File: path, Line: line, Problem: "not valid YAML: " + msg}
+}
+
+// firstFailingLine is the smallest n such that the first n lines do not
+// parse (0 when every prefix parses), by bisection: a YAML prefix that
+// fails keeps failing as lines are added.
+func firstFailingLine(lines []string) int {
+	fails := func(n int) bool {
+		var doc yaml.Node
+		err := yaml.Unmarshal([]byte(strings.Join(lines[:n], "")), &doc)
+		return err != nil
+	}
+	if !fails(len(lines)) {
+		return 0
+	}
+	lo, hi := 0, len(lines) // fails(hi); !fails(lo) (the empty prefix parses)
+	for hi-lo > 1 {
+		mid := (lo + hi) / 2
+		if fails(mid) {
+			hi = mid
+		} else {
+			lo = mid
+		}
+	}
+	return hi
 }
 
 type invParser struct {
@@ -267,6 +327,9 @@ func (p *invParser) cluster(n *yaml.Node, field string) (*Cluster, error) {
 		}
 		seen[node.Name] = nn.Line
 		cl.Nodes = append(cl.Nodes, node)
+	}
+	if !hasServer(cl.Nodes) {
+		return nil, p.errf(nodes, field+".nodes", "cluster %q has no server (every node has role: agent); a K3s cluster has at least one server, and caretaker reaches the datastore and the cluster lock through one: mark the server nodes with role: server", cl.Name)
 	}
 	return cl, nil
 }

@@ -114,7 +114,12 @@ func TestParseInventoryErrors(t *testing.T) {
 		{"bad duration", "clusters:\n  - name: c\n    ssh:\n      connect_timeout: soon\n    nodes:\n      - {name: a, address: x, role: agent}\n", 4, []string{"connect_timeout", "duration"}},
 		{"duplicate node", "clusters:\n  - name: c\n    nodes:\n      - {name: a, address: x, role: agent}\n      - {name: a, address: y, role: agent}\n", 5, []string{"declared twice", "line 4"}},
 		{"no nodes", "clusters:\n  - name: c\n", 2, []string{"nodes", "non-empty list"}},
-		{"bad yaml", "clusters:\n  - name: c\n\t- nodes: []\n", 2, []string{"not valid YAML"}},
+		{"bad yaml", "clusters:\n  - name: c\n\t- nodes: []\n", 3, []string{"not valid YAML", "a tab in the indentation (column 1)"}},
+		{"indentation", "clusters:\n  - name: c\n    nodes:\n      - name: a\n        address: x\n       role: server\n", 6, []string{"not valid YAML", "did not find expected"}},
+		{"unclosed flow", "clusters:\n  - name: c\n    nodes:\n      - {name: a, address: x\n\n", 4, []string{"not valid YAML"}},
+		{"empty", "", 0, []string{"the inventory is empty", "clusters:"}},
+		{"only comments", "# nothing yet\n", 0, []string{"the inventory is empty"}},
+		{"no server", "clusters:\n  - name: c\n    nodes:\n      - {name: a, address: x, role: agent}\n", 4, []string{"clusters[0].nodes", "has no server", "role: server"}},
 		{"unknown k3s key", "clusters:\n  - name: c\n    nodes:\n      - name: a\n        address: x\n        role: agent\n        k3s: {datadir: /x}\n", 7, []string{"k3s.datadir", "data_dir"}},
 	}
 	for _, tc := range cases {
