@@ -173,7 +173,7 @@ step("show", show, nodes="s1", mutates=False)
 		params map[string]string
 		want   []string
 	}{
-		{map[string]string{"timeout": "banana"}, []string{"-p timeout=banana", `"banana" is not a duration`, "a duration such as 90s", "declared at"}},
+		{map[string]string{"timeout": "banana"}, []string{"-p timeout=banana", `"banana" is not a duration`, "a duration such as 90s", "pb.star:2:"}},
 		{map[string]string{"timeout": "1s"}, []string{"-p timeout=1s", "below the minimum 10s"}},
 		{map[string]string{"timeout": "2h"}, []string{"above the maximum 1h"}},
 		{map[string]string{"root": filepath.Join(dir, "missing.crt")}, []string{"-p root=", "missing.crt does not exist", "a PEM certificate file"}},
