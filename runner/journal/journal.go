@@ -116,6 +116,9 @@ type Entry struct {
 	Text     string                `json:"text,omitempty"`
 	Counts   map[runner.Status]int `json:"counts,omitempty"`
 	Duration time.Duration         `json:"duration_ns,omitempty"`
+	// Params, on an "attempt" entry, are the -p pairs that attempt ran
+	// with when `resume -p` corrected them; later resumes use them.
+	Params map[string]string `json:"params,omitempty"`
 }
 
 // File writes the journal of one run. It is both the run's Journal
@@ -136,6 +139,9 @@ type File struct {
 	resumed bool
 	err     error
 	closed  bool
+	// newParams are the corrected -p pairs of a resumed attempt (nil: the
+	// journaled ones).
+	newParams map[string]string
 
 	// Group commit: entries are written under mu and made durable by
 	// flush, where one fsync covers every entry written before it, so
@@ -408,7 +414,16 @@ func (j *File) ensureStartedLocked() {
 		j.writeLocked(Entry{Type: "run", At: now, Attempt: j.attempt, Meta: &meta})
 		syncDir(j.dir)
 	}
-	j.writeLocked(Entry{Type: "attempt", At: now, Attempt: j.attempt, Text: fmt.Sprintf("pid %d", os.Getpid())})
+	j.writeLocked(Entry{Type: "attempt", At: now, Attempt: j.attempt, Text: fmt.Sprintf("pid %d", os.Getpid()), Params: j.newParams})
+}
+
+// CorrectParams records, before a resumed run starts, the -p pairs it runs
+// with instead of those journaled (`resume -p`); later resumes use them.
+func (j *File) CorrectParams(params map[string]string) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.newParams = params
+	j.meta.Params = params
 }
 
 func (j *File) appendLocked(e Entry) {
@@ -682,6 +697,9 @@ func readRun(dir string, probe bool) (*RunRecord, error) {
 			haveHeader = true
 		case "attempt":
 			rec.Attempts = max(rec.Attempts, e.Attempt)
+			if e.Params != nil {
+				rec.Meta.Params = e.Params
+			}
 			started = map[stepKey]StepResult{}
 		case "step_started":
 			if started == nil {
