@@ -41,11 +41,15 @@ var paramTypes = map[string]string{
 	"string":      "a string", "int": "an integer", "float": "a number", "bool": "true or false", "list": "a comma-separated list",
 }
 
-// param(name, default, doc="", choices=None, type=None, min=None, max=None):
+// param(name, default, doc="", choices=None, type=None, min=None, max=None,
+// resumable=None):
 // declare a parameter and return its value: the -p value converted to the
 // parameter's type and checked (choices, bounds, files that must exist and
 // parse), or the default, which is checked the same way. An empty string
-// means "not given" for file types.
+// means "not given" for file types. resumable=True says the value may be
+// corrected by `caretaker resume RUN -p` after changes were made (it says
+// how, not what: a timeout, a pause); durations are, others are not unless
+// declared so.
 func paramBuiltin(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
 	l, err := loaderFrom(th, b.Name())
 	if err != nil {
@@ -56,15 +60,19 @@ func paramBuiltin(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple,
 		def            starlark.Value
 		choices        *starlark.List
 		lo, hi         starlark.Value = starlark.None, starlark.None
+		resumable      starlark.Value = starlark.None
 	)
 	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "name", &name, "default", &def, "doc?", &doc, "choices?", &choices,
-		"type?", &typ, "min?", &lo, "max?", &hi); err != nil {
+		"type?", &typ, "min?", &lo, "max?", &hi, "resumable?", &resumable); err != nil {
 		return nil, err
 	}
 	if prev := l.param(name); prev != nil {
 		return nil, fmt.Errorf("%s: parameter %q is already declared at %s", b.Name(), name, prev.Pos)
 	}
-	p := &Param{Name: name, Doc: doc, Default: def, Value: def, Type: typ, Pos: th.CallFrame(1).Pos}
+	p := &Param{Name: name, Doc: doc, Default: def, Value: def, Type: typ, Pos: th.CallFrame(1).Pos, Resumable: typ == ParamDuration}
+	if rb, ok := resumable.(starlark.Bool); ok {
+		p.Resumable = bool(rb)
+	}
 	if err := p.declare(choices, lo, hi); err != nil {
 		return nil, fmt.Errorf("%s %q: %w", b.Name(), name, err)
 	}

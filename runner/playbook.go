@@ -46,6 +46,9 @@ type Param struct {
 	Type string
 	// Min and Max bound int, float and duration values (nil: unbounded).
 	Min, Max starlark.Value
+	// Resumable says the value may change on `resume -p` once changes
+	// were made (param(resumable=...); durations by default).
+	Resumable bool
 	Set      bool // given with -p
 	Pos      syntax.Position
 }

@@ -354,3 +354,55 @@ func TestE2EPromptWithoutTerminal(t *testing.T) {
 		t.Errorf("with --yes: %s", ok.Describe())
 	}
 }
+
+// resumeParamsPlaybook changes server-1, then fails while its duration
+// parameter is too short; mode is a parameter that may not change once
+// the first step is done.
+const resumeParamsPlaybook = `
+mode = param("mode", "a", choices = ["a", "b"])
+wait = param("wait", "1s", type = "duration")
+def first(node):
+    node.run("true")
+def second(node):
+    if wait == "1s":
+        fail("wait %s is too short" % wait)
+    log("mode %s wait %s" % (mode, wait))
+step("first", first, nodes = "server-1")
+step("second", second, nodes = "server-1")
+`
+
+// TestE2EResumeCorrectsParameters: resume -p takes a corrected duration,
+// says what changed and journals it; it refuses to change a parameter the
+// finished change depended on, and a bad corrected value like a bad -p.
+func TestE2EResumeCorrectsParameters(t *testing.T) {
+	t.Parallel()
+	l := startE2ELab(t, lab.Options{Servers: 1, Agents: 0})
+	pb := writePlaybook(t, "fix.star", resumeParamsPlaybook)
+	first := runCaretakerBinary(t, "run", pb, "-i", l.InventoryPath(), "-o", "json", "--yes", "--state-dir", l.StateDir)
+	if first.Code != exitFailed || first.StepStatus("first", "server-1") != "changed" {
+		t.Fatalf("first run: %s", first.Describe())
+	}
+	var runID string
+	for _, e := range first.Events {
+		if e.Type == "run_started" {
+			runID = e.str("run_id")
+		}
+	}
+	refused := runCaretakerBinary(t, "resume", runID, "-p", "mode=b", "-o", "plain", "--yes", "--state-dir", l.StateDir)
+	if refused.Code != exitBadInput || !strings.Contains(refused.Stderr, "resume -p mode: refused: 1 change(s) of run "+runID+" are already done") {
+		t.Errorf("resume -p mode=b: exit %d, stderr %s", refused.Code, refused.Stderr)
+	}
+	bad := runCaretakerBinary(t, "resume", runID, "-p", "wait=banana", "-o", "plain", "--yes", "--state-dir", l.StateDir)
+	if bad.Code != exitBadInput || !strings.Contains(bad.Stderr, `"banana" is not a duration`) {
+		t.Errorf("resume -p wait=banana: exit %d, stderr %s", bad.Code, bad.Stderr)
+	}
+	fixed := runCaretakerBinary(t, "resume", runID, "-p", "wait=2s", "-o", "json", "--yes", "--state-dir", l.StateDir)
+	if fixed.Code != exitOK || !strings.Contains(fixed.Stderr, "parameters corrected for this attempt: wait 1s → 2s") ||
+		!strings.Contains(strings.Join(fixed.Output("server-1"), "\n"), "mode a wait 2s") {
+		t.Errorf("resume -p wait=2s: %s\n%s", fixed.Describe(), fixed.Stderr)
+	}
+	shown := runCaretakerBinary(t, "runs", runID, "--state-dir", l.StateDir)
+	if !strings.Contains(shown.Stdout, "wait=2s") {
+		t.Errorf("runs show does not list the corrected parameter:\n%s", shown.Stdout)
+	}
+}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/caretaker/caretaker/runner"
 	journalpkg "github.com/caretaker/caretaker/runner/journal"
 	"github.com/caretaker/caretaker/runner/session"
 )
@@ -31,7 +32,9 @@ func newResumeCommand() *cobra.Command {
 		Short: "Continue a failed, aborted or killed run where it stopped",
 		Long: `resume continues a journaled run (see ` + "`caretaker runs`" + `) that failed, was
 aborted, was stopped by its closing maintenance window, or was killed. It
-loads the same playbook with the same parameters, limit and inventory, skips
+loads the same playbook with the same parameters (-p corrects one: any
+before the run changed something, afterwards only those the playbook
+declares resumable, such as durations), limit and inventory, skips
 every step that changes nodes and ended ok or changed on a node, and runs
 the rest: the step a killed run was in is retried from its start (the
 built-in steps are idempotent), read-only steps run again (later steps use
@@ -54,16 +57,19 @@ keeps its ID; the journal gets a new attempt.`,
 				f.inventory = m.Inventory
 			}
 			f.cluster, f.limit, f.libDirs = m.Cluster, m.Limit, m.LibDirs
-			f.params = nil
-			keys := make([]string, 0, len(m.Params))
-			for k := range m.Params {
-				keys = append(keys, k)
+			corrections, err := f.parseParams()
+			if err != nil {
+				return err
 			}
-			sort.Strings(keys)
-			for _, k := range keys {
-				f.params = append(f.params, k+"="+m.Params[k])
+			params := map[string]string{}
+			for k, v := range m.Params {
+				params[k] = v
 			}
-			plan, err := f.loadPlan(m.PlaybookRef, m.Params)
+			for k, v := range corrections {
+				params[k] = v
+			}
+			f.params = sortedPairs(params)
+			plan, err := f.loadPlan(m.PlaybookRef, params)
 			if err != nil {
 				return fmt.Errorf("load playbook %s of run %s again: %w", m.PlaybookRef, m.RunID, err)
 			}
@@ -76,6 +82,14 @@ keeps its ID; the journal gets a new attempt.`,
 				if skip(r.Step, r.Node) {
 					done++
 				}
+			}
+			changed, err := paramCorrections(plan, m.ParamValues, corrections, done, m.RunID)
+			if err != nil {
+				return err
+			}
+			if len(changed) > 0 {
+				j.CorrectParams(params)
+				fmt.Fprintf(cmd.ErrOrStderr(), "caretaker: parameters corrected for this attempt: %s\n", strings.Join(changed, ", "))
 			}
 			shared, lost := rec.SharedValues()
 			msg := fmt.Sprintf("caretaker: resuming run %s (attempt %d) of %s on cluster %s: %d change(s) done earlier are skipped, read-only steps run again", m.RunID, j.Attempt(), m.Playbook, m.Cluster, done)
@@ -95,5 +109,44 @@ keeps its ID; the journal gets a new attempt.`,
 		},
 	}
 	f.addContinueFlags(c)
+	c.Flags().StringArrayVarP(&f.params, "param", "p", nil, "correct a parameter as key=value (repeatable): any before the run changed something, afterwards only those the playbook declares resumable (durations)")
 	return c
+}
+
+// sortedPairs renders params as key=value in key order.
+func sortedPairs(params map[string]string) []string {
+	keys := make([]string, 0, len(params))
+	for k := range params {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	out := make([]string, 0, len(keys))
+	for _, k := range keys {
+		out = append(out, k+"="+params[k])
+	}
+	return out
+}
+
+// paramCorrections lists the parameters resume -p changes ("name old →
+// new") and refuses a change that could make finished work wrong: once
+// done > 0 changes of the run are finished, only parameters declared
+// resumable may change.
+func paramCorrections(plan *runner.Plan, before map[string]string, corrections map[string]string, done int, runID string) ([]string, error) {
+	now := plan.ParamValues()
+	var changed, refused []string
+	for _, p := range plan.Params {
+		if _, given := corrections[p.Name]; !given || before[p.Name] == now[p.Name] {
+			continue
+		}
+		changed = append(changed, fmt.Sprintf("%s %s → %s", p.Name, before[p.Name], now[p.Name]))
+		if done > 0 && !p.Resumable {
+			refused = append(refused, p.Name)
+		}
+	}
+	sort.Strings(changed)
+	if len(refused) > 0 {
+		return nil, usageError{fmt.Errorf("resume -p %s: refused: %d change(s) of run %s are already done with the old value, and the playbook does not declare %s resumable (param(..., resumable = True)); finish with the old value, or `caretaker undo %s` and start a new run",
+			strings.Join(refused, ", "), done, runID, strings.Join(refused, ", "), runID)}
+	}
+	return changed, nil
 }

@@ -116,9 +116,9 @@ func TestCLIResumeAndUndoRefusals(t *testing.T) {
 		{[]string{"resume", "done-run", "--state-dir", state}, exitBadInput, "ended ok: nothing to resume"},
 		{[]string{"resume", "../x", "--state-dir", state}, exitBadInput, "is not valid"},
 		// The journal names an inventory that is gone: say which.
-		{[]string{"resume", "killed-run", "--state-dir", state}, exitFailed, "/nonexistent/inv.yaml"},
+		{[]string{"resume", "killed-run", "--state-dir", state}, exitBadInput, "/nonexistent/inv.yaml"},
 		{[]string{"undo", "missing", "--state-dir", state}, exitBadInput, "no journal for run missing"},
-		{[]string{"undo", "killed-run", "--state-dir", state}, exitFailed, "/nonexistent/inv.yaml"},
+		{[]string{"undo", "killed-run", "--state-dir", state}, exitBadInput, "/nonexistent/inv.yaml"},
 	} {
 		code, _, errOut := runCLI(t, c.args...)
 		if code != c.code || !strings.Contains(errOut, c.want) {

@@ -699,6 +699,12 @@ func readRun(dir string, probe bool) (*RunRecord, error) {
 			rec.Attempts = max(rec.Attempts, e.Attempt)
 			if e.Params != nil {
 				rec.Meta.Params = e.Params
+				if rec.Meta.ParamValues == nil {
+					rec.Meta.ParamValues = map[string]string{}
+				}
+				for k, v := range e.Params {
+					rec.Meta.ParamValues[k] = v
+				}
 			}
 			started = map[stepKey]StepResult{}
 		case "step_started":
