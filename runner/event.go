@@ -153,8 +153,14 @@ type RunDone struct {
 	Error    string         `json:"error,omitempty"`
 	Journal  string         `json:"journal,omitempty"`
 	StateDir string         `json:"state_dir,omitempty"`
-	Duration time.Duration  `json:"duration_ns"`
-	At       time.Time      `json:"at"`
+	// Check is true for a check-mode run (it changed nothing).
+	Check bool `json:"check,omitempty"`
+	// Recorded lists, when the run did not end ok, the changes this
+	// attempt made with an undo record ("node: kind (step name)"): what a
+	// stopped run may have left between before and after.
+	Recorded []string      `json:"recorded,omitempty"`
+	Duration time.Duration `json:"duration_ns"`
+	At       time.Time     `json:"at"`
 }
 
 // EventType names the event in JSON output ("type").

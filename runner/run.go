@@ -82,6 +82,7 @@ type runState struct {
 	notes    []string
 	secrets  []string
 	results  map[string]starlark.Value
+	recorded []string // "node: undo kind (step name)" of this attempt
 	promptMu sync.Mutex
 	promptID int
 
@@ -363,7 +364,12 @@ func (r *Run) Execute(ctx context.Context) (RunDone, error) {
 	r.st.mu.Lock()
 	notes := append([]string(nil), r.st.notes...)
 	r.st.mu.Unlock()
-	done := RunDone{RunID: r.opts.RunID, Status: status, Counts: counts, Failed: failed, Notes: notes, StateDir: r.opts.StateDir, Duration: time.Since(start), At: time.Now()}
+	done := RunDone{RunID: r.opts.RunID, Status: status, Counts: counts, Failed: failed, Notes: notes, StateDir: r.opts.StateDir, Duration: time.Since(start), At: time.Now(), Check: r.opts.Check}
+	if status != "ok" {
+		r.st.mu.Lock()
+		done.Recorded = append([]string(nil), r.st.recorded...)
+		r.st.mu.Unlock()
+	}
 	if runErr != nil {
 		done.Error = r.st.redact(runErr.Error())
 	}

@@ -665,3 +665,18 @@ step("wait", wait, nodes="s1", mutates=False)
 		}
 	}
 }
+
+// TestSummaryNextSteps: a failed check-mode run does not offer resume or
+// undo; a stopped real run lists the changes it recorded.
+func TestSummaryNextSteps(t *testing.T) {
+	check := runner.Summary(runner.RunDone{RunID: "r1", Status: "failed", Check: true})
+	if strings.Contains(check, "caretaker resume") || !strings.Contains(check, "rehearse again with --check") {
+		t.Errorf("check-mode summary:\n%s", check)
+	}
+	real := runner.Summary(runner.RunDone{RunID: "r2", Status: "aborted", Recorded: []string{"server-1: k3s.restore_server (step servers)"}})
+	for _, want := range []string{"changes this attempt made before it stopped", "server-1: k3s.restore_server (step servers)", "caretaker resume r2"} {
+		if !strings.Contains(real, want) {
+			t.Errorf("aborted summary lacks %q:\n%s", want, real)
+		}
+	}
+}

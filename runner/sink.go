@@ -169,8 +169,16 @@ func Summary(e RunDone) string {
 	if e.Journal != "" {
 		fmt.Fprintf(&b, "  journal: %s\n", e.Journal)
 	}
-	switch e.Status {
-	case "failed", "aborted":
+	if len(e.Recorded) > 0 {
+		fmt.Fprintf(&b, "  changes this attempt made before it stopped (resume finishes the playbook, undo reverts them):\n")
+		for _, r := range e.Recorded {
+			fmt.Fprintf(&b, "    %s\n", r)
+		}
+	}
+	switch {
+	case (e.Status == "failed" || e.Status == "aborted") && e.Check:
+		b.WriteString("  next: fix the cause and rehearse again with --check (a check-mode run changes nothing: there is nothing to resume or undo)\n")
+	case e.Status == "failed" || e.Status == "aborted":
 		fmt.Fprintf(&b, "  next: fix the cause, then `caretaker resume %s` to continue, or `caretaker undo %s` to roll back recorded changes\n", e.RunID, e.RunID)
 	}
 	return b.String()

@@ -163,7 +163,13 @@ func (e *Env) Undo(kind string, data []byte) error {
 	if e.run.opts.Journal == nil {
 		return nil
 	}
-	return e.run.opts.Journal.RecordUndo(e.Ctx, UndoRecord{Step: e.Step, Node: e.nodeName(), Kind: kind, Data: data, At: time.Now()})
+	if err := e.run.opts.Journal.RecordUndo(e.Ctx, UndoRecord{Step: e.Step, Node: e.nodeName(), Kind: kind, Data: data, At: time.Now()}); err != nil {
+		return err
+	}
+	e.run.mu.Lock()
+	e.run.recorded = append(e.run.recorded, fmt.Sprintf("%s: %s (step %s)", e.nodeName(), kind, e.StepName))
+	e.run.mu.Unlock()
+	return nil
 }
 
 // UndoRecord is one recorded undo action.
