@@ -49,8 +49,8 @@ type Param struct {
 	// Resumable says the value may change on `resume -p` once changes
 	// were made (param(resumable=...); durations by default).
 	Resumable bool
-	Set      bool // given with -p
-	Pos      syntax.Position
+	Set       bool // given with -p
+	Pos       syntax.Position
 }
 
 // Step is one declared step of a plan.

@@ -409,16 +409,16 @@ func TestPlaybookErrorsCarryPositionAndStack(t *testing.T) {
 
 	// Load-time errors: syntax, undefined name, error inside a loaded module.
 	cases := map[string]string{
-		"def broken(:\n":                                        "pb.star:1:13:",
-		"step(\"x\", undefined_fn)\n":                           "pb.star:1:11: undefined: undefined_fn",
-		"load(\"../etc/passwd.star\", \"x\")\n":                 "only .star modules beside the playbook",
-		"load(\"missing.star\", \"x\")\n":                       "module not found",
-		"load(\"bad.star\", \"x\")\n":                           "bad.star:2:7: floored division by zero",
-		"def b(n):\n  pass\nstep(\"a\", b, nodes=\"nosuch\")\n": "matches no node",
-		"def b(n):\n  pass\nstep(\"a\", b)\nstep(\"a\", b)\n":   "already declared at pb.star:3:5",
-		"def b(n):\n  pass\nstep(\"a\", b, nodes=\"label:zone=x\")\n": `step "a" (pb.star:3:5): nodes="label:zone=x": "label:zone=x" matches no node of cluster t`,
+		"def broken(:\n":                                                       "pb.star:1:13:",
+		"step(\"x\", undefined_fn)\n":                                          "pb.star:1:11: undefined: undefined_fn",
+		"load(\"../etc/passwd.star\", \"x\")\n":                                "only .star modules beside the playbook",
+		"load(\"missing.star\", \"x\")\n":                                      "module not found",
+		"load(\"bad.star\", \"x\")\n":                                          "bad.star:2:7: floored division by zero",
+		"def b(n):\n  pass\nstep(\"a\", b, nodes=\"nosuch\")\n":                "matches no node",
+		"def b(n):\n  pass\nstep(\"a\", b)\nstep(\"a\", b)\n":                  "already declared at pb.star:3:5",
+		"def b(n):\n  pass\nstep(\"a\", b, nodes=\"label:zone=x\")\n":          `step "a" (pb.star:3:5): nodes="label:zone=x": "label:zone=x" matches no node of cluster t`,
 		"def b(n):\n  pass\nstep(\"a\", b, nodes=\"servers,group:workers\")\n": `"group:workers" matches no node`,
-		"while True:\n  pass\n": "loading pb.star ran 10000000 Starlark operations",
+		"while True:\n  pass\n":                                                "loading pb.star ran 10000000 Starlark operations",
 	}
 	for src, want := range cases {
 		fsys := fstest.MapFS{"pb.star": {Data: []byte(src)}, "bad.star": {Data: []byte("x = 1\ny = x // 0\n")}}
