@@ -262,6 +262,59 @@ func (e *Env) Result(step, node string) starlark.Value {
 	return starlark.None
 }
 
+// startedEvent is the run's first event: the plan as the operator sees it.
+func (r *Run) startedEvent(start time.Time) RunStarted {
+	plan := r.plan
+	started := RunStarted{RunID: r.opts.RunID, Playbook: plan.Playbook, Cluster: plan.Cluster.Name, Check: r.opts.Check, Params: plan.ParamValues(), At: start}
+	for _, s := range plan.Steps {
+		started.Steps = append(started.Steps, s.Info())
+	}
+	for _, n := range plan.Nodes {
+		started.Nodes = append(started.Nodes, NodeInfo{Name: n.Name, Role: n.Role, Address: n.Address, Groups: n.Groups})
+	}
+	return started
+}
+
+// runOutcome is the run's status ("ok", "failed", "aborted") and error
+// from the error that ended the step loop and the number of failures.
+func runOutcome(runErr error, failures int) (string, error) {
+	switch {
+	case errors.Is(runErr, errs.ErrAborted) || errors.Is(runErr, context.Canceled):
+		if !errors.Is(runErr, errs.ErrAborted) {
+			// Keep a reason that already wraps ErrAborted (a closing
+			// maintenance window says which and when it reopens).
+			runErr = fmt.Errorf("%w", errs.ErrAborted)
+		}
+		return "aborted", runErr
+	case runErr != nil || failures > 0:
+		if runErr == nil {
+			runErr = fmt.Errorf("%d step(s) failed", failures)
+		}
+		return "failed", runErr
+	}
+	return "ok", nil
+}
+
+// doneEvent is the run's last event: counts, failures, notes, what a
+// stopped run left, and where its journal is.
+func (r *Run) doneEvent(status string, runErr error, counts map[Status]int, failed []StepDone, start time.Time) RunDone {
+	r.st.mu.Lock()
+	notes := append([]string(nil), r.st.notes...)
+	recorded := append([]string(nil), r.st.recorded...)
+	r.st.mu.Unlock()
+	done := RunDone{RunID: r.opts.RunID, Status: status, Counts: counts, Failed: failed, Notes: notes, StateDir: r.opts.StateDir, Duration: time.Since(start), At: time.Now(), Check: r.opts.Check}
+	if status != "ok" {
+		done.Recorded = recorded
+	}
+	if runErr != nil {
+		done.Error = r.st.redact(runErr.Error())
+	}
+	if jp, ok := r.opts.Journal.(interface{ Path() string }); ok {
+		done.Journal = jp.Path()
+	}
+	return done
+}
+
 // Execute runs the plan to its end, or until it fails (per the failure
 // policy) or is stopped. The returned RunDone is also the last event. The
 // error is nil when every cell ended ok, changed or skipped.
@@ -280,14 +333,7 @@ func (r *Run) Execute(ctx context.Context) (RunDone, error) {
 	}
 	start := time.Now()
 	plan := r.plan
-	started := RunStarted{RunID: r.opts.RunID, Playbook: plan.Playbook, Cluster: plan.Cluster.Name, Check: r.opts.Check, Params: plan.ParamValues(), At: start}
-	for _, s := range plan.Steps {
-		started.Steps = append(started.Steps, s.Info())
-	}
-	for _, n := range plan.Nodes {
-		started.Nodes = append(started.Nodes, NodeInfo{Name: n.Name, Role: n.Role, Address: n.Address, Groups: n.Groups})
-	}
-	r.st.emit(started)
+	r.st.emit(r.startedEvent(start))
 
 	counts := map[Status]int{}
 	var failed []StepDone
@@ -346,36 +392,8 @@ func (r *Run) Execute(ctx context.Context) (RunDone, error) {
 		// Failures caused by the stop itself do not make the run "failed".
 		runErr = errs.ErrAborted
 	}
-	status := "ok"
-	switch {
-	case errors.Is(runErr, errs.ErrAborted) || errors.Is(runErr, context.Canceled):
-		status = "aborted"
-		if !errors.Is(runErr, errs.ErrAborted) {
-			// Keep a reason that already wraps ErrAborted (a closing
-			// maintenance window says which and when it reopens).
-			runErr = fmt.Errorf("%w", errs.ErrAborted)
-		}
-	case runErr != nil || len(failed) > 0:
-		status = "failed"
-		if runErr == nil {
-			runErr = fmt.Errorf("%d step(s) failed", len(failed))
-		}
-	}
-	r.st.mu.Lock()
-	notes := append([]string(nil), r.st.notes...)
-	r.st.mu.Unlock()
-	done := RunDone{RunID: r.opts.RunID, Status: status, Counts: counts, Failed: failed, Notes: notes, StateDir: r.opts.StateDir, Duration: time.Since(start), At: time.Now(), Check: r.opts.Check}
-	if status != "ok" {
-		r.st.mu.Lock()
-		done.Recorded = append([]string(nil), r.st.recorded...)
-		r.st.mu.Unlock()
-	}
-	if runErr != nil {
-		done.Error = r.st.redact(runErr.Error())
-	}
-	if jp, ok := r.opts.Journal.(interface{ Path() string }); ok {
-		done.Journal = jp.Path()
-	}
+	status, runErr := runOutcome(runErr, len(failed))
+	done := r.doneEvent(status, runErr, counts, failed, start)
 	r.st.emit(done)
 	return done, runErr
 }

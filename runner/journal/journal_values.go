@@ -116,6 +116,7 @@ func decodeShared(raw json.RawMessage) (starlark.Value, error) {
 	return fromJournalJSON(x)
 }
 
+// fromJournalJSON rebuilds a Starlark value from its journal encoding.
 func fromJournalJSON(x any) (starlark.Value, error) {
 	switch v := x.(type) {
 	case nil:
@@ -175,49 +176,59 @@ func fromJournalJSON(x any) (starlark.Value, error) {
 			}
 			return t, nil
 		case v["$dict"] != nil:
-			items, _ := v["$dict"].([]any)
-			d := starlark.NewDict(len(items))
-			for _, it := range items {
-				pair, _ := it.([]any)
-				if len(pair) != 2 {
-					return nil, fmt.Errorf("bad dict item")
-				}
-				k, err := fromJournalJSON(pair[0])
-				if err != nil {
-					return nil, err
-				}
-				val, err := fromJournalJSON(pair[1])
-				if err != nil {
-					return nil, err
-				}
-				if err := d.SetKey(k, val); err != nil {
-					return nil, err
-				}
-			}
-			return d, nil
+			return dictFromJournal(v["$dict"])
 		case v["$struct"] != nil:
-			ctor, _ := v["$struct"].(string)
-			fields, _ := v["fields"].(map[string]any)
-			names := make([]string, 0, len(fields))
-			for k := range fields {
-				names = append(names, k)
-			}
-			sort.Strings(names)
-			d := starlark.StringDict{}
-			for _, k := range names {
-				fv, err := fromJournalJSON(fields[k])
-				if err != nil {
-					return nil, err
-				}
-				d[k] = fv
-			}
-			return starlarkstruct.FromStringDict(starlark.String(ctor), d), nil
+			return structFromJournal(v)
 		case v["$unsupported"] != nil:
 			return nil, fmt.Errorf("a %v cannot be kept in the journal", v["$unsupported"])
 		}
 		return nil, fmt.Errorf("unknown journal value %v", v)
 	}
 	return nil, fmt.Errorf("unknown journal value %T", x)
+}
+
+// dictFromJournal rebuilds a dict from its [key, value] pairs.
+func dictFromJournal(x any) (starlark.Value, error) {
+	items, _ := x.([]any)
+	d := starlark.NewDict(len(items))
+	for _, it := range items {
+		pair, _ := it.([]any)
+		if len(pair) != 2 {
+			return nil, fmt.Errorf("bad dict item")
+		}
+		k, err := fromJournalJSON(pair[0])
+		if err != nil {
+			return nil, err
+		}
+		val, err := fromJournalJSON(pair[1])
+		if err != nil {
+			return nil, err
+		}
+		if err := d.SetKey(k, val); err != nil {
+			return nil, err
+		}
+	}
+	return d, nil
+}
+
+// structFromJournal rebuilds a struct from its constructor and fields.
+func structFromJournal(v map[string]any) (starlark.Value, error) {
+	ctor, _ := v["$struct"].(string)
+	fields, _ := v["fields"].(map[string]any)
+	names := make([]string, 0, len(fields))
+	for k := range fields {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	d := starlark.StringDict{}
+	for _, k := range names {
+		fv, err := fromJournalJSON(fields[k])
+		if err != nil {
+			return nil, err
+		}
+		d[k] = fv
+	}
+	return starlarkstruct.FromStringDict(starlark.String(ctor), d), nil
 }
 
 // RecordShare journals a value published with share(); it never fails the

@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/crypto/ssh"
+
 	"github.com/caretaker/caretaker/runner/transport/internal/proc"
 )
 
@@ -103,5 +105,38 @@ func (e *sshExecutor) killRemote(c *sshConn, pid int64, sudo bool) {
 	select {
 	case <-done:
 	case <-ctx.Done():
+	}
+}
+
+// killOnCancel ends a command whose context ended: SIGKILL through the
+// session, then, if the command is still running after killCheck, a kill
+// of its remote PID (as reported on stderr); it waits for the session up
+// to proc.KillGrace.
+func (e *sshExecutor) killOnCancel(sess *ssh.Session, conn *sshConn, pids *pidFilter, done <-chan error, sudo bool) {
+	sess.Signal(ssh.SIGKILL)
+	check := time.NewTimer(killCheck)
+	select {
+	case <-done:
+		check.Stop()
+	case <-check.C:
+		finished := false
+		pid := pids.pid.Load()
+		for wait := time.Now().Add(proc.KillGrace); pid == 0 && !finished && time.Now().Before(wait); pid = pids.pid.Load() {
+			select {
+			case <-done:
+				finished = true
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+		if pid > 0 && !finished {
+			e.killRemote(conn, pid, sudo)
+		}
+		sess.Close()
+		if !finished {
+			select {
+			case <-done:
+			case <-time.After(proc.KillGrace):
+			}
+		}
 	}
 }
