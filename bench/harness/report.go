@@ -330,21 +330,43 @@ func (r *report) compareTable(md bool) string {
 func (r *report) markdown() string {
 	var b strings.Builder
 	cfg := r.cfg
+	r.markdownHeader(&b)
+	r.markdownCompare(&b)
+	r.markdownOverhead(&b)
+	r.markdownCheck(&b)
+	r.markdownRotate(&b)
+	b.WriteString(r.rotateRealMarkdown())
+
+	if notes, err := os.ReadFile(filepath.Join(cfg.repo, "bench", "profiling.md")); err == nil {
+		b.WriteString("\n")
+		b.Write(notes)
+	}
+	b.WriteString("\n## Reproduce\n\n```sh\nsudo make bench        # installs openssh-server, ansible, pssh with apt when missing; ~10 min\n")
+	b.WriteString("bash bench/run.sh -only compare -sizes 50 -runs 5    # one section, other sizes\n```\n")
+	return b.String()
+}
+
+// markdownHeader writes the title, the machine and the targets table.
+func (r *report) markdownHeader(b *strings.Builder) {
 	b.WriteString("# Benchmark results\n\n")
 	b.WriteString("Written by `make bench` (bench/run.sh → bench/harness); rerun it to refresh. Figures are wall-clock\n")
 	b.WriteString("times on a shared machine: compare rows, not absolutes.\n\n")
-	fmt.Fprintf(&b, "- date: %s; the whole benchmark took %s\n", r.started.UTC().Format("2006-01-02 15:04 MST"), r.took.Round(time.Second))
-	fmt.Fprintf(&b, "- machine: %s, Linux %s\n", r.env.cpu, r.env.kernel)
-	fmt.Fprintf(&b, "- load average (1/5/15 min): %s before, %s after (other work shares these cores)\n", r.loadBefore, r.loadAfter)
+	fmt.Fprintf(b, "- date: %s; the whole benchmark took %s\n", r.started.UTC().Format("2006-01-02 15:04 MST"), r.took.Round(time.Second))
+	fmt.Fprintf(b, "- machine: %s, Linux %s\n", r.env.cpu, r.env.kernel)
+	fmt.Fprintf(b, "- load average (1/5/15 min): %s before, %s after (other work shares these cores)\n", r.loadBefore, r.loadAfter)
 	for _, v := range r.env.versions {
-		fmt.Fprintf(&b, "- %s\n", v)
+		fmt.Fprintf(b, "- %s\n", v)
 	}
 
 	b.WriteString("\n## Targets\n\n| what | target | result | figure |\n|---|---|---|---|\n")
 	for _, t := range r.targets() {
-		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", t.what, t.goal, t.verdict(), t.got)
+		fmt.Fprintf(b, "| %s | %s | %s | %s |\n", t.what, t.goal, t.verdict(), t.got)
 	}
+}
 
+// markdownCompare writes the section comparing the runners on real OpenSSH nodes.
+func (r *report) markdownCompare(b *strings.Builder) {
+	cfg := r.cfg
 	b.WriteString("\n## Same job, three runners, real OpenSSH nodes\n\n")
 	b.WriteString("Job: on every node archive `server/tls` to a timestamped private backup and return the sha256 of\n")
 	b.WriteString("`server/tls/server-ca.crt` to the controller (`bench/tls-backup.star`, `bench/ansible/tls-backup.yml`, and\n")
@@ -354,7 +376,7 @@ func (r *report) markdown() string {
 	b.WriteString("masters are closed afterwards) and is verified: N checksums, each equal to the sha256 of the node's\n")
 	b.WriteString("file as read on this machine, and exactly one new 0600 archive per node; a run that fails that is\n")
 	b.WriteString("reported as FAILED and not timed. ")
-	fmt.Fprintf(&b, "%d runs per cell, interleaved (caretaker, ansible-default, ansible-tuned, pssh, raw-go, then again);\n", cfg.runs)
+	fmt.Fprintf(b, "%d runs per cell, interleaved (caretaker, ansible-default, ansible-tuned, pssh, raw-go, then again);\n", cfg.runs)
 	b.WriteString("median with min–max. The last row is the floor: a fresh Go process (`bench/harness raw-ssh`) that dials\n")
 	b.WriteString("every node with plain golang.org/x/crypto/ssh and runs the command in one session, without playbook,\n")
 	b.WriteString("events, journal or locks. Ansible runs without fact gathering (the job needs none) and with\n")
@@ -362,7 +384,7 @@ func (r *report) markdown() string {
 	if c := r.compare; c == nil {
 		b.WriteString("Not run this time (`-only`).\n")
 	} else if c.skipped != "" {
-		fmt.Fprintf(&b, "**Not run: %s.**\n", c.skipped)
+		fmt.Fprintf(b, "**Not run: %s.**\n", c.skipped)
 	} else {
 		b.WriteString(r.compareTable(true))
 		b.WriteString("\n```\n")
@@ -371,7 +393,7 @@ func (r *report) markdown() string {
 		}
 		b.WriteString("```\n")
 		if s := c.get(rCaretaker, cfg.sizes[len(cfg.sizes)-1]); s != nil && len(s.rss) > 0 {
-			fmt.Fprintf(&b, "\ncaretaker's peak RSS at N=%d: %.0f MB.\n", s.n, mb(maxOf(s.rss)))
+			fmt.Fprintf(b, "\ncaretaker's peak RSS at N=%d: %.0f MB.\n", s.n, mb(maxOf(s.rss)))
 		}
 		var notes []string
 		for _, name := range runnerNames {
@@ -394,35 +416,42 @@ func (r *report) markdown() string {
 		if len(notes) > 0 {
 			b.WriteString("\n")
 			for _, n := range notes {
-				fmt.Fprintf(&b, "- %s\n", n)
+				fmt.Fprintf(b, "- %s\n", n)
 			}
 		}
 	}
+}
 
+// markdownOverhead writes the section of the runner-overhead Go benchmarks.
+func (r *report) markdownOverhead(b *strings.Builder) {
 	b.WriteString("\n## Runner overhead (Go benchmarks, in-process SSH)\n\n")
 	if o := r.overhead; o == nil {
 		b.WriteString("Not run this time (`-only`).\n")
 	} else if o.err != "" {
-		fmt.Fprintf(&b, "**FAILED:** %s\n", o.err)
+		fmt.Fprintf(b, "**FAILED:** %s\n", o.err)
 	} else {
 		if x := o.find("BenchmarkRunnerOverhead"); x != nil {
-			fmt.Fprintf(&b, "One step running `true` on one node, %d times (plan → run → Starlark → executor → SSH session →\n", x.iters)
+			fmt.Fprintf(b, "One step running `true` on one node, %d times (plan → run → Starlark → executor → SSH session →\n", x.iters)
 			b.WriteString("events) against the same command on a raw x/crypto/ssh session over a kept connection:\n\n")
 			b.WriteString("| raw session | caretaker step | overhead per step per node | ratio |\n|---|---|---|---|\n")
-			fmt.Fprintf(&b, "| %.3f ms | %.3f ms | %.3f ms | %.2f |\n", x.metrics["raw-ms/step"], x.metrics["caretaker-ms/step"], x.metrics["overhead-ms/step"], x.metrics["ratio"])
+			fmt.Fprintf(b, "| %.3f ms | %.3f ms | %.3f ms | %.2f |\n", x.metrics["raw-ms/step"], x.metrics["caretaker-ms/step"], x.metrics["overhead-ms/step"], x.metrics["ratio"])
 		}
 		if x := o.find("BenchmarkFanOut200"); x != nil {
-			fmt.Fprintf(&b, "\nFan-out: one step on 200 in-process SSH nodes at once, cold: %.2f s wall, %.0f MB peak heap.\n", x.metrics["wall-s"], x.metrics["peak-heap-MB"])
+			fmt.Fprintf(b, "\nFan-out: one step on 200 in-process SSH nodes at once, cold: %.2f s wall, %.0f MB peak heap.\n", x.metrics["wall-s"], x.metrics["peak-heap-MB"])
 		}
 		b.WriteString("\n```\n" + strings.Join(o.cmd, "\n") + "\n```\n")
 	}
+}
 
+// markdownCheck writes the section of `caretaker check` at scale.
+func (r *report) markdownCheck(b *strings.Builder) {
+	cfg := r.cfg
 	b.WriteString("\n## `caretaker check` at scale (in-process lab)\n\n")
 	if c := r.check; c == nil {
 		b.WriteString("Not run this time (`-only`).\n")
 	} else {
 		if c.missing != "" {
-			fmt.Fprintf(&b, "**Missing piece:** %s. Measured instead: one lab of %d nodes, and %d nodes from several\n", c.missing, labMax, cfg.checkN)
+			fmt.Fprintf(b, "**Missing piece:** %s. Measured instead: one lab of %d nodes, and %d nodes from several\n", c.missing, labMax, cfg.checkN)
 			b.WriteString("labs merged into one inventory (their CAs differ, so the expected verdict is drift on every node outside\n")
 			b.WriteString("the first lab: the harness checks exactly that; several lab daemons and etcds share the cores).\n\n")
 		}
@@ -434,34 +463,37 @@ func (r *report) markdown() string {
 		b.WriteString("| inventory | nodes | wall (median, min–max) | CPU caretaker | CPU lab | peak RSS | result |\n|---|---|---|---|---|---|---|\n")
 		for _, s := range c.series {
 			if s.err != "" {
-				fmt.Fprintf(&b, "| %s | %d | **FAILED** | | | %.0f MB | %s |\n", s.label, s.nodes, mb(maxOf(s.rss)), s.err)
+				fmt.Fprintf(b, "| %s | %d | **FAILED** | | | %.0f MB | %s |\n", s.label, s.nodes, mb(maxOf(s.rss)), s.err)
 				continue
 			}
 			lo, hi := minMax2(s.walls)
-			fmt.Fprintf(&b, "| %s | %d | %.2f s (%.2f–%.2f) | %.2f s | %.2f s | %.0f MB | %s |\n", s.label, s.nodes, median(s.walls).Seconds(), lo, hi,
+			fmt.Fprintf(b, "| %s | %d | %.2f s (%.2f–%.2f) | %.2f s | %.2f s | %.0f MB | %s |\n", s.label, s.nodes, median(s.walls).Seconds(), lo, hi,
 				median(s.cpu).Seconds(), median(s.labCPU).Seconds(), mb(maxOf(s.rss)), firstN(s.summary, 90))
 		}
 	}
+}
 
+// markdownRotate writes the section of rotate-ca on the 3-server + 2-agent lab.
+func (r *report) markdownRotate(b *strings.Builder) {
 	b.WriteString("\n## rotate-ca on the 3-server + 2-agent lab\n\n")
 	if rr := r.rotate; rr == nil {
 		b.WriteString("Not run this time (`-only`).\n")
 	} else if rr.missing != "" {
-		fmt.Fprintf(&b, "**Not run:** %s.\n", rr.missing)
+		fmt.Fprintf(b, "**Not run:** %s.\n", rr.missing)
 	} else if rr.err != "" {
-		fmt.Fprintf(&b, "**FAILED:** %s\n", rr.err)
+		fmt.Fprintf(b, "**FAILED:** %s\n", rr.err)
 	} else {
 		if rr.startDelay > 0 {
-			fmt.Fprintf(&b, "The lab models K3s's start-up time: every service start takes %s (`caretaker lab up --start-delay %s`;\n", rr.startDelay, rr.startDelay)
+			fmt.Fprintf(b, "The lab models K3s's start-up time: every service start takes %s (`caretaker lab up --start-delay %s`;\n", rr.startDelay, rr.startDelay)
 			b.WriteString("real K3s servers took 10–15 s per restart in the captured run, shared/k3s-golden).\n\n")
 		} else if rr.noDelay != "" {
-			fmt.Fprintf(&b, "**Note:** %s.\n\n", rr.noDelay)
+			fmt.Fprintf(b, "**Note:** %s.\n\n", rr.noDelay)
 		}
-		fmt.Fprintf(&b, "`caretaker run rotate-ca --yes -o json` on a fresh in-process lab: **%.2f s** wall (the run itself: %.2f s).\n", rr.wall.Seconds(), rr.runDur.Seconds())
-		fmt.Fprintf(&b, "Its %d service restarts, each from `systemctl restart` until the service is active (and `/readyz` answers\n", rr.nRestart)
-		fmt.Fprintf(&b, "on servers) as k3s.restart reports it, cover **%.2f s** of wall time (overlaps counted once): ratio **%.2f**;\n", rr.waits.Seconds(), rr.ratio())
-		fmt.Fprintf(&b, "everything else (facts, preflight, backups, CA generation, rotate-ca, verifications, restore, process\n")
-		fmt.Fprintf(&b, "start) takes **%.2f s**. Afterwards `caretaker check` finds the cluster healthy.\n\n", (rr.wall - rr.waits).Seconds())
+		fmt.Fprintf(b, "`caretaker run rotate-ca --yes -o json` on a fresh in-process lab: **%.2f s** wall (the run itself: %.2f s).\n", rr.wall.Seconds(), rr.runDur.Seconds())
+		fmt.Fprintf(b, "Its %d service restarts, each from `systemctl restart` until the service is active (and `/readyz` answers\n", rr.nRestart)
+		fmt.Fprintf(b, "on servers) as k3s.restart reports it, cover **%.2f s** of wall time (overlaps counted once): ratio **%.2f**;\n", rr.waits.Seconds(), rr.ratio())
+		fmt.Fprintf(b, "everything else (facts, preflight, backups, CA generation, rotate-ca, verifications, restore, process\n")
+		fmt.Fprintf(b, "start) takes **%.2f s**. Afterwards `caretaker check` finds the cluster healthy.\n\n", (rr.wall - rr.waits).Seconds())
 		b.WriteString("| # | step | nodes | span | restart |\n|---|---|---|---|---|\n")
 		restart := map[string]bool{}
 		for _, s := range rr.restarts {
@@ -472,19 +504,9 @@ func (r *report) markdown() string {
 			if restart[s.name] {
 				mark = "yes"
 			}
-			fmt.Fprintf(&b, "| %d | %s | %d | %.2f s | %s |\n", s.index, s.name, s.nodes, s.span.Seconds(), mark)
+			fmt.Fprintf(b, "| %d | %s | %d | %.2f s | %s |\n", s.index, s.name, s.nodes, s.span.Seconds(), mark)
 		}
 	}
-
-	b.WriteString(r.rotateRealMarkdown())
-
-	if notes, err := os.ReadFile(filepath.Join(cfg.repo, "bench", "profiling.md")); err == nil {
-		b.WriteString("\n")
-		b.Write(notes)
-	}
-	b.WriteString("\n## Reproduce\n\n```sh\nsudo make bench        # installs openssh-server, ansible, pssh with apt when missing; ~10 min\n")
-	b.WriteString("bash bench/run.sh -only compare -sizes 50 -runs 5    # one section, other sizes\n```\n")
-	return b.String()
 }
 
 func minMax2(ds []time.Duration) (float64, float64) {
