@@ -14,113 +14,150 @@ import (
 // --since/--until, -o short|short-iso|short-precise|cat|json, -g/--grep,
 // -r, -q; -f is not supported (the lab answers and exits).
 func (inv *invocation) journalctl() int {
-	var units []string
-	lines := -1
-	output := "short"
-	var since, until time.Time
-	var grep *regexp.Regexp
-	reverse, quiet := false, false
-	next := func(i *int, a string) (string, bool) {
-		if *i+1 >= len(inv.args) {
-			inv.errf("journalctl: option '%s' requires an argument", a)
-			return "", false
-		}
-		*i++
-		return inv.args[*i], true
+	q, ok := inv.journalArgs()
+	if !ok {
+		return 1
 	}
+	es := q.entries(inv.n.journal.snapshot(""))
+	if len(es) == 0 {
+		if !q.quiet && q.output != "json" && q.output != "cat" {
+			fmt.Fprintln(inv.stdout, "-- No entries --")
+		}
+		return 0
+	}
+	inv.printJournal(es, q.output)
+	return 0
+}
+
+// journalQuery is what a journalctl command line asks for.
+type journalQuery struct {
+	units          []string
+	lines          int
+	output         string
+	since, until   time.Time
+	grep           *regexp.Regexp
+	reverse, quiet bool
+}
+
+// journalArgs parses journalctl's options; false once it has printed an error.
+func (inv *invocation) journalArgs() (journalQuery, bool) {
+	q := journalQuery{lines: -1, output: "short"}
 	for i := 0; i < len(inv.args); i++ {
-		a := inv.args[i]
-		var val string
-		name := a
-		if k, v, ok := strings.Cut(a, "="); ok && strings.HasPrefix(a, "--") {
-			name, val = k, v
-		}
-		need := func() bool {
-			if val != "" {
-				return true
-			}
-			v, ok := next(&i, a)
-			val = v
-			return ok
-		}
-		switch {
-		case name == "-u" || name == "--unit":
-			if !need() {
-				return 1
-			}
-			units = append(units, val)
-		case strings.HasPrefix(a, "-u") && len(a) > 2:
-			units = append(units, a[2:])
-		case name == "-n" || name == "--lines":
-			if !need() {
-				return 1
-			}
-			if val == "all" || val == "+0" {
-				lines = -1
-				break
-			}
-			v, err := strconv.Atoi(strings.TrimPrefix(val, "+"))
-			if err != nil {
-				inv.errf("Failed to parse lines '%s'", val)
-				return 1
-			}
-			lines = v
-		case strings.HasPrefix(a, "-n") && len(a) > 2:
-			v, err := strconv.Atoi(a[2:])
-			if err != nil {
-				inv.errf("Failed to parse lines '%s'", a[2:])
-				return 1
-			}
-			lines = v
-		case name == "-o" || name == "--output":
-			if !need() {
-				return 1
-			}
-			output = val
-		case name == "-S" || name == "--since" || name == "-U" || name == "--until":
-			if !need() {
-				return 1
-			}
-			t, err := parseJournalTime(val, time.Now())
-			if err != nil {
-				inv.errf("Failed to parse timestamp: %s", val)
-				return 1
-			}
-			if name == "-S" || name == "--since" {
-				since = t
-			} else {
-				until = t
-			}
-		case name == "-g" || name == "--grep":
-			if !need() {
-				return 1
-			}
-			re, err := regexp.Compile(val)
-			if err != nil {
-				inv.errf("Bad pattern \"%s\": %v", val, err)
-				return 1
-			}
-			grep = re
-		case name == "-r" || name == "--reverse":
-			reverse = true
-		case name == "-q" || name == "--quiet":
-			quiet = true
-		case name == "-f" || name == "--follow":
-			inv.errf("journalctl: --follow is not supported on lab nodes")
-			return 1
-		case name == "-e" || name == "--pager-end":
-			if lines < 0 {
-				lines = 1000
-			}
-		default:
-			// --no-pager, -b, -x, --no-hostname, --utc, -a: accepted.
+		if !q.option(inv, &i) {
+			return q, false
 		}
 	}
+	return q, true
+}
+
+// optionArg consumes the argument of option a at *i; false once it has printed an error.
+func (inv *invocation) optionArg(i *int, a string) (string, bool) {
+	if *i+1 >= len(inv.args) {
+		inv.errf("journalctl: option '%s' requires an argument", a)
+		return "", false
+	}
+	*i++
+	return inv.args[*i], true
+}
+
+// option applies the option at inv.args[*i] (and its argument); false once it has printed an error.
+func (q *journalQuery) option(inv *invocation, i *int) bool {
+	a := inv.args[*i]
+	var val string
+	name := a
+	if k, v, ok := strings.Cut(a, "="); ok && strings.HasPrefix(a, "--") {
+		name, val = k, v
+	}
+	need := func() bool {
+		if val != "" {
+			return true
+		}
+		v, ok := inv.optionArg(i, a)
+		val = v
+		return ok
+	}
+	switch {
+	case name == "-u" || name == "--unit":
+		if !need() {
+			return false
+		}
+		q.units = append(q.units, val)
+	case strings.HasPrefix(a, "-u") && len(a) > 2:
+		q.units = append(q.units, a[2:])
+	case name == "-n" || name == "--lines":
+		if !need() {
+			return false
+		}
+		if val == "all" || val == "+0" {
+			q.lines = -1
+			break
+		}
+		v, err := strconv.Atoi(strings.TrimPrefix(val, "+"))
+		if err != nil {
+			inv.errf("Failed to parse lines '%s'", val)
+			return false
+		}
+		q.lines = v
+	case strings.HasPrefix(a, "-n") && len(a) > 2:
+		v, err := strconv.Atoi(a[2:])
+		if err != nil {
+			inv.errf("Failed to parse lines '%s'", a[2:])
+			return false
+		}
+		q.lines = v
+	case name == "-o" || name == "--output":
+		if !need() {
+			return false
+		}
+		q.output = val
+	case name == "-S" || name == "--since" || name == "-U" || name == "--until":
+		if !need() {
+			return false
+		}
+		t, err := parseJournalTime(val, time.Now())
+		if err != nil {
+			inv.errf("Failed to parse timestamp: %s", val)
+			return false
+		}
+		if name == "-S" || name == "--since" {
+			q.since = t
+		} else {
+			q.until = t
+		}
+	case name == "-g" || name == "--grep":
+		if !need() {
+			return false
+		}
+		re, err := regexp.Compile(val)
+		if err != nil {
+			inv.errf("Bad pattern \"%s\": %v", val, err)
+			return false
+		}
+		q.grep = re
+	case name == "-r" || name == "--reverse":
+		q.reverse = true
+	case name == "-q" || name == "--quiet":
+		q.quiet = true
+	case name == "-f" || name == "--follow":
+		inv.errf("journalctl: --follow is not supported on lab nodes")
+		return false
+	case name == "-e" || name == "--pager-end":
+		if q.lines < 0 {
+			q.lines = 1000
+		}
+	default:
+		// --no-pager, -b, -x, --no-hostname, --utc, -a: accepted.
+	}
+	return true
+}
+
+// entries keeps the entries q selects, in the order it asks for.
+func (q *journalQuery) entries(all []entry) []entry {
 	var es []entry
-	for _, e := range inv.n.journal.snapshot("") {
-		if len(units) > 0 {
+	for _, e := range all {
+		if len(q.units) > 0 {
 			match := false
-			for _, u := range units {
+			for _, u := range q.units {
 				name := u
 				if !strings.Contains(name, ".") {
 					name += ".service"
@@ -133,31 +170,30 @@ func (inv *invocation) journalctl() int {
 				continue
 			}
 		}
-		if !since.IsZero() && e.At.Before(since) {
+		if !q.since.IsZero() && e.At.Before(q.since) {
 			continue
 		}
-		if !until.IsZero() && e.At.After(until) {
+		if !q.until.IsZero() && e.At.After(q.until) {
 			continue
 		}
-		if grep != nil && !grep.MatchString(e.Msg) {
+		if q.grep != nil && !q.grep.MatchString(e.Msg) {
 			continue
 		}
 		es = append(es, e)
 	}
-	if lines >= 0 && len(es) > lines {
-		es = es[len(es)-lines:]
+	if q.lines >= 0 && len(es) > q.lines {
+		es = es[len(es)-q.lines:]
 	}
-	if reverse {
+	if q.reverse {
 		for i, j := 0, len(es)-1; i < j; i, j = i+1, j-1 {
 			es[i], es[j] = es[j], es[i]
 		}
 	}
-	if len(es) == 0 {
-		if !quiet && output != "json" && output != "cat" {
-			fmt.Fprintln(inv.stdout, "-- No entries --")
-		}
-		return 0
-	}
+	return es
+}
+
+// printJournal prints es in journalctl's output format output.
+func (inv *invocation) printJournal(es []entry, output string) {
 	host := inv.n.name
 	for _, e := range es {
 		switch output {
@@ -181,7 +217,6 @@ func (inv *invocation) journalctl() int {
 			fmt.Fprintln(inv.stdout, inv.n.journal.formatShort(e))
 		}
 	}
-	return 0
 }
 
 // parseJournalTime understands the --since/--until forms scripts use:
