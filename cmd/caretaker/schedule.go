@@ -91,33 +91,73 @@ systemd OnCalendar expressions are passed through (without a crontab line).`,
 }
 
 func schedulePrint(w io.Writer, f *scheduleFlags) error {
-	if (f.playbook == "") == !f.check {
-		return usageError{fmt.Errorf("give either --playbook NAME or --check")}
-	}
-	if f.inventory == "" {
-		return usageError{fmt.Errorf("no inventory: give one with -i FILE (scheduled runs need an absolute path)")}
-	}
-	inv, err := filepath.Abs(f.inventory)
+	inv, cal, cron, err := validateSchedule(f)
 	if err != nil {
 		return err
 	}
+	runAs := f.user
+	if runAs == "" {
+		if u, err := user.Current(); err == nil {
+			runAs = u.Username
+		}
+	}
+	argv, what := scheduleArgv(f, inv)
+	name := scheduleUnitName(f)
+	writeSystemdUnits(w, f, unitSpec{name: name, what: what, inv: inv, runAs: runAs, cal: cal, argv: argv})
+	if cron == "" {
+		fmt.Fprintf(w, "# crontab: %q has no crontab equivalent; use the systemd timer\n", f.on)
+		return nil
+	}
+	logFile := f.logFile
+	if logFile == "" {
+		logFile = "/tmp/" + name + ".log"
+	}
+	var sh []string
+	for _, a := range argv {
+		sh = append(sh, strings.ReplaceAll(transport.ShellQuote(a), "%", `\%`))
+	}
+	fmt.Fprintf(w, "# crontab line (crontab -e, as %s), instead of the timer:\n", orDefault(runAs, "the user whose SSH keys the inventory uses"))
+	fmt.Fprintf(w, "%s %s >>%s 2>&1\n", cron, strings.Join(sh, " "), transport.ShellQuote(logFile))
+	return nil
+}
+
+// validateSchedule checks the flags of schedule print and returns the
+// inventory's absolute path and the schedule as OnCalendar and crontab
+// expressions (cron is empty when there is no crontab equivalent).
+func validateSchedule(f *scheduleFlags) (inv, cal, cron string, err error) {
+	if (f.playbook == "") == !f.check {
+		return "", "", "", usageError{fmt.Errorf("give either --playbook NAME or --check")}
+	}
+	if f.inventory == "" {
+		return "", "", "", usageError{fmt.Errorf("no inventory: give one with -i FILE (scheduled runs need an absolute path)")}
+	}
+	inv, err = filepath.Abs(f.inventory)
+	if err != nil {
+		return "", "", "", err
+	}
 	if _, err := inventorypkg.Load(inv); err != nil {
-		return err
+		return "", "", "", err
 	}
 	if f.window != "" {
 		if _, err := windowpkg.Parse(f.window); err != nil {
-			return usageError{err}
+			return "", "", "", usageError{err}
 		}
 	}
 	if f.notifyURL != "" {
 		if _, err := notify.New(f.notifyURL); err != nil {
-			return usageError{err}
+			return "", "", "", usageError{err}
 		}
 	}
-	cal, cron, err := parseOnCalendar(f.on)
+	cal, cron, err = parseOnCalendar(f.on)
 	if err != nil {
-		return usageError{err}
+		return "", "", "", usageError{err}
 	}
+	return inv, cal, cron, nil
+}
+
+// scheduleArgv is the command line the scheduled unit runs and a short
+// description of what it does.
+func scheduleArgv(f *scheduleFlags, inv string) (argv []string, what string) {
 	bin := f.binary
 	if bin == "" {
 		if exe, err := os.Executable(); err == nil {
@@ -129,22 +169,7 @@ func schedulePrint(w io.Writer, f *scheduleFlags) error {
 			bin = "/usr/local/bin/caretaker"
 		}
 	}
-	stateDir := f.stateDir
-	if stateDir == "" {
-		stateDir = (&runFlags{}).resolvedStateDir()
-	}
-	if abs, err := filepath.Abs(stateDir); err == nil {
-		stateDir = abs
-	}
-	runAs := f.user
-	if runAs == "" {
-		if u, err := user.Current(); err == nil {
-			runAs = u.Username
-		}
-	}
-
-	argv := []string{bin}
-	what := ""
+	argv = []string{bin}
 	if f.check {
 		argv = append(argv, "check", "-i", inv, "--output", "json", "--warn-days", strconv.Itoa(f.warnDays))
 		if f.metricsFile != "" {
@@ -153,6 +178,13 @@ func schedulePrint(w io.Writer, f *scheduleFlags) error {
 		}
 		what = "check certificates and CA consistency"
 	} else {
+		stateDir := f.stateDir
+		if stateDir == "" {
+			stateDir = (&runFlags{}).resolvedStateDir()
+		}
+		if abs, err := filepath.Abs(stateDir); err == nil {
+			stateDir = abs
+		}
 		pb := f.playbook
 		if strings.HasSuffix(pb, ".star") || strings.ContainsRune(pb, os.PathSeparator) {
 			if abs, err := filepath.Abs(pb); err == nil {
@@ -177,7 +209,12 @@ func schedulePrint(w io.Writer, f *scheduleFlags) error {
 	if f.limit != "" {
 		argv = append(argv, "--limit", f.limit)
 	}
+	return argv, what
+}
 
+// scheduleUnitName is the systemd unit name: --name, or one made from the
+// playbook (or "check") and the cluster.
+func scheduleUnitName(f *scheduleFlags) string {
 	name := f.name
 	if name == "" {
 		if f.check {
@@ -189,40 +226,34 @@ func schedulePrint(w io.Writer, f *scheduleFlags) error {
 			name += "-" + f.cluster
 		}
 	}
-	name = unitNameRe.ReplaceAllString(name, "-")
-	logFile := f.logFile
-	if logFile == "" {
-		logFile = "/tmp/" + name + ".log"
-	}
+	return unitNameRe.ReplaceAllString(name, "-")
+}
 
+// unitSpec is what the systemd service and timer are written from.
+type unitSpec struct {
+	name, what, inv, runAs, cal string
+	argv                        []string
+}
+
+// writeSystemdUnits prints the service and timer units.
+func writeSystemdUnits(w io.Writer, f *scheduleFlags, u unitSpec) {
 	var exec []string
-	for _, a := range argv {
+	for _, a := range u.argv {
 		exec = append(exec, systemdQuote(a))
 	}
-	fmt.Fprintf(w, "# /etc/systemd/system/%s.service\n", name)
-	fmt.Fprintf(w, "[Unit]\nDescription=caretaker: %s (%s)\nWants=network-online.target\nAfter=network-online.target\n\n", what, inv)
+	fmt.Fprintf(w, "# /etc/systemd/system/%s.service\n", u.name)
+	fmt.Fprintf(w, "[Unit]\nDescription=caretaker: %s (%s)\nWants=network-online.target\nAfter=network-online.target\n\n", u.what, u.inv)
 	fmt.Fprintf(w, "[Service]\nType=oneshot\n")
-	if runAs != "" {
-		fmt.Fprintf(w, "User=%s\n", runAs)
+	if u.runAs != "" {
+		fmt.Fprintf(w, "User=%s\n", u.runAs)
 	}
 	fmt.Fprintf(w, "ExecStart=%s\n", strings.Join(exec, " "))
 	fmt.Fprintf(w, "# exit codes: 0 ok, 1 failed, 2 bad input, 3 locked by another run, 4 drift or expiring certificates, 5 outside the window\n\n")
-	fmt.Fprintf(w, "# /etc/systemd/system/%s.timer\n", name)
-	fmt.Fprintf(w, "[Unit]\nDescription=Run %s.service %s\n\n", name, f.on)
-	fmt.Fprintf(w, "[Timer]\nOnCalendar=%s\nPersistent=true\n\n", cal)
+	fmt.Fprintf(w, "# /etc/systemd/system/%s.timer\n", u.name)
+	fmt.Fprintf(w, "[Unit]\nDescription=Run %s.service %s\n\n", u.name, f.on)
+	fmt.Fprintf(w, "[Timer]\nOnCalendar=%s\nPersistent=true\n\n", u.cal)
 	fmt.Fprintf(w, "[Install]\nWantedBy=timers.target\n\n")
-	fmt.Fprintf(w, "# enable: systemctl daemon-reload && systemctl enable --now %s.timer\n\n", name)
-	if cron == "" {
-		fmt.Fprintf(w, "# crontab: %q has no crontab equivalent; use the systemd timer\n", f.on)
-		return nil
-	}
-	var sh []string
-	for _, a := range argv {
-		sh = append(sh, strings.ReplaceAll(transport.ShellQuote(a), "%", `\%`))
-	}
-	fmt.Fprintf(w, "# crontab line (crontab -e, as %s), instead of the timer:\n", orDefault(runAs, "the user whose SSH keys the inventory uses"))
-	fmt.Fprintf(w, "%s %s >>%s 2>&1\n", cron, strings.Join(sh, " "), transport.ShellQuote(logFile))
-	return nil
+	fmt.Fprintf(w, "# enable: systemctl daemon-reload && systemctl enable --now %s.timer\n\n", u.name)
 }
 
 var unitNameRe = regexp.MustCompile(`[^A-Za-z0-9:_.\\-]+`)

@@ -28,6 +28,15 @@ import (
 // local), so the tests check files directly.
 func ExecutorSuite(t *testing.T, newExec func(t *testing.T) transport.Executor) {
 	ctx := context.Background()
+	commandSuite(ctx, t, newExec)
+	streamingSuite(ctx, t, newExec)
+	fileSuite(ctx, t, newExec)
+	fileErrorSuite(ctx, t, newExec)
+	lifecycleSuite(ctx, t, newExec)
+}
+
+// commandSuite checks output, exit codes and stdin.
+func commandSuite(ctx context.Context, t *testing.T, newExec func(t *testing.T) transport.Executor) {
 
 	t.Run("output and exit 0", func(t *testing.T) {
 		e := newExec(t)
@@ -91,7 +100,10 @@ func ExecutorSuite(t *testing.T, newExec func(t *testing.T) transport.Executor) 
 			t.Fatal("Run waited for stdin after the command exited")
 		}
 	})
+}
 
+// streamingSuite checks output streaming and concurrent commands.
+func streamingSuite(ctx context.Context, t *testing.T, newExec func(t *testing.T) transport.Executor) {
 	t.Run("output streams before the command ends", func(t *testing.T) {
 		// The command prints a line, then waits for stdin, which is only
 		// written once the line has arrived: without streaming this
@@ -150,7 +162,10 @@ func ExecutorSuite(t *testing.T, newExec func(t *testing.T) transport.Executor) 
 			t.Error(err)
 		}
 	})
+}
 
+// fileSuite checks writes, reads and stats.
+func fileSuite(ctx context.Context, t *testing.T, newExec func(t *testing.T) transport.Executor) {
 	t.Run("write, read, stat", func(t *testing.T) {
 		e := newExec(t)
 		dir := t.TempDir()
@@ -242,7 +257,10 @@ func ExecutorSuite(t *testing.T, newExec func(t *testing.T) transport.Executor) 
 			t.Errorf("target content %q, want b", b)
 		}
 	})
+}
 
+// fileErrorSuite checks file operations that must fail cleanly.
+func fileErrorSuite(ctx context.Context, t *testing.T, newExec func(t *testing.T) transport.Executor) {
 	t.Run("missing files", func(t *testing.T) {
 		e := newExec(t)
 		dir := t.TempDir()
@@ -284,7 +302,10 @@ func ExecutorSuite(t *testing.T, newExec func(t *testing.T) transport.Executor) 
 		AssertNoTempFiles(t, dir)
 		AssertNoTempFiles(t, sub)
 	})
+}
 
+// lifecycleSuite checks dialing, cancellation, timeouts and Close.
+func lifecycleSuite(ctx context.Context, t *testing.T, newExec func(t *testing.T) transport.Executor) {
 	t.Run("dial from the node", func(t *testing.T) {
 		e := newExec(t)
 		addr := StartEcho(t)
