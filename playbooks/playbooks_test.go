@@ -1,9 +1,11 @@
 package playbooks_test
 
 import (
+	"bytes"
 	"fmt"
 	"io/fs"
 	"os"
+	"regexp"
 	"sort"
 	"strings"
 	"testing"
@@ -43,40 +45,38 @@ func TestEveryPlaybookHasATest(t *testing.T) {
 	}
 }
 
-// TestPlaybooks runs the test_* functions of every <name>_test.star, in
-// sorted order, against fake clusters (k3stest.Cluster).
+// TestPlaybooks runs every <name>_test.star the way `caretaker test
+// --shipped` does (k3stest.RunSuite, against fake clusters) and checks
+// that every test_* function of every file ran and passed.
 func TestPlaybooks(t *testing.T) {
 	entries, err := fs.ReadDir(playbooks.FS, ".")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var files []string
+	var files []k3stest.TestFile
+	want := 0
 	for _, e := range entries {
-		if strings.HasSuffix(e.Name(), "_test.star") {
-			files = append(files, e.Name())
+		if !strings.HasSuffix(e.Name(), "_test.star") {
+			continue
 		}
-	}
-	sort.Strings(files)
-	for _, f := range files {
-		src, err := fs.ReadFile(playbooks.FS, f)
+		src, err := fs.ReadFile(playbooks.FS, e.Name())
 		if err != nil {
 			t.Fatal(err)
 		}
-		results, err := k3stest.RunStarTestFile(env, f, src, playbooks.FS)
-		if err != nil {
-			t.Errorf("%s: %v", f, err)
-			continue
+		n := len(testFuncRe.FindAll(src, -1))
+		if n == 0 {
+			t.Errorf("%s defines no test_* function", e.Name())
 		}
-		if len(results) == 0 {
-			t.Errorf("%s defines no test_* function", f)
-		}
-		for _, r := range results {
-			t.Run(strings.TrimSuffix(f, ".star")+"/"+r.Name, func(t *testing.T) {
-				t.Logf("took %s", r.Duration)
-				if r.Err != nil {
-					t.Error(r.Err)
-				}
-			})
-		}
+		want += n
+		files = append(files, k3stest.TestFile{Name: e.Name(), Src: src, FS: playbooks.FS})
+	}
+	sort.Slice(files, func(i, j int) bool { return files[i].Name < files[j].Name })
+	var out bytes.Buffer
+	res := k3stest.RunSuite(env, &out, files, k3stest.SuiteOptions{Verbose: true})
+	t.Log("\n" + out.String())
+	if !res.OK() || res.Passed != want {
+		t.Errorf("passed %d of %d tests, %d failed, files that did not run: %v (output above)", res.Passed, want, res.Failed, res.Broken)
 	}
 }
+
+var testFuncRe = regexp.MustCompile(`(?m)^def test_`)

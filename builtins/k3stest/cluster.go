@@ -13,6 +13,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -47,6 +48,10 @@ type Options struct {
 	// their disk whatever their version (bug #11233 in a build whose
 	// version string says it is fixed).
 	BootstrapBug bool
+	// Labels and Groups give nodes inventory labels and groups, so
+	// playbooks with label: and group: selectors can be tested.
+	Labels map[string]map[string]string
+	Groups map[string][]string
 }
 
 // Cluster is a K3s cluster in miniature for unit tests of the k3s
@@ -204,6 +209,10 @@ func (c *Cluster) loadInventory(o Options) ([]string, error) {
 		if role == "server" {
 			fmt.Fprintf(&inv, "        k3s: {etcd_endpoint: %q, supervisor_endpoint: %q}\n", c.env.etcdAddr, ip+":6443")
 		}
+		writeLabelsAndGroups(&inv, o.Labels[name], o.Groups[name])
+	}
+	if err := knownNodes(names, o); err != nil {
+		return nil, err
 	}
 	invPath := filepath.Join(c.dir, "inventory.yaml")
 	if err := os.WriteFile(invPath, []byte(inv.String()), 0o600); err != nil {
@@ -215,6 +224,55 @@ func (c *Cluster) loadInventory(o Options) ([]string, error) {
 	}
 	c.Inventory = parsed.Clusters[0]
 	return names, nil
+}
+
+// writeLabelsAndGroups adds a node's labels and groups to the fake
+// inventory (JSON strings are YAML flow scalars).
+func writeLabelsAndGroups(inv *strings.Builder, labels map[string]string, groups []string) {
+	if len(labels) > 0 {
+		keys := make([]string, 0, len(labels))
+		for k := range labels {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		inv.WriteString("        labels: {")
+		for i, k := range keys {
+			if i > 0 {
+				inv.WriteString(", ")
+			}
+			fmt.Fprintf(inv, "%q: %q", k, labels[k])
+		}
+		inv.WriteString("}\n")
+	}
+	if len(groups) > 0 {
+		inv.WriteString("        groups: [")
+		for i, g := range groups {
+			if i > 0 {
+				inv.WriteString(", ")
+			}
+			fmt.Fprintf(inv, "%q", g)
+		}
+		inv.WriteString("]\n")
+	}
+}
+
+// knownNodes refuses labels and groups for nodes the cluster does not have.
+func knownNodes(names []string, o Options) error {
+	known := map[string]bool{}
+	for _, n := range names {
+		known[n] = true
+	}
+	for n := range o.Labels {
+		if !known[n] {
+			return fmt.Errorf("labels: no node %q (nodes: %s)", n, strings.Join(names, ", "))
+		}
+	}
+	for n := range o.Groups {
+		if !known[n] {
+			return fmt.Errorf("groups: no node %q (nodes: %s)", n, strings.Join(names, ", "))
+		}
+	}
+	return nil
 }
 
 // Close removes the cluster's files and its datastore key.

@@ -172,6 +172,12 @@ type StarTestResult struct {
 // Clusters a test makes are closed after it. load() and cluster.run()
 // read from fsys (may be nil).
 func RunStarTestFile(env *Env, filename string, src []byte, fsys fs.FS) ([]StarTestResult, error) {
+	return runStarTestFile(env, filename, src, fsys, nil)
+}
+
+// runStarTestFile is RunStarTestFile calling only the test_* functions
+// whose name match accepts (all when match is nil).
+func runStarTestFile(env *Env, filename string, src []byte, fsys fs.FS, match func(string) bool) ([]StarTestResult, error) {
 	pre, err := builtins.Predeclared()
 	if err != nil {
 		return nil, err
@@ -186,7 +192,7 @@ func RunStarTestFile(env *Env, filename string, src []byte, fsys fs.FS) ([]StarT
 	}
 	var names []string
 	for name, v := range globals {
-		if _, ok := v.(starlark.Callable); ok && strings.HasPrefix(name, "test_") {
+		if _, ok := v.(starlark.Callable); ok && strings.HasPrefix(name, "test_") && (match == nil || match(name)) {
 			names = append(names, name)
 		}
 	}

@@ -33,7 +33,8 @@ import (
 // fake.cluster(servers=3, agents=2, version="v1.30.10+k3s1",
 //
 //	scenario="init-replaced", secure_token=False,
-//	server_source={}, node_versions={}, bootstrap_bug=False) -> cluster
+//	server_source={}, node_versions={}, bootstrap_bug=False,
+//	labels={"agent-1": {"zone": "a"}}, groups={"server-1": ["etcd"]}) -> cluster
 //
 // takes the fields of Options (agents=0: none). bootstrap_bug=True makes
 // every server serve bootstrap data from its disk whatever its version
@@ -89,12 +90,20 @@ func newClusterValue(env *Env, th *starlark.Thread, b *starlark.Builtin, args st
 	var (
 		o                    Options
 		sources, nodeVersion *starlark.Dict
+		labels, groups       *starlark.Dict
 	)
 	o.Servers, o.Agents = 3, 2
 	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "servers?", &o.Servers, "agents?", &o.Agents, "version?", &o.Version,
 		"scenario?", &o.Scenario, "secure_token?", &o.SecureToken, "server_source?", &sources, "node_versions?", &nodeVersion,
-		"bootstrap_bug?", &o.BootstrapBug); err != nil {
+		"bootstrap_bug?", &o.BootstrapBug, "labels?", &labels, "groups?", &groups); err != nil {
 		return nil, err
+	}
+	var err error
+	if o.Labels, err = nodeLabels(labels); err != nil {
+		return nil, fmt.Errorf("%s: labels: %w", b.Name(), err)
+	}
+	if o.Groups, err = nodeGroups(groups); err != nil {
+		return nil, fmt.Errorf("%s: groups: %w", b.Name(), err)
 	}
 	if o.Agents == 0 {
 		o.Agents = -1
@@ -295,6 +304,46 @@ func (sn *simNode) attr(b *starlark.Builtin, name, arg string) (starlark.Value, 
 }
 
 // stringMap is a Starlark dict of strings as a Go map (nil for nil).
+// nodeLabels converts {"node": {"key": "value"}}.
+func nodeLabels(d *starlark.Dict) (map[string]map[string]string, error) {
+	if d == nil {
+		return nil, nil
+	}
+	out := map[string]map[string]string{}
+	for _, it := range d.Items() {
+		node, ok := starlark.AsString(it[0])
+		inner, isDict := it[1].(*starlark.Dict)
+		if !ok || !isDict {
+			return nil, fmt.Errorf("want {node: {key: value}}, got %s: %s", it[0], it[1].Type())
+		}
+		out[node] = stringMap(inner)
+	}
+	return out, nil
+}
+
+// nodeGroups converts {"node": ["group", ...]}.
+func nodeGroups(d *starlark.Dict) (map[string][]string, error) {
+	if d == nil {
+		return nil, nil
+	}
+	out := map[string][]string{}
+	for _, it := range d.Items() {
+		node, ok := starlark.AsString(it[0])
+		list, isList := it[1].(*starlark.List)
+		if !ok || !isList {
+			return nil, fmt.Errorf("want {node: [group, ...]}, got %s: %s", it[0], it[1].Type())
+		}
+		for i := 0; i < list.Len(); i++ {
+			g, ok := starlark.AsString(list.Index(i))
+			if !ok {
+				return nil, fmt.Errorf("%s: group %s is not a string", node, list.Index(i))
+			}
+			out[node] = append(out[node], g)
+		}
+	}
+	return out, nil
+}
+
 func stringMap(d *starlark.Dict) map[string]string {
 	if d == nil {
 		return nil

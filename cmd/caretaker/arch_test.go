@@ -10,7 +10,7 @@ import (
 // builtins, runner, lab; builtins → runner; tui → runner (events only);
 // runner imports none of them; the K3s operations are plain Go (no
 // Starlark); test support and etcd's server stay out of production
-// packages other than the simulator.
+// packages other than the simulator and `caretaker test`'s kit (k3stest).
 func TestPackageRules(t *testing.T) {
 	const mod = "github.com/caretaker/caretaker/"
 	rules := []struct {
@@ -23,7 +23,9 @@ func TestPackageRules(t *testing.T) {
 		{"builtins/k3sops", false, []string{mod + "tui", mod + "lab", mod + "builtins/k3stest", "go.etcd.io/etcd/server", mod + "runner/transport/fake"}},
 		{"builtins", false, []string{mod + "tui", mod + "lab", mod + "builtins/k3stest", "go.etcd.io/etcd/server", mod + "runner/transport/fake"}},
 		{"tui/...", false, []string{mod + "builtins", mod + "lab", "go.etcd.io/etcd/server"}},
-		{"cmd/caretaker", false, []string{mod + "builtins/k3stest", mod + "runner/transport/fake", mod + "runner/transport/transporttest"}},
+		// cmd ships builtins/k3stest (and the fake executors below it) on
+		// purpose: it is the playbook test kit of `caretaker test`.
+		{"cmd/caretaker", false, []string{mod + "runner/transport/transporttest", mod + "internal/runtest", mod + "lab/labtest"}},
 	}
 	for _, r := range rules {
 		args := []string{"list", "-deps", mod + r.pkg}
