@@ -168,7 +168,7 @@ type StarTestResult struct {
 
 // RunStarTestFile executes a .star test file with the playbook builtins,
 // the assert module and the fake module (clusters on env's etcd), then
-// calls each of its test_* functions (in name order) with no arguments.
+// calls each of its test_* functions (in the order they are defined) with no arguments.
 // Clusters a test makes are closed after it. load() and cluster.run()
 // read from fsys (may be nil).
 func RunStarTestFile(env *Env, filename string, src []byte, fsys fs.FS) ([]StarTestResult, error) {
@@ -196,7 +196,7 @@ func runStarTestFile(env *Env, filename string, src []byte, fsys fs.FS, match fu
 			names = append(names, name)
 		}
 	}
-	sort.Strings(names)
+	sort.Slice(names, func(i, j int) bool { return definedBefore(globals[names[i]], globals[names[j]], names[i], names[j]) })
 	out := make([]StarTestResult, 0, len(names))
 	for _, name := range names {
 		reg := &clusterRegistry{}
@@ -239,4 +239,18 @@ func moduleLoader(opts *syntax.FileOptions, pre starlark.StringDict, fsys fs.FS)
 		return g, nil
 	}
 	return load
+}
+
+// definedBefore orders test functions by their position in the file (a
+// function loaded from elsewhere, or a builtin, by name after them).
+func definedBefore(a, b starlark.Value, an, bn string) bool {
+	fa, aok := a.(*starlark.Function)
+	fb, bok := b.(*starlark.Function)
+	switch {
+	case aok && bok && fa.Position().Filename() == fb.Position().Filename():
+		return fa.Position().Line < fb.Position().Line
+	case aok != bok:
+		return aok
+	}
+	return an < bn
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -137,5 +138,41 @@ func TestREADMEPlaybookExamplePasses(t *testing.T) {
 	}
 	if code, out, errOut := runCLI(t, "test", dir); code != 0 {
 		t.Errorf("README example: exit %d\n%s%s", code, out, errOut)
+	}
+}
+
+func TestCLINewPlaybookPassesItsTests(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "team")
+	code, out, errOut := runCLI(t, "new", "playbook", "fix-agents", "--dir", dir)
+	if code != 0 {
+		t.Fatalf("new playbook: %d %s", code, errOut)
+	}
+	for _, f := range []string{"fix-agents.star", "fix-agents_test.star", "lib_fix-agents.star"} {
+		if !strings.Contains(out, filepath.Join(dir, f)) {
+			t.Errorf("output does not name %s:\n%s", f, out)
+		}
+	}
+	code, out, errOut = runCLI(t, "test", dir, "-v")
+	if code != 0 || !strings.Contains(out, "PASS: 3 test(s)") {
+		t.Fatalf("generated tests: %d\n%s%s", code, out, errOut)
+	}
+	inv := writeTemp(t, "inv.yaml", cliInventory)
+	code, out, errOut = runCLI(t, "plan", filepath.Join(dir, "fix-agents.star"), "-i", inv)
+	if code != 0 || !strings.Contains(out, "2. repair [changes nodes, serial 1]") {
+		t.Errorf("plan of the generated playbook: %d\n%s%s", code, out, errOut)
+	}
+
+	before, _ := os.ReadFile(filepath.Join(dir, "fix-agents.star"))
+	code, _, errOut = runCLI(t, "new", "playbook", "fix-agents", "--dir", dir)
+	if code != 2 || !strings.Contains(errOut, "nothing written") {
+		t.Errorf("second new: want exit 2, got %d %q", code, errOut)
+	}
+	if after, _ := os.ReadFile(filepath.Join(dir, "fix-agents.star")); !bytes.Equal(before, after) {
+		t.Error("a refused new playbook changed the file")
+	}
+	for _, bad := range []string{"Fix_Agents", "rotate-ca", "../x"} {
+		if code, _, _ := runCLI(t, "new", "playbook", bad, "--dir", dir); code != 2 {
+			t.Errorf("new playbook %q: want exit 2, got %d", bad, code)
+		}
 	}
 }
