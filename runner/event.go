@@ -2,6 +2,7 @@ package runner
 
 import (
 	"context"
+	"encoding/json"
 	"time"
 )
 
@@ -64,6 +65,17 @@ type RunStarted struct {
 	At       time.Time         `json:"at"`
 }
 
+// Planned is what `caretaker plan -o json` prints: the plan a run would
+// start with, without a run ID (nothing ran). At is when it was made.
+type Planned struct {
+	Playbook string            `json:"playbook"`
+	Cluster  string            `json:"cluster"`
+	Params   map[string]string `json:"params,omitempty"`
+	Steps    []StepInfo        `json:"steps"`
+	Nodes    []NodeInfo        `json:"nodes"`
+	At       time.Time         `json:"at"`
+}
+
 // StepStarted says a step began on a node.
 type StepStarted struct {
 	Step     int       `json:"step"`
@@ -93,16 +105,20 @@ type OutputLine struct {
 
 // StepDone says a step finished on a node.
 type StepDone struct {
-	Step     int           `json:"step"`
-	StepName string        `json:"step_name"`
-	Node     string        `json:"node"`
-	Status   Status        `json:"status"`
-	Error    string        `json:"error,omitempty"`  // one-line message when failed
-	Kind     string        `json:"kind,omitempty"`   // errs.Kind of the failure: needs-confirm, unreachable, timeout, ...
-	Detail   string        `json:"detail,omitempty"` // Starlark backtrace or longer text
-	Reason   string        `json:"reason,omitempty"` // why skipped
-	Duration time.Duration `json:"duration_ns"`
-	At       time.Time     `json:"at"`
+	Step     int    `json:"step"`
+	StepName string `json:"step_name"`
+	Node     string `json:"node"`
+	Status   Status `json:"status"`
+	Error    string `json:"error,omitempty"`  // one-line message when failed
+	Kind     string `json:"kind,omitempty"`   // errs.Kind of the failure: needs-confirm, unreachable, timeout, ...
+	Detail   string `json:"detail,omitempty"` // Starlark backtrace or longer text
+	Reason   string `json:"reason,omitempty"` // why skipped
+	// Result is the step body's return value as JSON (redacted, at most
+	// MaxResultBytes); ResultNote says why a result is missing.
+	Result     json.RawMessage `json:"result,omitempty"`
+	ResultNote string          `json:"result_note,omitempty"`
+	Duration   time.Duration   `json:"duration_ns"`
+	At         time.Time       `json:"at"`
 }
 
 // Prompt says a playbook asks the operator a yes/no question. The answer comes
@@ -165,6 +181,9 @@ type RunDone struct {
 
 // EventType names the event in JSON output ("type").
 func (RunStarted) EventType() string { return "run_started" }
+
+// EventType names the event in JSON output ("type").
+func (Planned) EventType() string { return "plan" }
 
 // EventType names the event in JSON output ("type").
 func (StepStarted) EventType() string { return "step_started" }

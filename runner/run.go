@@ -543,6 +543,7 @@ func (r *Run) runOne(ctx context.Context, step *Step, n *inventory.Node) StepDon
 		r.st.mu.Lock()
 		r.st.results[step.Name+"\x00"+n.Name] = v
 		r.st.mu.Unlock()
+		done.Result, done.ResultNote = r.st.encodeResult(v)
 	}
 	if env.Changed() {
 		return finish(StatusChanged, nil)

@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -678,5 +679,59 @@ func TestSummaryNextSteps(t *testing.T) {
 		if !strings.Contains(real, want) {
 			t.Errorf("aborted summary lacks %q:\n%s", want, real)
 		}
+	}
+}
+
+// TestStepResultsInEvents: a body's return value reaches step_done as
+// plain JSON, redacted; values JSON cannot hold become strings; a result
+// over the cap is replaced by a note and still readable with result().
+func TestStepResultsInEvents(t *testing.T) {
+	f := runtest.NewFixture(t)
+	plan := f.MustLoad(`
+def report(node):
+    redact("supersecret-token")
+    return {"n": 1, "ok": True, "list": [1.5, None, (2, "x")], "fn": report, "token": "supersecret-token",
+            "s": struct(a = "b")}
+def big(node):
+    return "x" * 20000
+def reader(node):
+    if len(result("big", node)) != 20000:
+        fail("big result not kept")
+def nothing(node):
+    pass
+step("report", report, nodes="s1")
+step("big", big, nodes="s1")
+step("reader", reader, nodes="s1")
+step("nothing", nothing, nodes="s1")
+`)
+	if _, err := f.Run(plan, runner.RunOptions{}); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	got := map[string]runner.StepDone{}
+	for _, e := range f.Events() {
+		if d, ok := e.(runner.StepDone); ok {
+			got[d.StepName] = d
+		}
+	}
+	var report map[string]any
+	if err := json.Unmarshal(got["report"].Result, &report); err != nil {
+		t.Fatalf("report result %q: %v", got["report"].Result, err)
+	}
+	if report["n"] != 1.0 || report["ok"] != true || report["token"] != "<redacted>" ||
+		!strings.HasPrefix(report["fn"].(string), "<function report") || report["s"].(map[string]any)["a"] != "b" {
+		t.Errorf("report result: %s", got["report"].Result)
+	}
+	if l := report["list"].([]any); len(l) != 3 || l[0] != 1.5 || l[1] != nil {
+		t.Errorf("list: %v", l)
+	}
+	if got["big"].Result != nil || !strings.Contains(got["big"].ResultNote, "over the 16384-byte limit") {
+		t.Errorf("big result: %d bytes, note %q", len(got["big"].Result), got["big"].ResultNote)
+	}
+	if got["reader"].Status != runner.StatusOK {
+		t.Errorf("reader: %s %s", got["reader"].Status, got["reader"].Error)
+	}
+	b, _ := runner.MarshalEvent(got["nothing"])
+	if strings.Contains(string(b), "result") {
+		t.Errorf("a body returning None has a result: %s", b)
 	}
 }

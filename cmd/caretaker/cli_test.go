@@ -55,8 +55,9 @@ func TestCLIPlan(t *testing.T) {
 		}
 	}
 	code, out, _ = runCLI(t, "plan", "ping", "-i", inv, "--limit", "agents", "-o", "json")
-	if code != 0 || !strings.Contains(out, `"type":"run_started"`) || !strings.Contains(out, `"nodes":["a1"]`) {
-		t.Errorf("plan json with --limit: %d %s", code, out)
+	if code != 0 || !strings.HasPrefix(out, `{"type":"plan"`) || !strings.Contains(out, `"nodes":["a1"]`) ||
+		strings.Contains(out, "run_id") || strings.Contains(out, `"at":"0001-`) {
+		t.Errorf("plan json with --limit: want a plan event with a time and no run ID: %d %s", code, out)
 	}
 }
 

@@ -336,7 +336,7 @@ func newPlanCommand() *cobra.Command {
 				return err
 			}
 			if output == "json" {
-				b, _ := runner.MarshalEvent(planEvent(plan))
+				b, _ := runner.MarshalEvent(plannedEvent(plan))
 				fmt.Fprintln(cmd.OutOrStdout(), string(b))
 				return nil
 			}
@@ -349,6 +349,13 @@ func newPlanCommand() *cobra.Command {
 	return c
 }
 
+// plannedEvent is what `plan -o json` prints.
+func plannedEvent(plan *runner.Plan) runner.Planned {
+	ev := planEvent(plan)
+	return runner.Planned{Playbook: ev.Playbook, Cluster: ev.Cluster, Params: ev.Params, Steps: ev.Steps, Nodes: ev.Nodes, At: time.Now().UTC()}
+}
+
+// planEvent is the plan as the TUI's plan screen shows it.
 func planEvent(plan *runner.Plan) runner.RunStarted {
 	ev := runner.RunStarted{Playbook: plan.Playbook, Cluster: plan.Cluster.Name, Params: plan.ParamValues()}
 	for _, s := range plan.Steps {
