@@ -3,6 +3,8 @@ package builtins_test
 import (
 	"bytes"
 	"context"
+	"io"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -18,14 +20,18 @@ import (
 
 // undoJournal keeps the undo records of a run in memory.
 type undoJournal struct {
-	mu    sync.Mutex
-	undos []runner.UndoRecord
+	mu       sync.Mutex
+	undos    []runner.UndoRecord
+	recorded func() // called after each record, when set
 }
 
 func (j *undoJournal) RecordUndo(_ context.Context, u runner.UndoRecord) error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	j.undos = append(j.undos, u)
+	if j.recorded != nil {
+		j.recorded()
+	}
 	return nil
 }
 
@@ -101,5 +107,56 @@ func TestK3sUndoActions(t *testing.T) {
 		if !bytes.Equal(got, before) {
 			t.Fatalf("undo run %d did not restore the unit byte for byte", i)
 		}
+	}
+}
+
+// TestNodeRunUndo: node.run(cmd, undo=CMD) records CMD before cmd runs
+// (not in check mode), and an undo run replays it on the node.
+func TestNodeRunUndo(t *testing.T) {
+	fc, err := k3stest.NewCluster(env, k3stest.Options{Servers: 1, Agents: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fc.Close()
+	var order []string
+	ex := fc.Execs["server-1"]
+	ex.OnFunc(`^echo on > /etc/flag$`, func(string, []byte, io.Writer, io.Writer) int { order = append(order, "do"); return 0 })
+	ex.OnFunc(`^rm -f /etc/flag$`, func(string, []byte, io.Writer, io.Writer) int { order = append(order, "undo"); return 0 })
+	j := &undoJournal{recorded: func() { order = append(order, "recorded") }}
+	step := func(check bool) runner.RunDone {
+		body := starlark.NewBuiltin("body", func(th *starlark.Thread, _ *starlark.Builtin, args starlark.Tuple, _ []starlark.Tuple) (starlark.Value, error) {
+			run, err := args[0].(*builtins.Node).Attr("run")
+			if err != nil {
+				return nil, err
+			}
+			return starlark.Call(th, run, starlark.Tuple{starlark.String("echo on > /etc/flag")}, []starlark.Tuple{{starlark.String("undo"), starlark.String("rm -f /etc/flag")}})
+		})
+		plan := &runner.Plan{Playbook: "t", Cluster: fc.Inventory, Nodes: fc.Inventory.Nodes,
+			Steps: []*runner.Step{{Name: "flag", Nodes: fc.Inventory.Nodes, Mutates: true, Body: body}}}
+		done, err := runner.NewRun(plan, runner.RunOptions{Pool: fc.Pool(), NodeValue: builtins.NodeValue, Journal: j, StateDir: fc.StateDir, Check: check}).Execute(context.Background())
+		if err != nil {
+			t.Fatalf("run (check=%v): %v %v", check, err, done.Failed)
+		}
+		return done
+	}
+	step(true)
+	if len(j.undos) != 0 || len(order) != 0 {
+		t.Fatalf("check mode recorded %v and ran %v", j.undos, order)
+	}
+	step(false)
+	if strings.Join(order, ",") != "recorded,do" || len(j.undos) != 1 || j.undos[0].Kind != "node.run" {
+		t.Fatalf("want the undo recorded before the command: order %v, records %+v", order, j.undos)
+	}
+	rec := &journal.RunRecord{Meta: journal.RunMeta{RunID: "r1", Playbook: "t"}}
+	rec.Undos = append(rec.Undos, journal.Undo{Seq: 1, Node: "server-1", Kind: "node.run", Data: j.undos[0].Data, At: j.undos[0].At})
+	plan, err := runner.UndoPlan(rec.UndoRun(), fc.Inventory)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if done, err := runner.NewRun(plan, runner.RunOptions{Pool: fc.Pool(), NodeValue: builtins.NodeValue, StateDir: fc.StateDir}).Execute(context.Background()); err != nil {
+		t.Fatalf("undo run: %v %v", err, done.Failed)
+	}
+	if strings.Join(order, ",") != "recorded,do,undo" {
+		t.Errorf("undo run did not run the recorded command: %v", order)
 	}
 }

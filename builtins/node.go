@@ -2,6 +2,8 @@ package builtins
 
 import (
 	"bytes"
+	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -25,12 +27,16 @@ import (
 //	node.unit_file, node.env_files, node.service, node.kubeconfig,
 //	node.etcd_endpoint, node.supervisor_endpoint
 //
-//	node.run(cmd, changes=True, sudo=None, check=True, stdin=None, timeout="", quiet=False)
+//	node.run(cmd, changes=True, sudo=None, check=True, stdin=None, timeout="", quiet=False, undo="")
 //	    runs cmd with sh -c and returns struct(code, stdout, stderr, ok).
 //	    A command is assumed to change the node: say changes=False for a
 //	    read-only one. In check mode only read-only commands run; the others
 //	    report "would run ..." and return code 0 with empty output.
-//	    check=True fails the step on a non-zero exit.
+//	    check=True fails the step on a non-zero exit. undo="CMD" records
+//	    CMD in the journal before cmd runs; `caretaker undo RUN` runs it
+//	    on the node (same sudo). It must be safe to run whether cmd ran,
+//	    ran partly or not at all, and must hold no secret (the journal
+//	    keeps it as written).
 //	node.read(path) -> string; fails if the file is missing
 //	node.write(path, data, mode=0o644) -> bool: atomic; True if the
 //	    content changed (mode and owner of an existing file are kept)
@@ -181,9 +187,13 @@ func nodeRun(n *Node, th *starlark.Thread, b *starlark.Builtin, args starlark.Tu
 		quiet        bool
 		sudo         starlark.Value = starlark.None
 		stdin        starlark.Value = starlark.None
+		undo         string
 	)
-	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "cmd", &cmd, "changes?", &changes, "sudo?", &sudo, "check?", &check, "stdin?", &stdin, "timeout?", &timeout, "quiet?", &quiet); err != nil {
+	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "cmd", &cmd, "changes?", &changes, "sudo?", &sudo, "check?", &check, "stdin?", &stdin, "timeout?", &timeout, "quiet?", &quiet, "undo?", &undo); err != nil {
 		return nil, err
+	}
+	if undo != "" && !changes {
+		return nil, fmt.Errorf("%s: undo= with changes=False: a read-only command has nothing to undo", b.Name())
 	}
 	env, ex, err := n.exec(th, b.Name())
 	if err != nil {
@@ -203,6 +213,11 @@ func nodeRun(n *Node, th *starlark.Thread, b *starlark.Builtin, args starlark.Tu
 		}
 		c.Timeout = d
 	}
+	if undo != "" {
+		if err := recordRunUndo(env, n.N, undo, c.Sudo); err != nil {
+			return nil, fmt.Errorf("%s: %w", b.Name(), err)
+		}
+	}
 	res, stdout, stderr, err := env.RunCommand(env.Ctx, ex, n.N, c, changes, quiet)
 	var exitErr *transport.ExitError
 	if err != nil && !errors.As(err, &exitErr) {
@@ -218,6 +233,49 @@ func nodeRun(n *Node, th *starlark.Thread, b *starlark.Builtin, args starlark.Tu
 		"ok":     starlark.Bool(res.ExitCode == 0),
 	}), nil
 }
+
+// runUndo is the journal record of node.run(..., undo=CMD).
+type runUndo struct {
+	Cmd  string `json:"cmd"`
+	Sudo bool   `json:"sudo"`
+	How  string `json:"how"`
+}
+
+// recordRunUndo records undo before the command it reverses runs; in
+// check mode it only says it would.
+func recordRunUndo(env *runner.Env, n *inventory.Node, undo string, sudo bool) error {
+	if env.Check {
+		env.Output(runner.StreamCheck, "would record undo on "+n.Name+": "+undo)
+		return nil
+	}
+	data, err := json.Marshal(runUndo{Cmd: undo, Sudo: sudo, How: "run `" + undo + "` on " + n.Name})
+	if err != nil {
+		return err
+	}
+	if err := env.Undo("node.run", data); err != nil {
+		return fmt.Errorf("record the undo before running: %w", err)
+	}
+	return nil
+}
+
+// replayRunUndo is the undo of node.run(..., undo=CMD): CMD on the node,
+// through check mode like any mutating command.
+func replayRunUndo(ctx context.Context, env *runner.Env, data []byte) error {
+	var u runUndo
+	if err := json.Unmarshal(data, &u); err != nil || u.Cmd == "" {
+		return fmt.Errorf("node.run undo: the record holds no command: %s", data)
+	}
+	if env.Node == nil || env.Exec == nil {
+		return fmt.Errorf("node.run undo: needs the node the change was made on")
+	}
+	_, _, _, err := env.RunCommand(ctx, env.Exec, env.Node, transport.Command{Line: u.Cmd, Sudo: u.Sudo}, true, false)
+	if err != nil {
+		return fmt.Errorf("node.run undo `%s` on %s: %w", u.Cmd, env.Node.Name, err)
+	}
+	return nil
+}
+
+func init() { runner.RegisterUndo("node.run", replayRunUndo) }
 
 func nodeRead(n *Node, th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
 	path, env, ex, err := n.pathCall(th, b, args, kwargs)
