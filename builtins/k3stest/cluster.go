@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"os"
@@ -163,6 +164,7 @@ func NewCluster(env *Env, o Options) (c *Cluster, err error) {
 			return nil, err
 		}
 		sn := &simNode{n: n, ex: fake.New(n.Name), version: ver, ip: fmt.Sprintf("10.0.0.%d", i+1), state: "inactive"}
+		unknownCommands(sn.ex, n.Name)
 		c.nodes[n.Name] = sn
 		c.Execs[n.Name] = sn.ex
 		c.handle(sn)
@@ -224,6 +226,16 @@ func (c *Cluster) loadInventory(o Options) ([]string, error) {
 	}
 	c.Inventory = parsed.Clusters[0]
 	return names, nil
+}
+
+// unknownCommands makes a command the fake does not know fail as a shell
+// does (127), saying how a test stubs it. Registered first, so every
+// other handler wins over it.
+func unknownCommands(ex *fake.Executor, node string) {
+	ex.OnFunc(`.*`, func(line string, _ []byte, _, stderr io.Writer) int {
+		fmt.Fprintf(stderr, "fake cluster: %s does not know the command %q; stub it in the test: cluster.on(PATTERN, stdout=\"...\", code=0)\n", node, line)
+		return 127
+	})
 }
 
 // writeLabelsAndGroups adds a node's labels and groups to the fake

@@ -148,6 +148,10 @@ func (v *clusterValue) run(name string, params *starlark.Dict, check bool, limit
 	msg := ""
 	if err != nil {
 		msg = err.Error()
+		if len(col.done.Failed) > 0 {
+			f := col.done.Failed[0]
+			msg += fmt.Sprintf("; first failure: %s [%s]: %s", f.Node, f.StepName, f.Error)
+		}
 	}
 	return structOf("run", starlark.StringDict{
 		"status":   starlark.String(col.done.Status),

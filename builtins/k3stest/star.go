@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"regexp"
 	"sync"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 
 	"github.com/caretaker/caretaker/internal/k3s"
 	"github.com/caretaker/caretaker/runner/inventory"
+	"github.com/caretaker/caretaker/runner/transport/fake"
 )
 
 // Module returns the Starlark `fake` module, the .star side of Cluster for
@@ -53,6 +55,9 @@ import (
 //	cluster.fault(node, "fail-start"|"clear")  cluster.state(node) -> str
 //	cluster.restarts(node) / reloads(node) -> int   cluster.calls(node) -> [str]
 //	cluster.paths(node) -> struct(data_dir, server_dir, config_file, unit_file, env_file)
+//	cluster.on(pattern, stdout="", stderr="", code=0, node="")
+//	    stubs commands the fake does not know (regular expression; every
+//	    node when node is empty); an unknown command fails with 127
 //	cluster.nodes -> [names]
 func Module(env *Env, playbooks fs.FS) *starlarkstruct.Module {
 	return &starlarkstruct.Module{Name: "fake", Members: starlark.StringDict{
@@ -138,7 +143,7 @@ func (v *clusterValue) Hash() (uint32, error) {
 
 // clusterMethods are the methods of a fake.cluster value.
 func clusterMethods() []string {
-	return []string{"call", "run", "read", "write", "sources", "files", "datastore_ca", "disk_ca", "served_ca", "fault", "state", "restarts", "reloads", "calls", "paths"}
+	return []string{"call", "run", "read", "write", "sources", "files", "datastore_ca", "disk_ca", "served_ca", "fault", "state", "restarts", "reloads", "calls", "paths", "on"}
 }
 
 func (v *clusterValue) AttrNames() []string {
@@ -185,6 +190,8 @@ func (v *clusterValue) method(b *starlark.Builtin, name string, args starlark.Tu
 			return nil, err
 		}
 		return v.run(pb, params, check, limit)
+	case "on":
+		return v.on(b, args, kwargs)
 	case "datastore_ca":
 		if err := starlark.UnpackArgs(b.Name(), args, kwargs); err != nil {
 			return nil, err
@@ -234,6 +241,37 @@ func (v *clusterValue) method(b *starlark.Builtin, name string, args starlark.Tu
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return sn.attr(b, name, arg)
+}
+
+// on stubs the commands a playbook runs that the fake cluster does not
+// know: cluster.on(pattern, stdout="", stderr="", code=0, node="") answers
+// every command matching the regular expression on node (all nodes when
+// empty) with that output and exit code. Later stubs win.
+func (v *clusterValue) on(b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+	var pattern, stdout, stderr, node string
+	code := 0
+	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "pattern", &pattern, "stdout?", &stdout, "stderr?", &stderr, "code?", &code, "node?", &node); err != nil {
+		return nil, err
+	}
+	if _, err := regexp.Compile(pattern); err != nil {
+		return nil, fmt.Errorf("%s: pattern %q: %w", b.Name(), pattern, err)
+	}
+	var targets []*simNode
+	if node == "" {
+		for _, n := range v.c.Inventory.Nodes {
+			targets = append(targets, v.c.nodes[n.Name])
+		}
+	} else {
+		sn, err := v.c.lookup(node)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", b.Name(), err)
+		}
+		targets = append(targets, sn)
+	}
+	for _, sn := range targets {
+		sn.ex.On(pattern, fake.Reply{Stdout: stdout, Stderr: stderr, Code: code})
+	}
+	return starlark.None, nil
 }
 
 // attr answers the node methods of a fake.cluster (called with the
