@@ -263,7 +263,7 @@ func nodesFn(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwar
 	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "selector?", &sel); err != nil {
 		return nil, err
 	}
-	env, err := runner.EnvFrom(th, b.Name())
+	nodes, err := runner.RunNodes(th, b.Name())
 	if err != nil {
 		return nil, err
 	}
@@ -272,7 +272,7 @@ func nodesFn(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwar
 		return nil, fmt.Errorf("%s: %w", b.Name(), err)
 	}
 	var out []starlark.Value
-	for _, n := range env.Nodes() {
+	for _, n := range nodes {
 		for _, t := range terms {
 			if n.Matches(t) {
 				out = append(out, NewNode(n))

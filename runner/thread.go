@@ -52,6 +52,20 @@ func EnvFrom(th *starlark.Thread, builtin string) (*Env, error) {
 	return env, nil
 }
 
+// RunNodes are the nodes of the run the thread belongs to: inside a step
+// the run's nodes, while the playbook loads the nodes the run will have
+// (the cluster's, narrowed by --limit), servers first, then agents, each
+// in inventory order (the order serial steps take them in).
+func RunNodes(th *starlark.Thread, builtin string) ([]*inventory.Node, error) {
+	if env, _ := th.Local(envKey).(*Env); env != nil && env.run != nil {
+		return env.Nodes(), nil
+	}
+	if l, _ := th.Local(planKey).(*loader); l != nil && l.opts.Cluster != nil {
+		return l.limitNodes()
+	}
+	return nil, fmt.Errorf("%s: can only be called in a playbook (while it loads or in a step body)", builtin)
+}
+
 // MarkChanged records that the current step changed the node.
 func (e *Env) MarkChanged() { e.changed.Store(true) }
 

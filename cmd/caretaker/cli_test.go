@@ -94,3 +94,27 @@ func TestCLIExitCodes(t *testing.T) {
 		t.Errorf("unreachable: exit %d\n%s", code, out)
 	}
 }
+
+// TestNodesAtLoadTime: nodes() works while the playbook loads (the nodes
+// the run will have, --limit applied), so a playbook can shape its steps
+// by them; node methods still refuse to act outside a step.
+func TestNodesAtLoadTime(t *testing.T) {
+	inv := writeTemp(t, "inv.yaml", cliInventory)
+	pb := writeTemp(t, "shape.star", `
+names = [n.name for n in nodes()]
+step("first", lambda node: None, nodes = names[0], mutates = False, doc = "of " + ",".join(names))
+`)
+	code, out, errOut := runCLI(t, "plan", pb, "-i", inv)
+	if code != 0 || !strings.Contains(out, "of s1,a1") {
+		t.Errorf("plan: %d\n%s%s", code, out, errOut)
+	}
+	code, out, _ = runCLI(t, "plan", pb, "-i", inv, "--limit", "agents")
+	if code != 0 || !strings.Contains(out, "of a1") || strings.Contains(out, "of s1") {
+		t.Errorf("plan --limit agents: %d\n%s", code, out)
+	}
+	bad := writeTemp(t, "bad.star", `nodes()[0].run("true")`+"\n")
+	code, _, errOut = runCLI(t, "plan", bad, "-i", inv)
+	if code != 2 || !strings.Contains(errOut, "inside a step") {
+		t.Errorf("node.run at load time: want exit 2 saying it needs a step, got %d %q", code, errOut)
+	}
+}
