@@ -2,6 +2,8 @@ package runner
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -28,10 +30,12 @@ type Plan struct {
 	File        string // display path of the playbook file
 	Description string
 	Cluster     *inventory.Cluster
-	Nodes       []*inventory. // every node taking part (after --limit), servers first
-			Node
-	Params []*Param
-	Steps  []*Step
+	Nodes       []*inventory.Node // every node taking part (after --limit), servers first
+	Params      []*Param
+	Steps       []*Step
+	// Sources are the sha256 (hex) of the playbook's source and of every
+	// module it loaded, by display path: resume says when they changed.
+	Sources map[string]string
 }
 
 // Param is a declared playbook parameter.
@@ -343,6 +347,11 @@ func (l *loader) exec(ref moduleRef) (starlark.StringDict, error) {
 		entry.loading, entry.err = false, fmt.Errorf("read %s: %w", ref.display, err)
 		return nil, entry.err
 	}
+	if l.plan.Sources == nil {
+		l.plan.Sources = map[string]string{}
+	}
+	sum := sha256.Sum256(src)
+	l.plan.Sources[ref.display] = hex.EncodeToString(sum[:])
 	th := &starlark.Thread{Name: "load " + ref.display}
 	th.SetLocal(planKey, l)
 	th.SetLocal(refKey, ref)

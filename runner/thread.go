@@ -160,14 +160,14 @@ func (e *Env) Share(key string, v starlark.Value) {
 	e.run.shared[key] = v
 	e.run.mu.Unlock()
 	if sr, ok := e.run.opts.Journal.(ShareRecorder); ok {
-		sr.RecordShare(key, v)
+		sr.RecordShare(e.Step, e.nodeName(), key, v)
 	}
 }
 
 // ShareRecorder is implemented by journals that keep shared values
 // (FileJournal); RunOptions.Shared gives them back to a resumed run.
 type ShareRecorder interface {
-	RecordShare(key string, v starlark.Value)
+	RecordShare(step int, node, key string, v starlark.Value)
 }
 
 // Undo records an undo action before a change is made; the journal keeps it

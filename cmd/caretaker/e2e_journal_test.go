@@ -401,8 +401,25 @@ func TestE2EResumeCorrectsParameters(t *testing.T) {
 		!strings.Contains(strings.Join(fixed.Output("server-1"), "\n"), "mode a wait 2s") {
 		t.Errorf("resume -p wait=2s: %s\n%s", fixed.Describe(), fixed.Stderr)
 	}
+	if strings.Contains(fixed.Stderr, "playbook changed") {
+		t.Errorf("resume of an unchanged playbook says it changed: %s", fixed.Stderr)
+	}
 	shown := runCaretakerBinary(t, "runs", runID, "--state-dir", l.StateDir)
 	if !strings.Contains(shown.Stdout, "wait=2s") {
 		t.Errorf("runs show does not list the corrected parameter:\n%s", shown.Stdout)
+	}
+
+	// The operator fixes the playbook instead: resume says it runs the
+	// changed source.
+	second := runCaretakerBinary(t, "run", pb, "-i", l.InventoryPath(), "-o", "json", "--yes", "--state-dir", l.StateDir)
+	if second.Code != exitFailed {
+		t.Fatalf("second run: %s", second.Describe())
+	}
+	if err := os.WriteFile(pb, []byte(strings.Replace(resumeParamsPlaybook, `if wait == "1s":`, `if wait == "0s":`, 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	edited := runCaretakerBinary(t, "resume", second.runID(), "-o", "json", "--yes", "--state-dir", l.StateDir)
+	if edited.Code != exitOK || !strings.Contains(edited.Stderr, "the playbook changed since run "+second.runID()+" started: "+pb+" changed") {
+		t.Errorf("resume of an edited playbook: %s\n%s", edited.Describe(), edited.Stderr)
 	}
 }

@@ -76,6 +76,9 @@ keeps its ID; the journal gets a new attempt.`,
 			if err := rec.CheckPlan(plan); err != nil {
 				return err
 			}
+			if changed := changedSources(m.Sources, plan.Sources); len(changed) > 0 {
+				fmt.Fprintf(cmd.ErrOrStderr(), "caretaker: the playbook changed since run %s started: %s; this attempt runs the changed source (same steps)\n", m.RunID, strings.Join(changed, ", "))
+			}
 			skip := rec.ResumeDone(plan)
 			done := 0
 			for _, r := range rec.Results {
@@ -149,4 +152,30 @@ func paramCorrections(plan *runner.Plan, before map[string]string, corrections m
 			strings.Join(refused, ", "), done, runID, strings.Join(refused, ", "), runID)}
 	}
 	return changed, nil
+}
+
+// changedSources lists the playbook files whose content differs between
+// the run's start and now ("rotate-ca.star changed", "x.star is new").
+// A run journaled before sources were recorded has none to compare.
+func changedSources(then, now map[string]string) []string {
+	if len(then) == 0 {
+		return nil
+	}
+	var out []string
+	for f, sum := range now {
+		old, ok := then[f]
+		switch {
+		case !ok:
+			out = append(out, f+" is newly loaded")
+		case old != sum:
+			out = append(out, f+" changed")
+		}
+	}
+	for f := range then {
+		if _, ok := now[f]; !ok {
+			out = append(out, f+" is no longer loaded")
+		}
+	}
+	sort.Strings(out)
+	return out
 }

@@ -63,6 +63,9 @@ type RunMeta struct {
 	Params      map[string]string `json:"params,omitempty"`
 	ParamValues map[string]string `json:"param_values,omitempty"`
 	Check       bool              `json:"check,omitempty"`
+	// Sources are the sha256 of the playbook and its modules at the start
+	// (Plan.Sources).
+	Sources map[string]string `json:"sources,omitempty"`
 	// UndoOf is set on the journal of an undo run: the run it undoes, and
 	// UndoSeqs the undo actions of that run, one per step, in step order.
 	UndoOf   string `json:"undo_of,omitempty"`

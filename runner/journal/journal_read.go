@@ -20,7 +20,7 @@ func readRun(dir string, probe bool) (*RunRecord, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read journal: %w", err)
 	}
-	rd := &runReader{rec: &RunRecord{Path: path, done: map[stepKey]StepResult{}, shared: map[string]json.RawMessage{}}}
+	rd := &runReader{rec: &RunRecord{Path: path, done: map[stepKey]StepResult{}, shared: map[string][]sharedEntry{}}}
 	rec := rd.rec
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	sc.Buffer(make([]byte, 0, 64*1024), 64<<20)
@@ -105,7 +105,7 @@ func (rd *runReader) apply(e Entry) error {
 		}
 		rec.Undos = append(rec.Undos, u)
 	case "share":
-		rec.shared[e.Kind] = e.Data
+		rec.shared[e.Kind] = append(rec.shared[e.Kind], sharedEntry{data: e.Data, step: e.Step, node: e.Node})
 	case "note":
 		txt := e.Text
 		if e.Node != "" {

@@ -561,12 +561,31 @@ func TestSharedValuesRoundTrip(t *testing.T) {
 		t.Errorf("struct field certs = %v", v)
 	}
 	// A value that cannot be kept is reported by key, not silently dropped.
-	rec := &RunRecord{shared: map[string]json.RawMessage{}}
-	rec.shared["ok"] = raw
+	rec := &RunRecord{shared: map[string][]sharedEntry{}, done: map[stepKey]StepResult{}}
+	rec.shared["ok"] = []sharedEntry{{data: raw}}
 	fn, _ := encodeShared(starlark.NewBuiltin("f", nil))
-	rec.shared["fn"] = fn
+	rec.shared["fn"] = []sharedEntry{{data: fn}}
 	vals, lost := rec.SharedValues()
 	if len(vals) != 1 || len(lost) != 1 || !strings.Contains(lost[0], "fn: a builtin_function_or_method cannot be kept") {
 		t.Errorf("SharedValues = %v, lost %q", vals, lost)
+	}
+}
+
+// TestSharedValuesOfFinishedStepsOnly: a resumed run gets back the last
+// value each key had from a step that ended ok or changed on its node, not
+// one shared by a step that then failed (it runs again and shares again).
+func TestSharedValuesOfFinishedStepsOnly(t *testing.T) {
+	enc := func(s string) json.RawMessage { b, _ := encodeShared(starlark.String(s)); return b }
+	rec := &RunRecord{shared: map[string][]sharedEntry{
+		"a": {{data: enc("good"), step: 0, node: "n1"}, {data: enc("from the failed step"), step: 1, node: "n1"}},
+		"b": {{data: enc("only failed"), step: 1, node: "n1"}},
+		"c": {{data: enc("interrupted"), step: 2, node: "n2"}},
+	}, done: map[stepKey]StepResult{
+		{0, "n1"}: {Status: runner.StatusChanged},
+		{1, "n1"}: {Status: runner.StatusFailed},
+	}}
+	vals, lost := rec.SharedValues()
+	if len(lost) != 0 || len(vals) != 1 || vals["a"] != starlark.String("good") {
+		t.Errorf("SharedValues = %v, lost %v; want only a=good", vals, lost)
 	}
 }

@@ -10,6 +10,8 @@ import (
 
 	"go.starlark.net/starlark"
 	"go.starlark.net/starlarkstruct"
+
+	"github.com/caretaker/caretaker/runner"
 )
 
 // Shared values are journaled in a JSON form that keeps their Starlark
@@ -231,22 +233,33 @@ func structFromJournal(v map[string]any) (starlark.Value, error) {
 	return starlarkstruct.FromStringDict(starlark.String(ctor), d), nil
 }
 
-// RecordShare journals a value published with share(); it never fails the
-// step (a write error stops the run before its next step, see BeforeStep).
-func (j *File) RecordShare(key string, v starlark.Value) {
+// sharedEntry is one journaled share(): the value and the step and node
+// that shared it (node empty in journals written before it was kept).
+type sharedEntry struct {
+	data json.RawMessage
+	step int
+	node string
+}
+
+// RecordShare journals a value published with share() by step on node; it
+// never fails the step (a write error stops the run before its next step,
+// see BeforeStep).
+func (j *File) RecordShare(step int, node, key string, v starlark.Value) {
 	raw, err := encodeShared(v)
 	if err != nil {
 		raw, _ = json.Marshal(map[string]any{"$unsupported": fmt.Sprintf("%s (%v)", v.Type(), err)})
 	}
 	j.mu.Lock()
-	j.appendLocked(Entry{Type: "share", At: time.Now(), Kind: key, Data: raw})
+	j.appendLocked(Entry{Type: "share", At: time.Now(), Step: step, Node: node, Kind: key, Data: raw})
 	j.mu.Unlock()
 	j.flush()
 }
 
-// SharedValues returns the values the run published with share(), last
-// value per key, for RunOptions.Shared of a resumed run; lost lists the
-// keys whose value could not be kept (with why).
+// SharedValues returns the values the run published with share(), for
+// RunOptions.Shared of a resumed run: per key the last value shared by a
+// step that then ended ok or changed on its node (a step that failed or
+// was interrupted runs again and shares again). lost lists the keys whose
+// value could not be kept (with why).
 func (r *RunRecord) SharedValues() (values map[string]starlark.Value, lost []string) {
 	values = map[string]starlark.Value{}
 	keys := make([]string, 0, len(r.shared))
@@ -255,7 +268,11 @@ func (r *RunRecord) SharedValues() (values map[string]starlark.Value, lost []str
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		v, err := decodeShared(r.shared[k])
+		raw, ok := r.finishedShare(r.shared[k])
+		if !ok {
+			continue
+		}
+		v, err := decodeShared(raw)
 		if err != nil {
 			lost = append(lost, fmt.Sprintf("%s: %v", k, err))
 			continue
@@ -263,4 +280,18 @@ func (r *RunRecord) SharedValues() (values map[string]starlark.Value, lost []str
 		values[k] = v
 	}
 	return values, lost
+}
+
+// finishedShare is the last of entries whose step finished on its node.
+func (r *RunRecord) finishedShare(entries []sharedEntry) (json.RawMessage, bool) {
+	for i := len(entries) - 1; i >= 0; i-- {
+		e := entries[i]
+		if e.node == "" {
+			return e.data, true
+		}
+		if res, ok := r.done[stepKey{e.step, e.node}]; ok && (res.Status == runner.StatusOK || res.Status == runner.StatusChanged) {
+			return e.data, true
+		}
+	}
+	return nil, false
 }

@@ -2,7 +2,6 @@ package journal
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -75,7 +74,7 @@ type RunRecord struct {
 	Truncated bool `json:"truncated,omitempty"`
 
 	done   map[stepKey]StepResult
-	shared map[string]json.RawMessage
+	shared map[string][]sharedEntry
 }
 
 type stepKey struct {

@@ -172,6 +172,7 @@ func (s *Session) meta() journal.RunMeta {
 	o := s.o
 	meta := journal.NewRunMeta(s.runID, s.plan.Playbook, s.plan.Cluster.Name)
 	meta.PlaybookRef = o.PlaybookRef
+	meta.Sources = s.plan.Sources
 	if o.Inventory != "" {
 		if abs, err := filepath.Abs(o.Inventory); err == nil {
 			meta.Inventory = abs
