@@ -43,26 +43,37 @@ import (
 //	                                   every node holds the datastore CA
 //	k3s.check(nodes=None, warn_days=120, fail=False)
 //	                                   certificate expiry on every node
+//	k3s.snapshot(node, name="")        k3s etcd-snapshot save, copied with the
+//	                                   token to the controller (0600)
+//	k3s.restore_datastore(node, snapshot, token_file="")
+//	                                   k3s server --cluster-reset from a snapshot
+//	k3s.find_snapshot(node, snapshot, token_file="")
+//	                                   where restore_datastore finds it (read-only)
+//	k3s.move_database_aside(node)      SD/db -> SD/db-pre-restore-<run> (rejoin)
 //	k3s.token(node, save=False)        the server token (redacted everywhere)
 //	k3s.update_token(node, token)      new CA hash in the configured token
 //	k3s.restore_token(node)            undo update_token byte for byte
 var K3s = &starlarkstruct.Module{
 	Name: "k3s",
 	Members: starlark.StringDict{
-		"facts":          k3sBuiltin("k3s.facts", k3sFacts),
-		"backup_certs":   k3sBuiltin("k3s.backup_certs", k3sBackupCerts),
-		"restore":        k3sBuiltin("k3s.restore", k3sRestore),
-		"strip_server":   k3sBuiltin("k3s.strip_server", k3sStripServer),
-		"restore_server": k3sBuiltin("k3s.restore_server", k3sRestoreServer),
-		"generate_ca":    k3sBuiltin("k3s.generate_ca", k3sGenerateCA),
-		"rotate_ca":      k3sBuiltin("k3s.rotate_ca", k3sRotateCA),
-		"restart":        k3sBuiltin("k3s.restart", k3sRestart),
-		"datastore":      k3sBuiltin("k3s.datastore", k3sDatastore),
-		"verify":         k3sBuiltin("k3s.verify", k3sVerify),
-		"check":          k3sBuiltin("k3s.check", k3sCheck),
-		"token":          k3sBuiltin("k3s.token", k3sToken),
-		"update_token":   k3sBuiltin("k3s.update_token", k3sUpdateToken),
-		"restore_token":  k3sBuiltin("k3s.restore_token", k3sRestoreToken),
+		"facts":               k3sBuiltin("k3s.facts", k3sFacts),
+		"backup_certs":        k3sBuiltin("k3s.backup_certs", k3sBackupCerts),
+		"restore":             k3sBuiltin("k3s.restore", k3sRestore),
+		"strip_server":        k3sBuiltin("k3s.strip_server", k3sStripServer),
+		"restore_server":      k3sBuiltin("k3s.restore_server", k3sRestoreServer),
+		"generate_ca":         k3sBuiltin("k3s.generate_ca", k3sGenerateCA),
+		"rotate_ca":           k3sBuiltin("k3s.rotate_ca", k3sRotateCA),
+		"restart":             k3sBuiltin("k3s.restart", k3sRestart),
+		"datastore":           k3sBuiltin("k3s.datastore", k3sDatastore),
+		"verify":              k3sBuiltin("k3s.verify", k3sVerify),
+		"check":               k3sBuiltin("k3s.check", k3sCheck),
+		"snapshot":            k3sBuiltin("k3s.snapshot", k3sSnapshot),
+		"restore_datastore":   k3sBuiltin("k3s.restore_datastore", k3sRestoreDatastore),
+		"find_snapshot":       k3sBuiltin("k3s.find_snapshot", k3sFindSnapshot),
+		"move_database_aside": k3sBuiltin("k3s.move_database_aside", k3sMoveDatabaseAside),
+		"token":               k3sBuiltin("k3s.token", k3sToken),
+		"update_token":        k3sBuiltin("k3s.update_token", k3sUpdateToken),
+		"restore_token":       k3sBuiltin("k3s.restore_token", k3sRestoreToken),
 	},
 }
 

@@ -224,6 +224,63 @@ func k3sCheck(c *call) (any, error) {
 // registered as a secret so it never shows in output; save=True also
 // writes it to a 0600 file in the state directory and adds a note saying
 // where.
+// k3s.snapshot(node, name=""): a snapshot of the cluster's datastore
+// with `k3s etcd-snapshot save --name NAME` (default caretaker-<run ID>)
+// on the server, copied with the cluster token to the run's backup dir on
+// the controller (0600, checked against its sha256 on the node). Returns
+// struct(name, node, path, size, sha256, local, token_file, reused). In
+// check mode it only says what it would do (a server without embedded
+// etcd is refused in both).
+func k3sSnapshot(c *call) (any, error) {
+	var name string
+	t, err := c.nodeTarget("name?", &name)
+	if err != nil {
+		return nil, err
+	}
+	return k3sops.Snapshot(c.env.Ctx, t, name)
+}
+
+// k3s.restore_datastore(node, snapshot, token_file=""): restore the
+// cluster's datastore on a stopped server without `server` from a
+// snapshot, with `k3s server --cluster-reset
+// --cluster-reset-restore-path`. snapshot is caretaker's copy on the
+// controller (uploaded first) or a file in the server's snapshot
+// directory; token_file (default SNAPSHOT.token) is the token it was
+// taken with. Returns struct(node, snapshot, uploaded, pre_restore). The
+// restore-datastore playbook stops every server first and rejoins the
+// others after.
+func k3sRestoreDatastore(c *call) (any, error) {
+	var o k3sops.RestoreDatastoreOptions
+	t, err := c.nodeTarget("snapshot", &o.Snapshot, "token_file?", &o.TokenFile)
+	if err != nil {
+		return nil, err
+	}
+	return k3sops.RestoreDatastore(c.env.Ctx, t, o)
+}
+
+// k3s.find_snapshot(node, snapshot, token_file="") -> struct(path,
+// controller, size, token_file): where restore_datastore would find the
+// snapshot, read-only (a preflight before any server is stopped).
+func k3sFindSnapshot(c *call) (any, error) {
+	var snapshot, tokenFile string
+	t, err := c.nodeTarget("snapshot", &snapshot, "token_file?", &tokenFile)
+	if err != nil {
+		return nil, err
+	}
+	return k3sops.FindSnapshot(c.env.Ctx, t, snapshot, tokenFile)
+}
+
+// k3s.move_database_aside(node) -> path: move a stopped server's database
+// (SD/db) to SD/db-pre-restore-<run ID>, so that it joins the restored
+// cluster afresh at its next start. Idempotent; "" when it has none.
+func k3sMoveDatabaseAside(c *call) (any, error) {
+	t, err := c.nodeTarget()
+	if err != nil {
+		return nil, err
+	}
+	return k3sops.MoveDatabaseAside(c.env.Ctx, t)
+}
+
 func k3sToken(c *call) (any, error) {
 	var save bool
 	t, err := c.nodeTarget("save?", &save)

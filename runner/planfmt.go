@@ -14,6 +14,9 @@ func FormatPlan(p *Plan) string {
 	if p.Description != "" {
 		fmt.Fprintf(&b, "  %s\n", p.Description)
 	}
+	if p.LocalLockOnly {
+		b.WriteString("  lock: the controller's local lock only (the playbook stops or replaces the datastore the cluster lock lives in)\n")
+	}
 	if len(p.Params) > 0 {
 		b.WriteString("parameters:\n")
 		params := append([]*Param(nil), p.Params...)

@@ -33,6 +33,10 @@ type Plan struct {
 	Nodes       []*inventory.Node // every node taking part (after --limit), servers first
 	Params      []*Param
 	Steps       []*Step
+	// LocalLockOnly says the playbook takes only the controller's local
+	// lock, not the cluster lock in etcd (describe(cluster_lock=False)):
+	// it stops or replaces the datastore that lock lives in.
+	LocalLockOnly bool
 	// Sources are the sha256 (hex) of the playbook's source and of every
 	// module it loaded, by display path: resume says when they changed.
 	Sources map[string]string
@@ -437,19 +441,26 @@ func loaderFrom(th *starlark.Thread, name string) (*loader, error) {
 	return l, nil
 }
 
-// describe(text): the playbook's one-paragraph description, shown by
-// `caretaker playbooks` and in the plan.
+// describe(text, cluster_lock=True): the playbook's one-paragraph
+// description, shown by `caretaker playbooks` and in the plan.
+// cluster_lock=False makes runs of it take only the controller's local
+// lock: for playbooks that stop or replace the datastore the cluster lock
+// lives in (restore-datastore).
 func describeBuiltin(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
 	l, err := loaderFrom(th, b.Name())
 	if err != nil {
 		return nil, err
 	}
 	var text string
-	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "text", &text); err != nil {
+	clusterLock := true
+	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "text", &text, "cluster_lock?", &clusterLock); err != nil {
 		return nil, err
 	}
 	if l.plan.Description == "" {
 		l.plan.Description = text
+	}
+	if !clusterLock {
+		l.plan.LocalLockOnly = true
 	}
 	return starlark.None, nil
 }

@@ -445,6 +445,8 @@ func (c *Cluster) writeTree(sn *simNode, cas map[string][]byte) error {
 		for p, b := range cas {
 			sn.ex.SetFile(sn.sd()+"/"+p, b, 0o600)
 		}
+		// The embedded etcd's data directory (its content is not used).
+		sn.ex.SetFile(sn.sd()+"/db/etcd/member/snap/db", []byte("fake etcd database\n"), 0o600)
 	}
 	return nil
 }

@@ -90,6 +90,7 @@ func (c *Cluster) handle(sn *simNode) {
 		return 0
 	})
 	c.handleSystemd(sn)
+	c.handleSnapshots(sn)
 	// The ping playbook's probe.
 	ex.OnFunc(`^uname -n; k3s --version`, func(_ string, _ []byte, stdout, _ io.Writer) int {
 		c.mu.Lock()

@@ -220,6 +220,10 @@ func (s *Session) lock(ctx context.Context) error {
 		return err
 	}
 	s.local = l
+	if s.plan.LocalLockOnly && !s.o.NoClusterLock {
+		fmt.Fprintf(s.o.Stderr, "caretaker: playbook %s stops or replaces the datastore the cluster lock lives in, so only the local lock is taken: run it from this machine (state dir %s) only\n", s.plan.Playbook, s.o.StateDir)
+		return nil
+	}
 	if s.o.NoClusterLock {
 		fmt.Fprintf(s.o.Stderr, "caretaker: --no-cluster-lock: not taking the cluster lock in etcd; only runs from this machine (state dir %s) are kept off cluster %s\n", s.o.StateDir, cluster)
 		return nil

@@ -81,6 +81,13 @@ func (f *Executor) SetFile(path string, data []byte, mode fs.FileMode) {
 	f.files[path] = fakeFile{data: append([]byte(nil), data...), mode: mode, mod: time.Now()}
 }
 
+// RemoveFile deletes a file of the fake node (nothing if it is missing).
+func (f *Executor) RemoveFile(path string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.files, path)
+}
+
 // File returns a file of the fake node and whether it exists.
 func (f *Executor) File(path string) ([]byte, bool) {
 	f.mu.Lock()
