@@ -305,7 +305,7 @@ func newStatusCommand() *cobra.Command {
 			sock := filepath.Join(dir, shim.SocketName)
 			code, err := callLab(sock, shim.Request{Op: shim.OpStatus, Output: output}, cmd.OutOrStdout())
 			if err != nil {
-				return fmt.Errorf("lab status: no lab running in %s: %w", dir, err)
+				return noLabError(dir, sock, err)
 			}
 			if code != 0 {
 				return fmt.Errorf("lab status: exit %d", code)
@@ -316,6 +316,22 @@ func newStatusCommand() *cobra.Command {
 	cmd.Flags().StringVar(&dir, "dir", DefaultDir(), "lab directory")
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "text or json")
 	return cmd
+}
+
+// noLabError says that no lab answers in dir and how to start one (the
+// shim's own hint points back at lab status).
+func noLabError(dir, sock string, err error) error {
+	flag := ""
+	if dir != DefaultDir() {
+		flag = " --dir " + dir
+	}
+	if _, statErr := os.Stat(sock); statErr != nil {
+		return fmt.Errorf("lab status: no lab in %s: start one with `caretaker lab up%s`", dir, flag)
+	}
+	if cause := errors.Unwrap(err); cause != nil {
+		err = cause
+	}
+	return fmt.Errorf("lab status: the lab in %s does not answer (%w): `caretaker lab down%s` cleans up after it, then `caretaker lab up%s` starts a new one", dir, err, flag, flag)
 }
 
 func newDownCommand() *cobra.Command {
