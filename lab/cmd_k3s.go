@@ -58,10 +58,17 @@ func (inv *invocation) k3s() int {
 			return inv.certCheck(rest)
 		}
 		return inv.cliFatal("lab: k3s certificate %s is not simulated (rotate-ca, rotate and check are)", args[1])
+	case "etcd-snapshot":
+		return inv.etcdSnapshot(args[1:])
 	case "server", "agent":
+		for _, a := range args[1:] {
+			if a == "--cluster-reset" || strings.HasPrefix(a, "--cluster-reset=") {
+				return inv.cliFatal("lab: k3s server --cluster-reset (a datastore restore) is not simulated: the simulator's etcd members cannot be reset; rehearse a restore on the real engine (caretaker lab up --engine real)")
+			}
+		}
 		return inv.cliFatal("lab: the K3s %s of this node runs as a service; use systemctl start|stop|restart %s", args[0], n.service)
 	}
-	return inv.cliFatal("lab: k3s %s is not simulated on lab nodes (--version, certificate rotate-ca|rotate|check are)", args[0])
+	return inv.cliFatal("lab: k3s %s is not simulated on lab nodes (--version, certificate rotate-ca|rotate|check and etcd-snapshot save are)", args[0])
 }
 
 // goVersionOf is a plausible Go version for a K3s release line.
