@@ -96,12 +96,22 @@ func logFn(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs
 	return starlark.None, nil
 }
 
+// failFn is fail(msg, kind=""): the step fails with msg. kind="drift"
+// says the cluster works but needs maintenance (CA drift, expiring
+// certificates): a run whose failures are all drift exits 4, like
+// `caretaker check`.
 func failFn(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
-	var msg string
-	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "msg", &msg); err != nil {
+	var msg, kind string
+	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "msg", &msg, "kind?", &kind); err != nil {
 		return nil, err
 	}
-	return nil, errors.New(msg)
+	switch kind {
+	case "":
+		return nil, errors.New(msg)
+	case errs.KindDrift:
+		return nil, errs.Drift(errors.New(msg))
+	}
+	return nil, fmt.Errorf("fail: kind %q: use \"drift\" or leave it out: %w", kind, errs.ErrBadInput)
 }
 
 func skipFn(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {

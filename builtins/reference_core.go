@@ -92,7 +92,8 @@ func stepOutputEntries() []RefEntry {
 		{
 			Name: "fail", When: WhenAny, Returns: "None",
 			Summary: "fail the step on this node with a message",
-			Params:  []RefParam{{Name: "msg", Type: "str", Doc: "why"}},
+			Params: []RefParam{{Name: "msg", Type: "str", Doc: "why"},
+				{Name: "kind", Type: "str", Default: `""`, Doc: `"drift": the cluster works but needs maintenance (CA drift, expiring certificates); a run whose failures are all drift exits 4`}},
 			Check:   checkNoNodes,
 			Example: `fail("%s did not come back" % node.name)`,
 		},

@@ -186,6 +186,7 @@ func fakeStructs() []RefStruct {
 			{Name: "error", Type: "str", Doc: "why it failed, with the first failure"},
 			{Name: "statuses", Type: "dict[str, str]", Doc: "\"step/node\" → ok, changed, skipped or failed"},
 			{Name: "errors", Type: "dict[str, str]", Doc: "\"step/node\" → error or skip reason"},
+			{Name: "kinds", Type: "dict[str, str]", Doc: "\"step/node\" → the kind of a failure: drift, unreachable, timeout, ..."},
 			{Name: "output", Type: "list[str]", Doc: "output lines, \"node | text\""},
 			{Name: "notes", Type: "list[str]", Doc: "the run's notes"},
 		}},

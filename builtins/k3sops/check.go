@@ -10,6 +10,7 @@ import (
 
 	"github.com/caretaker/caretaker/internal/k3s"
 	"github.com/caretaker/caretaker/runner"
+	errspkg "github.com/caretaker/caretaker/runner/errs"
 	"github.com/caretaker/caretaker/runner/inventory"
 )
 
@@ -96,7 +97,7 @@ func Check(ctx context.Context, run Run, op string, o CheckOptions) (*CheckResul
 		}
 	}
 	sort.Strings(bad)
-	return nil, fmt.Errorf("%s: %d certificate(s) need attention (expired, not yet valid or expiring within %d days): %s\n%s", op, len(bad), o.WarnDays, strings.Join(bad, "; "), res.Table)
+	return nil, errspkg.Drift(fmt.Errorf("%s: %d certificate(s) need attention (expired, not yet valid or expiring within %d days): %s\n%s", op, len(bad), o.WarnDays, strings.Join(bad, "; "), res.Table))
 }
 
 // certificates reads and checks the node's certificates.

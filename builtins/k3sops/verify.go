@@ -15,6 +15,7 @@ import (
 
 	"github.com/caretaker/caretaker/internal/k3s"
 	"github.com/caretaker/caretaker/runner"
+	errspkg "github.com/caretaker/caretaker/runner/errs"
 	"github.com/caretaker/caretaker/runner/inventory"
 )
 
@@ -497,6 +498,8 @@ func verdict(run Run, op string, o VerifyOptions, ds *Datastore, rows []Row, foc
 		if extra := minus(res.Stale, focusStale); len(extra) > 0 {
 			head += fmt.Sprintf(" (also stale: %s)", strings.Join(extra, ", "))
 		}
+		// Nodes without the datastore's CA: drift (exit 4), not an outage.
+		return nil, errspkg.Drift(fmt.Errorf("%s\n%s", head, detail.String()))
 	}
 	return nil, fmt.Errorf("%s\n%s", head, detail.String())
 }

@@ -24,6 +24,7 @@ type collector struct {
 	mu       sync.Mutex
 	statuses map[string]string
 	errs     map[string]string
+	kinds    map[string]string
 	output   []string
 	notes    []string
 	done     runner.RunDone
@@ -37,6 +38,9 @@ func (c *collector) Emit(e runner.Event) {
 	case runner.StepDone:
 		key := e.StepName + "/" + e.Node
 		c.statuses[key] = string(e.Status)
+		if e.Kind != "" {
+			c.kinds[key] = e.Kind
+		}
 		if e.Error != "" {
 			c.errs[key] = e.Error + "\n" + e.Detail
 		} else if e.Reason != "" {
@@ -68,7 +72,7 @@ func dictOf(m map[string]string) *starlark.Dict {
 // execute runs plan against the cluster with --yes and collects its events.
 func (v *clusterValue) execute(plan *runner.Plan, check bool) (*collector, error) {
 	v.runs++
-	col := &collector{statuses: map[string]string{}, errs: map[string]string{}}
+	col := &collector{statuses: map[string]string{}, errs: map[string]string{}, kinds: map[string]string{}}
 	run := runner.NewRun(plan, runner.RunOptions{
 		RunID:     fmt.Sprintf("%s-%s-%d", time.Now().UTC().Format("20060102-150405"), plan.Playbook, v.runs),
 		StateDir:  v.c.StateDir,
@@ -142,7 +146,7 @@ func (v *clusterValue) run(name string, params *starlark.Dict, check bool, limit
 		Params: ps, Predeclared: pre, Cluster: v.c.Inventory, Limit: limit})
 	if err != nil {
 		return structOf("run", starlark.StringDict{"status": starlark.String("error"), "error": starlark.String(err.Error()),
-			"statuses": starlark.NewDict(0), "errors": starlark.NewDict(0), "output": strList(nil), "notes": strList(nil)}), nil
+			"statuses": starlark.NewDict(0), "errors": starlark.NewDict(0), "kinds": starlark.NewDict(0), "output": strList(nil), "notes": strList(nil)}), nil
 	}
 	col, err := v.execute(plan, check)
 	msg := ""
@@ -158,6 +162,7 @@ func (v *clusterValue) run(name string, params *starlark.Dict, check bool, limit
 		"error":    starlark.String(msg),
 		"statuses": dictOf(col.statuses),
 		"errors":   dictOf(col.errs),
+		"kinds":    dictOf(col.kinds),
 		"output":   strList(col.output),
 		"notes":    strList(col.notes),
 	}), nil

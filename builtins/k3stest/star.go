@@ -45,8 +45,9 @@ import (
 //	cluster.call(fn, node="server-1", check=False) -> struct(status, value, error, output, notes)
 //	    runs fn(node) as the body of a one-step run on node
 //	cluster.run(playbook, params={}, check=False, limit="") ->
-//	    struct(status, error, statuses, errors, output, notes): a shipped
-//	    playbook run against the cluster with --yes; statuses and errors
+//	    struct(status, error, statuses, errors, kinds, output, notes): a
+//	    shipped playbook run against the cluster with --yes; statuses,
+//	    errors and kinds (errs.Kind of a failure: drift, unreachable, ...)
 //	    are keyed "step/node", output lines are "node | text"
 //	cluster.read(node, path) -> str or None    cluster.write(node, path, data)
 //	cluster.sources(node) -> {path: content}   the node's config sources

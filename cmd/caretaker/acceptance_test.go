@@ -865,8 +865,8 @@ func accCheckCerts(t *testing.T, l *e2eLab) {
 	restore := l.replaceNodeFile(t, "server-3", p, selfSigned(t, "k3s-server-ca@1000000000", true, time.Now().AddDate(10, 0, 0)))
 	res = l.runCaretaker("run", "check-certs", "-i", l.InventoryPath(), "--yes", "--output", "json")
 	restore()
-	if res.Code == 0 || !strings.Contains(res.StepError("check", "server-1"), "server-3") {
-		t.Errorf("check-certs with a stale CA on server-3: %s", res.Describe())
+	if res.Code != exitDrift || !strings.Contains(res.StepError("check", "server-1"), "server-3") {
+		t.Errorf("check-certs with a stale CA on server-3: want exit 4 (drift) naming server-3: %s", res.Describe())
 	}
 }
 

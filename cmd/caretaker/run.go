@@ -246,7 +246,8 @@ func executePlan(ctx context.Context, stdout io.Writer, plan *runner.Plan, f *ru
 
 // runOutcome maps a finished run to the process's exit code; the summary
 // was already printed by the sink. A run stopped by its closing window
-// exits 5, one that lost its cluster lock 3.
+// exits 5, one that lost its cluster lock 3, one that failed only with
+// drift 4.
 func runOutcome(done runner.RunDone, err error) error {
 	if err == nil {
 		return nil
@@ -259,8 +260,26 @@ func runOutcome(done runner.RunDone, err error) error {
 		return withCode(exitWindow, silentError{err})
 	case errors.Is(err, errs.ErrLocked):
 		return withCode(exitLocked, silentError{err})
+	case onlyDrift(done):
+		return withCode(exitDrift, silentError{err})
 	}
 	return withCode(exitFailed, silentError{err})
+}
+
+// onlyDrift says whether a failed run failed only with drift (CA drift,
+// expiring certificates: fail(kind="drift"), k3s.check(fail=True), stale
+// nodes in k3s.verify(fail=True)): it exits 4 like caretaker check. Any
+// other failure (an unreachable node, a command) makes it 1.
+func onlyDrift(done runner.RunDone) bool {
+	if done.Status != "failed" || len(done.Failed) == 0 {
+		return false
+	}
+	for _, f := range done.Failed {
+		if f.Kind != errs.KindDrift {
+			return false
+		}
+	}
+	return true
 }
 
 // stopOnInterrupt turns the first Ctrl-C into a graceful stop (running

@@ -29,7 +29,23 @@ var (
 	// ErrNeedsConfirm: a playbook asked for confirmation but nobody can
 	// answer (no terminal and no --yes).
 	ErrNeedsConfirm = errors.New("confirmation needed but no terminal to ask (use --yes)")
+	// ErrDrift: a check found the cluster working but in need of
+	// maintenance: CA drift, or certificates expired or expiring. Retrying
+	// does not help until it is maintained. See Drift.
+	ErrDrift = errors.New("drift or expiring certificates")
 )
+
+// Drift marks err as ErrDrift (errors.Is) without changing its message.
+func Drift(err error) error {
+	if err == nil {
+		return nil
+	}
+	return driftError{err}
+}
+
+type driftError struct{ error }
+
+func (e driftError) Unwrap() []error { return []error{e.error, ErrDrift} }
 
 // Kinds of errors, as events and journals name them (StepDone.Kind): a
 // consumer (the session, the TUI, a monitoring job reading JSON events)
@@ -45,6 +61,7 @@ const (
 	KindBadInput     = "bad-input"
 	KindNeedsConfirm = "needs-confirm"
 	KindTimeout      = "timeout"
+	KindDrift        = "drift"
 	KindOther        = "error"
 )
 
@@ -72,6 +89,8 @@ func Kind(err error) string {
 		return KindTimeout
 	case errors.Is(err, ErrNonZeroExit):
 		return KindNonZeroExit
+	case errors.Is(err, ErrDrift):
+		return KindDrift
 	}
 	return KindOther
 }
