@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/csv"
 	"encoding/json"
 	"errors"
@@ -101,12 +102,19 @@ func startSupervisor(n *node, p *k3sProc, sdHost, sdView, passphrase string, ser
 	mux.HandleFunc("/v1-k3s/server-ca.crt", s.fileHandler(k3s.PathServerCA))
 	mux.HandleFunc("/v1-k3s/client-ca.crt", s.fileHandler(k3s.PathClientCA))
 	mux.HandleFunc("/v1-k3s/cert/cacerts", s.handleCACertReplace)
+	mux.HandleFunc("/version", s.handleVersion)
+	clientCAs := x509.NewCertPool()
+	clientCAs.AppendCertsFromPEM(cas[k3s.PathClientCA])
 	s.srv = &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
 		TLSConfig: &tls.Config{
 			GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return s.cert.Load(), nil },
 			MinVersion:     tls.VersionTLS12,
+			// Client certificates are the Kubernetes API's authentication
+			// (/version); the supervisor's own routes use basic auth.
+			ClientAuth: tls.VerifyClientCertIfGiven,
+			ClientCAs:  clientCAs,
 		},
 		ErrorLog: nil,
 	}
@@ -126,6 +134,23 @@ func (s *supervisor) close() {
 		_ = s.srv.Close()
 	}
 	<-s.done
+}
+
+// handleVersion answers the Kubernetes API's GET /version as K3s's
+// kube-apiserver does with anonymous auth off: 401 without a client
+// certificate of the cluster's client CA, else the version info. The
+// simulator serves no other API route.
+func (s *supervisor) handleVersion(w http.ResponseWriter, r *http.Request) {
+	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusUnauthorized)
+		_, _ = io.WriteString(w, `{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"Unauthorized","reason":"Unauthorized","code":401}`)
+		return
+	}
+	v := s.n.version
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = fmt.Fprintf(w, `{"major":"%d","minor":"%d","gitVersion":%q,"gitCommit":%q,"gitTreeState":"clean","goVersion":%q,"compiler":"gc","platform":"linux/amd64"}`,
+		v.Major, v.Minor, v.String(), s.n.commit, goVersionOf(v))
 }
 
 // handleCACerts serves SD/tls/server-ca.crt, read once per process and

@@ -33,6 +33,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/caretaker/caretaker/internal/k3s"
 	"github.com/caretaker/caretaker/lab"
@@ -99,6 +101,7 @@ var accGroups = []accGroup{
 		scenarios: []accScenario{
 			{"fixed release strips nothing, secure tokens", accFixedReleaseSecureTokens},
 			{"second and third rotation", accRotateAgainTwice},
+			{"kubeconfig after the rotations", accKubeconfig},
 			{"leaf rotation", accLeafRotation},
 			{"backup then restore", accBackupRestore},
 			{"check-certs", accCheckCerts},
@@ -267,7 +270,7 @@ func accCheckModeChangesNothing(t *testing.T, l *e2eLab) {
 			}
 		}
 	}
-	if got := strings.Join(steps, ","); got != "facts,preflight,backup,generate,rotate-ca,servers,restore-server,tokens,agents,verify,summary" {
+	if got := strings.Join(steps, ","); got != "facts,preflight,backup,snapshot,generate,rotate-ca,servers,restore-server,tokens,agents,verify,summary" {
 		t.Errorf("the plan's steps are %s", got)
 	}
 	out := strings.Join(res.Output(""), "\n")
@@ -881,7 +884,12 @@ func accSnapshotRestore(t *testing.T, l *e2eLab) {
 	if res.Code != 0 {
 		t.Fatalf("snapshot failed:\n%s", res.Describe())
 	}
-	var snap struct{ Local, TokenFile, SHA256, Path string }
+	var snap struct {
+		Local     string `json:"local"`
+		TokenFile string `json:"token_file"`
+		SHA256    string `json:"sha256"`
+		Path      string `json:"path"`
+	}
 	for _, e := range res.Events {
 		if e.Type == "step_done" && e.str("step_name") == "snapshot" {
 			b, _ := json.Marshal(e.Raw["result"])
@@ -925,7 +933,9 @@ func accSnapshotRestore(t *testing.T, l *e2eLab) {
 	if restored.Code != 0 {
 		t.Fatalf("restore-datastore:\n%s", restored.Describe())
 	}
-	got, err := l.etcdClient().Get(ctx, "/caretaker-acceptance/after-snapshot")
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel2()
+	got, err := l.etcdClient().Get(ctx2, "/caretaker-acceptance/after-snapshot")
 	if err != nil || len(got.Kvs) != 0 {
 		t.Errorf("the key written after the snapshot is still there (%v): the datastore was not restored", err)
 	}
@@ -938,4 +948,48 @@ func accSnapshotRestore(t *testing.T, l *e2eLab) {
 		}
 	}
 	l.mustCheck(t)
+}
+
+// accKubeconfig: after the rotations, `caretaker kubeconfig` writes a
+// cluster-admin kubeconfig (0600) that trusts the cluster's current CA and
+// works against the API (GET /version, also asked again here with the
+// written file); an existing file is refused; the key never reaches the
+// output.
+func accKubeconfig(t *testing.T, l *e2eLab) {
+	out := filepath.Join(t.TempDir(), "admin.yaml")
+	res := runCaretakerBinary(t, "kubeconfig", "-i", l.InventoryPath(), "--out", out)
+	if res.Code != 0 || !strings.Contains(res.Stderr, "works from this machine") {
+		t.Fatalf("kubeconfig: %s\n%s", res.Describe(), res.Stderr)
+	}
+	if fi, err := os.Stat(out); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("%s: want 0600: %v %v", out, fi, err)
+	}
+	cfg, err := clientcmd.LoadFromFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctxName := cfg.CurrentContext
+	c := cfg.Clusters[cfg.Contexts[ctxName].Cluster]
+	if !bytes.Equal(c.CertificateAuthorityData, l.serverCA("server-1")) {
+		t.Error("the kubeconfig does not trust server-1's current server CA")
+	}
+	key := cfg.AuthInfos[cfg.Contexts[ctxName].AuthInfo].ClientKeyData
+	if len(key) == 0 || strings.Contains(res.Stdout+res.Stderr, strings.TrimSpace(string(key))) {
+		t.Error("the client key is missing from the file or appears in the output")
+	}
+	rc, err := clientcmd.BuildConfigFromFlags("", out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, err := cs.Discovery().ServerVersion(); err != nil || v.GitVersion == "" {
+		t.Errorf("GET /version with the written kubeconfig: %v %v", v, err)
+	}
+	again := runCaretakerBinary(t, "kubeconfig", "-i", l.InventoryPath(), "--out", out)
+	if again.Code != exitBadInput || !strings.Contains(again.Stderr, "--force") {
+		t.Errorf("kubeconfig over an existing file: %s", again.Describe())
+	}
 }
