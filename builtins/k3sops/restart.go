@@ -132,7 +132,7 @@ func (c *Target) restart(ctx context.Context, o RestartOptions) (RestartResult, 
 	ran := false // stays false in check mode
 	err := c.Run.Wet(what, func() error {
 		ran = true
-		ctx, cancel := context.WithTimeout(ctx, o.Timeout)
+		ctx, cancel := context.WithTimeoutCause(ctx, o.Timeout, errRestartTimeout)
 		defer cancel()
 		before, clock, err := c.restartNoBlock(ctx, o.RegenerateCert)
 		since = clock
@@ -187,6 +187,17 @@ func (c *Target) restartNoBlock(ctx context.Context, regenerate bool) (unitStatu
 // fatalLine matches K3s's (logrus) fatal lines and captures the message.
 var fatalLine = regexp.MustCompile(`level=fatal msg="((?:[^"\\]|\\.)*)"`)
 
+// errRestartTimeout is the cause of a restart's ctx that ended because
+// the restart's own timeout passed (not because the run stopped).
+var errRestartTimeout = errors.New("restart timeout passed")
+
+// timedOut reports whether ctx ended because the restart's own timeout
+// passed: then the restart failed and says the state K3s was stuck in;
+// any other end of ctx (the run stopped) is passed on as it is.
+func timedOut(ctx context.Context) bool {
+	return ctx.Err() != nil && errors.Is(context.Cause(ctx), errRestartTimeout)
+}
+
 // errorLine matches K3s's (logrus) error and fatal lines.
 var errorLine = regexp.MustCompile(`level=(error|fatal) `)
 
@@ -214,7 +225,7 @@ func (c *Target) waitUp(ctx context.Context, before unitStatus, since string, ti
 		}
 		return w.judge(st, res), nil
 	})
-	if err != nil && ctx.Err() != nil && ctx.Err() == nil {
+	if err != nil && timedOut(ctx) {
 		res.OK = false
 		res.reason = w.stuck(timeout, unitStatus{active: res.State, sub: res.Substate}.describe())
 		return nil
@@ -478,7 +489,7 @@ func (c *Target) waitReady(ctx context.Context, res *RestartResult) error {
 		}
 		return false, nil
 	})
-	if err != nil && ctx.Err() != nil && ctx.Err() == nil {
+	if err != nil && timedOut(ctx) {
 		res.OK = false
 		res.reason = fmt.Sprintf("/readyz on %s did not answer ok in time (last: %s)", c.Node.K3s.SupervisorEndpoint, last)
 		if st, err := c.unitShow(context.WithoutCancel(ctx)); err == nil {

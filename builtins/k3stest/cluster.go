@@ -512,6 +512,12 @@ func (c *Cluster) start(sn *simNode) error {
 	if sn.fault == "fail-start" {
 		return fail("injected fault fail-start: k3s exits during start-up")
 	}
+	if sn.fault == "hang-start" {
+		// As a K3s that never reports ready under the installer's
+		// Type=notify unit: activating until stopped.
+		sn.log(`level=error msg="injected fault hang-start: Failed to validate connection to cluster at https://127.0.0.1:6443"`)
+		return nil
+	}
 	eff, err := k3s.Effective(sn.sources())
 	if err != nil {
 		return fail("config: %v", err)

@@ -128,6 +128,11 @@ func (c *Cluster) clusterReset(sn *simNode, p string, stdout, stderr io.Writer) 
 		fmt.Fprintln(stderr, `level=fatal msg="starting etcd: listen tcp 127.0.0.1:2380: bind: address already in use"`)
 		return 1
 	}
+	// Real K3s: "cannot perform cluster-reset while server URL is set".
+	if eff, err := k3s.Effective(sn.sources()); err == nil && strings.TrimSpace(eff["server"].Value) != "" {
+		fmt.Fprintln(stderr, `level=fatal msg="Error: cannot perform cluster-reset while server URL is set - remove server from configuration before resetting"`)
+		return 1
+	}
 	data, ok := sn.ex.File(p)
 	if !ok || !strings.HasPrefix(string(data), snapshotMagic) {
 		fmt.Fprintf(stderr, "level=fatal msg=\"failed to restore snapshot %s: not an etcd snapshot\"\n", p)

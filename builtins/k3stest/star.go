@@ -53,7 +53,7 @@ import (
 //	cluster.sources(node) -> {path: content}   the node's config sources
 //	cluster.files(node) -> {path: "sha256 mode"}  every file of the node
 //	cluster.datastore_ca() / disk_ca(node) / served_ca(node) -> sha256
-//	cluster.fault(node, "fail-start"|"clear")  cluster.state(node) -> str
+//	cluster.fault(node, "fail-start"|"hang-start"|"clear")  cluster.state(node) -> str
 //	cluster.restarts(node) / reloads(node) -> int   cluster.calls(node) -> [str]
 //	cluster.paths(node) -> struct(data_dir, server_dir, config_file, unit_file, env_file)
 //	cluster.on(pattern, stdout="", stderr="", code=0, node="")
@@ -287,12 +287,12 @@ func (sn *simNode) attr(b *starlark.Builtin, name, arg string) (starlark.Value, 
 		return starlark.String(data), nil
 	case "fault":
 		switch arg {
-		case "fail-start":
+		case "fail-start", "hang-start":
 			sn.fault = arg
 		case "clear", "":
 			sn.fault = ""
 		default:
-			return nil, fmt.Errorf("%s: unknown fault %q (fail-start or clear)", b.Name(), arg)
+			return nil, fmt.Errorf("%s: unknown fault %q (fail-start, hang-start or clear)", b.Name(), arg)
 		}
 		return starlark.None, nil
 	case "sources":
