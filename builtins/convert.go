@@ -11,31 +11,38 @@ import (
 	"go.starlark.net/starlarkstruct"
 
 	"github.com/caretaker/caretaker/builtins/k3sops"
+	"github.com/caretaker/caretaker/builtins/k8sops"
 )
 
 // structNames are the constructor names of the Starlark structs typed
 // results become (shown when a playbook prints one).
 var structNames = map[reflect.Type]string{
-	reflect.TypeFor[k3sops.Facts]():          "facts",
-	reflect.TypeFor[k3sops.Setting]():        "setting",
-	reflect.TypeFor[k3sops.Origin]():         "origin",
-	reflect.TypeFor[k3sops.CA]():             "ca",
-	reflect.TypeFor[k3sops.BackupResult]():   "backup",
-	reflect.TypeFor[k3sops.RestoreResult]():  "restore",
-	reflect.TypeFor[k3sops.CASet]():          "ca_set",
-	reflect.TypeFor[k3sops.RotateResult]():   "rotate_ca",
-	reflect.TypeFor[k3sops.Datastore]():      "datastore",
-	reflect.TypeFor[k3sops.DatastoreFile]():  "file",
-	reflect.TypeFor[k3sops.TokenResult]():    "token",
-	reflect.TypeFor[k3sops.EditResult]():     "strip",
-	reflect.TypeFor[k3sops.Edit]():           "edit",
-	reflect.TypeFor[k3sops.TokenUpdate]():    "token",
-	reflect.TypeFor[k3sops.RestoredResult](): "restored",
-	reflect.TypeFor[k3sops.RestartResult]():  "restart",
-	reflect.TypeFor[k3sops.VerifyResult]():   "verify",
-	reflect.TypeFor[k3sops.Row]():            "row",
-	reflect.TypeFor[k3sops.CheckResult]():    "check",
-	reflect.TypeFor[k3sops.CertRow]():        "cert",
+	reflect.TypeFor[k3sops.Facts]():            "facts",
+	reflect.TypeFor[k3sops.Setting]():          "setting",
+	reflect.TypeFor[k3sops.Origin]():           "origin",
+	reflect.TypeFor[k3sops.CA]():               "ca",
+	reflect.TypeFor[k3sops.BackupResult]():     "backup",
+	reflect.TypeFor[k3sops.RestoreResult]():    "restore",
+	reflect.TypeFor[k3sops.CASet]():            "ca_set",
+	reflect.TypeFor[k3sops.RotateResult]():     "rotate_ca",
+	reflect.TypeFor[k3sops.Datastore]():        "datastore",
+	reflect.TypeFor[k3sops.DatastoreFile]():    "file",
+	reflect.TypeFor[k3sops.TokenResult]():      "token",
+	reflect.TypeFor[k3sops.EditResult]():       "strip",
+	reflect.TypeFor[k3sops.Edit]():             "edit",
+	reflect.TypeFor[k3sops.TokenUpdate]():      "token",
+	reflect.TypeFor[k3sops.RestoredResult]():   "restored",
+	reflect.TypeFor[k3sops.RestartResult]():    "restart",
+	reflect.TypeFor[k3sops.VerifyResult]():     "verify",
+	reflect.TypeFor[k3sops.Row]():              "row",
+	reflect.TypeFor[k3sops.CheckResult]():      "check",
+	reflect.TypeFor[k3sops.CertRow]():          "cert",
+	reflect.TypeFor[k8sops.PatchResult]():      "patch",
+	reflect.TypeFor[k8sops.RolloutState]():     "rollout",
+	reflect.TypeFor[k8sops.WorkloadsResult]():  "workloads",
+	reflect.TypeFor[k8sops.TrustReport]():      "trust",
+	reflect.TypeFor[k8sops.TrustItem]():        "trust_item",
+	reflect.TypeFor[k8sops.KubeconfigResult](): "kubeconfig",
 }
 
 var (

@@ -125,8 +125,8 @@ const (
 // struct field types filled in from the Go types the runtime converts.
 func APIReference() *Reference {
 	ref := &Reference{
-		Sections: []RefSection{globalsSection(), nodeSection(), k3sSection(), jsonSection(), assertSection(), fakeSection()},
-		Structs:  append(coreStructs(), append(k3sStructs(), fakeStructs()...)...),
+		Sections: []RefSection{globalsSection(), nodeSection(), k3sSection(), k8sSection(), jsonSection(), assertSection(), fakeSection()},
+		Structs:  append(append(coreStructs(), k3sStructs()...), append(k8sStructs(), fakeStructs()...)...),
 	}
 	names := map[reflect.Type]string{}
 	for _, s := range ref.Structs {

@@ -280,6 +280,7 @@ func k3sFactStructs() []RefStruct {
 			{Name: "certs", Doc: "certificates in the bundle"},
 			{Name: "sha256", Doc: "sha256 of the bundle"},
 			{Name: "subject", Doc: "the first certificate's subject"},
+			{Name: "roots", Doc: "sha256 (of the DER) of the bundle's self-signed roots, the one its first certificate chains to first; after a cross-signed rotation the others are the roots it was rotated from"},
 		}},
 		{Name: "datastore", Summary: "what k3s.datastore returns", goType: reflect.TypeFor[k3sops.Datastore](), Fields: []RefField{
 			{Name: "key", Doc: "the etcd key of the bootstrap data"},

@@ -244,7 +244,7 @@ func TestReferenceMatchesTheBuiltins(t *testing.T) {
 	})
 	pre["probe_step"] = starlark.NewBuiltin("probe_step", func(th *starlark.Thread, _ *starlark.Builtin, args starlark.Tuple, _ []starlark.Tuple) (starlark.Value, error) {
 		values := map[string]starlark.Value{"node": args[0]}
-		for _, s := range []string{"globals", "node", "k3s", "json", "assert"} {
+		for _, s := range []string{"globals", "node", "k3s", "k8s", "json", "assert"} {
 			probeSection(th, p, ref, pre, values, s)
 		}
 		return starlark.None, probeResults(th, p, ref, pre, args[0])

@@ -315,10 +315,15 @@ type CA struct {
 	Certs   int    `json:"certs"`
 	SHA256  string `json:"sha256"`
 	Subject string `json:"subject"`
+	// Roots are the sha256 (of the DER) of the bundle's self-signed roots,
+	// the one its first certificate chains to first; after a cross-signed
+	// rotation the others are the roots it was rotated from. Not in JSON
+	// output (check's tables stay as they were).
+	Roots []string `json:"-" star:"roots"`
 }
 
 func caOf(fp k3s.CAFingerprint) CA {
-	return CA{Certs: fp.Certs, SHA256: fp.SHA256, Subject: fp.Subject}
+	return CA{Certs: fp.Certs, SHA256: fp.SHA256, Subject: fp.Subject, Roots: append([]string{}, fp.Roots...)}
 }
 
 // Facts is what caretaker knows about a node's K3s.

@@ -5,19 +5,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
+	"golang.org/x/term"
 	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/caretaker/caretaker/builtins/k3sops"
+	"github.com/caretaker/caretaker/builtins/k8sops"
 	"github.com/caretaker/caretaker/runner"
 	inventorypkg "github.com/caretaker/caretaker/runner/inventory"
 	"github.com/caretaker/caretaker/runner/transport"
@@ -38,12 +35,13 @@ type kubeconfigFlags struct {
 func newKubeconfigCommand() *cobra.Command {
 	f := &kubeconfigFlags{}
 	c := &cobra.Command{
-		Use:   "kubeconfig -i INVENTORY --out FILE [--user NAME] [--server URL]",
+		Use:   "kubeconfig -i INVENTORY [--out FILE] [--user NAME] [--server URL]",
 		Short: "Write a working cluster-admin kubeconfig for the cluster (e.g. after a CA rotation)",
 		Long: `Write a kubeconfig for the cluster as its admin: the server CA bundle and the
 admin client certificate and key of a server (SD/tls/client-admin.*, what
 K3s's own k3s.yaml holds), read over SSH and held in memory until written to
---out (0600, atomically; "-" writes to standard output). The server URL is
+--out (0600, atomically; "-" writes to standard output). Without --out it is
+printed to standard output when that is not a terminal (a pipe or a file). The server URL is
 https://<the server's inventory address>:6443 unless --server says otherwise.
 
 Before it writes, the kubeconfig is proven with a request to the API
@@ -85,15 +83,17 @@ func runKubeconfig(ctx context.Context, stdout, stderr io.Writer, f *kubeconfigF
 	if name == "" {
 		name = cluster.Name
 	}
-	cfg := buildKubeconfig(name, creds)
-	version, how, verr := proveKubeconfig(cfg, ex)
+	cfg := k8sops.AdminKubeconfig(name, creds)
+	proof, verr := k8sops.ProveKubeconfig(ctx, cfg, ex, supervisorEndpoint(cluster, creds.Node))
 	switch {
 	case verr != nil && !f.noVerify:
 		return fmt.Errorf("kubeconfig for %s (%s, credentials of %s) does not work, nothing written: %w (--no-verify writes it anyway)", cluster.Name, creds.Server, creds.Node, verr)
 	case verr != nil:
 		fmt.Fprintf(stderr, "caretaker: warning: no request with the kubeconfig succeeded: %v\n", verr)
+	case proof.Direct != nil:
+		fmt.Fprintf(stderr, "caretaker: kubeconfig for %s works %s; give --server with an address that is reachable where the file is used: API server %s (credentials of %s)\n", cluster.Name, proof.How, proof.Version, creds.Node)
 	default:
-		fmt.Fprintf(stderr, "caretaker: kubeconfig for %s works %s: API server %s (credentials of %s)\n", cluster.Name, how, version, creds.Node)
+		fmt.Fprintf(stderr, "caretaker: kubeconfig for %s works %s: API server %s (credentials of %s)\n", cluster.Name, proof.How, proof.Version, creds.Node)
 	}
 	data, err := clientcmd.Write(*cfg)
 	if err != nil {
@@ -117,7 +117,10 @@ func kubeconfigTargets(f *kubeconfigFlags) (*inventorypkg.Cluster, []*inventoryp
 		return nil, nil, usageError{errors.New("no inventory: give one with -i FILE")}
 	}
 	if f.out == "" {
-		return nil, nil, usageError{errors.New("no --out: give the file to write (0600), or - for standard output")}
+		if stdoutIsTerminal() {
+			return nil, nil, usageError{errors.New("no --out: give the file to write (0600); the kubeconfig holds the admin key, so it is printed only when standard output is not a terminal or with --out -")}
+		}
+		f.out = "-"
 	}
 	if f.out != "-" && !f.force {
 		if _, err := os.Stat(f.out); err == nil {
@@ -186,49 +189,16 @@ func readAdminCredentials(ctx context.Context, pool *runner.Pool, cluster *inven
 	return nil, nil, fmt.Errorf("kubeconfig: no server gave its admin credentials: %s", strings.Join(errs, "; "))
 }
 
-// buildKubeconfig is a kubeconfig with one cluster, user and context.
-func buildKubeconfig(name string, c *k3sops.AdminCredentials) *clientcmdapi.Config {
-	cfg := clientcmdapi.NewConfig()
-	cfg.Clusters[name] = &clientcmdapi.Cluster{Server: c.Server, CertificateAuthorityData: c.CA}
-	cfg.AuthInfos[name] = &clientcmdapi.AuthInfo{ClientCertificateData: c.Cert, ClientKeyData: c.Key}
-	cfg.Contexts[name] = &clientcmdapi.Context{Cluster: name, AuthInfo: name}
-	cfg.CurrentContext = name
-	return cfg
+// supervisorEndpoint is the :6443 endpoint of the named server as that
+// server sees it (the inventory's supervisor_endpoint).
+func supervisorEndpoint(cluster *inventorypkg.Cluster, node string) string {
+	for _, n := range cluster.Nodes {
+		if n.Name == node && n.K3s.SupervisorEndpoint != "" {
+			return n.K3s.SupervisorEndpoint
+		}
+	}
+	return "127.0.0.1:6443"
 }
 
-// proveKubeconfig asks the API server for its version with the
-// kubeconfig: directly, else through the server's SSH connection to its
-// own :6443. It says which worked.
-func proveKubeconfig(cfg *clientcmdapi.Config, ex transport.Executor) (string, string, error) {
-	rc, err := clientcmd.NewDefaultClientConfig(*cfg, nil).ClientConfig()
-	if err != nil {
-		return "", "", err
-	}
-	rc.Timeout = 15 * time.Second
-	v, direct := serverVersion(rc)
-	if direct == nil {
-		return v, "from this machine (" + rc.Host + ")", nil
-	}
-	tunnel := rest.CopyConfig(rc)
-	tunnel.Dial = func(ctx context.Context, network, _ string) (net.Conn, error) {
-		return ex.Dial(ctx, network, "127.0.0.1:6443")
-	}
-	v, viaSSH := serverVersion(tunnel)
-	if viaSSH == nil {
-		return v, "through SSH only: from this machine " + rc.Host + " failed (" + direct.Error() + "); give --server with an address that is reachable where the file is used", nil
-	}
-	return "", "", fmt.Errorf("GET %s/version: %v; through SSH: %v", rc.Host, direct, viaSSH)
-}
-
-// serverVersion is GET /version with rc (bounded by rc.Timeout).
-func serverVersion(rc *rest.Config) (string, error) {
-	cs, err := kubernetes.NewForConfig(rc)
-	if err != nil {
-		return "", err
-	}
-	info, err := cs.Discovery().ServerVersion()
-	if err != nil {
-		return "", err
-	}
-	return info.GitVersion, nil
-}
+// stdoutIsTerminal reports whether standard output is a terminal.
+func stdoutIsTerminal() bool { return term.IsTerminal(int(os.Stdout.Fd())) }

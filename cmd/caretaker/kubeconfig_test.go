@@ -22,7 +22,7 @@ func TestCLIKubeconfigRefusesBadInput(t *testing.T) {
 		want string
 	}{
 		{[]string{"kubeconfig", "--out", filepath.Join(dir, "k.yaml")}, "-i"},
-		{[]string{"kubeconfig", "-i", inv}, "--out"},
+		{[]string{"kubeconfig", "-i", inv, "--server", "k3s.example.com"}, "https://"}, // no --out: standard output (not a terminal here), checked first
 		{[]string{"kubeconfig", "-i", inv, "--out", existing}, "--force"},
 		{[]string{"kubeconfig", "-i", inv, "--out", filepath.Join(dir, "no", "such", "k.yaml")}, "directory does not exist"},
 		{[]string{"kubeconfig", "-i", inv, "--out", "-", "--server", "http://x:6443"}, "https://"},

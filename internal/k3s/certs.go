@@ -95,4 +95,7 @@ type CAFingerprint struct {
 	SHA256  string
 	Subject string
 	Certs   int
+	// Roots are the CertSHA256 of the bundle's self-signed roots, the one
+	// its first certificate chains to first.
+	Roots []string
 }

@@ -277,5 +277,12 @@ func CAFingerprints(bundle []byte) (CAFingerprint, error) {
 		return CAFingerprint{}, fmt.Errorf("fingerprint CA bundle: %w", err)
 	}
 	sum := sha256.Sum256(bundle)
-	return CAFingerprint{SHA256: hex.EncodeToString(sum[:]), Subject: certs[0].Subject.CommonName, Certs: len(certs)}, nil
+	fp := CAFingerprint{SHA256: hex.EncodeToString(sum[:]), Subject: certs[0].Subject.CommonName, Certs: len(certs)}
+	if r, err := RootsOf(bundle); err == nil {
+		if r.Current != "" {
+			fp.Roots = append(fp.Roots, r.Current)
+		}
+		fp.Roots = append(fp.Roots, r.Others...)
+	}
+	return fp, nil
 }

@@ -13,8 +13,11 @@ type Cluster struct {
 	SSH  SSHSettings
 	// K3s holds the cluster-wide k3s: settings; every node starts from them
 	// and overrides what it sets itself.
-	K3s   K3sPaths
-	Nodes []*Node
+	K3s K3sPaths
+	// Kubeconfigs are kubeconfig files on the controller that caretaker
+	// keeps trusting the cluster's CA (rewritten after a root change).
+	Kubeconfigs []string
+	Nodes       []*Node
 	// Line is where the cluster is declared in the inventory file.
 	Line int
 }

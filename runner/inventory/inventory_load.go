@@ -291,11 +291,13 @@ func (p *invParser) inventory(n *yaml.Node, inv *Inventory) error {
 func (p *invParser) cluster(n *yaml.Node, field string) (*Cluster, error) {
 	cl := &Cluster{Line: n.Line}
 	var nodes *yaml.Node
-	err := p.mapping(n, field, []string{"name", "ssh", "k3s", "nodes"}, func(key string, v, _ *yaml.Node) error {
+	err := p.mapping(n, field, []string{"name", "ssh", "k3s", "kubeconfigs", "nodes"}, func(key string, v, _ *yaml.Node) error {
 		var err error
 		switch key {
 		case "name":
 			cl.Name, err = p.str(v, field+".name")
+		case "kubeconfigs":
+			cl.Kubeconfigs, err = p.kubeconfigs(v, field+".kubeconfigs")
 		case "ssh":
 			err = p.ssh(v, field+".ssh", &cl.SSH)
 		case "k3s":
@@ -331,6 +333,29 @@ func (p *invParser) cluster(n *yaml.Node, field string) (*Cluster, error) {
 		return nil, p.errf(nodes, field+".nodes", "cluster %q has no server (every node has role: agent); a K3s cluster has at least one server, and caretaker reaches the datastore and the cluster lock through one: mark the server nodes with role: server", cl.Name)
 	}
 	return cl, nil
+}
+
+// kubeconfigs reads the cluster's kubeconfig files on the controller:
+// each must exist and be a regular file.
+func (p *invParser) kubeconfigs(n *yaml.Node, field string) ([]string, error) {
+	l, err := p.strList(n, field)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for i, x := range l {
+		f := fmt.Sprintf("%s[%d]", field, i)
+		path := p.path(x)
+		st, err := os.Stat(path)
+		switch {
+		case err != nil:
+			return nil, p.errf(n, f, "%s: %v (list the kubeconfig files on this machine that caretaker refreshes after a CA rotation)", path, errors.Unwrap(err))
+		case !st.Mode().IsRegular():
+			return nil, p.errf(n, f, "%s is not a regular file", path)
+		}
+		out = append(out, path)
+	}
+	return out, nil
 }
 
 var sshKeys = []string{"user", "port", "identity_files", "agent", "known_hosts", "host_key_policy", "connect_timeout", "command_timeout", "keepalive", "jump_host", "config_file"}
