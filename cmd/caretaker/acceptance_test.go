@@ -102,6 +102,7 @@ var accGroups = []accGroup{
 			{"fixed release strips nothing, secure tokens", accFixedReleaseSecureTokens},
 			{"second and third rotation", accRotateAgainTwice},
 			{"kubeconfig after the rotations", accKubeconfig},
+			{"trust bundles, kubeconfigs and workloads after a rotation", accTrustAfterRotation},
 			{"leaf rotation", accLeafRotation},
 			{"backup then restore", accBackupRestore},
 			{"check-certs", accCheckCerts},
