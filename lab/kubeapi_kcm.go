@@ -44,6 +44,11 @@ func (s *kubeStore) react(ev kubeEvent) {
 		return
 	}
 	k, res := ev.key, ev.key.res
+	if res.isWorkload() && ev.typ == evDeleted {
+		s.mu.Lock()
+		delete(s.kcm.rollouts, meta(ev.obj).GetUID())
+		s.mu.Unlock()
+	}
 	var f func()
 	switch {
 	case res == nsResource() && ev.typ == evAdded:

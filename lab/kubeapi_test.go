@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -46,6 +47,7 @@ func TestKubeAPI(t *testing.T) {
 	t.Run("namespaces", func(t *testing.T) { testKubeNamespaces(t, cs) })
 	t.Run("watch", func(t *testing.T) { testKubeWatch(t, cs) })
 	t.Run("authentication", func(t *testing.T) { testKubeAuth(t, l) })
+	t.Run("SSH tunnel to 127.0.0.1:6443", func(t *testing.T) { testKubeTunnel(t, l) })
 	t.Run("K3s stop and restart", func(t *testing.T) { testKubeRestart(t, l) })
 }
 
@@ -504,6 +506,30 @@ func testKubeAuth(t *testing.T, l *lab.Lab) {
 	_, err := clientset(t, kubeConfig(t, l, "server-1", "kube-proxy")).CoreV1().Secrets("default").List(ctx, metav1.ListOptions{})
 	if !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), `User "system:kube-proxy" cannot list resource "secrets"`) {
 		t.Errorf("kube-proxy lists secrets: %v, want Forbidden", err)
+	}
+}
+
+// testKubeTunnel: through a node's SSH connection, 127.0.0.1:6443 is that
+// node's own API server, as on a real machine.
+func testKubeTunnel(t *testing.T, l *lab.Lab) {
+	c := connect(t, l)
+	cfg := kubeConfig(t, l, "server-2", "admin")
+	cfg.Host = "https://127.0.0.1:6443"
+	cfg.Dial = func(ctx context.Context, network, _ string) (net.Conn, error) {
+		return c.ex["server-2"].Dial(ctx, network, "127.0.0.1:6443")
+	}
+	dc := discovery.NewDiscoveryClientForConfigOrDie(cfg)
+	v, err := dc.ServerGroups()
+	if err != nil {
+		t.Fatalf("discovery through server-2's tunnel: %v", err)
+	}
+	body, err := dc.RESTClient().Get().AbsPath("/api").DoRaw(ctxT(t))
+	want := nodeAddress(t, l, "server-2") + ":6443"
+	if err != nil || !strings.Contains(string(body), `"serverAddress":"`+want+`"`) {
+		t.Fatalf("/api through server-2's tunnel: %v %s; want server-2's own API (%s)", err, body, want)
+	}
+	if len(v.Groups) < 4 {
+		t.Errorf("groups %v", v.Groups)
 	}
 }
 

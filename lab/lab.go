@@ -359,6 +359,7 @@ func (l *Lab) startInProcessSSH() error {
 				shim.EnvSock + "=" + shim.NodeSocket,
 			},
 			AllowTCPForwarding: true,
+			DialTarget:         n.localAddr,
 			Logf:               func(f string, a ...any) { l.opts.Logf(n.name+" ssh: "+f, a...) },
 		})
 		if err != nil {
