@@ -189,3 +189,20 @@ func (n *node) localURL(u string) string {
 	}
 	return p.String()
 }
+
+// localAddr maps a host:port a node dials to where the lab serves it: the
+// node's loopback (127.0.0.1, ::1, localhost; not the lab's own subnet) is
+// the node's own address, where its supervisor listens. The in-process SSH
+// servers dial tunnels through it, so that a tunnel to 127.0.0.1:6443
+// reaches that node's :6443 as on a real machine.
+func (n *node) localAddr(hostPort string) string {
+	host, port, err := net.SplitHostPort(hostPort)
+	if err != nil {
+		return hostPort
+	}
+	ip := net.ParseIP(host)
+	if host == "localhost" || (ip != nil && ip.IsLoopback() && !strings.HasPrefix(host, n.lab.opts.Subnet+".")) {
+		return net.JoinHostPort(n.ip, port)
+	}
+	return hostPort
+}

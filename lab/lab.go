@@ -48,6 +48,7 @@ type Lab struct {
 	cancel context.CancelFunc
 
 	serving     *servingSecret // kube-system/k3s-serving
+	kube        *kubeStore     // the Kubernetes API's objects (kubeapi_*.go)
 	etcdFilesMu sync.Mutex     // DIR/etcd-client
 
 	sshServers []*sshserver.Server // inprocess mode
@@ -106,6 +107,7 @@ func Start(ctx context.Context, o Options) (l *Lab, err error) {
 	if err != nil {
 		return nil, err
 	}
+	l.kube = newKubeStore(l, cas[k3s.PathServerCA])
 
 	// Nodes and their trees.
 	for i, nn := range nodeNames(o.Servers, o.Agents) {
@@ -357,6 +359,7 @@ func (l *Lab) startInProcessSSH() error {
 				shim.EnvSock + "=" + shim.NodeSocket,
 			},
 			AllowTCPForwarding: true,
+			DialTarget:         n.localAddr,
 			Logf:               func(f string, a ...any) { l.opts.Logf(n.name+" ssh: "+f, a...) },
 		})
 		if err != nil {

@@ -38,9 +38,20 @@ type supervisor struct {
 	srv    *http.Server
 	done   chan struct{}
 
-	cert   atomic.Pointer[tls.Certificate] // served certificate; adopt swaps it
-	ready  atomic.Bool                     // the start completed (/readyz)
-	closed atomic.Bool
+	cert    atomic.Pointer[tls.Certificate] // served certificate; adopt swaps it
+	ready   atomic.Bool                     // the start completed (/readyz)
+	readyAt time.Time                       // set before ready
+	closed  atomic.Bool
+
+	// clientCAs is SD/tls/client-ca.crt as loaded at start: the Kubernetes
+	// API's client-certificate authentication (authenticate).
+	clientCAs *x509.CertPool
+	// kubeStop ends the API's watches when K3s stops.
+	kubeStop     chan struct{}
+	kubeStopOnce sync.Once
+
+	connsMu sync.Mutex
+	unused  map[net.Conn]bool // connections that have not sent a request yet
 
 	// passphrase is the normalized server token the process runs with.
 	passphrase string
@@ -87,7 +98,7 @@ func startSupervisor(n *node, p *k3sProc, sdHost, sdView, passphrase string, ser
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", filepath.Join(sdView, k3s.PathPasswd), err)
 	}
-	s := &supervisor{n: n, p: p, sdHost: sdHost, sdView: sdView, passphrase: passphrase, passwd: parsePasswd(pw), cas: cas, done: make(chan struct{})}
+	s := &supervisor{n: n, p: p, sdHost: sdHost, sdView: sdView, passphrase: passphrase, passwd: parsePasswd(pw), cas: cas, done: make(chan struct{}), kubeStop: make(chan struct{})}
 	ln, err := net.Listen("tcp", net.JoinHostPort(n.ip, "6443"))
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s:6443: %w", n.ip, err)
@@ -103,21 +114,24 @@ func startSupervisor(n *node, p *k3sProc, sdHost, sdView, passphrase string, ser
 	mux.HandleFunc("/v1-k3s/client-ca.crt", s.fileHandler(k3s.PathClientCA))
 	mux.HandleFunc("/v1-k3s/cert/cacerts", s.handleCACertReplace)
 	mux.HandleFunc("/version", s.handleVersion)
-	clientCAs := x509.NewCertPool()
-	clientCAs.AppendCertsFromPEM(cas[k3s.PathClientCA])
+	installKubeAPI(mux, s)
+	s.clientCAs = x509.NewCertPool()
+	s.clientCAs.AppendCertsFromPEM(cas[k3s.PathClientCA])
 	s.srv = &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
 		TLSConfig: &tls.Config{
 			GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return s.cert.Load(), nil },
 			MinVersion:     tls.VersionTLS12,
-			// Client certificates are the Kubernetes API's authentication
-			// (/version); the supervisor's own routes use basic auth.
-			ClientAuth: tls.VerifyClientCertIfGiven,
-			ClientCAs:  clientCAs,
+			// Client certificates are the Kubernetes API's authentication,
+			// requested but verified per request (authenticate), as K3s's
+			// dynamiclistener does (pkg/cluster/https.go); the supervisor's
+			// own routes use basic auth.
+			ClientAuth: tls.RequestClientCert,
 		},
 		ErrorLog: nil,
 	}
+	s.dropUnusedConnsOnShutdown()
 	tlsLn := tls.NewListener(ln, s.srv.TLSConfig)
 	go func() {
 		defer close(s.done)
@@ -128,6 +142,8 @@ func startSupervisor(n *node, p *k3sProc, sdHost, sdView, passphrase string, ser
 
 func (s *supervisor) close() {
 	s.closed.Store(true)
+	s.kubeStopOnce.Do(func() { close(s.kubeStop) })
+	s.n.lab.kube.serverStopped(s)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	if err := s.srv.Shutdown(ctx); err != nil {
@@ -136,12 +152,35 @@ func (s *supervisor) close() {
 	<-s.done
 }
 
+// dropUnusedConnsOnShutdown closes, when the server shuts down, the
+// connections that never sent a request (an HTTP client's spare dials):
+// Shutdown would wait 5 s for them, where K3s's exit drops them at once.
+func (s *supervisor) dropUnusedConnsOnShutdown() {
+	s.unused = map[net.Conn]bool{}
+	s.srv.ConnState = func(c net.Conn, st http.ConnState) {
+		s.connsMu.Lock()
+		defer s.connsMu.Unlock()
+		if st == http.StateNew {
+			s.unused[c] = true
+		} else {
+			delete(s.unused, c)
+		}
+	}
+	s.srv.RegisterOnShutdown(func() {
+		s.connsMu.Lock()
+		defer s.connsMu.Unlock()
+		for c := range s.unused {
+			_ = c.Close()
+		}
+	})
+}
+
 // handleVersion answers the Kubernetes API's GET /version as K3s's
 // kube-apiserver does with anonymous auth off: 401 without a client
 // certificate of the cluster's client CA, else the version info. The
-// simulator serves no other API route.
+// rest of the simulated API is kubeapi_*.go.
 func (s *supervisor) handleVersion(w http.ResponseWriter, r *http.Request) {
-	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
+	if _, ok := s.authenticate(r); !ok {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusUnauthorized)
 		_, _ = io.WriteString(w, `{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"Unauthorized","reason":"Unauthorized","code":401}`)
@@ -175,7 +214,13 @@ func (s *supervisor) handleReady(w http.ResponseWriter, r *http.Request) {
 	_, _ = io.WriteString(w, "ok")
 }
 
-func (s *supervisor) setReady() { s.ready.Store(true) }
+// setReady marks the start complete; the server's controller manager may
+// then take the lease (kubeStore.serverReady).
+func (s *supervisor) setReady() {
+	s.readyAt = time.Now()
+	s.ready.Store(true)
+	s.n.lab.kube.serverReady(s)
+}
 
 // adopt serves c from now on (the k3s-serving secret changed); false if
 // the supervisor is closed or already serves c.

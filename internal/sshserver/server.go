@@ -73,6 +73,10 @@ type Config struct {
 	Dir string
 	// AllowTCPForwarding allows direct-tcpip channels (Executor.Dial).
 	AllowTCPForwarding bool
+	// DialTarget, when set, maps the host:port a direct-tcpip channel asks
+	// for to the address the server dials (the lab: a node's own
+	// 127.0.0.1 is its own address).
+	DialTarget func(hostPort string) string
 	// OutputWaitDelay bounds how long, after a command exited, the server
 	// waits for processes it left in the background to close stdout and
 	// stderr. Zero waits as long as they keep them open, like OpenSSH.
@@ -343,6 +347,9 @@ func (s *Server) serveDirectTCPIP(nc ssh.NewChannel) {
 		return
 	}
 	target := net.JoinHostPort(p.Host, strconv.Itoa(int(p.Port)))
+	if s.cfg.DialTarget != nil {
+		target = s.cfg.DialTarget(target)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "tcp", target)
