@@ -124,9 +124,10 @@ type Options struct {
 	// starts it again. Default DefaultRestartDelay (5 s, the installer's);
 	// tests set it short.
 	RestartDelay time.Duration
-	// ServingCertSyncDelay is how long running servers take to adopt a
-	// serving certificate another server wrote to the shared
-	// kube-system/k3s-serving secret (1-5 s measured on real K3s).
+	// ServingCertSyncDelay is the time from a server's start completing to
+	// its sync with the shared kube-system/k3s-serving secret (real K3s:
+	// 0.3-2.3 s after the unit is active, 27 restarts measured); running
+	// servers that synced adopt each later write within 20 ms.
 	// Default DefaultServingCertSyncDelay.
 	ServingCertSyncDelay time.Duration
 }

@@ -38,10 +38,13 @@ type supervisor struct {
 	srv    *http.Server
 	done   chan struct{}
 
-	cert    atomic.Pointer[tls.Certificate] // served certificate; adopt swaps it
-	ready   atomic.Bool                     // the start completed (/readyz)
-	readyAt time.Time                       // set before ready
-	closed  atomic.Bool
+	cert      atomic.Pointer[tls.Certificate] // served certificate; adopt swaps it
+	ready     atomic.Bool                     // the start completed (/readyz)
+	readyAt   time.Time                       // set before ready
+	readyCh   chan struct{}                   // closed when the start completed
+	readyOnce sync.Once
+	synced    atomic.Bool // it synced with the k3s-serving secret and follows it since
+	closed    atomic.Bool
 
 	// clientCAs is SD/tls/client-ca.crt as loaded at start: the Kubernetes
 	// API's client-certificate authentication (authenticate).
@@ -98,7 +101,8 @@ func startSupervisor(n *node, p *k3sProc, sdHost, sdView, passphrase string, ser
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", filepath.Join(sdView, k3s.PathPasswd), err)
 	}
-	s := &supervisor{n: n, p: p, sdHost: sdHost, sdView: sdView, passphrase: passphrase, passwd: parsePasswd(pw), cas: cas, done: make(chan struct{}), kubeStop: make(chan struct{})}
+	s := &supervisor{n: n, p: p, sdHost: sdHost, sdView: sdView, passphrase: passphrase, passwd: parsePasswd(pw), cas: cas, done: make(chan struct{}),
+		kubeStop: make(chan struct{}), readyCh: make(chan struct{})}
 	ln, err := net.Listen("tcp", net.JoinHostPort(n.ip, "6443"))
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s:6443: %w", n.ip, err)
@@ -214,24 +218,31 @@ func (s *supervisor) handleReady(w http.ResponseWriter, r *http.Request) {
 	_, _ = io.WriteString(w, "ok")
 }
 
-// setReady marks the start complete; the server's controller manager may
-// then take the lease (kubeStore.serverReady).
+// setReady marks the start complete: the sync with the k3s-serving
+// secret waits for it (servingSecret.publish), and the server's controller
+// manager may then take the lease (kubeStore.serverReady).
 func (s *supervisor) setReady() {
 	s.readyAt = time.Now()
 	s.ready.Store(true)
+	s.readyOnce.Do(func() { close(s.readyCh) })
 	s.n.lab.kube.serverReady(s)
 }
 
-// adopt serves c from now on (the k3s-serving secret changed); false if
-// the supervisor is closed or already serves c.
-func (s *supervisor) adopt(c tls.Certificate) bool {
+// adopt serves c from now on and caches it in SD/tls/dynamic-cert.json
+// with the secret's resourceVersion, as K3s's secret controller does when
+// the k3s-serving secret changed; false if the supervisor is closed or
+// already serves c. The CA that signed c does not matter.
+func (s *supervisor) adopt(c tls.Certificate, ver string) bool {
 	if s.closed.Load() {
 		return false
 	}
-	if cur := s.cert.Load(); cur != nil && len(cur.Certificate) > 0 && len(c.Certificate) > 0 && string(cur.Certificate[0]) == string(c.Certificate[0]) {
+	if cur := s.cert.Load(); cur != nil && sameLeaf(*cur, c) {
 		return false
 	}
 	s.cert.Store(&c)
+	// A cache that cannot be written (the lab is being torn down) only
+	// costs the next start its copy, as on K3s.
+	_ = writeDynamicCert(filepath.Join(s.sdHost, "tls", "dynamic-cert.json"), c, ver)
 	return true
 }
 
