@@ -225,10 +225,16 @@ func (c *Cluster) handleSystemd(sn *simNode) {
 	ex.OnFunc(`^(touch \S+ && )?systemctl restart --no-block '?`+svc+`'?$`, func(line string, _ []byte, _, _ io.Writer) int {
 		c.mu.Lock()
 		defer c.mu.Unlock()
+		regenerate := false
 		if f := strings.Fields(line); f[0] == "touch" {
 			ex.SetFile(unquote(f[1]), nil, 0o644)
+			regenerate = true
 		}
 		_ = c.start(sn) // the failure shows in systemctl show and the journal
+		if regenerate && sn.state == "active" {
+			// A new serving certificate is synced with kube-system/k3s-serving.
+			sn.log(`level=info msg="Active TLS secret kube-system/k3s-serving (ver=%d) (count 3)"`, 300+sn.restarts)
+		}
 		return 0
 	})
 	ex.OnFunc(`^journalctl -u '?`+svc+`'? (-n \d+|--since @\S+) --no-pager`, func(line string, _ []byte, stdout, _ io.Writer) int {
