@@ -27,10 +27,11 @@ import (
 )
 
 var (
-	gvrNamespaces  = schema.GroupVersionResource{Version: "v1", Resource: "namespaces"}
-	gvrDeployments = schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "deployments"}
-	gvrWebhooks    = schema.GroupVersionResource{Group: "admissionregistration.k8s.io", Version: "v1", Resource: "validatingwebhookconfigurations"}
-	gvrSecrets     = schema.GroupVersionResource{Version: "v1", Resource: "secrets"}
+	gvrNamespaces      = schema.GroupVersionResource{Version: "v1", Resource: "namespaces"}
+	gvrDeployments     = schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "deployments"}
+	gvrWebhooks        = schema.GroupVersionResource{Group: "admissionregistration.k8s.io", Version: "v1", Resource: "validatingwebhookconfigurations"}
+	gvrSecrets         = schema.GroupVersionResource{Version: "v1", Resource: "secrets"}
+	gvrServiceAccounts = schema.GroupVersionResource{Version: "v1", Resource: "serviceaccounts"}
 )
 
 // adminKubeconfig writes the cluster's admin kubeconfig with `caretaker
@@ -114,8 +115,12 @@ func setUpTrustFixture(t *testing.T, l *e2eLab, dyn dynamic.Interface) trustFixt
 	createObject(t, dyn, gvrDeployments, "ct-a", deployment("web", map[string]any{"tier": "web"}))
 	createObject(t, dyn, gvrDeployments, "ct-a", deployment("db", map[string]any{"tier": "db"}))
 	createObject(t, dyn, gvrDeployments, "ct-b", deployment("web", map[string]any{"tier": "web"}))
+	// A legacy token Secret of a service account of its own (the
+	// controller manager deletes a token Secret whose account does not
+	// exist yet, and a new namespace's default account may not).
+	createObject(t, dyn, gvrServiceAccounts, "ct-a", map[string]any{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": map[string]any{"name": "ct-legacy"}})
 	createObject(t, dyn, gvrSecrets, "ct-a", map[string]any{"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
-		"metadata": map[string]any{"name": "legacy-token", "annotations": map[string]any{"kubernetes.io/service-account.name": "default"}}})
+		"metadata": map[string]any{"name": "legacy-token", "annotations": map[string]any{"kubernetes.io/service-account.name": "ct-legacy"}}})
 	createObject(t, dyn, gvrWebhooks, "", webhookConfig("ct-stale", fx.stale))
 	createObject(t, dyn, gvrWebhooks, "", webhookConfig("ct-foreign", fx.foreign))
 	return fx
