@@ -38,13 +38,12 @@ type supervisor struct {
 	srv    *http.Server
 	done   chan struct{}
 
-	cert    atomic.Pointer[tls.Certificate] // served certificate; adopt swaps it
-	ready   atomic.Bool                     // the start completed (/readyz)
-	readyAt time.Time                       // set before ready
-	closed  atomic.Bool
+	cert   atomic.Pointer[tls.Certificate] // served certificate; adopt swaps it
+	ready  atomic.Bool                     // the start completed (/readyz)
+	closed atomic.Bool
 
 	// clientCAs is SD/tls/client-ca.crt as loaded at start: the Kubernetes
-	// API's client-certificate authentication (authenticate).
+	// API's client-certificate authentication (authenticate, kubeapi.go).
 	clientCAs *x509.CertPool
 	// kubeStop ends the API's watches when K3s stops.
 	kubeStop     chan struct{}
@@ -143,7 +142,7 @@ func startSupervisor(n *node, p *k3sProc, sdHost, sdView, passphrase string, ser
 func (s *supervisor) close() {
 	s.closed.Store(true)
 	s.kubeStopOnce.Do(func() { close(s.kubeStop) })
-	s.n.lab.kube.serverStopped(s)
+	s.n.lab.kube.ServerStopped(s)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	if err := s.srv.Shutdown(ctx); err != nil {
@@ -178,7 +177,7 @@ func (s *supervisor) dropUnusedConnsOnShutdown() {
 // handleVersion answers the Kubernetes API's GET /version as K3s's
 // kube-apiserver does with anonymous auth off: 401 without a client
 // certificate of the cluster's client CA, else the version info. The
-// rest of the simulated API is kubeapi_*.go.
+// rest of the simulated API is internal/kubesim (kubeapi.go).
 func (s *supervisor) handleVersion(w http.ResponseWriter, r *http.Request) {
 	if _, ok := s.authenticate(r); !ok {
 		w.Header().Set("Content-Type", "application/json")
@@ -215,11 +214,10 @@ func (s *supervisor) handleReady(w http.ResponseWriter, r *http.Request) {
 }
 
 // setReady marks the start complete; the server's controller manager may
-// then take the lease (kubeStore.serverReady).
+// then take the lease (kubesim.Store.ServerReady).
 func (s *supervisor) setReady() {
-	s.readyAt = time.Now()
 	s.ready.Store(true)
-	s.n.lab.kube.serverReady(s)
+	s.n.lab.kube.ServerReady(s)
 }
 
 // adopt serves c from now on (the k3s-serving secret changed); false if
