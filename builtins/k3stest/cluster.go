@@ -3,7 +3,6 @@ package k3stest
 import (
 	"context"
 	"crypto/rand"
-	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -21,6 +20,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/caretaker/caretaker/internal/k3s"
+	"github.com/caretaker/caretaker/internal/kubesim"
 	"github.com/caretaker/caretaker/runner"
 	"github.com/caretaker/caretaker/runner/inventory"
 	"github.com/caretaker/caretaker/runner/transport"
@@ -62,8 +62,11 @@ type Options struct {
 // bug #11233, rotate-ca, leaf renewal, token hash checks). The datastore is
 // the Env's embedded etcd, reached through the executors' Dial like the
 // real thing; supervisors answer /cacerts and /readyz over TLS on
-// in-memory connections. The lab (package lab) is the faithful simulator;
-// this is for fast tests.
+// in-memory connections, and serve the Kubernetes API of the lab's
+// simulator (internal/kubesim: one store per cluster, client-certificate
+// authentication, the simulated controller manager led by the first
+// server to start). The lab (package lab) is the faithful simulator of
+// K3s; this is for fast tests.
 type Cluster struct {
 	// Inventory is the cluster as the real inventory loader parsed it:
 	// servers server-1..N at 10.0.0.1.., then agents agent-1..M.
@@ -83,6 +86,10 @@ type Cluster struct {
 
 	mu    sync.Mutex // guards the nodes' simulated state
 	nodes map[string]*simNode
+
+	kube     *kubesim.Store // the Kubernetes API's objects
+	done     chan struct{}  // closed by Close: the API's controllers stop
+	doneOnce sync.Once
 }
 
 // simNode is the simulated K3s of one node.
@@ -94,8 +101,8 @@ type simNode struct {
 
 	state       string
 	fault       string
-	cacerts     []byte
-	serving     *tls.Certificate
+	cacerts     []byte      // server-ca.crt at the last start (servers)
+	sup         *supervisor // the running server's supervisor, nil when its K3s is not up
 	journal     []string
 	restarts    int
 	reloads     int
@@ -128,7 +135,8 @@ func NewCluster(env *Env, o Options) (c *Cluster, err error) {
 	if err != nil {
 		return nil, err
 	}
-	c = &Cluster{Execs: map[string]*fake.Executor{}, nodes: map[string]*simNode{}, env: env, cli: cli, dir: dir, StateDir: filepath.Join(dir, "state"), opts: o}
+	c = &Cluster{Execs: map[string]*fake.Executor{}, nodes: map[string]*simNode{}, env: env, cli: cli, dir: dir, StateDir: filepath.Join(dir, "state"), opts: o,
+		done: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			c.Close()
@@ -140,6 +148,7 @@ func NewCluster(env *Env, o Options) (c *Cluster, err error) {
 	}
 	c.password = hex.EncodeToString(pw)
 	cas := env.clusterCAs()
+	c.kube = kubesim.NewStore(kubeHost{c}, cas[k3s.PathServerCA])
 	cas[k3s.PathPasswd] = k3s.PasswdFile(c.password, c.password)
 	c.token = c.password
 	if o.SecureToken {
@@ -286,8 +295,15 @@ func knownNodes(names []string, o Options) error {
 	return nil
 }
 
-// Close removes the cluster's files and its datastore key.
+// Close stops the servers' supervisors and removes the cluster's files
+// and its datastore key.
 func (c *Cluster) Close() {
+	c.doneOnce.Do(func() { close(c.done) })
+	c.mu.Lock()
+	for _, sn := range c.nodes {
+		c.stopSupervisor(sn)
+	}
+	c.mu.Unlock()
 	if cli, err := c.env.client(); err == nil && c.password != "" {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		_, _ = cli.Delete(ctx, k3s.StorageKey(c.password))
@@ -346,6 +362,24 @@ func (c *Cluster) saveBootstrap(ctx context.Context, d k3s.BootstrapData) error 
 	}
 	_, err = c.cli.Put(ctx, k3s.StorageKey(c.password), sealed)
 	return err
+}
+
+// kubeHost is the cluster as the Kubernetes API's host.
+type kubeHost struct{ c *Cluster }
+
+// Agents is the number of agents: DaemonSet pods run there.
+func (h kubeHost) Agents() int64 { return int64(h.c.opts.Agents) }
+
+// Done is closed when the cluster is closed.
+func (h kubeHost) Done() <-chan struct{} { return h.c.done }
+
+// stopSupervisor ends the node's supervisor (its K3s stops or restarts).
+// Called with c.mu held.
+func (c *Cluster) stopSupervisor(sn *simNode) {
+	if sn.sup != nil {
+		sn.sup.stop(c.kube)
+		sn.sup = nil
+	}
 }
 
 func (c *Cluster) lookup(name string) (*simNode, error) {

@@ -15,6 +15,7 @@ import (
 
 // start runs K3s's start-up on the node (k3s-ca-rotation.md §2, §7).
 func (c *Cluster) start(sn *simNode) error {
+	c.stopSupervisor(sn)
 	sn.restarts++
 	sn.state = "activating"
 	fail := func(format string, args ...any) error {
@@ -135,8 +136,11 @@ func (c *Cluster) finishStart(sn *simNode, cas map[string][]byte, opts k3s.LeafO
 			sn.state = "failed"
 			return fmt.Errorf("serving certificate: %w", err)
 		}
-		sn.serving = &pair
 		sn.cacerts = sn.file(sn.sd() + "/" + k3s.PathServerCA)
+		if sn.sup, err = startSupervisor(sn, pair, sn.cacerts, sn.file(sn.sd()+"/"+k3s.PathClientCA), c.kube); err != nil {
+			sn.state = "failed"
+			return err
+		}
 	}
 	sn.state = "active"
 	sn.log("level=info msg=\"k3s is up and running\"")
