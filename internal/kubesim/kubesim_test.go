@@ -274,3 +274,63 @@ func TestNilStoreHooks(t *testing.T) {
 	st.ServerReady(sv) // must not panic
 	st.ServerStopped(sv)
 }
+
+func TestResolveKind(t *testing.T) {
+	for _, k := range []string{"deployments", "Deployment", "deploy", "deployments.apps", "DEPLOYMENT.apps"} {
+		if v, kind, ns, err := ResolveKind(k); err != nil || v != "apps/v1" || kind != "Deployment" || !ns {
+			t.Errorf("%s: %s %s %v %v", k, v, kind, ns, err)
+		}
+	}
+	if _, kind, ns, err := ResolveKind("validatingwebhookconfiguration"); err != nil || kind != "ValidatingWebhookConfiguration" || ns {
+		t.Errorf("validatingwebhookconfiguration: %s %v %v", kind, ns, err)
+	}
+	if _, _, _, err := ResolveKind("pods"); err == nil || !strings.Contains(err.Error(), "serves namespaces, secrets") {
+		t.Errorf("pods: %v", err)
+	}
+}
+
+// TestApplyAndGet: Apply creates, then replaces (status kept, generation
+// bumped, a stale resourceVersion ignored); Get finds by any kind name.
+func TestApplyAndGet(t *testing.T) {
+	st := NewStore(&testHost{done: make(chan struct{})}, []byte("root\n"))
+	dep := func(image string) map[string]any {
+		return map[string]any{
+			"apiVersion": "apps/v1", "kind": "Deployment",
+			"metadata": map[string]any{"name": "web", "resourceVersion": "1"},
+			"spec": map[string]any{
+				"selector": map[string]any{"matchLabels": map[string]any{"app": "web"}},
+				"template": map[string]any{
+					"metadata": map[string]any{"labels": map[string]any{"app": "web"}},
+					"spec":     map[string]any{"containers": []any{map[string]any{"name": "c", "image": image}}},
+				},
+			},
+		}
+	}
+	if o, err := st.Get("deploy", "default", "web"); o != nil || err != nil {
+		t.Fatalf("before: %v %v", o, err)
+	}
+	if _, err := st.Apply(dep("a")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "status", func() bool {
+		o, _ := st.Get("deployments", "default", "web")
+		n, _, _ := unstructured.NestedInt64(o, "status", "readyReplicas")
+		return n == 1
+	})
+	out, err := st.Apply(dep("b"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g, _, _ := unstructured.NestedInt64(out, "metadata", "generation"); g != 2 {
+		t.Errorf("generation %d after a replace, want 2", g)
+	}
+	if n, _, _ := unstructured.NestedInt64(out, "status", "readyReplicas"); n != 1 {
+		t.Errorf("the replace dropped the status: %v", out["status"])
+	}
+	if _, err := st.Apply(map[string]any{"apiVersion": "v1", "kind": "Pod", "metadata": map[string]any{"name": "p"}}); err == nil {
+		t.Error("a Pod was applied")
+	}
+	if _, err := st.Get("pods", "default", "p"); err == nil {
+		t.Error("Get of an unknown kind did not fail")
+	}
+}
