@@ -72,12 +72,13 @@ func fakeSection() RefSection {
 	}}
 	entries = append(entries, clusterRunEntries()...)
 	entries = append(entries, clusterLookEntries()...)
+	entries = append(entries, clusterK8sEntries()...)
 	return RefSection{
 		Name:    "fake",
 		Title:   "The fake module (playbook tests)",
 		Module:  "fake",
 		Class:   "FakeCluster",
-		Doc:     "Only in *_test.star files run by `caretaker test`: fake.cluster and the methods of the cluster it returns.",
+		Doc:     "Only in *_test.star files run by `caretaker test`: fake.cluster and the methods of the cluster it returns, and fake.b64encode/b64decode.",
 		Entries: entries,
 	}
 }
@@ -174,6 +175,47 @@ func clusterLookEntries() []RefEntry {
 		clusterLook("reloads", "int", "how often systemd was reloaded on the node", `assert.eq(c.reloads("server-1"), 0)`),
 		clusterLook("calls", "list[str]", "the commands run on the node", `assert.contains(c.calls("server-1"), "systemctl daemon-reload")`),
 		clusterLook("paths", "fake_paths", "the node's K3s paths", `p = c.paths("server-1")`),
+	}
+}
+
+// clusterK8sEntries are the fake cluster's Kubernetes API for tests of
+// k8s steps, and the base64 helpers its objects need.
+func clusterK8sEntries() []RefEntry {
+	str := RefParam{Name: "s", Type: "str", Doc: "the string"}
+	return []RefEntry{
+		{
+			Name: "cluster.k8s_apply", When: WhenTest, Returns: "dict",
+			Summary: "create or replace one object of the cluster's Kubernetes API; returns it as stored",
+			Doc: "The fake cluster's servers serve the lab's simulated Kubernetes API (lab/README.md \"Kubernetes API\"): " +
+				"the kinds k8s.* works on, the simulated controllers (kube-root-ca.crt, token Secrets, workload status; " +
+				"the annotation lab.caretaker.dev/never-ready: \"true\" keeps a workload's rollout from completing). " +
+				"The object is written straight into the cluster's store, as kubectl apply would through any server, also while " +
+				"no server runs: apiVersion and kind are required, a namespaced object without a namespace goes to \"default\", " +
+				"an existing object is replaced (its status kept; resourceVersion ignored). Fields are as the API has them: " +
+				"caBundle and Secret data are base64 (fake.b64encode).",
+			Params:  []RefParam{{Name: "obj", Type: "dict", Doc: "the object: apiVersion, kind, metadata, ..."}},
+			Check:   checkTest,
+			Example: `c.k8s_apply({"apiVersion": "v1", "kind": "Namespace", "metadata": md})`,
+		},
+		{
+			Name: "cluster.k8s_get", When: WhenTest, Returns: "dict | None",
+			Summary: "one object of the cluster's Kubernetes API, or None",
+			Doc:     "Read straight from the cluster's store. kind as kubectl takes it (\"deployments\", \"deploy\", \"Deployment\").",
+			Params: []RefParam{{Name: "kind", Type: "str", Doc: "the kind"}, {Name: "name", Type: "str", Doc: "the object's name"},
+				{Name: "namespace", Type: "str", Default: `""`, Doc: "its namespace (\"\" for cluster-scoped kinds)"}},
+			Check:   checkTest,
+			Example: `d = c.k8s_get("deployments", "web", namespace = "apps")`,
+		},
+		{
+			Name: "fake.b64encode", When: WhenTest, Returns: "str", Summary: "standard base64 of a string",
+			Doc: "For the base64 fields of API objects (caBundle, Secret data).", Params: []RefParam{str}, Check: checkTest,
+			Example: `cfg = {"caBundle": fake.b64encode(ca_pem)}`,
+		},
+		{
+			Name: "fake.b64decode", When: WhenTest, Returns: "str", Summary: "a base64 string decoded",
+			Params: []RefParam{str}, Check: checkTest,
+			Example: `assert.contains(fake.b64decode(bundle), new_ca)`,
+		},
 	}
 }
 

@@ -32,6 +32,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/caretaker/caretaker/internal/k3s"
+	"github.com/caretaker/caretaker/internal/kubesim"
 	"github.com/caretaker/caretaker/internal/sshserver"
 	"github.com/caretaker/caretaker/lab/shim"
 )
@@ -48,7 +49,7 @@ type Lab struct {
 	cancel context.CancelFunc
 
 	serving     *servingSecret // kube-system/k3s-serving
-	kube        *kubeStore     // the Kubernetes API's objects (kubeapi_*.go)
+	kube        *kubesim.Store // the Kubernetes API's objects (kubeapi.go)
 	etcdFilesMu sync.Mutex     // DIR/etcd-client
 
 	sshServers []*sshserver.Server // inprocess mode
@@ -107,7 +108,7 @@ func Start(ctx context.Context, o Options) (l *Lab, err error) {
 	if err != nil {
 		return nil, err
 	}
-	l.kube = newKubeStore(l, cas[k3s.PathServerCA])
+	l.kube = kubesim.NewStore(kubeHost{l}, cas[k3s.PathServerCA])
 
 	// Nodes and their trees.
 	for i, nn := range nodeNames(o.Servers, o.Agents) {

@@ -40,14 +40,13 @@ type supervisor struct {
 
 	cert      atomic.Pointer[tls.Certificate] // served certificate; adopt swaps it
 	ready     atomic.Bool                     // the start completed (/readyz)
-	readyAt   time.Time                       // set before ready
 	readyCh   chan struct{}                   // closed when the start completed
 	readyOnce sync.Once
 	synced    atomic.Bool // it synced with the k3s-serving secret and follows it since
 	closed    atomic.Bool
 
 	// clientCAs is SD/tls/client-ca.crt as loaded at start: the Kubernetes
-	// API's client-certificate authentication (authenticate).
+	// API's client-certificate authentication (authenticate, kubeapi.go).
 	clientCAs *x509.CertPool
 	// kubeStop ends the API's watches when K3s stops.
 	kubeStop     chan struct{}
@@ -147,7 +146,7 @@ func startSupervisor(n *node, p *k3sProc, sdHost, sdView, passphrase string, ser
 func (s *supervisor) close() {
 	s.closed.Store(true)
 	s.kubeStopOnce.Do(func() { close(s.kubeStop) })
-	s.n.lab.kube.serverStopped(s)
+	s.n.lab.kube.ServerStopped(s)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	if err := s.srv.Shutdown(ctx); err != nil {
@@ -182,7 +181,7 @@ func (s *supervisor) dropUnusedConnsOnShutdown() {
 // handleVersion answers the Kubernetes API's GET /version as K3s's
 // kube-apiserver does with anonymous auth off: 401 without a client
 // certificate of the cluster's client CA, else the version info. The
-// rest of the simulated API is kubeapi_*.go.
+// rest of the simulated API is internal/kubesim (kubeapi.go).
 func (s *supervisor) handleVersion(w http.ResponseWriter, r *http.Request) {
 	if _, ok := s.authenticate(r); !ok {
 		w.Header().Set("Content-Type", "application/json")
@@ -220,12 +219,11 @@ func (s *supervisor) handleReady(w http.ResponseWriter, r *http.Request) {
 
 // setReady marks the start complete: the sync with the k3s-serving
 // secret waits for it (servingSecret.publish), and the server's controller
-// manager may then take the lease (kubeStore.serverReady).
+// manager may then take the lease (kubesim.Store.ServerReady).
 func (s *supervisor) setReady() {
-	s.readyAt = time.Now()
 	s.ready.Store(true)
 	s.readyOnce.Do(func() { close(s.readyCh) })
-	s.n.lab.kube.serverReady(s)
+	s.n.lab.kube.ServerReady(s)
 }
 
 // adopt serves c from now on and caches it in SD/tls/dynamic-cert.json

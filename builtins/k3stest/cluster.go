@@ -1,10 +1,8 @@
 package k3stest
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
-	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -22,6 +20,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/caretaker/caretaker/internal/k3s"
+	"github.com/caretaker/caretaker/internal/kubesim"
 	"github.com/caretaker/caretaker/runner"
 	"github.com/caretaker/caretaker/runner/inventory"
 	"github.com/caretaker/caretaker/runner/transport"
@@ -63,8 +62,11 @@ type Options struct {
 // bug #11233, rotate-ca, leaf renewal, token hash checks). The datastore is
 // the Env's embedded etcd, reached through the executors' Dial like the
 // real thing; supervisors answer /cacerts and /readyz over TLS on
-// in-memory connections. The lab (package lab) is the faithful simulator;
-// this is for fast tests.
+// in-memory connections, and serve the Kubernetes API of the lab's
+// simulator (internal/kubesim: one store per cluster, client-certificate
+// authentication, the simulated controller manager led by the first
+// server to start). The lab (package lab) is the faithful simulator of
+// K3s; this is for fast tests.
 type Cluster struct {
 	// Inventory is the cluster as the real inventory loader parsed it:
 	// servers server-1..N at 10.0.0.1.., then agents agent-1..M.
@@ -84,6 +86,10 @@ type Cluster struct {
 
 	mu    sync.Mutex // guards the nodes' simulated state
 	nodes map[string]*simNode
+
+	kube     *kubesim.Store // the Kubernetes API's objects
+	done     chan struct{}  // closed by Close: the API's controllers stop
+	doneOnce sync.Once
 }
 
 // simNode is the simulated K3s of one node.
@@ -95,8 +101,8 @@ type simNode struct {
 
 	state       string
 	fault       string
-	cacerts     []byte
-	serving     *tls.Certificate
+	cacerts     []byte      // server-ca.crt at the last start (servers)
+	sup         *supervisor // the running server's supervisor, nil when its K3s is not up
 	journal     []string
 	restarts    int
 	reloads     int
@@ -129,7 +135,8 @@ func NewCluster(env *Env, o Options) (c *Cluster, err error) {
 	if err != nil {
 		return nil, err
 	}
-	c = &Cluster{Execs: map[string]*fake.Executor{}, nodes: map[string]*simNode{}, env: env, cli: cli, dir: dir, StateDir: filepath.Join(dir, "state"), opts: o}
+	c = &Cluster{Execs: map[string]*fake.Executor{}, nodes: map[string]*simNode{}, env: env, cli: cli, dir: dir, StateDir: filepath.Join(dir, "state"), opts: o,
+		done: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			c.Close()
@@ -141,6 +148,7 @@ func NewCluster(env *Env, o Options) (c *Cluster, err error) {
 	}
 	c.password = hex.EncodeToString(pw)
 	cas := env.clusterCAs()
+	c.kube = kubesim.NewStore(kubeHost{c}, cas[k3s.PathServerCA])
 	cas[k3s.PathPasswd] = k3s.PasswdFile(c.password, c.password)
 	c.token = c.password
 	if o.SecureToken {
@@ -287,8 +295,15 @@ func knownNodes(names []string, o Options) error {
 	return nil
 }
 
-// Close removes the cluster's files and its datastore key.
+// Close stops the servers' supervisors and removes the cluster's files
+// and its datastore key.
 func (c *Cluster) Close() {
+	c.doneOnce.Do(func() { close(c.done) })
+	c.mu.Lock()
+	for _, sn := range c.nodes {
+		c.stopSupervisor(sn)
+	}
+	c.mu.Unlock()
 	if cli, err := c.env.client(); err == nil && c.password != "" {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		_, _ = cli.Delete(ctx, k3s.StorageKey(c.password))
@@ -347,6 +362,24 @@ func (c *Cluster) saveBootstrap(ctx context.Context, d k3s.BootstrapData) error 
 	}
 	_, err = c.cli.Put(ctx, k3s.StorageKey(c.password), sealed)
 	return err
+}
+
+// kubeHost is the cluster as the Kubernetes API's host.
+type kubeHost struct{ c *Cluster }
+
+// Agents is the number of agents: DaemonSet pods run there.
+func (h kubeHost) Agents() int64 { return int64(h.c.opts.Agents) }
+
+// Done is closed when the cluster is closed.
+func (h kubeHost) Done() <-chan struct{} { return h.c.done }
+
+// stopSupervisor ends the node's supervisor (its K3s stops or restarts).
+// Called with c.mu held.
+func (c *Cluster) stopSupervisor(sn *simNode) {
+	if sn.sup != nil {
+		sn.sup.stop(c.kube)
+		sn.sup = nil
+	}
 }
 
 func (c *Cluster) lookup(name string) (*simNode, error) {
@@ -497,134 +530,4 @@ func (sn *simNode) caSet() map[string][]byte {
 		}
 	}
 	return out
-}
-
-// start runs K3s's start-up on the node (k3s-ca-rotation.md §2, §7).
-func (c *Cluster) start(sn *simNode) error {
-	sn.restarts++
-	sn.state = "activating"
-	fail := func(format string, args ...any) error {
-		sn.state = "failed"
-		sn.log("level=fatal msg=\""+format+"\"", args...)
-		sn.journal = append(sn.journal, fmt.Sprintf("systemd[1]: %s.service: Failed with result 'exit-code'.", sn.n.K3s.Service))
-		return fmt.Errorf(format, args...)
-	}
-	if sn.fault == "fail-start" {
-		return fail("injected fault fail-start: k3s exits during start-up")
-	}
-	if sn.fault == "hang-start" {
-		// As a K3s that never reports ready under the installer's
-		// Type=notify unit: activating until stopped.
-		sn.log(`level=error msg="injected fault hang-start: Failed to validate connection to cluster at https://127.0.0.1:6443"`)
-		return nil
-	}
-	eff, err := k3s.Effective(sn.sources())
-	if err != nil {
-		return fail("config: %v", err)
-	}
-	get := func(k string) string { return strings.TrimSpace(eff[k].Value) }
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	opts := k3s.LeafOptions{NodeName: sn.n.Name, NodeIPs: []net.IP{net.ParseIP(sn.ip)}, Now: time.Now()}
-	if sn.n.Role == inventory.RoleAgent {
-		peer := c.serverByURL(get("server"))
-		if peer == nil || peer.state != "active" {
-			return fail("failed to get CA certs: %s: connection refused", get("server"))
-		}
-		if tok, err := k3s.ParseToken(get("token")); err == nil && tok.Secure() {
-			h, _ := k3s.HashCA(peer.cacerts)
-			if h != tok.CAHash {
-				return fail("token CA hash does not match the Cluster CA certificate hash: %s != %s", tok.CAHash, h)
-			}
-		}
-		opts.Agent = true
-		return c.finishStart(sn, peer.caSet(), opts, map[string][]byte{
-			sn.dd() + "/agent/server-ca.crt": peer.file(peer.sd() + "/" + k3s.PathServerCA),
-			sn.dd() + "/agent/client-ca.crt": peer.file(peer.sd() + "/" + k3s.PathClientCA),
-		})
-	}
-
-	// Servers: where the bootstrap data comes from (§2).
-	var data k3s.BootstrapData
-	from := "local datastore"
-	if join := get("server"); join != "" && get("token") != "" {
-		peer := c.serverByURL(join)
-		ok := peer != nil && peer.state == "active"
-		if ok {
-			if tok, err := k3s.ParseToken(get("token")); err == nil && tok.Secure() {
-				h, _ := k3s.HashCA(peer.cacerts)
-				ok = h == tok.CAHash
-			}
-		}
-		if ok && (c.opts.BootstrapBug || !k3s.ServesBootstrapFromDatastore(peer.version)) {
-			data = k3s.BootstrapData{}
-			for _, bf := range k3s.BootstrapFiles {
-				if b, has := peer.ex.File(peer.sd() + "/" + bf.Path); has {
-					data[bf.Key] = k3s.File{Content: b}
-				}
-			}
-			from = "remote disk of " + peer.n.Name
-		} else if ok {
-			from = "remote datastore via " + peer.n.Name
-		}
-	}
-	if data == nil {
-		if data, err = c.Datastore(ctx); err != nil {
-			return fail("read the datastore: %v", err)
-		}
-	}
-	var updated []string
-	for _, bf := range k3s.BootstrapFiles {
-		f, ok := data[bf.Key]
-		if !ok {
-			continue
-		}
-		p := sn.sd() + "/" + bf.Path
-		if !bytes.Equal(sn.file(p), f.Content) {
-			sn.ex.SetFile(p, f.Content, 0o600)
-			updated = append(updated, bf.Path)
-		}
-	}
-	sn.log("level=info msg=\"Successfully reconciled with %s (%d files updated)\"", from, len(updated))
-	cas := sn.caSet()
-	hash, err := k3s.HashCA(cas[k3s.PathServerCA])
-	if err != nil {
-		return fail("server CA: %v", err)
-	}
-	sn.ex.SetFile(sn.sd()+"/token", []byte(k3s.FormatToken(hash, "server", c.password)+"\n"), 0o600)
-	return c.finishStart(sn, cas, opts, nil)
-}
-
-// finishStart renews the leaf certificates and brings the service up.
-func (c *Cluster) finishStart(sn *simNode, cas map[string][]byte, opts k3s.LeafOptions, extra map[string][]byte) error {
-	existing := map[string][]byte{}
-	for _, p := range k3s.LeafFiles(opts) {
-		if b, ok := sn.ex.File(sn.dd() + "/" + p); ok && !sn.rotateLeafs {
-			existing[p] = b
-		}
-	}
-	renewed, _, err := k3s.RenewLeafCerts(cas, existing, opts)
-	if err != nil {
-		sn.state = "failed"
-		return fmt.Errorf("renew leaf certificates: %w", err)
-	}
-	sn.rotateLeafs = false
-	for p, b := range renewed {
-		sn.ex.SetFile(sn.dd()+"/"+p, b, 0o600)
-	}
-	for p, b := range extra {
-		sn.ex.SetFile(p, b, 0o644)
-	}
-	if sn.n.Role == inventory.RoleServer {
-		pair, err := tls.X509KeyPair(sn.file(sn.sd()+"/tls/serving-kube-apiserver.crt"), sn.file(sn.sd()+"/tls/serving-kube-apiserver.key"))
-		if err != nil {
-			sn.state = "failed"
-			return fmt.Errorf("serving certificate: %w", err)
-		}
-		sn.serving = &pair
-		sn.cacerts = sn.file(sn.sd() + "/" + k3s.PathServerCA)
-	}
-	sn.state = "active"
-	sn.log("level=info msg=\"k3s is up and running\"")
-	return nil
 }

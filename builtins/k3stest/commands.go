@@ -2,17 +2,14 @@ package k3stest
 
 import (
 	"archive/tar"
-	"bufio"
 	"bytes"
 	"context"
-	"crypto/tls"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"net"
-	"net/http"
 	"path"
 	"regexp"
 	"sort"
@@ -58,19 +55,11 @@ func (c *Cluster) handle(sn *simNode) {
 			var d net.Dialer
 			return d.DialContext(ctx, network, addr)
 		}
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		for _, peer := range c.nodes {
-			if peer.n.K3s.SupervisorEndpoint == addr && peer.n.Role == inventory.RoleServer {
-				if peer.state != "active" || peer.serving == nil {
-					return nil, fmt.Errorf("dial %s from %s: connection refused", addr, sn.n.Name)
-				}
-				client, server := net.Pipe()
-				go serveSupervisor(server, *peer.serving, peer.cacerts)
-				return client, nil
-			}
+		sup, err := c.supervisorAt(addr, sn)
+		if err != nil {
+			return nil, err
 		}
-		return nil, fmt.Errorf("dial %s from %s: no route to host", addr, sn.n.Name)
+		return sup.dial(ctx)
 	}
 	ex.OnFunc(`^IFS=`, func(_ string, stdin []byte, stdout, _ io.Writer) int {
 		sn.fetch(stdin, stdout)
@@ -115,6 +104,22 @@ func (c *Cluster) handle(sn *simNode) {
 		fmt.Fprintf(stdout, "Successfully backed up certificates to %s/tls-%d, please restart k3s server or agent to rotate certificates\n", sn.sd(), time.Now().Unix())
 		return 0
 	})
+}
+
+// supervisorAt is the running supervisor of the server whose supervisor
+// endpoint is addr, as dialed from sn.
+func (c *Cluster) supervisorAt(addr string, sn *simNode) (*supervisor, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, peer := range c.nodes {
+		if peer.n.K3s.SupervisorEndpoint == addr && peer.n.Role == inventory.RoleServer {
+			if peer.state != "active" || peer.sup == nil {
+				return nil, fmt.Errorf("dial %s from %s: connection refused", addr, sn.n.Name)
+			}
+			return peer.sup, nil
+		}
+	}
+	return nil, fmt.Errorf("dial %s from %s: no route to host", addr, sn.n.Name)
 }
 
 // fetch answers the builtins' fetch script: every file matching a pattern
@@ -195,6 +200,7 @@ func (c *Cluster) handleSystemd(sn *simNode) {
 	ex.OnFunc(`^systemctl stop '?`+svc+`'?$`, func(string, []byte, io.Writer, io.Writer) int {
 		c.mu.Lock()
 		defer c.mu.Unlock()
+		c.stopSupervisor(sn)
 		sn.state = "inactive"
 		return 0
 	})
@@ -248,33 +254,6 @@ func (c *Cluster) handleSystemd(sn *simNode) {
 		}
 		return 0
 	})
-}
-
-// serveSupervisor answers one HTTPS request on conn as the node's
-// supervisor: /cacerts (cached at start) and /readyz.
-func serveSupervisor(conn net.Conn, cert tls.Certificate, cacerts []byte) {
-	defer conn.Close()
-	tc := tls.Server(conn, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
-	_ = tc.SetDeadline(time.Now().Add(10 * time.Second))
-	req, err := http.ReadRequest(bufio.NewReader(tc))
-	if err != nil {
-		return
-	}
-	resp := &http.Response{StatusCode: http.StatusOK, ProtoMajor: 1, ProtoMinor: 1, Header: http.Header{}, Close: true}
-	var body []byte
-	switch req.URL.Path {
-	case "/cacerts":
-		body = cacerts
-	case "/readyz", "/ping":
-		body = []byte("ok")
-	default:
-		resp.StatusCode, body = http.StatusNotFound, []byte("404 page not found\n")
-	}
-	resp.Body = io.NopCloser(bytes.NewReader(body))
-	resp.ContentLength = int64(len(body))
-	_ = resp.Write(tc)
-	// Close the raw pipe without a close_notify: net.Pipe is unbuffered
-	// and the client closes its side at the same time.
 }
 
 // rotateCA is `k3s certificate rotate-ca` with the handler's validation

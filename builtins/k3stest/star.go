@@ -60,12 +60,17 @@ import (
 //	    stubs commands the fake does not know (regular expression; every
 //	    node when node is empty); an unknown command fails with 127
 //	cluster.nodes -> [names]
+//	cluster.k8s_apply(obj) -> dict   create or replace an object of the
+//	    cluster's Kubernetes API (the lab's simulated API, internal/kubesim)
+//	cluster.k8s_get(kind, name, namespace="") -> dict or None
+//
+// and fake.b64encode(s) / fake.b64decode(s) for caBundle and Secret data.
 func Module(env *Env, playbooks fs.FS) *starlarkstruct.Module {
-	return &starlarkstruct.Module{Name: "fake", Members: starlark.StringDict{
-		"cluster": starlark.NewBuiltin("fake.cluster", func(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
-			return newClusterValue(env, th, b, args, kwargs, playbooks)
-		}),
-	}}
+	members := b64Builtins()
+	members["cluster"] = starlark.NewBuiltin("fake.cluster", func(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+		return newClusterValue(env, th, b, args, kwargs, playbooks)
+	})
+	return &starlarkstruct.Module{Name: "fake", Members: members}
 }
 
 // clustersKey is the thread-local key of the *clusterRegistry that
@@ -144,7 +149,8 @@ func (v *clusterValue) Hash() (uint32, error) {
 
 // clusterMethods are the methods of a fake.cluster value.
 func clusterMethods() []string {
-	return []string{"call", "run", "read", "write", "sources", "files", "datastore_ca", "disk_ca", "served_ca", "fault", "state", "restarts", "reloads", "calls", "paths", "on"}
+	return []string{"call", "run", "read", "write", "sources", "files", "datastore_ca", "disk_ca", "served_ca", "fault", "state", "restarts", "reloads", "calls", "paths", "on",
+		"k8s_apply", "k8s_get"}
 }
 
 func (v *clusterValue) AttrNames() []string {
@@ -162,6 +168,9 @@ func (v *clusterValue) Attr(name string) (starlark.Value, error) {
 	for _, m := range clusterMethods() {
 		if m == name {
 			return starlark.NewBuiltin("cluster."+name, func(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+				if name == "k8s_apply" || name == "k8s_get" {
+					return v.k8sMethod(th, b, name, args, kwargs)
+				}
 				return v.method(b, name, args, kwargs)
 			}), nil
 		}

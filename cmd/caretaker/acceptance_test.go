@@ -271,7 +271,7 @@ func accCheckModeChangesNothing(t *testing.T, l *e2eLab) {
 			}
 		}
 	}
-	if got := strings.Join(steps, ","); got != "facts,preflight,backup,snapshot,generate,rotate-ca,servers,restore-server,tokens,agents,verify,summary" {
+	if got := strings.Join(steps, ","); got != "facts,preflight,backup,snapshot,generate,rotate-ca,servers,serving-certs,restore-server,tokens,agents,verify,trust,kubeconfigs,summary" {
 		t.Errorf("the plan's steps are %s", got)
 	}
 	out := strings.Join(res.Output(""), "\n")

@@ -23,6 +23,9 @@ func TestPackageRules(t *testing.T) {
 		{"builtins/k3sops", false, []string{mod + "tui", mod + "lab", mod + "builtins/k3stest", "go.etcd.io/etcd/server", mod + "runner/transport/fake"}},
 		{"builtins", false, []string{mod + "tui", mod + "lab", mod + "builtins/k3stest", "go.etcd.io/etcd/server", mod + "runner/transport/fake"}},
 		{"tui/...", false, []string{mod + "builtins", mod + "lab", "go.etcd.io/etcd/server"}},
+		// The simulated Kubernetes API serves both simulators (lab, k3stest)
+		// and knows neither.
+		{"internal/kubesim", false, []string{mod + "lab", mod + "runner", mod + "builtins", mod + "cmd", mod + "tui"}},
 		// cmd ships builtins/k3stest (and the fake executors below it) on
 		// purpose: it is the playbook test kit of `caretaker test`.
 		{"cmd/caretaker", false, []string{mod + "runner/transport/transporttest", mod + "internal/runtest", mod + "lab/labtest"}},

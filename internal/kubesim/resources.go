@@ -1,4 +1,4 @@
-package lab
+package kubesim
 
 import (
 	"net/http"
@@ -22,7 +22,7 @@ type kubeResource struct {
 	namespaced     bool
 	shortNames     []string
 	// schema drives strategic merge patches: the typed struct of
-	// k8s.io/api where the lab has it, else lenientSchema.
+	// k8s.io/api where this package links it, else lenientSchema.
 	schema strategicpatch.LookupPatchMeta
 	// generation: metadata.generation is set and bumped when anything but
 	// metadata and status changes, as the apiserver's strategies do.
@@ -43,13 +43,13 @@ func (r *kubeResource) gr() schema.GroupResource {
 // apiVersion is the objects' apiVersion: "v1", "apps/v1".
 func (r *kubeResource) apiVersion() string { return r.gv().String() }
 
-// isWorkload: a kind whose status the lab's controllers converge.
+// isWorkload: a kind whose status the simulated controllers converge.
 func (r *kubeResource) isWorkload() bool {
 	return r.group == "apps"
 }
 
 // lenientSchema is the strategic-merge schema of resources whose Go types
-// the lab does not link (APIService, CustomResourceDefinition): maps merge,
+// this package does not link (APIService, CustomResourceDefinition): maps merge,
 // lists are replaced, $patch directives work. Their real types have no
 // list merge keys on the fields that matter here.
 type lenientSchema struct{}
@@ -138,7 +138,7 @@ func (h *kubeHandler) serveDiscovery(w http.ResponseWriter, r *http.Request) boo
 			TypeMeta: metav1.TypeMeta{Kind: "APIVersions"},
 			Versions: []string{"v1"},
 			ServerAddressByClientCIDRs: []metav1.ServerAddressByClientCIDR{
-				{ClientCIDR: "0.0.0.0/0", ServerAddress: h.sup.n.ip + ":6443"},
+				{ClientCIDR: "0.0.0.0/0", ServerAddress: h.sup.Address()},
 			},
 		})
 	case len(parts) == 2 && parts[0] == "api" && parts[1] == "v1":

@@ -1,7 +1,6 @@
-package lab
+package kubesim
 
 import (
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,50 +21,12 @@ import (
 // kubeBodyLimit is the apiserver's request body limit (3 MiB).
 const kubeBodyLimit = 3 << 20
 
-// kubeHandler serves the simulated Kubernetes API on one server's
-// supervisor (:6443): discovery and the resources of kubeResources, over
-// the lab's shared store.
+// kubeHandler serves the simulated Kubernetes API on one server (its
+// :6443): discovery and the resources of kubeResources, over the
+// cluster's shared store.
 type kubeHandler struct {
-	sup   *supervisor
-	store *kubeStore
-}
-
-// installKubeAPI adds the API routes to a supervisor's mux.
-func installKubeAPI(mux *http.ServeMux, s *supervisor) {
-	h := &kubeHandler{sup: s, store: s.n.lab.kube}
-	for _, p := range []string{"/api", "/api/", "/apis", "/apis/"} {
-		mux.Handle(p, h)
-	}
-}
-
-// kubeUser is who a client certificate authenticates as: CN and O.
-type kubeUser struct {
-	name   string
-	groups []string
-}
-
-func (u kubeUser) isAdmin() bool { return slices.Contains(u.groups, "system:masters") }
-
-// authenticate is kube-apiserver's x509 authenticator: the request's
-// client certificate must chain to the client CA bundle the process
-// loaded at start. K3s's :6443 requests but does not verify client
-// certificates in the TLS handshake, so a certificate of another CA gets
-// an HTTP 401, not a handshake failure.
-func (s *supervisor) authenticate(r *http.Request) (kubeUser, bool) {
-	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 || s.clientCAs == nil {
-		return kubeUser{}, false
-	}
-	leaf := r.TLS.PeerCertificates[0]
-	inter := x509.NewCertPool()
-	for _, c := range r.TLS.PeerCertificates[1:] {
-		inter.AddCert(c)
-	}
-	opts := x509.VerifyOptions{Roots: s.clientCAs, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
-	if _, err := leaf.Verify(opts); err != nil {
-		return kubeUser{}, false
-	}
-	groups := append(slices.Clone(leaf.Subject.Organization), "system:authenticated")
-	return kubeUser{name: leaf.Subject.CommonName, groups: groups}, true
+	sup   Server
+	store *Store
 }
 
 // kubeTarget is what a resource URL names.
@@ -76,12 +37,12 @@ type kubeTarget struct {
 }
 
 func (h *kubeHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	user, ok := h.sup.authenticate(r)
+	user, ok := Authenticate(r, h.sup.ClientCAs())
 	if !ok {
 		writeKubeError(w, apierrors.NewUnauthorized("Unauthorized"))
 		return
 	}
-	if !h.sup.ready.Load() || h.store == nil {
+	if !h.sup.Ready() || h.store == nil {
 		writeKubeError(w, apierrors.NewServiceUnavailable("apiserver not ready"))
 		return
 	}
@@ -98,7 +59,7 @@ func (h *kubeHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeKubeError(w, err)
 		return
 	}
-	if !user.isAdmin() {
+	if !user.IsAdmin() {
 		writeKubeError(w, forbidden(user, verb, t))
 		return
 	}
@@ -170,7 +131,7 @@ func kubeVerb(r *http.Request, t kubeTarget) (string, error) {
 
 // forbidden is the authorizer's answer for a user who is not a cluster
 // admin. The simulated API has no RBAC: only system:masters may use it.
-func forbidden(u kubeUser, verb string, t kubeTarget) error {
+func forbidden(u User, verb string, t kubeTarget) error {
 	resource := t.res.name
 	if t.sub != "" {
 		resource += "/" + t.sub
@@ -179,7 +140,7 @@ func forbidden(u kubeUser, verb string, t kubeTarget) error {
 	if t.ns != "" {
 		scope = fmt.Sprintf(" in the namespace %q", t.ns)
 	}
-	msg := fmt.Sprintf("User %q cannot %s resource %q in API group %q%s", u.name, verb, resource, t.res.group, scope)
+	msg := fmt.Sprintf("User %q cannot %s resource %q in API group %q%s", u.Name, verb, resource, t.res.group, scope)
 	return apierrors.NewForbidden(schema.GroupResource{Group: t.res.group, Resource: resource}, t.name, errors.New(msg))
 }
 

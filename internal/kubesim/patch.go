@@ -1,4 +1,4 @@
-package lab
+package kubesim
 
 import (
 	"fmt"

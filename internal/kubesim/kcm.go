@@ -1,4 +1,4 @@
-package lab
+package kubesim
 
 import (
 	"bytes"
@@ -6,13 +6,12 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"reflect"
+	"slices"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
-
-	"github.com/caretaker/caretaker/internal/k3s"
 )
 
 // The simulated kube-controller-manager: the few controllers whose work
@@ -34,12 +33,21 @@ type kcmState struct {
 	// as its K3s read it at start.
 	rootCA []byte
 	// leader is the server whose controller manager holds the lease.
-	leader   *supervisor
+	leader Server
+	// ready are the servers whose start completed and that have not
+	// stopped, in the order they became ready.
+	ready    []readyServer
 	rollouts map[types.UID]*rollout
 }
 
+// readyServer is a ready server and when it became ready.
+type readyServer struct {
+	sv Server
+	at time.Time
+}
+
 // react schedules the controllers that watch what ev changed.
-func (s *kubeStore) react(ev kubeEvent) {
+func (s *Store) react(ev kubeEvent) {
 	if s == nil {
 		return
 	}
@@ -78,11 +86,15 @@ func (s *kubeStore) react(ev kubeEvent) {
 	}
 }
 
-// after runs f after d unless the lab is closed by then.
-func (s *kubeStore) after(d time.Duration, f func()) {
+// after runs f after d unless the host is done by then.
+func (s *Store) after(d time.Duration, f func()) {
 	time.AfterFunc(d, func() {
-		if s.l != nil && s.l.ctx != nil && s.l.ctx.Err() != nil {
-			return
+		if s.host != nil {
+			select {
+			case <-s.host.Done():
+				return
+			default:
+			}
 		}
 		f()
 	})
@@ -90,7 +102,7 @@ func (s *kubeStore) after(d time.Duration, f func()) {
 
 // mutate is a controller's update: f changes a copy of the object under
 // the store's lock and reports whether to write it.
-func (s *kubeStore) mutate(res *kubeResource, ns, name string, f func(o kubeObj) bool) {
+func (s *Store) mutate(res *kubeResource, ns, name string, f func(o kubeObj) bool) {
 	s.mu.Lock()
 	k := kubeKey{res, ns, name}
 	cur, ok := s.objs[k]
@@ -108,40 +120,52 @@ func (s *kubeStore) mutate(res *kubeResource, ns, name string, f func(o kubeObj)
 	s.react(ev)
 }
 
-func (s *kubeStore) exists(res *kubeResource, ns, name string) bool {
+func (s *Store) exists(res *kubeResource, ns, name string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	_, ok := s.objs[kubeKey{res, ns, name}]
 	return ok
 }
 
-// serverReady: a server's K3s completed its start. Its controller manager
-// takes the lease when no running server holds it, and then syncs every
-// namespace's kube-root-ca.crt and every token Secret with the root CA its
-// K3s read at start (the real controllers' full resync at start).
-func (s *kubeStore) serverReady(sup *supervisor) {
+// ServerReady tells the store that a server's K3s completed its start.
+// Its controller manager takes the lease when no running server holds it,
+// and then syncs every namespace's kube-root-ca.crt and every token Secret
+// with the root CA its K3s read at start (the real controllers' full
+// resync at start). Safe on a nil Store.
+func (s *Store) ServerReady(sv Server) {
 	if s == nil {
 		return
 	}
 	s.mu.Lock()
-	if l := s.kcm.leader; l != nil && l != sup && !l.closed.Load() {
+	s.kcm.ready = append(s.kcm.ready, readyServer{sv: sv, at: time.Now()})
+	s.mu.Unlock()
+	s.takeLease(sv)
+}
+
+// takeLease: sv's controller manager takes the lease unless another
+// running server holds it.
+func (s *Store) takeLease(sv Server) {
+	s.mu.Lock()
+	if l := s.kcm.leader; l != nil && l != sv && !serverStopped(l) {
 		s.mu.Unlock()
 		return
 	}
-	s.kcm.leader = sup
-	s.kcm.rootCA = sup.cas[k3s.PathServerCA]
+	s.kcm.leader = sv
+	s.kcm.rootCA = sv.RootCA()
 	s.mu.Unlock()
 	s.after(kubeControllerDelay, s.resyncAll)
 }
 
-// serverStopped: a server's K3s stops. If it held the lease, the running
-// server that has been ready longest takes it over.
-func (s *kubeStore) serverStopped(sup *supervisor) {
+// ServerStopped tells the store that a server's K3s stops (call it after
+// closing sv.Stopped()). If it held the lease, the running server that
+// has been ready longest takes it over. Safe on a nil Store.
+func (s *Store) ServerStopped(sv Server) {
 	if s == nil {
 		return
 	}
 	s.mu.Lock()
-	held := s.kcm.leader == sup
+	s.kcm.ready = slices.DeleteFunc(s.kcm.ready, func(r readyServer) bool { return r.sv == sv })
+	held := s.kcm.leader == sv
 	if held {
 		s.kcm.leader = nil
 	}
@@ -150,27 +174,32 @@ func (s *kubeStore) serverStopped(sup *supervisor) {
 		return
 	}
 	// Off the stopping goroutine: the hand-over takes a lease period on
-	// K3s, and it reads the other nodes' state.
+	// K3s.
 	s.after(kubeControllerDelay, func() {
-		var next *supervisor
-		for _, n := range s.l.nodes {
-			o := n.runningSupervisor()
-			if !n.isServer() || o == nil || o == sup || !o.ready.Load() || o.closed.Load() {
+		s.mu.Lock()
+		var next *readyServer
+		for i, r := range s.kcm.ready {
+			if r.sv == sv || !r.sv.Ready() || serverStopped(r.sv) {
 				continue
 			}
-			if next == nil || o.readyAt.Before(next.readyAt) {
-				next = o
+			if next == nil || r.at.Before(next.at) {
+				next = &s.kcm.ready[i]
 			}
 		}
+		var nsv Server
 		if next != nil {
-			s.serverReady(next)
+			nsv = next.sv
+		}
+		s.mu.Unlock()
+		if nsv != nil {
+			s.takeLease(nsv)
 		}
 	})
 }
 
 // resyncAll is a controller manager's start: every namespace's root CA
 // ConfigMap and every token Secret.
-func (s *kubeStore) resyncAll() {
+func (s *Store) resyncAll() {
 	s.mu.Lock()
 	var nss []string
 	for _, k := range s.keysLocked(nsResource(), "") {
@@ -204,7 +233,7 @@ func rootCAConfigMapObj(ns string, root []byte) kubeObj {
 
 // publishRootCA is the root-ca-cert-publisher: kube-root-ca.crt in ns
 // holds exactly the root CA (recreated if deleted, reverted if edited).
-func (s *kubeStore) publishRootCA(ns string) {
+func (s *Store) publishRootCA(ns string) {
 	if !s.exists(nsResource(), "", ns) {
 		return
 	}
@@ -233,7 +262,7 @@ func (s *kubeStore) publishRootCA(ns string) {
 
 // ensureDefaultSA is the service account controller: "default" in every
 // namespace.
-func (s *kubeStore) ensureDefaultSA(ns string) {
+func (s *Store) ensureDefaultSA(ns string) {
 	if !s.exists(nsResource(), "", ns) {
 		return
 	}
@@ -244,7 +273,7 @@ func (s *kubeStore) ensureDefaultSA(ns string) {
 // when its service account does not exist (or has another uid); else
 // ca.crt set to the root CA whenever it differs, namespace and token
 // filled in when missing, the service account's name and uid annotated.
-func (s *kubeStore) syncToken(ns, name string) {
+func (s *Store) syncToken(ns, name string) {
 	s.mu.Lock()
 	sec, ok := s.objs[kubeKey{secretResource(), ns, name}]
 	if !ok || !isTokenSecret(sec) {
@@ -287,7 +316,7 @@ func (s *kubeStore) syncToken(ns, name string) {
 
 // deleteTokensOf: the tokens controller deletes the token Secrets of a
 // deleted service account.
-func (s *kubeStore) deleteTokensOf(ns, saName, saUID string) {
+func (s *Store) deleteTokensOf(ns, saName, saUID string) {
 	s.mu.Lock()
 	var evs []kubeEvent
 	for _, k := range s.keysLocked(secretResource(), ns) {
@@ -321,7 +350,7 @@ func fakeToken(ns, sa, secret string) string {
 
 // syncCRD is apiextensions-apiserver's naming controller: the names are
 // accepted and the CRD established. (Its custom resources are not served.)
-func (s *kubeStore) syncCRD(name string) {
+func (s *Store) syncCRD(name string) {
 	res := kubeResourceByKind("apiextensions.k8s.io", "CustomResourceDefinition")
 	s.mutate(res, "", name, func(o kubeObj) bool {
 		names, found, _ := unstructured.NestedMap(o, "spec", "names")

@@ -1,4 +1,4 @@
-package lab
+package kubesim
 
 import (
 	"encoding/base64"
@@ -30,9 +30,10 @@ const (
 	saNameAnnotation  = "kubernetes.io/service-account.name"
 	saUIDAnnotation   = "kubernetes.io/service-account.uid"
 	saTokenSecretType = "kubernetes.io/service-account-token"
-	// NeverReadyAnnotation on a Deployment, DaemonSet or StatefulSet of
-	// the simulator keeps its rollout from completing: the controllers
-	// report the new pods as never ready (lab/README.md "Kubernetes API").
+	// NeverReadyAnnotation: "true" on a Deployment, DaemonSet or
+	// StatefulSet of the simulated API keeps its rollout from completing:
+	// the controllers report the new pods as never ready (lab/README.md
+	// "Kubernetes API").
 	NeverReadyAnnotation = "lab.caretaker.dev/never-ready"
 )
 
@@ -90,7 +91,7 @@ func stripServerFields(o kubeObj) {
 	}
 }
 
-// defaultObject applies the apiserver's defaults the lab's consumers read.
+// defaultObject applies the apiserver's defaults the simulators' consumers read.
 func defaultObject(res *kubeResource, o kubeObj) {
 	setDefault := func(v any, path ...string) {
 		if _, found, _ := unstructured.NestedFieldNoCopy(o, path...); !found {
@@ -147,7 +148,7 @@ func mergeStringData(o kubeObj) {
 }
 
 // validateObject is the part of the apiserver's validation a client of
-// the lab can trip over: names, workload selectors, token Secrets.
+// a simulator can trip over: names, workload selectors, token Secrets.
 func validateObject(res *kubeResource, o, old kubeObj) error {
 	u := meta(o)
 	var errs field.ErrorList
@@ -303,7 +304,7 @@ func isTokenSecret(o kubeObj) bool {
 	return t == saTokenSecretType
 }
 
-// neverReady reports the lab's fault annotation.
+// neverReady reports the simulators' fault annotation.
 func neverReady(o kubeObj) bool {
 	return strings.EqualFold(meta(o).GetAnnotations()[NeverReadyAnnotation], "true")
 }

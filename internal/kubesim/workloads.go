@@ -1,4 +1,4 @@
-package lab
+package kubesim
 
 import (
 	"encoding/json"
@@ -33,16 +33,12 @@ type rollout struct {
 }
 
 // agentCount is the number of nodes DaemonSet pods are scheduled to: the
-// lab's agents. Servers count as disable-agent servers, as the real
-// engine's are (no kubelet, no node object).
-func (s *kubeStore) agentCount() int64 {
-	var n int64
-	for _, nd := range s.l.nodes {
-		if !nd.isServer() {
-			n++
-		}
+// cluster's agents (Host.Agents).
+func (s *Store) agentCount() int64 {
+	if s.host == nil {
+		return 0
 	}
-	return n
+	return s.host.Agents()
 }
 
 // templateHash is a pod template's hash, the suffix of ReplicaSet and
@@ -57,7 +53,7 @@ func templateHash(o kubeObj) string {
 
 // syncWorkload writes a workload's status (and a Deployment's revision
 // annotation) as its controller would.
-func (s *kubeStore) syncWorkload(res *kubeResource, ns, name string) {
+func (s *Store) syncWorkload(res *kubeResource, ns, name string) {
 	var recheck time.Duration
 	s.mutate(res, ns, name, func(o kubeObj) bool {
 		u := meta(o)

@@ -1,4 +1,4 @@
-package lab
+package kubesim
 
 import (
 	"encoding/json"
@@ -20,10 +20,10 @@ import (
 	"k8s.io/apimachinery/pkg/util/uuid"
 )
 
-// The simulated Kubernetes API's objects (issue 14): one store per lab,
-// the content of the cluster's datastore, served by every server's
-// supervisor on :6443 while its K3s runs (kubeapi_http.go) and kept
-// across K3s restarts. It lives in the lab's memory, not in etcd.
+// The simulated Kubernetes API's objects (issue 14): one store per
+// cluster, the content of the cluster's datastore, served by every
+// server on :6443 while its K3s runs (Handler, http.go) and kept across
+// K3s restarts. It lives in memory, not in etcd.
 
 // Watch event types.
 const (
@@ -50,10 +50,12 @@ type kubeEvent struct {
 	old kubeObj // before the write (nil for ADDED)
 }
 
-// kubeStore holds the objects. Stored maps are never changed in place:
+// Store holds a cluster's objects and runs its simulated controller
+// manager (kcm.go); tell it when servers become ready and stop
+// (ServerReady, ServerStopped). Stored maps are never changed in place:
 // a write stores a new map, so that events and readers can share them.
-type kubeStore struct {
-	l        *Lab
+type Store struct {
+	host     Host
 	mu       sync.Mutex
 	rv       int64 // the datastore revision: bumped by every write
 	objs     map[kubeKey]kubeObj
@@ -62,11 +64,13 @@ type kubeStore struct {
 	kcm      kcmState
 }
 
-// newKubeStore creates the store as a new cluster has it: the default
-// namespaces with their kube-root-ca.crt ConfigMap and default
-// ServiceAccount, and the local APIServices of the groups served.
-func newKubeStore(l *Lab, serverCA []byte) *kubeStore {
-	s := &kubeStore{l: l, objs: map[kubeKey]kubeObj{}, watchers: map[*kubeWatcher]struct{}{}}
+// NewStore creates the store as a new cluster has it: the default
+// namespaces with their kube-root-ca.crt ConfigMap (serverCA, the
+// cluster's server CA bundle) and default ServiceAccount, and the local
+// APIServices of the groups served. host may be nil (no agents, never
+// done).
+func NewStore(host Host, serverCA []byte) *Store {
+	s := &Store{host: host, objs: map[kubeKey]kubeObj{}, watchers: map[*kubeWatcher]struct{}{}}
 	s.kcm.rootCA = serverCA
 	s.kcm.rollouts = map[types.UID]*rollout{}
 	nsRes := nsResource()
@@ -83,8 +87,8 @@ func newKubeStore(l *Lab, serverCA []byte) *kubeStore {
 	return s
 }
 
-// seed stores an object at lab start, before anyone can read the store.
-func (s *kubeStore) seed(res *kubeResource, o kubeObj) {
+// seed stores an object at the cluster's start, before anyone can read the store.
+func (s *Store) seed(res *kubeResource, o kubeObj) {
 	if err := checkKind(res, o); err != nil {
 		panic(err)
 	}
@@ -116,7 +120,7 @@ func localAPIService(group, version string) kubeObj {
 }
 
 // prepareCreate sets what the apiserver sets on a new object.
-func (s *kubeStore) prepareCreate(res *kubeResource, o kubeObj) {
+func (s *Store) prepareCreate(res *kubeResource, o kubeObj) {
 	stripServerFields(o)
 	u := meta(o)
 	if u.GetName() == "" && u.GetGenerateName() != "" {
@@ -134,7 +138,7 @@ func (s *kubeStore) prepareCreate(res *kubeResource, o kubeObj) {
 
 // commitLocked stores (or deletes) o under k with the next revision and
 // tells the watchers.
-func (s *kubeStore) commitLocked(typ string, k kubeKey, o, old kubeObj) kubeEvent {
+func (s *Store) commitLocked(typ string, k kubeKey, o, old kubeObj) kubeEvent {
 	s.rv++
 	meta(o).SetResourceVersion(strconv.FormatInt(s.rv, 10))
 	if typ == evDeleted {
@@ -152,7 +156,7 @@ func (s *kubeStore) commitLocked(typ string, k kubeKey, o, old kubeObj) kubeEven
 }
 
 // get returns a copy of an object.
-func (s *kubeStore) get(res *kubeResource, ns, name string) (kubeObj, error) {
+func (s *Store) get(res *kubeResource, ns, name string) (kubeObj, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	o, ok := s.objs[kubeKey{res, ns, name}]
@@ -164,7 +168,7 @@ func (s *kubeStore) get(res *kubeResource, ns, name string) (kubeObj, error) {
 
 // list returns copies of the objects of res in ns ("": all) that match,
 // ordered as etcd keys are (namespace, name), and the revision.
-func (s *kubeStore) list(res *kubeResource, ns string, sel kubeSelectors) ([]kubeObj, int64) {
+func (s *Store) list(res *kubeResource, ns string, sel kubeSelectors) ([]kubeObj, int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	keys := s.keysLocked(res, ns)
@@ -178,7 +182,7 @@ func (s *kubeStore) list(res *kubeResource, ns string, sel kubeSelectors) ([]kub
 }
 
 // keysLocked lists the keys of res in ns ("": every namespace), sorted.
-func (s *kubeStore) keysLocked(res *kubeResource, ns string) []kubeKey {
+func (s *Store) keysLocked(res *kubeResource, ns string) []kubeKey {
 	var keys []kubeKey
 	for k := range s.objs {
 		if k.res == res && (ns == "" || k.ns == ns) {
@@ -195,7 +199,7 @@ func (s *kubeStore) keysLocked(res *kubeResource, ns string) []kubeKey {
 }
 
 // create stores a new object (POST).
-func (s *kubeStore) create(res *kubeResource, ns string, o kubeObj, dryRun bool) (kubeObj, error) {
+func (s *Store) create(res *kubeResource, ns string, o kubeObj, dryRun bool) (kubeObj, error) {
 	if err := checkKind(res, o); err != nil {
 		return nil, err
 	}
@@ -251,7 +255,7 @@ func (s *kubeStore) create(res *kubeResource, ns string, o kubeObj, dryRun bool)
 }
 
 // update replaces an object (PUT), or only its status (sub "status").
-func (s *kubeStore) update(res *kubeResource, ns, name, sub string, body kubeObj, dryRun bool) (kubeObj, error) {
+func (s *Store) update(res *kubeResource, ns, name, sub string, body kubeObj, dryRun bool) (kubeObj, error) {
 	s.mu.Lock()
 	out, ev, err := s.updateLocked(res, ns, name, sub, body, dryRun)
 	s.mu.Unlock()
@@ -261,7 +265,7 @@ func (s *kubeStore) update(res *kubeResource, ns, name, sub string, body kubeObj
 	return out, err
 }
 
-func (s *kubeStore) updateLocked(res *kubeResource, ns, name, sub string, body kubeObj, dryRun bool) (kubeObj, *kubeEvent, error) {
+func (s *Store) updateLocked(res *kubeResource, ns, name, sub string, body kubeObj, dryRun bool) (kubeObj, *kubeEvent, error) {
 	k := kubeKey{res, ns, name}
 	cur, ok := s.objs[k]
 	if !ok {
@@ -343,7 +347,7 @@ func mergeForUpdate(res *kubeResource, cur, body kubeObj, sub string) kubeObj {
 // update would, all under the lock (the apiserver retries a patch that
 // raced another write; here none can race). A resourceVersion in the
 // patch is a precondition.
-func (s *kubeStore) patch(res *kubeResource, ns, name, sub, contentType string, patch []byte, dryRun bool) (kubeObj, error) {
+func (s *Store) patch(res *kubeResource, ns, name, sub, contentType string, patch []byte, dryRun bool) (kubeObj, error) {
 	s.mu.Lock()
 	cur, ok := s.objs[kubeKey{res, ns, name}]
 	if !ok {
@@ -383,7 +387,7 @@ type deleteOptions struct {
 // at once (no Terminating phase); default, kube-system and kube-public
 // cannot be deleted.
 // It returns the object as it was.
-func (s *kubeStore) delete(res *kubeResource, ns, name string, o deleteOptions) (kubeObj, error) {
+func (s *Store) delete(res *kubeResource, ns, name string, o deleteOptions) (kubeObj, error) {
 	s.mu.Lock()
 	var gone kubeObj
 	if cur, ok := s.objs[kubeKey{res, ns, name}]; ok {
@@ -397,7 +401,7 @@ func (s *kubeStore) delete(res *kubeResource, ns, name string, o deleteOptions) 
 	return gone, err
 }
 
-func (s *kubeStore) deleteLocked(res *kubeResource, ns, name string, o deleteOptions) ([]kubeEvent, error) {
+func (s *Store) deleteLocked(res *kubeResource, ns, name string, o deleteOptions) ([]kubeEvent, error) {
 	k := kubeKey{res, ns, name}
 	cur, ok := s.objs[k]
 	if !ok {
@@ -436,7 +440,7 @@ func (s *kubeStore) deleteLocked(res *kubeResource, ns, name string, o deleteOpt
 }
 
 // deleteCollection deletes every object of res in ns that matches.
-func (s *kubeStore) deleteCollection(res *kubeResource, ns string, sel kubeSelectors, dryRun bool) error {
+func (s *Store) deleteCollection(res *kubeResource, ns string, sel kubeSelectors, dryRun bool) error {
 	s.mu.Lock()
 	var evs []kubeEvent
 	var err error

@@ -1,4 +1,4 @@
-package lab
+package kubesim
 
 import (
 	"encoding/json"
@@ -24,7 +24,7 @@ type kubeWatcher struct {
 }
 
 // notifyLocked hands an event to the watchers of its resource.
-func (s *kubeStore) notifyLocked(ev kubeEvent) {
+func (s *Store) notifyLocked(ev kubeEvent) {
 	for w := range s.watchers {
 		if w.res != ev.key.res || (w.ns != "" && w.ns != ev.key.ns) {
 			continue
@@ -43,7 +43,7 @@ func (s *kubeStore) notifyLocked(ev kubeEvent) {
 // starts with: every current object as ADDED (resourceVersion "" or "0",
 // or sendInitialEvents), else the writes after resourceVersion; and the
 // current revision. A revision older than the event log is expired (410).
-func (s *kubeStore) startWatch(res *kubeResource, ns, fromRV string, initial bool) (*kubeWatcher, []kubeEvent, int64, error) {
+func (s *Store) startWatch(res *kubeResource, ns, fromRV string, initial bool) (*kubeWatcher, []kubeEvent, int64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var backlog []kubeEvent
@@ -76,7 +76,7 @@ func (s *kubeStore) startWatch(res *kubeResource, ns, fromRV string, initial boo
 	return w, backlog, s.rv, nil
 }
 
-func (s *kubeStore) unwatch(w *kubeWatcher) {
+func (s *Store) unwatch(w *kubeWatcher) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.watchers, w)
@@ -175,7 +175,7 @@ func (h *kubeHandler) streamWatch(r *http.Request, wt *kubeWatcher, timeout time
 			return
 		case <-timer.C:
 			return
-		case <-h.sup.kubeStop:
+		case <-h.sup.Stopped():
 			return
 		}
 	}
