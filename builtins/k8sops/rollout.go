@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -111,7 +112,9 @@ func (cl *Client) waitRollout(ctx context.Context, k Kind, namespace, name strin
 			return nil, cl.errorf("rollout status of %s %s: %w", k, qualified(namespace, name), err)
 		}
 		st.Message, st.Done = rolloutProgress(u)
-		if st.Done || !time.Now().Before(deadline) {
+		// A Deployment past its progress deadline does not recover by
+		// waiting: kubectl rollout status gives up at once too.
+		if st.Done || !time.Now().Before(deadline) || strings.Contains(st.Message, "exceeded its progress deadline") {
 			return st, nil
 		}
 		select {

@@ -120,7 +120,7 @@ func undoDocFor(obj map[string]any, path []string) ([]byte, error) {
 		}
 	}
 	cur, _ := walk(obj, prefix)
-	var doc any = cur
+	doc := cur
 	for i := len(prefix) - 1; i >= 0; i-- {
 		doc = map[string]any{prefix[i]: doc}
 	}

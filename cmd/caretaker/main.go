@@ -12,6 +12,8 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+	"k8s.io/client-go/rest"
+	"k8s.io/klog/v2"
 
 	"github.com/caretaker/caretaker/runner/errs"
 )
@@ -51,10 +53,21 @@ func main() {
 	if code, handled := runShim(os.Args); handled {
 		os.Exit(code)
 	}
+	quietKubernetesClient()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	code := execute(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
+}
+
+// quietKubernetesClient keeps client-go's own logging (klog) and the API
+// server's warnings off stdout and stderr, which belong to the TUI and the
+// printers: what the k8s operations learn, they report as errors and
+// output lines of their step.
+func quietKubernetesClient() {
+	klog.LogToStderr(false)
+	klog.SetOutput(io.Discard)
+	rest.SetDefaultWarningHandler(rest.NoWarnings{})
 }
 
 // execute runs the command line and returns the process exit code.
