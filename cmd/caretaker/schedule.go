@@ -67,6 +67,10 @@ or add the line with ` + "`crontab -e`" + `.
 monthly) or "[DAYS] HH:MM" such as "Sat 02:00" or "Mon..Fri 22:30"; other
 systemd OnCalendar expressions are passed through (without a crontab line).
 
+For a playbook, a second service + timer pair (NAME-prune) and a crontab
+line run ` + "`caretaker prune --keep 30d`" + ` (--prune) on the state directory
+daily at 04:30, so that run journals and backups do not pile up.
+
 The units run an installed binary: --binary, else this one unless it is a
 temporary or build output (go run, go build in a source tree), in which
 case /usr/local/bin/caretaker. A --binary that is temporary or a build
@@ -94,7 +98,7 @@ output is refused. See docs/unattended.md.`,
 	fl.IntVar(&f.warnDays, "warn-days", 30, "with --check: warn about certificates expiring within this many days")
 	fl.StringVar(&f.user, "user", "", "user the service runs as (default: you, whose SSH keys and known_hosts the inventory relies on)")
 	fl.StringVar(&f.logFile, "log-file", "", "crontab line: append output to this file (default "+cronLogDir+"/NAME.log, rotated by the printed logrotate snippet)")
-	fl.StringVar(&f.prune, "prune", "30d", "playbook runs: after each successful run, prune journals and backups older than this from the state directory (off: never)")
+	fl.StringVar(&f.prune, "prune", "30d", "playbook runs: a prune timer (and crontab line) removes journals and backups older than this from the state directory daily at 04:30 (off: none)")
 	return c
 }
 
@@ -104,6 +108,13 @@ const installedBinary = "/usr/local/bin/caretaker"
 
 // cronLogDir is where crontab lines log by default.
 const cronLogDir = "/var/log/caretaker"
+
+// pruneCalendar and pruneCron are when the prune timer and the prune
+// crontab line run: daily at 04:30.
+const (
+	pruneCalendar = "*-*-* 04:30:00"
+	pruneCron     = "30 4 * * *"
+)
 
 // notifyURLRef stands in the command line for the webhook URL, which the
 // units and the crontab line read from the env file: systemd writes it as
@@ -141,6 +152,9 @@ func schedulePrint(w, stderr io.Writer, f *scheduleFlags) error {
 		writeNotifyUnit(w, s)
 	}
 	writeTimer(w, s, f.on)
+	if s.prune != nil {
+		writePruneUnits(w, s)
+	}
 	if s.notifyURL != "" {
 		writeEnvFile(w, s)
 	}

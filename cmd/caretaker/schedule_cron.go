@@ -33,7 +33,7 @@ func cronCommand(argv []string) string {
 func writeCron(w io.Writer, s *schedule) {
 	runAs := orDefault(s.runAs, "the user whose SSH keys the inventory uses")
 	log := transport.ShellQuote(s.logFile)
-	fmt.Fprintf(w, "# crontab lines (crontab -e, as %s), instead of the timer; cron has no journal: they append to %s\n", runAs, s.logFile)
+	fmt.Fprintf(w, "# crontab lines (crontab -e, as %s), instead of the timers; cron has no journal: they append to %s\n", runAs, s.logFile)
 	fmt.Fprintf(w, "# create its directory first (as root): install -d -m 0750 -o %s -g %s %s\n", orDefault(s.runAs, "USER"), orDefault(s.group, "GROUP"), filepath.Dir(s.logFile))
 	for _, l := range s.ssh {
 		fmt.Fprintln(w, l)
@@ -46,7 +46,7 @@ func writeCron(w io.Writer, s *schedule) {
 	}
 	fmt.Fprintf(w, "%s %s\n", s.cron, line)
 	if s.prune != nil {
-		fmt.Fprintf(w, "30 4 * * * %s >>%s 2>&1\n", cronCommand(s.prune), log)
+		fmt.Fprintf(w, "%s %s >>%s 2>&1\n", pruneCron, cronCommand(s.prune), log)
 	}
 	fmt.Fprintf(w, "\n# /etc/logrotate.d/%s (for the crontab lines): rotate %s weekly, keep 8\n", s.name, s.logFile)
 	fmt.Fprintf(w, "%s {\n", s.logFile)

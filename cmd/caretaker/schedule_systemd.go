@@ -54,8 +54,7 @@ func writeService(w io.Writer, s *schedule) {
 	fmt.Fprintf(w, "# output (JSON events) goes to the journal: journalctl -t %s\nSyslogIdentifier=%s\n", s.name, s.name)
 	fmt.Fprintf(w, "ExecStart=%s\n", systemdCommand(s.argv))
 	if s.prune != nil {
-		fmt.Fprintf(w, "# after a successful run: remove journals and backups older than %s (never the newest run of a playbook on a cluster); its failure does not fail the unit\n", s.prune[3])
-		fmt.Fprintf(w, "ExecStartPost=-%s\n", systemdCommand(s.prune))
+		fmt.Fprintf(w, "# journals and backups older than %s are pruned by %s-prune.timer\n", s.prune[3], s.name)
 	}
 	fmt.Fprintf(w, "# exit codes: 0 ok, 1 failed, 2 bad input, 3 locked by another run, 4 drift or expiring certificates, 5 outside the window\n\n")
 }
@@ -79,7 +78,34 @@ func writeTimer(w io.Writer, s *schedule, on string) {
 	fmt.Fprintf(w, "[Unit]\nDescription=Run %s.service %s\n\n", s.name, on)
 	fmt.Fprintf(w, "[Timer]\nOnCalendar=%s\nPersistent=true\n\n", s.cal)
 	fmt.Fprintf(w, "[Install]\nWantedBy=timers.target\n\n")
+	if s.prune != nil {
+		fmt.Fprintf(w, "# enable (with the prune timer below): systemctl daemon-reload && systemctl enable --now %s.timer %s-prune.timer\n\n", s.name, s.name)
+		return
+	}
 	fmt.Fprintf(w, "# enable: systemctl daemon-reload && systemctl enable --now %s.timer\n\n", s.name)
+}
+
+// writePruneUnits prints the service + timer pair that runs caretaker
+// prune on the schedule's state directory daily at 04:30, as the crontab
+// prune line does. A pair of its own rather than an ExecStartPost= of the
+// run's service: journals and backups are pruned on time even when runs
+// keep failing, and a failed prune is its own failed unit, not the run's.
+// It has no OnFailure=: the notify unit reports the run's service.
+func writePruneUnits(w io.Writer, s *schedule) {
+	keep := s.prune[3]
+	fmt.Fprintf(w, "# /etc/systemd/system/%s-prune.service\n", s.name)
+	fmt.Fprintf(w, "# removes run journals and controller-side backups older than %s from %s; never a running run, nor the newest run of a playbook on a cluster\n", keep, s.stateDir)
+	fmt.Fprintf(w, "[Unit]\nDescription=caretaker: prune journals and backups older than %s (%s)\n\n", keep, s.stateDir)
+	fmt.Fprintf(w, "[Service]\nType=oneshot\n")
+	if s.runAs != "" {
+		fmt.Fprintf(w, "User=%s\n", s.runAs)
+	}
+	fmt.Fprintf(w, "SyslogIdentifier=%s-prune\n", s.name)
+	fmt.Fprintf(w, "ExecStart=%s\n\n", systemdCommand(s.prune))
+	fmt.Fprintf(w, "# /etc/systemd/system/%s-prune.timer\n", s.name)
+	fmt.Fprintf(w, "[Unit]\nDescription=Run %s-prune.service daily at 04:30\n\n", s.name)
+	fmt.Fprintf(w, "[Timer]\nOnCalendar=%s\nPersistent=true\n\n", pruneCalendar)
+	fmt.Fprintf(w, "[Install]\nWantedBy=timers.target\n\n")
 }
 
 // writeEnvFile prints the env file that keeps the webhook URL out of the

@@ -30,14 +30,19 @@ func TestSchedulePrint(t *testing.T) {
 		"EnvironmentFile=/etc/caretaker/caretaker-check-certs.env\n",
 		"SyslogIdentifier=caretaker-check-certs\n",
 		`ExecStart=/usr/local/bin/caretaker run check-certs -i ` + inv + ` --yes --output json --state-dir /var/lib/caretaker --window "Sat 02:00-05:00 Europe/Berlin" --notify-url ${CARETAKER_NOTIFY_URL}` + "\n",
-		"ExecStartPost=-/usr/local/bin/caretaker prune --keep 30d --state-dir /var/lib/caretaker\n",
+		"# journals and backups older than 30d are pruned by caretaker-check-certs-prune.timer\n",
 		"# timers and cron have no SSH agent (no SSH_AUTH_SOCK)",
 		"# /etc/systemd/system/caretaker-check-certs-notify.service\n",
 		"SyslogIdentifier=caretaker-check-certs-notify\nExecStart=/usr/local/bin/caretaker schedule notify --unit caretaker-check-certs.service\n",
 		"# /etc/systemd/system/caretaker-check-certs.timer\n",
 		"OnCalendar=daily\nPersistent=true",
 		"WantedBy=timers.target",
-		"systemctl enable --now caretaker-check-certs.timer",
+		"systemctl enable --now caretaker-check-certs.timer caretaker-check-certs-prune.timer\n",
+		// The prune pair: its own service and a daily timer, as the crontab line.
+		"# /etc/systemd/system/caretaker-check-certs-prune.service\n",
+		"[Service]\nType=oneshot\nUser=ops\nSyslogIdentifier=caretaker-check-certs-prune\nExecStart=/usr/local/bin/caretaker prune --keep 30d --state-dir /var/lib/caretaker\n",
+		"# /etc/systemd/system/caretaker-check-certs-prune.timer\n",
+		"[Timer]\nOnCalendar=*-*-* 04:30:00\nPersistent=true\n",
 		"install -D -m 0600 -o ops -g ",
 		"\nCARETAKER_NOTIFY_URL='" + url + "'\n",
 		"install -d -m 0750 -o ops -g ",
@@ -50,6 +55,9 @@ func TestSchedulePrint(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("schedule print lacks %q:\n%s", want, out)
 		}
+	}
+	if strings.Contains(out, "ExecStartPost") {
+		t.Errorf("the run's service prunes too (ExecStartPost=); the prune timer does:\n%s", out)
 	}
 	// The webhook URL (it may carry a token) is only in the env file.
 	if n := strings.Count(out, "secret"); n != 1 {
@@ -276,9 +284,12 @@ func TestScheduleUnitsVerify(t *testing.T) {
 			}
 			units = append(units, p)
 		}
-		want := 2
+		want := 2 // service, timer
 		if strings.Contains(strings.Join(args, " "), "--notify-url") {
-			want = 3
+			want++ // the OnFailure= unit
+		}
+		if args[0] == "--playbook" && !strings.Contains(strings.Join(args, " "), "--prune off") {
+			want += 2 // the prune service and timer
 		}
 		if len(units) != want {
 			t.Fatalf("schedule print %v: %d units, want %d:\n%s", args, len(units), want, out)
