@@ -182,7 +182,13 @@ func (l *e2eLab) runCaretaker(args ...string) cliResult {
 // runCaretakerBinary runs the caretaker binary with a 3-minute limit.
 func runCaretakerBinary(t testing.TB, args ...string) cliResult {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	return runCaretakerBinaryFor(t, 3*time.Minute, args...)
+}
+
+// runCaretakerBinaryFor runs the caretaker binary with a time limit.
+func runCaretakerBinaryFor(t testing.TB, limit time.Duration, args ...string) cliResult {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, caretakerBinary(t), args...)
 	var out, errb bytes.Buffer
