@@ -513,43 +513,6 @@ step("spin", spin, nodes="s1")
 	}
 }
 
-// confirmSrc asks, shares a value and returns one; the second step uses
-// both.
-const confirmSrc = `
-def ask(node):
-    if not confirm("really?"):
-        skip("operator said no")
-    share("answer", {"node": node.name})
-    return {"v": 42}
-def use(node):
-    assert.eq(shared("answer")["node"], "s1")
-    assert.eq(result("ask", "s1")["v"], 42)
-step("ask", ask, nodes="s1")
-step("use", use, nodes="s2")
-`
-
-func TestConfirmAndShare(t *testing.T) {
-	// No prompter and no --yes: confirm fails clearly instead of hanging.
-	f := runtest.NewFixture(t)
-	done, _ := f.Run(f.MustLoad(confirmSrc), runner.RunOptions{})
-	if len(done.Failed) != 1 || !strings.Contains(done.Failed[0].Error, "--yes") {
-		t.Fatalf("confirm without a terminal: %+v", done.Failed)
-	}
-	f2 := runtest.NewFixture(t)
-	if _, err := f2.Run(f2.MustLoad(confirmSrc), runner.RunOptions{AutoYes: true}); err != nil {
-		t.Fatalf("--yes run: %v", err)
-	}
-	f3 := runtest.NewFixture(t)
-	done3, _ := f3.Run(f3.MustLoad(confirmSrc), runner.RunOptions{Prompter: no{}})
-	if f3.Status("ask", "s1") != runner.StatusSkipped || done3.Status != "failed" {
-		t.Errorf("answer no: ask=%s (use fails: nothing shared) status=%s", f3.Status("ask", "s1"), done3.Status)
-	}
-}
-
-type no struct{}
-
-func (no) Confirm(context.Context, runner.Prompt) (bool, error) { return false, nil }
-
 func TestRedaction(t *testing.T) {
 	f := runtest.NewFixture(t)
 	plan := f.MustLoad(`

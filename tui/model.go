@@ -75,6 +75,7 @@ type model struct {
 
 	modal      modal
 	prompts    []promptMsg
+	focused    chan<- bool // reply of the question last brought into view (focusPrompt)
 	input      lineInput
 	flash      string
 	flashAt    time.Time // flashes fade after flashFor

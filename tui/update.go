@@ -97,8 +97,35 @@ func (m *model) applyBatch(b batchMsg) tea.Cmd {
 		m.modal = modalNone
 	}
 	m.grid.Refresh()
+	m.focusPrompt()
 	m.syncPane(false)
 	return tea.Batch(cmds...)
+}
+
+// focusPrompt selects the node and step of the question on screen, once per
+// question, so that the output pane shows the node being asked about rather
+// than whatever was selected before (often the node that just finished). A
+// filter that hides the node is cleared: the operator must see what they are
+// answering for. A question with no node (a once step's, say) moves nothing.
+func (m *model) focusPrompt() {
+	if m.modal != modalPrompt || len(m.prompts) == 0 {
+		return
+	}
+	p := m.prompts[0]
+	if p.reply == m.focused {
+		return
+	}
+	m.focused = p.reply
+	if p.q.Node == "" {
+		return
+	}
+	row := m.grid.NodeIndex(p.q.Node)
+	if !m.grid.Select(row, p.q.Step) {
+		m.grid.SetFilter("")
+		m.layout()
+		m.grid.Select(row, p.q.Step)
+	}
+	m.syncPane(true)
 }
 
 // applyEvent folds one runner event into the state.
@@ -235,6 +262,7 @@ func (m *model) answerPrompt(v bool) {
 	if len(m.prompts) == 0 && m.modal == modalPrompt {
 		m.modal = modalNone
 	}
+	m.focusPrompt() // the next question, if any
 }
 
 // stop asks the runner to stop: soft lets running commands finish, hard

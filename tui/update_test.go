@@ -196,7 +196,11 @@ func TestPrompt(t *testing.T) {
 	if !strings.Contains(stripANSI(screen(t, m)), "2 more waiting") {
 		t.Fatal("the modal should count the questions waiting")
 	}
-	press(m, "j", "enter") // j is ignored; enter on a destructive question is No
+	press(m, "j") // ignored under the modal
+	if n, _ := selected(m); n != "srv-1" {
+		t.Fatalf("keys under a modal must not move the grid; selected %s", n)
+	}
+	press(m, "enter") // enter on a destructive question is No
 	if v := <-reply1; v {
 		t.Fatal("enter on a destructive question must answer No")
 	}
@@ -209,8 +213,8 @@ func TestPrompt(t *testing.T) {
 	if m.modal != modalNone || len(m.prompts) != 0 {
 		t.Fatalf("withdrawn question still shown: modal=%v prompts=%d", m.modal, len(m.prompts))
 	}
-	if n, _ := selected(m); n != "srv-1" {
-		t.Fatalf("keys under a modal must not move the grid; selected %s", n)
+	if n, _ := selected(m); n != "srv-3" {
+		t.Fatalf("the last question shown was srv-3's; selected %s", n)
 	}
 }
 
@@ -418,5 +422,65 @@ func TestNextStepsInCheckMode(t *testing.T) {
 	s := m.summaryText()
 	if strings.Contains(s, "caretaker resume") || !strings.Contains(s, "run the check again") {
 		t.Fatalf("a failed check has nothing to resume:\n%s", s)
+	}
+}
+
+// TestPromptShowsItsNode: while a node's question is open, the grid selects
+// that node and step and the output pane shows its output, not the node that
+// finished before it (issue 13). Before, the pane stayed on the old node.
+func TestPromptShowsItsNode(t *testing.T) {
+	m := newTest(t, Options{Plan: rotatePlan()}, 160, 48)
+	send(m, rotatePlan())
+	send(m,
+		runner.StepStarted{Step: 4, StepName: "rotate_ca", Node: "srv-1", At: at(1)},
+		runner.OutputLine{Step: 4, Node: "srv-1", Stream: runner.StreamStdout, Text: "srv-1 rotated", At: at(2)},
+		runner.StepDone{Step: 4, StepName: "rotate_ca", Node: "srv-1", Status: runner.StatusChanged, Duration: time.Second, At: at(2)},
+		runner.StepStarted{Step: 4, StepName: "rotate_ca", Node: "srv-2", At: at(3)},
+		runner.OutputLine{Step: 4, Node: "srv-2", Stream: runner.StreamStdout, Text: "srv-2 backup checked", At: at(3)},
+	)
+	if n, _ := selected(m); n != "srv-1" {
+		t.Fatalf("before the prompt: selected %s, want srv-1 (the first row)", n)
+	}
+	q2 := runner.Prompt{ID: 1, Step: 4, Node: "srv-2", Question: "Rotate srv-2 now?", Default: true, At: at(4)}
+	reply2 := make(chan bool, 1)
+	// As from the runner: the Prompt event, then the question itself.
+	send(m, q2, promptMsg{q: q2, reply: reply2})
+	if m.modal != modalPrompt {
+		t.Fatal("the question should be on screen")
+	}
+	if n, s := selected(m); n != "srv-2" || s != "rotate_ca" {
+		t.Fatalf("while srv-2's question is open: selected %s/%s, want srv-2/rotate_ca", n, s)
+	}
+	out := stripANSI(screen(t, m))
+	if !strings.Contains(out, "srv-2 backup checked") || strings.Contains(out, "srv-1 rotated") {
+		t.Fatalf("the pane should show srv-2's output, not srv-1's:\n%s", out)
+	}
+
+	// A filter that hides the asked node is cleared; answering moves on to
+	// the next question's node.
+	q3 := runner.Prompt{ID: 2, Step: 4, Node: "srv-3", Question: "Rotate srv-3 now?", Default: true, At: at(5)}
+	reply3 := make(chan bool, 1)
+	send(m, q3, promptMsg{q: q3, reply: reply3})
+	if n, _ := selected(m); n != "srv-2" {
+		t.Fatalf("a queued question must not move the selection off the one on screen; selected %s", n)
+	}
+	m.grid.SetFilter("srv-2")
+	press(m, "y")
+	if v := <-reply2; !v {
+		t.Fatal("y should answer yes")
+	}
+	if n, s := selected(m); n != "srv-3" || s != "rotate_ca" {
+		t.Fatalf("after answering, the next question's node: selected %s/%s, want srv-3/rotate_ca", n, s)
+	}
+	if m.grid.Filter() != "" {
+		t.Fatalf("the filter hiding srv-3 should be cleared, got %q", m.grid.Filter())
+	}
+	press(m, "n")
+	<-reply3
+
+	// The operator's selection is theirs again once no question is open.
+	press(m, "k")
+	if n, _ := selected(m); n != "srv-2" {
+		t.Fatalf("after the questions, k: selected %s, want srv-2", n)
 	}
 }

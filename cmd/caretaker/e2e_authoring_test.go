@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -15,7 +16,9 @@ import (
 // rehearse it with --check, break a node with `caretaker exec`, run the
 // playbook for real on the lab, read the step results from the JSON
 // events, check with exec that the node is back, and undo the edit's
-// recorded command.
+// recorded command; then schedule it: the printed units pass
+// systemd-analyze verify on a root where caretaker is installed, and the
+// service's command line runs the playbook on the lab.
 func TestE2EAuthoringJourney(t *testing.T) {
 	t.Parallel()
 	l := startE2ELab(t, lab.Options{Servers: 1, Agents: 1})
@@ -109,5 +112,44 @@ step("mark", mark, nodes = "all", doc = "leave a marker (undone by caretaker und
 		if _, err := os.Stat(l.HostPath(n, "/var/tmp/fixed-by-caretaker")); !os.IsNotExist(err) {
 			t.Errorf("undo left the marker on %s: %v", n, err)
 		}
+	}
+	scheduleJourney(t, l, pb)
+}
+
+// scheduleJourney is the last step of the authoring journey: schedule the
+// playbook as the README shows, with no --binary. This binary is a build
+// output, so the units name the installed path and schedule print says so;
+// the units are verified where caretaker is installed there, and the
+// service's ExecStart, run with this binary in place of the installed one,
+// runs the playbook on the lab.
+func scheduleJourney(t *testing.T, l *e2eLab, pb string) {
+	t.Helper()
+	const installed = "/usr/local/bin/caretaker"
+	r := runCaretakerBinary(t, "schedule", "print", "--playbook", pb, "-i", l.InventoryPath(), "--on", "Mon..Fri 22:30", "--state-dir", l.StateDir)
+	if r.Code != 0 || !strings.Contains(r.Stderr, "the units run "+installed) {
+		t.Fatalf("schedule print: %s", r.Describe())
+	}
+	units := verifyScheduleUnits(t, r.Stdout, map[string]string{caretakerBinary(t): installed})
+	want := []string{
+		"/etc/systemd/system/caretaker-fix-nodes-prune.service", "/etc/systemd/system/caretaker-fix-nodes-prune.timer",
+		"/etc/systemd/system/caretaker-fix-nodes.service", "/etc/systemd/system/caretaker-fix-nodes.timer",
+	}
+	if !slices.Equal(units, want) {
+		t.Errorf("schedule print units %v, want %v", units, want)
+	}
+	if !strings.Contains(r.Stdout, "\n30 22 * * 1-5 "+installed+" run "+pb+" ") {
+		t.Errorf("schedule print: no crontab line for Mon..Fri 22:30:\n%s", r.Stdout)
+	}
+	var argv []string
+	for _, line := range strings.Split(printedFiles(r.Stdout)["/etc/systemd/system/caretaker-fix-nodes.service"], "\n") {
+		if cmd, ok := strings.CutPrefix(line, "ExecStart="); ok && !strings.ContainsAny(cmd, `"\$%`) {
+			argv = strings.Fields(cmd)
+		}
+	}
+	if len(argv) < 2 || argv[0] != installed {
+		t.Fatalf("the service's ExecStart (unquoted, %s first) not found:\n%s", installed, r.Stdout)
+	}
+	if run := runCaretakerBinary(t, argv[1:]...); run.Code != 0 || run.RunStatus() != "ok" || run.StepStatus("mark", "agent-1") != "changed" {
+		t.Errorf("the scheduled command %v: %s", argv, run.Describe())
 	}
 }

@@ -9,15 +9,12 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -182,7 +179,13 @@ func (l *e2eLab) runCaretaker(args ...string) cliResult {
 // runCaretakerBinary runs the caretaker binary with a 3-minute limit.
 func runCaretakerBinary(t testing.TB, args ...string) cliResult {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	return runCaretakerBinaryFor(t, 3*time.Minute, args...)
+}
+
+// runCaretakerBinaryFor runs the caretaker binary with a time limit.
+func runCaretakerBinaryFor(t testing.TB, limit time.Duration, args ...string) cliResult {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, caretakerBinary(t), args...)
 	var out, errb bytes.Buffer
@@ -300,84 +303,6 @@ func (r cliResult) Describe() string {
 		b.WriteString("stderr: " + r.Stderr)
 	}
 	return b.String()
-}
-
-// fileState is what a snapshot keeps of a file.
-type fileState struct {
-	SHA256 string
-	Mode   fs.FileMode
-	Size   int64
-}
-
-// treeSnapshot maps path (relative to its root) to its state.
-type treeSnapshot map[string]fileState
-
-// snapshotTree records every regular file and symlink under root; skip
-// names relative paths (or prefixes ending in "/") to leave out.
-func snapshotTree(t testing.TB, root string, skip ...string) treeSnapshot {
-	t.Helper()
-	snap := treeSnapshot{}
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(root, p)
-		for _, s := range skip {
-			if rel == s || (strings.HasSuffix(s, "/") && strings.HasPrefix(rel+"/", s)) {
-				if d.IsDir() {
-					return filepath.SkipDir
-				}
-				return nil
-			}
-		}
-		if d.IsDir() {
-			return nil
-		}
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		if info.Mode()&fs.ModeSymlink != 0 {
-			target, _ := os.Readlink(p)
-			snap[rel] = fileState{SHA256: "link:" + target, Mode: info.Mode()}
-			return nil
-		}
-		if !info.Mode().IsRegular() {
-			return nil
-		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		s := sha256.Sum256(b)
-		snap[rel] = fileState{SHA256: hex.EncodeToString(s[:]), Mode: info.Mode(), Size: info.Size()}
-		return nil
-	})
-	if err != nil {
-		t.Fatalf("e2e: snapshot %s: %v", root, err)
-	}
-	return snap
-}
-
-// diffTrees lists what differs between two snapshots.
-func diffTrees(before, after treeSnapshot) []string {
-	var out []string
-	for p, a := range before {
-		b, ok := after[p]
-		switch {
-		case !ok:
-			out = append(out, "removed "+p)
-		case a != b:
-			out = append(out, "changed "+p)
-		}
-	}
-	for p := range after {
-		if _, ok := before[p]; !ok {
-			out = append(out, "added "+p)
-		}
-	}
-	sort.Strings(out)
-	return out
 }
 
 // configSources reads every K3s config source of a node (unit and its

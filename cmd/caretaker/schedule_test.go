@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strings"
 	"testing"
 )
@@ -30,14 +31,19 @@ func TestSchedulePrint(t *testing.T) {
 		"EnvironmentFile=/etc/caretaker/caretaker-check-certs.env\n",
 		"SyslogIdentifier=caretaker-check-certs\n",
 		`ExecStart=/usr/local/bin/caretaker run check-certs -i ` + inv + ` --yes --output json --state-dir /var/lib/caretaker --window "Sat 02:00-05:00 Europe/Berlin" --notify-url ${CARETAKER_NOTIFY_URL}` + "\n",
-		"ExecStartPost=-/usr/local/bin/caretaker prune --keep 30d --state-dir /var/lib/caretaker\n",
+		"# journals and backups older than 30d are pruned by caretaker-check-certs-prune.timer\n",
 		"# timers and cron have no SSH agent (no SSH_AUTH_SOCK)",
 		"# /etc/systemd/system/caretaker-check-certs-notify.service\n",
 		"SyslogIdentifier=caretaker-check-certs-notify\nExecStart=/usr/local/bin/caretaker schedule notify --unit caretaker-check-certs.service\n",
 		"# /etc/systemd/system/caretaker-check-certs.timer\n",
 		"OnCalendar=daily\nPersistent=true",
 		"WantedBy=timers.target",
-		"systemctl enable --now caretaker-check-certs.timer",
+		"systemctl enable --now caretaker-check-certs.timer caretaker-check-certs-prune.timer\n",
+		// The prune pair: its own service and a daily timer, as the crontab line.
+		"# /etc/systemd/system/caretaker-check-certs-prune.service\n",
+		"[Service]\nType=oneshot\nUser=ops\nSyslogIdentifier=caretaker-check-certs-prune\nExecStart=/usr/local/bin/caretaker prune --keep 30d --state-dir /var/lib/caretaker\n",
+		"# /etc/systemd/system/caretaker-check-certs-prune.timer\n",
+		"[Timer]\nOnCalendar=*-*-* 04:30:00\nPersistent=true\n",
 		"install -D -m 0600 -o ops -g ",
 		"\nCARETAKER_NOTIFY_URL='" + url + "'\n",
 		"install -d -m 0750 -o ops -g ",
@@ -50,6 +56,9 @@ func TestSchedulePrint(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("schedule print lacks %q:\n%s", want, out)
 		}
+	}
+	if strings.Contains(out, "ExecStartPost") {
+		t.Errorf("the run's service prunes too (ExecStartPost=); the prune timer does:\n%s", out)
 	}
 	// The webhook URL (it may carry a token) is only in the env file.
 	if n := strings.Count(out, "secret"); n != 1 {
@@ -250,10 +259,6 @@ func printedFiles(out string) map[string]string {
 // The printed units pass systemd-analyze verify (unknown keys, bad
 // quoting, a missing ExecStart binary and bad calendar expressions fail it).
 func TestScheduleUnitsVerify(t *testing.T) {
-	analyze, err := exec.LookPath("systemd-analyze")
-	if err != nil {
-		t.Fatalf("this test needs systemd-analyze (apt-get install systemd; CI's Debian 12 has it): %v", err)
-	}
 	inv := writeTemp(t, "inv.yaml", cliInventory)
 	for _, args := range [][]string{
 		{"--playbook", "rotate-leaf-certs", "--on", "Mon..Fri 22:30", "--window", "Sat 02:00-05:00 Europe/Berlin", "--notify-url", "https://hooks.example/T/B/X?a=1%25&b=$x", "-p", "warn_days=30"},
@@ -264,35 +269,20 @@ func TestScheduleUnitsVerify(t *testing.T) {
 		if code != 0 {
 			t.Fatalf("schedule print %v: exit %d: %s", args, code, errOut)
 		}
-		dir := t.TempDir()
-		var units []string
-		for path, text := range printedFiles(out) {
-			if !strings.HasPrefix(path, "/etc/systemd/system/") {
-				continue
-			}
-			p := filepath.Join(dir, filepath.Base(path))
-			if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			units = append(units, p)
-		}
-		want := 2
+		want := 2 // service, timer
 		if strings.Contains(strings.Join(args, " "), "--notify-url") {
-			want = 3
+			want++ // the OnFailure= unit
 		}
-		if len(units) != want {
-			t.Fatalf("schedule print %v: %d units, want %d:\n%s", args, len(units), want, out)
+		if args[0] == "--playbook" && !strings.Contains(strings.Join(args, " "), "--prune off") {
+			want += 2 // the prune service and timer
 		}
-		cmd := exec.Command(analyze, append([]string{"verify"}, units...)...)
-		cmd.Dir = dir
-		res, err := cmd.CombinedOutput()
-		if err != nil || len(strings.TrimSpace(string(res))) > 0 {
-			t.Errorf("systemd-analyze verify %v: %v\n%s\nunits:\n%s", args, err, res, out)
+		if units := verifyScheduleUnits(t, out, nil); len(units) != want {
+			t.Errorf("schedule print %v: units %v, want %d:\n%s", args, units, want, out)
 		}
 		if env := printedFiles(out)["/etc/caretaker/caretaker-rotate-leaf-certs.env"]; env != "" {
 			// The env file is sourced by sh in the crontab line: the URL
 			// comes back byte for byte.
-			p := filepath.Join(dir, "env")
+			p := filepath.Join(t.TempDir(), "env")
 			if err := os.WriteFile(p, []byte(env), 0o600); err != nil {
 				t.Fatal(err)
 			}
@@ -301,5 +291,88 @@ func TestScheduleUnitsVerify(t *testing.T) {
 				t.Errorf("env file sourced by sh: %q %v", got, err)
 			}
 		}
+	}
+}
+
+// verifyScheduleUnits runs systemd-analyze verify on the systemd units in
+// schedule print's output and returns their paths as printed; any
+// complaint fails the test. With installed (path on this host → path the
+// units name, e.g. the caretaker binary → /usr/local/bin/caretaker), the
+// units are verified in a root of their own (--root) holding a copy of
+// this host's systemd units, the units under /etc/systemd/system and each
+// installed file: a check of the units as they would be on a server
+// where caretaker is installed, without installing anything on this host.
+func verifyScheduleUnits(t *testing.T, out string, installed map[string]string) []string {
+	t.Helper()
+	analyze, err := exec.LookPath("systemd-analyze")
+	if err != nil {
+		t.Fatalf("this test needs systemd-analyze (apt-get install systemd; CI's Debian 12 has it): %v", err)
+	}
+	dir := t.TempDir()
+	unitDir, args := dir, []string{"verify"}
+	if installed != nil {
+		unitDir = filepath.Join(dir, "etc/systemd/system")
+		args = append(args, "--root="+dir)
+		copySystemUnits(t, dir)
+		for from, to := range installed {
+			installFile(t, from, filepath.Join(dir, to))
+		}
+	}
+	var printed []string
+	for path, text := range printedFiles(out) {
+		if !strings.HasPrefix(path, "/etc/systemd/system/") {
+			continue
+		}
+		printed = append(printed, path)
+		p := filepath.Join(unitDir, filepath.Base(path))
+		if err := os.MkdirAll(unitDir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if installed != nil {
+			p = path // as seen in the root
+		}
+		args = append(args, p)
+	}
+	sort.Strings(printed)
+	cmd := exec.Command(analyze, args...)
+	cmd.Dir = dir
+	res, err := cmd.CombinedOutput()
+	if err != nil || len(strings.TrimSpace(string(res))) > 0 {
+		t.Errorf("systemd-analyze %s: %v\n%s\nunits:\n%s", strings.Join(args, " "), err, res, out)
+	}
+	return printed
+}
+
+// copySystemUnits copies this host's systemd unit directory into root, for
+// the targets the printed units depend on (timers.target, sysinit.target, …).
+func copySystemUnits(t *testing.T, root string) {
+	t.Helper()
+	for _, d := range []string{"/usr/lib/systemd/system", "/lib/systemd/system"} {
+		if _, err := os.Stat(filepath.Join(d, "timers.target")); err != nil {
+			continue
+		}
+		dst := filepath.Join(root, "usr/lib/systemd")
+		if err := os.MkdirAll(dst, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if b, err := exec.Command("cp", "-a", d, dst).CombinedOutput(); err != nil {
+			t.Fatalf("copy %s: %v\n%s", d, err, b)
+		}
+		return
+	}
+	t.Fatal("this test needs systemd's units (/usr/lib/systemd/system/timers.target; apt-get install systemd)")
+}
+
+// installFile copies the file from to to, executable.
+func installFile(t *testing.T, from, to string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(to), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := exec.Command("install", "-m", "0755", from, to).CombinedOutput(); err != nil {
+		t.Fatalf("install %s %s: %v\n%s", from, to, err, b)
 	}
 }
