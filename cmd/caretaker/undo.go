@@ -63,6 +63,12 @@ run again.`,
 			if err != nil {
 				return err
 			}
+			if len(rec.Undos) == 0 {
+				// A run killed or stopped before its first change: there
+				// is nothing to put back, which is not a failure.
+				fmt.Fprintf(cmd.ErrOrStderr(), "caretaker: run %s recorded no undo actions: nothing to undo (it changed nothing that undo puts back)\n", rec.Meta.RunID)
+				return nil
+			}
 			plan, err := runner.UndoPlan(rec.UndoRun(), cluster)
 			if err != nil {
 				return err
