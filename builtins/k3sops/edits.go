@@ -249,6 +249,8 @@ func (c *Target) restoreRecords(ctx context.Context, kind string) ([]string, err
 		for _, w := range plan {
 			written = append(written, w.path)
 		}
+	} else {
+		c.Run.ResolveUndo(c.Node.Name, map[string]string{"strip": "k3s.restore_server", "token": "k3s.restore_token"}[kind])
 	}
 	return written, nil
 }
