@@ -62,6 +62,39 @@ func (c *Target) pendingRecords(ctx context.Context, kind string) (bool, error) 
 	return false, nil
 }
 
+// editsInPlace reports whether a file of an unrestored record of kind
+// holds the edited content now (a run killed between recording an edit and
+// making it leaves the original in place).
+func (c *Target) editsInPlace(ctx context.Context, kind string) (bool, error) {
+	recs, err := c.loadRecords(ctx, kind)
+	if err != nil {
+		return false, err
+	}
+	var paths []string
+	for _, r := range recs {
+		if r.Restored == nil {
+			for _, f := range r.Files {
+				paths = append(paths, f.Path)
+			}
+		}
+	}
+	cur, err := c.fetchMap(ctx, paths...)
+	if err != nil {
+		return false, err
+	}
+	for _, r := range recs {
+		if r.Restored != nil {
+			continue
+		}
+		for _, f := range r.Files {
+			if now, ok := cur[f.Path]; ok && sha256Hex(now.Data) == f.AfterSHA256 {
+				return true, nil
+			}
+		}
+	}
+	return false, nil
+}
+
 // undoStrip puts back what StripServer removed, unless a CA rotation is
 // half done and this server already holds the new CA (see init).
 func undoStrip(ctx context.Context, env *runner.Env, data []byte) error {
@@ -104,7 +137,11 @@ func undoToken(ctx context.Context, env *runner.Env, data []byte) error {
 		return err
 	}
 	var d undoData
-	if json.Unmarshal(data, &d) == nil && d.FromCAHash != "" {
+	edited, err := c.editsInPlace(ctx, "token")
+	if err != nil {
+		return err
+	}
+	if edited && json.Unmarshal(data, &d) == nil && d.FromCAHash != "" {
 		ds, err := DatastoreVia(ctx, env, c.Op, clusterServers(env.Cluster(), c.Node))
 		if err != nil {
 			return c.errorf("cannot tell whether the recorded token still matches the cluster's CA, so it is not put back: %w; run `caretaker undo` again once a server answers", err)

@@ -57,12 +57,13 @@ func crashkillBinary(t testing.TB) string {
 
 // crashReport is what crashkill prints, plus the run and its output.
 type crashReport struct {
-	Mode   string `json:"mode"` // rt: the kill landed right after entry k; poll: maybe later
-	RunDir string `json:"run_dir"`
-	Lines  int    `json:"lines"`  // journal entries when caretaker died
-	Killed bool   `json:"killed"` // false: the run ended before entry k
-	Exit   int    `json:"exit"`
-	Error  string `json:"error"`
+	Mode    string `json:"mode"` // rt: the kill landed right after entry k; poll: maybe later
+	RunDir  string `json:"run_dir"`
+	Lines   int    `json:"lines"`   // journal entries when caretaker died
+	Matched int    `json:"matched"` // of them, those -match counted
+	Killed  bool   `json:"killed"`  // false: the run ended before entry k
+	Exit    int    `json:"exit"`
+	Error   string `json:"error"`
 
 	RunID   string
 	Last    journalLine // the last entry written
@@ -122,10 +123,28 @@ func readJournalLines(t testing.TB, path string) []journalLine {
 // cpu is the CPU caretaker and the watcher share.
 func killAtEntry(t testing.TB, stateDir string, k, cpu int, args ...string) crashReport {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	return killAt(t, stateDir, cpu, []string{"-k", fmt.Sprint(k)}, args...)
+}
+
+// killAtMatch kills caretaker right after the nth journal entry that
+// contains every one of match (e.g. `"type":"undo"`, `"node":"server-2"`).
+func killAtMatch(t testing.TB, stateDir string, nth int, match []string, args ...string) crashReport {
+	t.Helper()
+	spec := []string{"-k", fmt.Sprint(nth)}
+	for _, m := range match {
+		spec = append(spec, "-match", m)
+	}
+	return killAt(t, stateDir, 0, spec, args...)
+}
+
+// killAt runs caretaker with args under crashkill with the kill point spec.
+func killAt(t testing.TB, stateDir string, cpu int, spec []string, args ...string) crashReport {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	out := filepath.Join(t.TempDir(), "caretaker.out")
-	argv := append([]string{"-runs", filepath.Join(stateDir, "runs"), "-k", fmt.Sprint(k), "-cpu", fmt.Sprint(cpu % runtime.NumCPU()), "-out", out, "--", caretakerBinary(t)}, args...)
+	argv := append([]string{"-runs", filepath.Join(stateDir, "runs"), "-cpu", fmt.Sprint(cpu % runtime.NumCPU()), "-out", out}, spec...)
+	argv = append(append(argv, "--", caretakerBinary(t)), args...)
 	argv = append(argv, "--state-dir", stateDir)
 	cmd := exec.CommandContext(ctx, crashkillBinary(t), argv...)
 	cmd.Env = append(os.Environ(), "NO_COLOR=1")

@@ -23,10 +23,16 @@ package main
 //     end with the new CA everywhere, the sources as before but for the
 //     token's CA hash, and `check` exit 0.
 //
-// Both are run at every boundary (not alternating): a case costs a fresh
-// lab (~0.4 CPU-s) and at most two rotations (~2.7 CPU-s each), so the
-// whole suite takes about five minutes on two cores; that is in budget and
-// halving it would leave half the boundaries unproven per run.
+// Both are run at every boundary, not alternating: each half found what
+// the other cannot (the undo half found the product bugs), and a boundary
+// proven only every other run is not proven. A case costs a fresh lab
+// (~0.4 CPU-s) and one or two rotations (~2.7 CPU-s each): 144 cases for a
+// 72-entry run take 8 CPU-minutes, 12.5 minutes on this two-core machine
+// shared with other work (about five on an idle one). That is over the
+// budget of the plain `go test ./...`, so the test runs only with
+// $CARETAKER_CRASH=1: `make crash` sets it, and `make test` (CI) runs
+// `make crash`. It needs SCHED_FIFO (root or CAP_SYS_NICE) for exact
+// kills; without it, it fails under $CI and is skipped elsewhere.
 //
 // A boundary k is "right after entry k was written": internal/crashkill
 // runs caretaker pinned to one CPU and watches the journal from a
@@ -76,9 +82,12 @@ type crashOutcome struct {
 	took    time.Duration
 }
 
+// crashEnv enables TestCrashConsistency (see the file comment).
+const crashEnv = "CARETAKER_CRASH"
+
 func TestCrashConsistency(t *testing.T) {
-	if testing.Short() {
-		t.Skip("crash consistency: a lab per journal boundary, minutes; not with -short")
+	if os.Getenv(crashEnv) != "1" {
+		t.Skipf("crash consistency: ~150 labs, several minutes; run `make crash` (make test does) or set $%s=1", crashEnv)
 	}
 	began := time.Now()
 	ref := startE2ELab(t, crashLabOptions())
@@ -164,6 +173,13 @@ func crashCase(t *testing.T, k int, mode string, cpu int) crashOutcome {
 		oldCA := l.newCA()
 		kr := killAtEntry(t, l.StateDir, k, cpu, l.rotateArgs()...)
 		o.entry = kr.Last.String()
+		if kr.Mode != "rt" {
+			msg := "exact kills need SCHED_FIFO (root or CAP_SYS_NICE): crashkill could only poll"
+			if os.Getenv("CI") != "" {
+				t.Fatal(msg)
+			}
+			t.Skip(msg)
+		}
 		if !kr.Killed {
 			o.outcome = fmt.Sprintf("the run ended by itself (exit %d) with %d entries", kr.Exit, kr.Lines)
 			t.Errorf("boundary %d: %s:\n%s", k, o.outcome, kr.Output.Describe())
@@ -175,9 +191,9 @@ func crashCase(t *testing.T, k int, mode string, cpu int) crashOutcome {
 		}
 		o.hit = true
 		if mode == "resume" {
-			o.outcome = crashResume(t, l, kr, before, oldCA)
+			o.outcome, _ = crashResume(t, l, kr, before, oldCA)
 		} else {
-			o.outcome = crashUndo(t, l, kr, before, oldCA)
+			o.outcome, _ = crashUndo(t, l, kr, before, oldCA)
 		}
 		break
 	}
@@ -188,8 +204,9 @@ func crashCase(t *testing.T, k int, mode string, cpu int) crashOutcome {
 	return o
 }
 
-// crashResume resumes the killed run and checks the cluster.
-func crashResume(t *testing.T, l *e2eLab, kr crashReport, before map[string][]byte, oldCA []byte) string {
+// crashResume resumes the killed run and checks the cluster; it returns
+// the outcome in words and the resume's output.
+func crashResume(t *testing.T, l *e2eLab, kr crashReport, before map[string][]byte, oldCA []byte) (string, cliResult) {
 	ended := hasEntry(kr.Journal, "run_done", "")
 	rec := readRunJSON(t, l.StateDir, kr.RunID)
 	if want := map[bool]string{true: "ok", false: "interrupted"}[ended]; rec.State != want {
@@ -215,11 +232,12 @@ func crashResume(t *testing.T, l *e2eLab, kr crashReport, before map[string][]by
 		t.Errorf("config sources after kill + resume differ from before the run (the token's CA hash aside): %s", strings.Join(d, "; "))
 	}
 	l.mustCheck(t)
-	return outcome
+	return outcome, res
 }
 
-// crashUndo undoes the killed run and checks what undo promises.
-func crashUndo(t *testing.T, l *e2eLab, kr crashReport, before map[string][]byte, oldCA []byte) string {
+// crashUndo undoes the killed run and checks what undo promises; it
+// returns the outcome in words and the undo's output.
+func crashUndo(t *testing.T, l *e2eLab, kr crashReport, before map[string][]byte, oldCA []byte) (string, cliResult) {
 	res := runCaretakerBinary(t, "undo", kr.RunID, "--state-dir", l.StateDir, "--yes", "-o", "json")
 	if res.Code != 0 {
 		t.Fatalf("undo after the kill at entry %d (%s): %s", kr.Lines, kr.Last, res.Describe())
@@ -236,9 +254,9 @@ func crashUndo(t *testing.T, l *e2eLab, kr crashReport, before map[string][]byte
 		l.assertClusterHoldsCA(oldCA)
 		l.mustCheck(t)
 		if nothing {
-			return "nothing to undo: original CA everywhere"
+			return "nothing to undo: original CA everywhere", res
 		}
-		return "undone: original CA everywhere"
+		return "undone: original CA everywhere", res
 	}
 	// The datastore holds the new CA: undo kept the rotation and the edits
 	// that must stay with it, said so, and said how to finish.
@@ -272,7 +290,7 @@ func crashUndo(t *testing.T, l *e2eLab, kr crashReport, before map[string][]byte
 	}
 	l.mustCheck(t)
 	return fmt.Sprintf("undone, rotation kept (%d source(s) kept for it; after restarting every server, %d/%d servers on it, check exit %d); rotate-ca again finished it",
-		kept, onNew, len(l.Nodes(inventory.RoleServer)), c.Code)
+		kept, onNew, len(l.Nodes(inventory.RoleServer)), c.Code), res
 }
 
 // crashRestartAll restarts every server's K3s, one at a time, as a reboot

@@ -4,6 +4,11 @@
 // every journal-entry boundary without a hook in caretaker itself.
 //
 //	crashkill -runs STATE/runs -k K [-cpu N] [-out FILE] -- caretaker run ...
+//	crashkill -runs STATE/runs -match S [-match S2] [-k N] ... -- caretaker run ...
+//
+// With -match, K counts only the journal lines that contain every S: the
+// kill lands right after the K-th such line (the kill point named by what
+// the entry is, not by its index).
 //
 // How the kill lands exactly after line K: the command runs pinned to one
 // CPU; crashkill's watching thread is pinned to the same CPU with the
@@ -17,9 +22,9 @@
 // kill may then land a few lines late.
 //
 // It prints one JSON object on its stdout: {"mode", "run_dir", "lines" (in
-// the journal after the command died), "killed" (false: the command ended
-// before line K), "exit" (the command's exit code when it ended by
-// itself)}. The command's stdout and stderr go to -out (and -out.err).
+// the journal after the command died), "matched" (of them, those -match
+// counted), "killed" (false: the command ended before line K), "exit" (the
+// command's exit code, -9 when killed)}. The command's stdout and stderr go to -out (and -out.err).
 package main
 
 import (
@@ -32,6 +37,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"syscall"
 	"time"
 	"unsafe"
@@ -45,9 +51,11 @@ type report struct {
 	Mode   string `json:"mode"`
 	RunDir string `json:"run_dir"`
 	Lines  int    `json:"lines"`
-	Killed bool   `json:"killed"`
-	Exit   int    `json:"exit"`
-	Error  string `json:"error,omitempty"`
+	// Matched is how many lines matched -match when the command died.
+	Matched int    `json:"matched,omitempty"`
+	Killed  bool   `json:"killed"`
+	Exit    int    `json:"exit"`
+	Error   string `json:"error,omitempty"`
 }
 
 func main() {
@@ -55,12 +63,14 @@ func main() {
 	k := flag.Int("k", 1, "kill right after this many journal lines were written")
 	cpu := flag.Int("cpu", 0, "the CPU the command and the watcher share")
 	out := flag.String("out", "", "file for the command's stdout (stderr: FILE.err)")
+	var match multiFlag
+	flag.Var(&match, "match", "count only journal lines containing this text (repeatable: all of them)")
 	flag.Parse()
 	if *runs == "" || flag.NArg() == 0 || *k < 1 {
 		fmt.Fprintln(os.Stderr, "usage: crashkill -runs DIR -k K [-cpu N] [-out FILE] -- CMD ARGS...")
 		os.Exit(2)
 	}
-	rep, err := run(*runs, *k, *cpu, *out, flag.Args())
+	rep, err := run(*runs, *k, *cpu, *out, match, flag.Args())
 	if err != nil {
 		rep.Error = err.Error()
 	}
@@ -78,11 +88,28 @@ type watcher struct {
 	runDir  string
 	dirWd   int
 	offset  int64
-	lines   int
+	lines   int // journal lines written (complete)
+	matched int // of them, those containing every match
+	match   []string
+	partial []byte // a line written in part so far
 	journal *os.File
 }
 
-func run(runs string, k, cpu int, out string, argv []string) (report, error) {
+// hits is what K counts: lines, or matching lines with -match.
+func (w *watcher) hits() int {
+	if len(w.match) > 0 {
+		return w.matched
+	}
+	return w.lines
+}
+
+// multiFlag is a repeatable string flag.
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, " ") }
+func (m *multiFlag) Set(s string) error { *m = append(*m, s); return nil }
+
+func run(runs string, k, cpu int, out string, match []string, argv []string) (report, error) {
 	rep := report{Mode: "rt"}
 	if err := os.MkdirAll(runs, 0o700); err != nil {
 		return rep, err
@@ -101,7 +128,7 @@ func run(runs string, k, cpu int, out string, argv []string) (report, error) {
 		return rep, fmt.Errorf("inotify: %w", err)
 	}
 	defer unix.Close(fd)
-	w := &watcher{fd: fd, runs: runs, dirWd: -1}
+	w := &watcher{fd: fd, runs: runs, dirWd: -1, match: match}
 	if _, err := unix.InotifyAddWatch(fd, runs, unix.IN_CREATE); err != nil {
 		return rep, fmt.Errorf("watch %s: %w", runs, err)
 	}
@@ -135,7 +162,7 @@ func run(runs string, k, cpu int, out string, argv []string) (report, error) {
 		werr = w.poll(k, cmd.Process.Pid, done)
 	}
 	<-done
-	rep.RunDir = w.runDir
+	rep.RunDir, rep.Matched = w.runDir, w.matched
 	var xe *exec.ExitError
 	if errors.As(waitErr, &xe) {
 		if ws, ok := xe.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
@@ -198,7 +225,7 @@ func (w *watcher) watch(k, pid int, done <-chan struct{}) error {
 				return err
 			}
 		}
-		if w.lines >= k {
+		if w.hits() >= k {
 			if err := unix.Kill(pid, unix.SIGKILL); err != nil {
 				return errEnded
 			}
@@ -240,12 +267,35 @@ func (w *watcher) count() error {
 	buf := make([]byte, 32*1024)
 	for {
 		n, err := w.journal.ReadAt(buf, w.offset)
-		w.lines += bytes.Count(buf[:n], []byte("\n"))
 		w.offset += int64(n)
+		data := append(w.partial, buf[:n]...)
+		for {
+			i := bytes.IndexByte(data, '\n')
+			if i < 0 {
+				break
+			}
+			w.line(data[:i])
+			data = data[i+1:]
+		}
+		w.partial = append([]byte(nil), data...)
 		if err != nil || n == 0 {
 			return nil
 		}
 	}
+}
+
+// line counts one complete journal line.
+func (w *watcher) line(l []byte) {
+	w.lines++
+	if len(w.match) == 0 {
+		return
+	}
+	for _, m := range w.match {
+		if !bytes.Contains(l, []byte(m)) {
+			return
+		}
+	}
+	w.matched++
 }
 
 // poll is the fallback without SCHED_FIFO: it looks every millisecond.
@@ -270,7 +320,7 @@ func (w *watcher) poll(k, pid int, done <-chan struct{}) error {
 		if err := w.count(); err != nil {
 			return err
 		}
-		if w.lines >= k {
+		if w.hits() >= k {
 			_ = unix.Kill(pid, unix.SIGKILL)
 			return nil
 		}
