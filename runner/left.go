@@ -59,6 +59,11 @@ type leftLog struct {
 }
 
 func (l *leftLog) event(ev Event) {
+	switch ev.(type) {
+	case StepStarted, StepDone:
+	default:
+		return
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.started == nil {

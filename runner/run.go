@@ -204,10 +204,7 @@ func (st *runState) redact(s string) string {
 }
 
 func (st *runState) emit(ev Event) {
-	switch ev.(type) {
-	case StepStarted, StepDone:
-		st.left.event(ev)
-	}
+	st.left.event(ev) // step starts and results, for RunDone.Left
 	switch e := ev.(type) {
 	case OutputLine:
 		e.Text = st.redact(e.Text)
