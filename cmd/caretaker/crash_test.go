@@ -58,6 +58,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caretaker/caretaker/internal/k3s"
 	"github.com/caretaker/caretaker/lab"
 	"github.com/caretaker/caretaker/runner/inventory"
 )
@@ -272,6 +273,19 @@ func crashUndo(t *testing.T, l *e2eLab, kr crashReport, before map[string][]byte
 		}
 		kept++
 	}
+	// A token the run had finished updating pins the datastore's CA still:
+	// the recorded one pins a CA no server serves, which K3s refuses.
+	newHash, err := k3s.HashCA(ds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range kr.Journal {
+		if e.Type == "step_done" && e.StepName == "tokens" && e.Status == "changed" {
+			if src := l.configSources(e.Node); !bytes.Contains(bytes.Join(mapValues(src), nil), []byte(newHash)) {
+				t.Errorf("after undo, the token of %s no longer pins the datastore's CA (%.12s…)", e.Node, newHash)
+			}
+		}
+	}
 	c := crashRestartAll(t, l)
 	onNew := 0
 	for _, s := range l.Nodes(inventory.RoleServer) {
@@ -291,6 +305,14 @@ func crashUndo(t *testing.T, l *e2eLab, kr crashReport, before map[string][]byte
 	l.mustCheck(t)
 	return fmt.Sprintf("undone, rotation kept (%d source(s) kept for it; after restarting every server, %d/%d servers on it, check exit %d); rotate-ca again finished it",
 		kept, onNew, len(l.Nodes(inventory.RoleServer)), c.Code), res
+}
+
+func mapValues(m map[string][]byte) [][]byte {
+	var out [][]byte
+	for _, v := range m {
+		out = append(out, v)
+	}
+	return out
 }
 
 // crashRestartAll restarts every server's K3s, one at a time, as a reboot
