@@ -226,23 +226,22 @@ func LeftSummary(e RunDone) string {
 func writeLeft(b *strings.Builder, e RunDone) {
 	fmt.Fprintf(b, "  where this attempt left each node (`caretaker resume %s` continues, `caretaker undo %s` puts back what was recorded):\n", e.RunID, e.RunID)
 	for _, nl := range e.Left {
-		var parts []string
-		if len(nl.Done) > 0 {
-			parts = append(parts, "finished "+strings.Join(nl.Done, ", "))
-		}
 		switch {
 		case nl.Stopped != "" && len(nl.Changes) > 0:
-			parts = append(parts, fmt.Sprintf("step %s %s; before that it changed: %s; the rest of the step did not run", nl.Stopped, nl.How, strings.Join(nl.Changes, "; ")))
+			fmt.Fprintf(b, "    %s: step %s %s after: %s; the rest of that step did not run\n", nl.Node, nl.Stopped, nl.How, strings.Join(nl.Changes, "; "))
 		case nl.Stopped != "":
-			parts = append(parts, fmt.Sprintf("step %s %s before it changed anything", nl.Stopped, nl.How))
+			fmt.Fprintf(b, "    %s: step %s %s before it changed anything\n", nl.Node, nl.Stopped, nl.How)
 		case len(nl.Done) > 0:
+			fmt.Fprintf(b, "    %s: finished %s\n", nl.Node, strings.Join(nl.Done, ", "))
 		default:
-			parts = append(parts, "not touched by this attempt")
+			fmt.Fprintf(b, "    %s: not touched by this attempt\n", nl.Node)
+		}
+		if nl.Stopped != "" && len(nl.Done) > 0 {
+			fmt.Fprintf(b, "      finished before: %s\n", strings.Join(nl.Done, ", "))
 		}
 		if len(nl.Standing) > 0 {
-			parts = append(parts, "not put back yet: "+strings.Join(nl.Standing, "; "))
+			fmt.Fprintf(b, "      not put back yet: %s\n", strings.Join(nl.Standing, "; "))
 		}
-		fmt.Fprintf(b, "    %s: %s\n", nl.Node, strings.Join(parts, "; "))
 		if len(nl.Resume) > 0 {
 			fmt.Fprintf(b, "      resume runs there: %s\n", strings.Join(nl.Resume, ", "))
 		} else {

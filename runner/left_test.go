@@ -86,10 +86,12 @@ step("look", look, nodes="all", mutates=False)
 	}
 	sum := runner.Summary(done)
 	for _, line := range []string{
-		"    s1: finished prep; step a stopped by the operator; before that it changed: run on s1: change-1; run on s1: change-2; the rest of the step did not run; not put back yet: a node.run command whose undo is `revert-1`\n",
-		"      resume runs there: a (again from its start), look\n",
-		"    s2: finished prep\n",
-		"    a1: not touched by this attempt\n",
+		"    s1: step a stopped by the operator after: run on s1: change-1; run on s1: change-2; the rest of that step did not run\n" +
+			"      finished before: prep\n" +
+			"      not put back yet: a node.run command whose undo is `revert-1`\n" +
+			"      resume runs there: a (again from its start), look\n",
+		"    s2: finished prep\n      resume runs there: a, look\n",
+		"    a1: not touched by this attempt\n      resume runs there: look\n",
 	} {
 		if !strings.Contains(sum, line) {
 			t.Errorf("summary lacks %q:\n%s", line, sum)

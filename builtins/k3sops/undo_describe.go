@@ -14,7 +14,7 @@ func init() {
 	runner.RegisterUndoDescription("k3s.restore_server", describeEdits("`server` removed from %s (the originals are kept on the node; restore_server, resume or undo puts it back)"))
 	runner.RegisterUndoDescription("k3s.restore_token", describeEdits("the new CA hash written into the token in %s (the originals are kept on the node)"))
 	runner.RegisterUndoDescription("k3s.rotate_ca", func([]byte) string {
-		return "k3s certificate rotate-ca started here: the datastore may hold the new CA set (a rotation is not undone; resume finishes it)"
+		return "the datastore's CA set rotated here with k3s certificate rotate-ca (a rotation is not undone; resume finishes it)"
 	})
 	runner.RegisterUndoDescription("k3s.restore", func([]byte) string {
 		return "files restored from a backup (undo puts back the safety backup taken first)"

@@ -50,7 +50,9 @@ func summaryLeft(t *testing.T, out string) (state, resume map[string]string) {
 			resume[node] = strings.TrimPrefix(line, "      resume runs there: ")
 		case strings.HasPrefix(line, "      resume has nothing"):
 			resume[node] = ""
-		case strings.HasPrefix(line, "    ") && !strings.HasPrefix(line, "     "):
+		case strings.HasPrefix(line, "      "):
+			state[node] += "\n" + strings.TrimSpace(line)
+		case strings.HasPrefix(line, "    "):
 			n, rest, _ := strings.Cut(strings.TrimSpace(line), ": ")
 			node, state[n] = n, rest
 		default:
@@ -80,9 +82,10 @@ func TestE2ECtrlCSummary(t *testing.T) {
 
 	// What the summary says of each node ...
 	for node, want := range map[string][]string{
-		"server-1": {"finished facts, preflight, backup, snapshot, generate, rotate-ca; step servers stopped by the operator; before that it changed: strip server on server-1: /etc/rancher/k3s/config.yaml.d/50-server.yaml",
-			"restart k3s on server-1 and wait until it is up", "the rest of the step did not run",
-			"not put back yet: k3s certificate rotate-ca started here", "`server` removed from /etc/rancher/k3s/config.yaml.d/50-server.yaml"},
+		"server-1": {"step servers stopped by the operator after: strip server on server-1: /etc/rancher/k3s/config.yaml.d/50-server.yaml",
+			"restart k3s on server-1 and wait until it is up", "the rest of that step did not run",
+			"\nfinished before: facts, preflight, backup, snapshot, generate, rotate-ca\n",
+			"\nnot put back yet: the datastore's CA set rotated here with k3s certificate rotate-ca", "`server` removed from /etc/rancher/k3s/config.yaml.d/50-server.yaml"},
 		"server-2": {"finished facts, backup"},
 		"server-3": {"finished facts, backup"},
 		"agent-1":  {"finished facts, backup"},
