@@ -27,11 +27,11 @@ package main
 // the other cannot (the undo half found the product bugs), and a boundary
 // proven only every other run is not proven. A case costs a fresh lab
 // (~0.4 CPU-s) and one or two rotations (~2.7 CPU-s each): 144 cases for a
-// 72-entry run take 8 CPU-minutes, 12.5 minutes on this two-core machine
-// shared with other work (about five on an idle one). That is over the
-// budget of the plain `go test ./...`, so the test runs only with
-// $CARETAKER_CRASH=1: `make crash` sets it, and `make test` (CI) runs
-// `make crash`. It needs SCHED_FIFO (root or CAP_SYS_NICE) for exact
+// 72-entry run take 8-9 CPU-minutes: 11 to 12.5 minutes on this two-core
+// machine shared with other work, at least four on an idle one. That is
+// over the budget of the plain `go test ./...`, so the test runs only
+// with $CARETAKER_CRASH=1: `make crash` sets it, and `make test` (CI)
+// runs `make crash`. It needs SCHED_FIFO (root or CAP_SYS_NICE) for exact
 // kills; without it, it fails under $CI and is skipped elsewhere.
 //
 // A boundary k is "right after entry k was written": internal/crashkill
