@@ -23,7 +23,7 @@ test: deps lint
 
 # Crash consistency (issue 12): rotate-ca on the simulator killed with
 # SIGKILL right after each of its journal entries, then resumed and undone
-# (cmd/caretaker/crash_test.go): ~150 labs, 5-13 minutes on two cores, too
+# (cmd/caretaker/crash_test.go): ~150 labs, 4-13 minutes on two cores, too
 # long for the plain `go test ./...`, so it has its own target. Needs root
 # (SCHED_FIFO, for kills that land exactly after an entry).
 crash:
