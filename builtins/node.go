@@ -275,7 +275,16 @@ func replayRunUndo(ctx context.Context, env *runner.Env, data []byte) error {
 	return nil
 }
 
-func init() { runner.RegisterUndo("node.run", replayRunUndo) }
+func init() {
+	runner.RegisterUndo("node.run", replayRunUndo)
+	runner.RegisterUndoDescription("node.run", func(data []byte) string {
+		var u runUndo
+		if json.Unmarshal(data, &u) != nil || u.Cmd == "" {
+			return ""
+		}
+		return "a node.run command whose undo is `" + u.Cmd + "`"
+	})
+}
 
 func nodeRead(n *Node, th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
 	path, env, ex, err := n.pathCall(th, b, args, kwargs)

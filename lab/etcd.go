@@ -45,8 +45,24 @@ type etcdMember struct {
 	n   *node
 	e   *embed.Etcd
 	cli *clientv3.Client // in-process client of this member, no TLS hop
+	// gate is the node's member gate, held from start to stop (see
+	// node.memberGate).
+	gate chan struct{}
 
 	closeOnce sync.Once
+}
+
+// memberGate is held by the node's running etcd member, from before it
+// opens its data until it stopped: a start waits until the previous
+// member of the node let go of its WAL (etcd exits the process, not only
+// the member, when it finds the WAL locked).
+func (n *node) memberGate() chan struct{} {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.gate == nil {
+		n.gate = make(chan struct{}, 1)
+	}
+	return n.gate
 }
 
 // etcd timing: etcd's defaults (100 ms heartbeat, 1 s election timeout).
@@ -137,6 +153,12 @@ func (n *node) startMember(sdHost string) (*etcdMember, error) {
 	if err := os.MkdirAll(n.runDir(), 0o755); err != nil {
 		return nil, err
 	}
+	gate := n.memberGate()
+	select {
+	case gate <- struct{}{}:
+	case <-time.After(2 * time.Minute):
+		return nil, fmt.Errorf("start etcd member %s: its previous member has not stopped after 2 minutes", memberName(n))
+	}
 	var e *embed.Etcd
 	var err error
 	for try := 0; ; try++ {
@@ -148,9 +170,10 @@ func (n *node) startMember(sdHost string) (*etcdMember, error) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	if err != nil {
+		<-gate
 		return nil, fmt.Errorf("start etcd member %s on %s:2379/2380 from %s: %w", memberName(n), n.ip, filepath.Join(sdHost, "tls", "etcd"), err)
 	}
-	return &etcdMember{n: n, e: e, cli: v3client.New(e.Server)}, nil
+	return &etcdMember{n: n, e: e, cli: v3client.New(e.Server), gate: gate}, nil
 }
 
 // waitReady waits until the member serves (it has a leader and has
@@ -196,6 +219,7 @@ func (m *etcdMember) close() {
 			m.e.Server.Stop()
 		}
 		<-m.e.Server.StopNotify()
+		<-m.gate // the WAL and the backend are closed by now
 		go m.e.Close()
 	})
 }

@@ -63,7 +63,8 @@ type node struct {
 	proc         *k3sProc   // the current start attempt / running K3s
 	gen          uint64     // bumped by every start and stop (stale restart timers)
 	restartTimer *time.Timer
-	initMember   *etcdMember // etcd member started at lab up, until the first start
+	initMember   *etcdMember   // etcd member started at lab up, until the first start
+	gate         chan struct{} // see memberGate
 	fault        string
 	loadedUnit   []byte // the unit as systemd loaded it (daemon-reload)
 	loadedDrops  []k3s.NamedFile

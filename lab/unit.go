@@ -78,17 +78,33 @@ func (p *k3sProc) settle(err error) {
 }
 
 // setSupervisor and setMember record what the process runs so that stop
-// (or a failed start) releases it.
+// (or a failed start) releases it. One that comes after the process was
+// released (it was stopped while starting it) is closed at once: left
+// running, an etcd member would keep its WAL locked, and the next start's
+// member would make etcd exit the whole lab process ("file already
+// locked").
 func (p *k3sProc) setSupervisor(s *supervisor) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.sup = s
+	released := p.released
+	if !released {
+		p.sup = s
+	}
+	p.mu.Unlock()
+	if released {
+		s.close()
+	}
 }
 
 func (p *k3sProc) setMember(m *etcdMember) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.member = m
+	released := p.released
+	if !released {
+		p.member = m
+	}
+	p.mu.Unlock()
+	if released {
+		m.close()
+	}
 }
 
 // release stops what the process runs: the supervisor, then the etcd

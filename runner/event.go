@@ -174,7 +174,10 @@ type RunDone struct {
 	// Recorded lists, when the run did not end ok, the changes this
 	// attempt made with an undo record ("node: kind (step name)"): what a
 	// stopped run may have left between before and after.
-	Recorded []string      `json:"recorded,omitempty"`
+	Recorded []string `json:"recorded,omitempty"`
+	// Left says, when a real run did not end ok, where this attempt left
+	// each node and what resume does there (see NodeLeft).
+	Left     []NodeLeft    `json:"left,omitempty"`
 	Duration time.Duration `json:"duration_ns"`
 	At       time.Time     `json:"at"`
 }

@@ -83,6 +83,7 @@ type runState struct {
 	secrets  []string
 	results  map[string]starlark.Value
 	recorded []string // "node: undo kind (step name)" of this attempt
+	left     leftLog
 	promptMu sync.Mutex
 	promptID int
 
@@ -203,6 +204,7 @@ func (st *runState) redact(s string) string {
 }
 
 func (st *runState) emit(ev Event) {
+	st.left.event(ev) // step starts and results, for RunDone.Left
 	switch e := ev.(type) {
 	case OutputLine:
 		e.Text = st.redact(e.Text)
@@ -305,6 +307,9 @@ func (r *Run) doneEvent(status string, runErr error, counts map[Status]int, fail
 	done := RunDone{RunID: r.opts.RunID, Status: status, Counts: counts, Failed: failed, Notes: notes, StateDir: r.opts.StateDir, Duration: time.Since(start), At: time.Now(), Check: r.opts.Check}
 	if status != "ok" {
 		done.Recorded = recorded
+		if !r.opts.Check {
+			done.Left = r.nodesLeft()
+		}
 	}
 	if runErr != nil {
 		done.Error = r.st.redact(runErr.Error())

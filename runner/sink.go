@@ -169,7 +169,9 @@ func Summary(e RunDone) string {
 	if e.Journal != "" {
 		fmt.Fprintf(&b, "  journal: %s\n", e.Journal)
 	}
-	if len(e.Recorded) > 0 {
+	if len(e.Left) > 0 {
+		writeLeft(&b, e)
+	} else if len(e.Recorded) > 0 {
 		fmt.Fprintf(&b, "  changes this attempt made before it stopped (resume finishes the playbook, undo reverts them):\n")
 		for _, r := range e.Recorded {
 			fmt.Fprintf(&b, "    %s\n", r)

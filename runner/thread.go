@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,6 +36,7 @@ type Env struct {
 	run *runState
 	// changed is set by builtins that changed something.
 	changed atomic.Bool
+	wet     wetDepth
 }
 
 const envKey = "caretaker.env"
@@ -96,6 +98,11 @@ func (e *Env) nodeName() string {
 // Wet runs fn unless in check mode; in check mode it emits "would <what>"
 // and returns nil. Every mutating builtin goes through Wet. It also refuses
 // to start new work once the operator asked the run to stop.
+//
+// Once fn runs, a graceful stop waits for it: CheckStop lets the commands
+// fn needs through (a restart that was issued is waited for), so a stopped
+// run leaves each builtin's change whole. What fn did is remembered for
+// the summary of a run that does not end ok (RunDone.Left).
 func (e *Env) Wet(what string, fn func() error) error {
 	if err := e.CheckStop(); err != nil {
 		return err
@@ -104,14 +111,25 @@ func (e *Env) Wet(what string, fn func() error) error {
 		e.Output(StreamCheck, "would "+what)
 		return nil
 	}
-	return fn()
+	e.wet.n.Add(1)
+	err := fn()
+	if e.wet.n.Add(-1) > 0 {
+		return err // part of an outer change, which is what the summary names
+	}
+	if err != nil {
+		first, _, _ := strings.Cut(err.Error(), "\n")
+		what += " (failed: " + first + ")"
+	}
+	e.run.left.change(e.Step, e.nodeName(), what)
+	return err
 }
 
 // CheckStop returns ErrAborted once the run was asked to stop; builtins call
 // it before starting a command so a graceful stop lets running commands
-// finish but starts none.
+// finish but starts none (except inside a change already under way, see
+// Wet).
 func (e *Env) CheckStop() error {
-	if e.run.stopping.Load() {
+	if e.run.stopping.Load() && e.wet.n.Load() == 0 {
 		return fmt.Errorf("not starting new work: %w", errspkg.ErrAborted)
 	}
 	if err := e.Ctx.Err(); err != nil {
@@ -183,6 +201,7 @@ func (e *Env) Undo(kind string, data []byte) error {
 	e.run.mu.Lock()
 	e.run.recorded = append(e.run.recorded, fmt.Sprintf("%s: %s (step %s)", e.nodeName(), kind, e.StepName))
 	e.run.mu.Unlock()
+	e.run.left.undo(e.nodeName(), kind, data)
 	return nil
 }
 

@@ -320,7 +320,7 @@ func RotateCA(ctx context.Context, c *Target, dir string, force bool) (*RotateRe
 		return c.rotateResult(false, before)
 	}
 	undo, _ := json.Marshal(map[string]string{"node": c.Node.Name, "path": dir, "previous_server_ca_sha256": sha256Hex(before.serverCA()),
-		"how": "the previous CA set is in this run's backup (k3s.backup_certs); putting it back needs rotate-ca --force with it"})
+		"how": "to put the previous CA back instead, rotate-ca --force with the previous set from this run's backup (k3s.backup_certs)"})
 	after := before
 	err = c.Run.Wet("run on "+c.Node.Name+": "+line, func() error {
 		if err := c.Run.Undo("k3s.rotate_ca", undo); err != nil {

@@ -46,11 +46,15 @@ type editedFile struct {
 	What         string `json:"what"`
 }
 
-// undoData is the JSON handed to env.Undo for edit records.
+// undoData is the JSON handed to env.Undo for edit records. A token
+// update also records the CA hashes the token pinned before and after
+// (undoToken decides with them whether putting it back is safe).
 type undoData struct {
-	Node   string   `json:"node"`
-	Record string   `json:"record"`
-	Files  []string `json:"files"`
+	Node       string   `json:"node"`
+	Record     string   `json:"record"`
+	Files      []string `json:"files"`
+	FromCAHash string   `json:"from_ca_hash,omitempty"`
+	ToCAHash   string   `json:"to_ca_hash,omitempty"`
 }
 
 func sha256Hex(b []byte) string {
@@ -84,7 +88,7 @@ func (c *Target) loadRecords(ctx context.Context, kind string) ([]*editRecord, e
 // action) and then writes the new contents, atomically file by file. Edits
 // that change nothing are dropped. It returns the edits applied (or that
 // would be applied in check mode) and the record directory.
-func (c *Target) applyEdits(ctx context.Context, kind, undoKind, verb string, edits []k3s.Edit, ns *nodeSources) ([]k3s.Edit, string, error) {
+func (c *Target) applyEdits(ctx context.Context, kind, undoKind, verb string, edits []k3s.Edit, ns *nodeSources, undo undoData) ([]k3s.Edit, string, error) {
 	var real []k3s.Edit
 	for _, e := range edits {
 		if !bytes.Equal(e.Before, e.After) {
@@ -109,7 +113,8 @@ func (c *Target) applyEdits(ctx context.Context, kind, undoKind, verb string, ed
 		for _, f := range rec.Files {
 			files = append(files, f.Path)
 		}
-		data, _ := json.Marshal(undoData{Node: c.Node.Name, Record: dir, Files: files})
+		undo.Node, undo.Record, undo.Files = c.Node.Name, dir, files
+		data, _ := json.Marshal(undo)
 		if err := c.Run.Undo(undoKind, data); err != nil {
 			return c.errorf("record the undo action before editing (nothing was changed): %w", err)
 		}
@@ -244,6 +249,8 @@ func (c *Target) restoreRecords(ctx context.Context, kind string) ([]string, err
 		for _, w := range plan {
 			written = append(written, w.path)
 		}
+	} else {
+		c.Run.ResolveUndo(c.Node.Name, map[string]string{"strip": "k3s.restore_server", "token": "k3s.restore_token"}[kind])
 	}
 	return written, nil
 }
@@ -371,7 +378,7 @@ func StripServer(ctx context.Context, c *Target) (*EditResult, error) {
 	if err != nil {
 		return nil, c.errorf("%w", err)
 	}
-	applied, dir, err := c.applyEdits(ctx, "strip", "k3s.restore_server", "strip server", edits, ns)
+	applied, dir, err := c.applyEdits(ctx, "strip", "k3s.restore_server", "strip server", edits, ns, undoData{})
 	if err != nil {
 		return nil, err
 	}
@@ -490,7 +497,7 @@ func UpdateToken(ctx context.Context, c *Target, caHash string) (*TokenUpdate, e
 	if err != nil {
 		return nil, c.errorf("%w", err)
 	}
-	applied, dir, err := c.applyEdits(ctx, "token", "k3s.restore_token", "put the new CA hash in the token", edits, ns)
+	applied, dir, err := c.applyEdits(ctx, "token", "k3s.restore_token", "put the new CA hash in the token", edits, ns, undoData{FromCAHash: cur.CAHash, ToCAHash: caHash})
 	if err != nil {
 		return nil, err
 	}

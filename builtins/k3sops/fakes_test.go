@@ -57,9 +57,11 @@ func (r *testRun) Output(stream, text string) {
 	defer r.mu.Unlock()
 	r.out = append(r.out, stream+": "+text)
 }
-func (r *testRun) Note(text string) { r.mu.Lock(); r.notes = append(r.notes, text); r.mu.Unlock() }
-func (r *testRun) Redact(s string)  { r.mu.Lock(); r.secrets = append(r.secrets, s); r.mu.Unlock() }
-func (r *testRun) MarkChanged()     { r.mu.Lock(); r.changed = true; r.mu.Unlock() }
+func (r *testRun) Note(text string)              { r.mu.Lock(); r.notes = append(r.notes, text); r.mu.Unlock() }
+func (r *testRun) Redact(s string)               { r.mu.Lock(); r.secrets = append(r.secrets, s); r.mu.Unlock() }
+func (r *testRun) MarkChanged()                  { r.mu.Lock(); r.changed = true; r.mu.Unlock() }
+func (r *testRun) ResolveUndo(node, kind string) {}
+
 func (r *testRun) Undo(kind string, data []byte) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()

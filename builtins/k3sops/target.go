@@ -51,8 +51,10 @@ type Run interface {
 	Redact(secret string)
 	// MarkChanged records that the step changed something.
 	MarkChanged()
-	// Undo records an undo action before the change it protects.
+	// Undo records an undo action before the change it protects;
+	// ResolveUndo says the node's changes recorded as kind are put back.
 	Undo(kind string, data []byte) error
+	ResolveUndo(node, kind string)
 	// Executor returns the executor of a node of the run's cluster.
 	Executor(ctx context.Context, n *inventory.Node) (transport.Executor, error)
 	// Nodes are the nodes taking part in the run.

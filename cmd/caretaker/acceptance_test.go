@@ -40,7 +40,6 @@ import (
 	"github.com/caretaker/caretaker/lab"
 	"github.com/caretaker/caretaker/lab/labtest"
 	"github.com/caretaker/caretaker/runner/inventory"
-	"github.com/caretaker/caretaker/runner/journal"
 )
 
 // accBackend is one backend of the suite.
@@ -83,8 +82,9 @@ var accGroups = []accGroup{
 			{"check rows equal k3s certificate check", accCheckMatchesK3s},
 			{"check mode changes no byte", accCheckModeChangesNothing},
 			{"bug reproduced, a failing server, then the workaround", accBugThenWorkaround},
-			{"kill -9 mid-rotation then resume", accKillThenResume},
-			{"kill -9 mid-rotation then undo", accKillThenUndo},
+			accKill(killAfterStrip, "resume"), accKill(killAfterStrip, "undo"),
+			accKill(killMidRestart, "resume"), accKill(killMidRestart, "undo"),
+			accKill(killAfterRestoreServer, "resume"), accKill(killAfterRestoreServer, "undo"),
 			{"locks", accLocks},
 			{"check findings", accCheckFindings},
 		},
@@ -100,6 +100,8 @@ var accGroups = []accGroup{
 		},
 		scenarios: []accScenario{
 			{"fixed release strips nothing, secure tokens", accFixedReleaseSecureTokens},
+			accKill(killInTokens, "resume"), accKill(killInTokens, "undo"),
+			accKill(killInAgents, "resume"), accKill(killInAgents, "undo"),
 			{"second and third rotation", accRotateAgainTwice},
 			{"kubeconfig after the rotations", accKubeconfig},
 			{"trust bundles, kubeconfigs and workloads after a rotation", accTrustAfterRotation},
@@ -423,121 +425,6 @@ func (l *e2eLab) assertRunArtifacts(res cliResult) {
 	if err != nil || backups != len(l.Nodes("")) {
 		t.Errorf("%d node backups in %s (%v), want %d", backups, dir, err, len(l.Nodes("")))
 	}
-}
-
-func accKillThenResume(t *testing.T, l *e2eLab) {
-	before := l.allConfigSources()
-	oldCA := l.serverCA("server-1")
-	id := killMidRotation(t, l, before)
-
-	res := runCaretakerBinary(t, "resume", id, "--state-dir", l.StateDir, "--yes", "-o", "json")
-	if res.Code != 0 {
-		t.Fatalf("resume: %s", res.Describe())
-	}
-	if missing := containsAll(res.Stderr, "resuming run "+id+" (attempt 2)", `interrupted in step "servers" on server-2`); len(missing) > 0 {
-		t.Errorf("resume's stderr lacks %q:\n%s", missing, res.Stderr)
-	}
-	for _, c := range []struct{ step, node, status string }{
-		{"backup", "server-1", "skipped"}, {"generate", "server-1", "skipped"}, {"rotate-ca", "server-1", "skipped"},
-		{"servers", "server-1", "skipped"}, {"servers", "server-2", "changed"}, {"servers", "server-3", "changed"},
-		{"restore-server", "server-1", "changed"}, {"verify", "server-1", "ok"},
-	} {
-		if got := res.StepStatus(c.step, c.node); got != c.status {
-			t.Errorf("resumed run: %s on %s = %q, want %q", c.step, c.node, got, c.status)
-		}
-	}
-	if ca := l.newCA(); bytes.Equal(ca, oldCA) {
-		t.Fatal("the datastore still holds the old CA")
-	} else {
-		l.assertClusterHoldsCA(ca)
-	}
-	if d := sameSources(before, l.allConfigSources()); len(d) > 0 {
-		t.Errorf("config sources after kill + resume differ from before the run: %s", strings.Join(d, "; "))
-	}
-	if rec := readRunJSON(t, l.StateDir, id); rec.State != "ok" || rec.Attempts != 2 {
-		t.Errorf("after resume the run reads %q with %d attempts, want ok with 2", rec.State, rec.Attempts)
-	}
-	again := runCaretakerBinary(t, "resume", id, "--state-dir", l.StateDir, "--yes", "-o", "json")
-	if again.Code != exitBadInput || !strings.Contains(again.Stderr, "nothing to resume") {
-		t.Errorf("resume of a finished run: exit %d: %s", again.Code, again.Stderr)
-	}
-	l.mustCheck(t)
-}
-
-func accKillThenUndo(t *testing.T, l *e2eLab) {
-	before := l.allConfigSources()
-	id := killMidRotation(t, l, before)
-
-	ask := runCaretakerBinary(t, "undo", id, "--state-dir", l.StateDir, "-o", "plain")
-	if ask.Code != exitFailed || !strings.Contains(ask.Stderr, "run it again with --yes") {
-		t.Errorf("undo without --yes and without a terminal: exit %d: %s", ask.Code, ask.Stderr)
-	}
-	res := runCaretakerBinary(t, "undo", id, "--state-dir", l.StateDir, "--yes", "-o", "json")
-	if res.Code != 0 {
-		t.Fatalf("undo: %s", res.Describe())
-	}
-	if d := sameSources(before, l.allConfigSources()); len(d) > 0 {
-		t.Errorf("config sources after kill + undo differ from before the run: %s", strings.Join(d, "; "))
-	}
-	var order []string
-	for _, e := range res.Events {
-		if e.Type == "step_done" {
-			order = append(order, e.str("step_name")+"@"+e.str("node")+"="+e.str("status"))
-		}
-	}
-	if len(order) < 3 || !strings.Contains(order[0], "k3s.restore_server@server-2=changed") || !strings.Contains(order[1], "k3s.restore_server@server-1=changed") || !strings.Contains(order[len(order)-1], "k3s.rotate_ca@server-1=skipped") {
-		t.Errorf("undo steps (latest first): %v", order)
-	}
-	if notes := strings.Join(res.Notes(), "\n"); !strings.Contains(notes, "no automatic undo for k3s.rotate_ca") {
-		t.Errorf("undo notes: %s", notes)
-	}
-	// The datastore keeps the new CA (a rotation cannot be undone): the
-	// rotation in progress is finished by running rotate-ca again.
-	res = l.runCaretaker(l.rotateArgs()...)
-	if res.Code != 0 {
-		t.Fatalf("rotate-ca after the undo: %s", res.Describe())
-	}
-	l.assertClusterHoldsCA(l.newCA())
-	if d := sameSources(before, l.allConfigSources()); len(d) > 0 {
-		t.Errorf("config sources after undo + rotate-ca: %s", strings.Join(d, "; "))
-	}
-	l.mustCheck(t)
-}
-
-// killMidRotation starts rotate-ca and kills it with SIGKILL right after
-// strip_server edited server-2 (server-1 is stripped and restarted by
-// then): the cluster is half rotated with `server` stripped on two nodes.
-func killMidRotation(t *testing.T, l *e2eLab, original map[string][]byte) (runID string) {
-	t.Helper()
-	lc := startLive(t, nil, "run", "rotate-ca", "-i", l.InventoryPath(), "--yes", "-o", "json", "--state-dir", l.StateDir)
-	started := lc.waitFor(60*time.Second, "run_started", func(e e2eEvent) bool { return e.Type == "run_started" })
-	lc.waitFor(4*time.Minute, "the strip of server-2", isOutput("server-2", "removed"))
-	lc.kill9()
-	runID = started.str("run_id")
-	for _, n := range []string{"server-1", "server-2"} {
-		if d := sameSources(prefixed(n, pick(original, n)), prefixed(n, l.configSources(n))); len(d) == 0 {
-			t.Fatalf("after the kill, %s still has `server` in its sources", n)
-		}
-	}
-	rec := readRunJSON(t, l.StateDir, runID)
-	if rec.State != journal.RunStateInterrupted || len(rec.Started) != 1 || rec.Started[0].StepName != "servers" || rec.Started[0].Node != "server-2" {
-		t.Fatalf("the killed run reads back as %q, in progress %+v; want interrupted in servers@server-2", rec.State, rec.Started)
-	}
-	if len(rec.Undos) < 3 {
-		t.Fatalf("undo records of the killed run: %+v, want rotate_ca and two restore_server", rec.Undos)
-	}
-	return runID
-}
-
-// pick is the sources of one node from allConfigSources, keyed by path.
-func pick(all map[string][]byte, node string) map[string][]byte {
-	out := map[string][]byte{}
-	for k, v := range all {
-		if p, ok := strings.CutPrefix(k, node+" "); ok {
-			out[p] = v
-		}
-	}
-	return out
 }
 
 func accLocks(t *testing.T, l *e2eLab) {

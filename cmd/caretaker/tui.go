@@ -84,6 +84,8 @@ func runWithTUI(ctx context.Context, plan *runner.Plan, opts runner.RunOptions, 
 	summary, _ := prog.Wait()
 	if summary == "" {
 		summary = runner.Summary(done)
+	} else {
+		summary += runner.LeftSummary(done) // where a stopped run left each node
 	}
 	fmt.Fprint(os.Stdout, summary)
 	return runOutcome(done, runErr)

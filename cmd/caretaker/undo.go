@@ -23,7 +23,11 @@ func newUndoCommand() *cobra.Command {
 before every change (for example strip_server records how to put the stripped
 ` + "`server`" + ` sources back byte for byte), and undo replays them in reverse
 order, each on the node it was recorded for. Actions that cannot be undone
-automatically (a CA rotation: put the backup back) are listed as notes.
+automatically (a CA rotation: put the backup back) are listed as notes. A
+rotation that reached the datastore stays, and so do the edits made for it
+whose reversal would stop K3s from starting (` + "`server`" + ` on a server already
+on the new CA while others are not, a token pinning the new CA), each with a
+note; ` + "`caretaker run rotate-ca`" + ` finishes the rotation.
 
 The undo run takes the same locks as any run, is journaled itself, and holds
 the undone run's journal so that it cannot be resumed meanwhile. An
@@ -62,6 +66,12 @@ run again.`,
 			cluster, err := inv.Cluster(rec.Meta.Cluster)
 			if err != nil {
 				return err
+			}
+			if len(rec.Undos) == 0 {
+				// A run killed or stopped before its first change: there
+				// is nothing to put back, which is not a failure.
+				fmt.Fprintf(cmd.ErrOrStderr(), "caretaker: run %s recorded no undo actions: nothing to undo (it changed nothing that undo puts back)\n", rec.Meta.RunID)
+				return nil
 			}
 			plan, err := runner.UndoPlan(rec.UndoRun(), cluster)
 			if err != nil {

@@ -47,6 +47,11 @@ func parseEnvFile(data []byte) ([]envAssign, error) {
 			return nil, fmt.Errorf("line %d: want KEY=VALUE", i+1)
 		}
 		a.key = strings.TrimSpace(trim[:eq])
+		if a.key == "" {
+			// "\r=x" (found by FuzzParseEnvFile): blank but for
+			// characters TrimLeft keeps; systemd ignores it as invalid.
+			return nil, fmt.Errorf("line %d: want KEY=VALUE (the key is blank)", i+1)
+		}
 		vs := l.start + lead + eq + 1
 		// Gather the raw value across continuation lines.
 		raw := string(data[vs:l.end])

@@ -268,18 +268,26 @@ func configReplaceValue(data []byte, match func(configEntry) bool, value string)
 	if err != nil {
 		return nil, nil, err
 	}
+	// An entry that already holds value is left as it is written (its
+	// escapes may differ from ours; FuzzReplaceToken): replacing a value
+	// with itself changes no byte.
 	var hits []configEntry
+	var same []int
 	for _, e := range entries {
-		if match(e) {
+		switch {
+		case !match(e):
+		case e.valN.Kind == yaml.ScalarNode && e.valN.Value == value:
+			same = append(same, e.line)
+		default:
 			hits = append(hits, e)
 		}
 	}
 	if len(hits) == 0 {
-		return data, nil, nil
+		return data, same, nil
 	}
 	lines := splitUnitLines(data)
 	out := append([]byte{}, data...)
-	var changed []int
+	changed := append([]int(nil), same...)
 	textOK := true
 	// Edit from the end so earlier offsets stay valid.
 	for i := len(hits) - 1; i >= 0; i-- {
@@ -310,7 +318,7 @@ func configReplaceValue(data []byte, match func(configEntry) bool, value string)
 		return out, changed, nil
 	}
 	// Fallback: set the nodes and re-encode.
-	changed = changed[:0]
+	changed = append([]int(nil), same...)
 	for _, e := range hits {
 		*e.valN = yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: value, Style: yaml.DoubleQuotedStyle, LineComment: e.valN.LineComment}
 		changed = append(changed, e.line)

@@ -65,7 +65,9 @@ func Parse(path string, data []byte) (*Inventory, error) {
 		}
 		return nil, yamlError(path, data, err)
 	}
-	if len(doc.Content) == 0 {
+	// "---" alone is a document holding null (FuzzParse found its error
+	// pointing at line 2 of a one-line file): as empty as no document.
+	if len(doc.Content) == 0 || (doc.Content[0].Kind == yaml.ScalarNode && doc.Content[0].Tag == "!!null") {
 		return nil, &Error{File: path, Problem: "the inventory is empty; it needs a top-level 'clusters:' list (see README.md, Inventory)"}
 	}
 	inv := &Inventory{Path: path}

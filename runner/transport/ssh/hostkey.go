@@ -213,7 +213,12 @@ func (h *hostKeyChecker) acceptNew(hostport string, remote net.Addr, key ssh.Pub
 		return fmt.Errorf("%s (%s): %w: %w", h.label, hostport, errs.ErrHostKey, err)
 	}
 
-	line := knownhosts.Line([]string{knownhosts.Normalize(hostport)}, key) + "\n"
+	name := knownhosts.Normalize(hostport)
+	if why := knownHostsNameProblem(name); why != "" {
+		return fmt.Errorf("%s (%s): %w: not recording its host key in %s: the host name %q %s, so the line would not match it or would match other hosts; give the node its plain address or host name",
+			h.label, hostport, errs.ErrHostKey, h.file, name, why)
+	}
+	line := knownhosts.Line([]string{name}, key) + "\n"
 	if st, err := f.Stat(); err == nil && st.Size() > 0 {
 		last := make([]byte, 1)
 		if _, err := f.ReadAt(last, st.Size()-1); err == nil && last[0] != '\n' {
@@ -227,6 +232,23 @@ func (h *hostKeyChecker) acceptNew(hostport string, remote net.Addr, key ssh.Pub
 		return fail("sync", err)
 	}
 	return nil
+}
+
+// knownHostsNameProblem says why name cannot be written as the host
+// pattern of a known_hosts line: whitespace or control characters would
+// break the line (or start a new one; found by FuzzKnownHosts), and ',',
+// '*', '?', '!', a leading '@', '|' or '#' are pattern syntax that would
+// make it match other hosts or nothing. "" when it can.
+func knownHostsNameProblem(name string) string {
+	switch {
+	case name == "":
+		return "is empty"
+	case strings.ContainsFunc(name, func(r rune) bool { return r <= ' ' || r == 0x7f }):
+		return "holds whitespace or control characters"
+	case strings.ContainsAny(name, ",*?!#|") || strings.HasPrefix(name, "@"):
+		return "holds known_hosts pattern syntax (, * ? ! # | or a leading @)"
+	}
+	return ""
 }
 
 // probeKey is a key no server has, used to ask known_hosts which keys it
