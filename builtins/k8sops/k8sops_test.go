@@ -61,9 +61,10 @@ func (r *testRun) Undo(kind string, data []byte) error {
 func (r *testRun) Executor(context.Context, *inventory.Node) (transport.Executor, error) {
 	return nil, fmt.Errorf("no executors in these tests")
 }
-func (r *testRun) Nodes() []*inventory.Node { return nil }
-func (r *testRun) RunID() string            { return "run-1" }
-func (r *testRun) StateDir() string         { return "/nonexistent-state" }
+func (r *testRun) ResolveUndo(string, string) {}
+func (r *testRun) Nodes() []*inventory.Node   { return nil }
+func (r *testRun) RunID() string              { return "run-1" }
+func (r *testRun) StateDir() string           { return "/nonexistent-state" }
 
 // kinds are the resources of the fake API.
 var kinds = []struct {
