@@ -23,7 +23,7 @@ func k3sSection() RefSection {
 		Doc: "K3s maintenance steps. Every mutating call records its undo before it acts, goes through check " +
 			"mode, is idempotent (a second call changes nothing and reports ok) and marks the step changed when it " +
 			"changed something. Tokens and keys never appear in output, errors or notes.",
-		Entries: append(append(k3sReadEntries(), k3sChangeEntries()...), append(k3sDatastoreEntries(), k3sTokenEntries()...)...),
+		Entries: append(append(append(k3sReadEntries(), k3sChangeEntries()...), append(k3sDatastoreEntries(), k3sTokenEntries()...)...), k3sRotateTokenEntries()...),
 	}
 }
 
@@ -238,7 +238,7 @@ func k3sTokenEntries() []RefEntry {
 // k3sStructs are the k3s results, typed by the k3sops types the runtime
 // converts (field types come from them; see APIReference).
 func k3sStructs() []RefStruct {
-	return append(append(k3sFactStructs(), k3sCheckStructs()...), k3sChangeStructs()...)
+	return append(append(append(k3sFactStructs(), k3sCheckStructs()...), k3sChangeStructs()...), k3sRotateTokenStructs()...)
 }
 
 func k3sFactStructs() []RefStruct {

@@ -42,7 +42,9 @@ type supervisor struct {
 	ready  atomic.Bool                     // the start completed (/readyz)
 	closed atomic.Bool
 
-	// passphrase is the normalized server token the process runs with.
+	// passphrase is the normalized server token the process runs with
+	// (getPassphrase; a token rotation changes it).
+	passMu     sync.Mutex
 	passphrase string
 	passwd     map[string]passwdEntry
 
@@ -102,6 +104,8 @@ func startSupervisor(n *node, p *k3sProc, sdHost, sdView, passphrase string, ser
 	mux.HandleFunc("/v1-k3s/server-ca.crt", s.fileHandler(k3s.PathServerCA))
 	mux.HandleFunc("/v1-k3s/client-ca.crt", s.fileHandler(k3s.PathClientCA))
 	mux.HandleFunc("/v1-k3s/cert/cacerts", s.handleCACertReplace)
+	mux.HandleFunc("/v1-k3s/token", s.handleTokenRotate)
+	mux.HandleFunc("/v1-k3s/encrypt/status", s.handleEncryptStatus)
 	mux.HandleFunc("/version", s.handleVersion)
 	clientCAs := x509.NewCertPool()
 	clientCAs.AppendCertsFromPEM(cas[k3s.PathClientCA])
@@ -381,7 +385,7 @@ func (s *supervisor) caCertReplace(ctx context.Context, body io.Reader, force bo
 	if cli == nil {
 		return errors.New("etcd is not running on this server")
 	}
-	if _, err := saveBootstrap(ctx, cli, s.passphrase, merged, true); err != nil {
+	if _, err := saveBootstrap(ctx, cli, s.getPassphrase(), merged, true); err != nil {
 		return err
 	}
 	if hasDynamicCertRegenerate(s.n.version) {

@@ -51,6 +51,16 @@ type undoData struct {
 	Node   string   `json:"node"`
 	Record string   `json:"record"`
 	Files  []string `json:"files"`
+	// How tells the operator the way back when there is no automatic
+	// undo (`caretaker undo` shows it as a note).
+	How string `json:"how,omitempty"`
+}
+
+// undoHow is the How of the edit kinds without an automatic undo.
+var undoHow = map[string]string{
+	tokenRotationKind: "the token sources hold the new token (the originals are kept on the node in the record); " +
+		"putting the old token back alone would stop K3s from starting, since the datastore opens only with the new token: " +
+		"to go back, rotate again to the old token (the run's old-token file)",
 }
 
 func sha256Hex(b []byte) string {
@@ -109,7 +119,7 @@ func (c *Target) applyEdits(ctx context.Context, kind, undoKind, verb string, ed
 		for _, f := range rec.Files {
 			files = append(files, f.Path)
 		}
-		data, _ := json.Marshal(undoData{Node: c.Node.Name, Record: dir, Files: files})
+		data, _ := json.Marshal(undoData{Node: c.Node.Name, Record: dir, Files: files, How: undoHow[kind]})
 		if err := c.Run.Undo(undoKind, data); err != nil {
 			return c.errorf("record the undo action before editing (nothing was changed): %w", err)
 		}

@@ -1,7 +1,6 @@
 package k3stest
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -101,6 +100,10 @@ type simNode struct {
 	restarts    int
 	reloads     int
 	rotateLeafs bool
+	// auth is the passwd file a server read at its start (user ->
+	// password): what it authenticates agents and servers against until
+	// it restarts, as K3s's basic-auth file.
+	auth map[string]string
 }
 
 // NewCluster builds and starts a fake cluster whose datastore is env's
@@ -497,134 +500,4 @@ func (sn *simNode) caSet() map[string][]byte {
 		}
 	}
 	return out
-}
-
-// start runs K3s's start-up on the node (k3s-ca-rotation.md §2, §7).
-func (c *Cluster) start(sn *simNode) error {
-	sn.restarts++
-	sn.state = "activating"
-	fail := func(format string, args ...any) error {
-		sn.state = "failed"
-		sn.log("level=fatal msg=\""+format+"\"", args...)
-		sn.journal = append(sn.journal, fmt.Sprintf("systemd[1]: %s.service: Failed with result 'exit-code'.", sn.n.K3s.Service))
-		return fmt.Errorf(format, args...)
-	}
-	if sn.fault == "fail-start" {
-		return fail("injected fault fail-start: k3s exits during start-up")
-	}
-	if sn.fault == "hang-start" {
-		// As a K3s that never reports ready under the installer's
-		// Type=notify unit: activating until stopped.
-		sn.log(`level=error msg="injected fault hang-start: Failed to validate connection to cluster at https://127.0.0.1:6443"`)
-		return nil
-	}
-	eff, err := k3s.Effective(sn.sources())
-	if err != nil {
-		return fail("config: %v", err)
-	}
-	get := func(k string) string { return strings.TrimSpace(eff[k].Value) }
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	opts := k3s.LeafOptions{NodeName: sn.n.Name, NodeIPs: []net.IP{net.ParseIP(sn.ip)}, Now: time.Now()}
-	if sn.n.Role == inventory.RoleAgent {
-		peer := c.serverByURL(get("server"))
-		if peer == nil || peer.state != "active" {
-			return fail("failed to get CA certs: %s: connection refused", get("server"))
-		}
-		if tok, err := k3s.ParseToken(get("token")); err == nil && tok.Secure() {
-			h, _ := k3s.HashCA(peer.cacerts)
-			if h != tok.CAHash {
-				return fail("token CA hash does not match the Cluster CA certificate hash: %s != %s", tok.CAHash, h)
-			}
-		}
-		opts.Agent = true
-		return c.finishStart(sn, peer.caSet(), opts, map[string][]byte{
-			sn.dd() + "/agent/server-ca.crt": peer.file(peer.sd() + "/" + k3s.PathServerCA),
-			sn.dd() + "/agent/client-ca.crt": peer.file(peer.sd() + "/" + k3s.PathClientCA),
-		})
-	}
-
-	// Servers: where the bootstrap data comes from (§2).
-	var data k3s.BootstrapData
-	from := "local datastore"
-	if join := get("server"); join != "" && get("token") != "" {
-		peer := c.serverByURL(join)
-		ok := peer != nil && peer.state == "active"
-		if ok {
-			if tok, err := k3s.ParseToken(get("token")); err == nil && tok.Secure() {
-				h, _ := k3s.HashCA(peer.cacerts)
-				ok = h == tok.CAHash
-			}
-		}
-		if ok && (c.opts.BootstrapBug || !k3s.ServesBootstrapFromDatastore(peer.version)) {
-			data = k3s.BootstrapData{}
-			for _, bf := range k3s.BootstrapFiles {
-				if b, has := peer.ex.File(peer.sd() + "/" + bf.Path); has {
-					data[bf.Key] = k3s.File{Content: b}
-				}
-			}
-			from = "remote disk of " + peer.n.Name
-		} else if ok {
-			from = "remote datastore via " + peer.n.Name
-		}
-	}
-	if data == nil {
-		if data, err = c.Datastore(ctx); err != nil {
-			return fail("read the datastore: %v", err)
-		}
-	}
-	var updated []string
-	for _, bf := range k3s.BootstrapFiles {
-		f, ok := data[bf.Key]
-		if !ok {
-			continue
-		}
-		p := sn.sd() + "/" + bf.Path
-		if !bytes.Equal(sn.file(p), f.Content) {
-			sn.ex.SetFile(p, f.Content, 0o600)
-			updated = append(updated, bf.Path)
-		}
-	}
-	sn.log("level=info msg=\"Successfully reconciled with %s (%d files updated)\"", from, len(updated))
-	cas := sn.caSet()
-	hash, err := k3s.HashCA(cas[k3s.PathServerCA])
-	if err != nil {
-		return fail("server CA: %v", err)
-	}
-	sn.ex.SetFile(sn.sd()+"/token", []byte(k3s.FormatToken(hash, "server", c.password)+"\n"), 0o600)
-	return c.finishStart(sn, cas, opts, nil)
-}
-
-// finishStart renews the leaf certificates and brings the service up.
-func (c *Cluster) finishStart(sn *simNode, cas map[string][]byte, opts k3s.LeafOptions, extra map[string][]byte) error {
-	existing := map[string][]byte{}
-	for _, p := range k3s.LeafFiles(opts) {
-		if b, ok := sn.ex.File(sn.dd() + "/" + p); ok && !sn.rotateLeafs {
-			existing[p] = b
-		}
-	}
-	renewed, _, err := k3s.RenewLeafCerts(cas, existing, opts)
-	if err != nil {
-		sn.state = "failed"
-		return fmt.Errorf("renew leaf certificates: %w", err)
-	}
-	sn.rotateLeafs = false
-	for p, b := range renewed {
-		sn.ex.SetFile(sn.dd()+"/"+p, b, 0o600)
-	}
-	for p, b := range extra {
-		sn.ex.SetFile(p, b, 0o644)
-	}
-	if sn.n.Role == inventory.RoleServer {
-		pair, err := tls.X509KeyPair(sn.file(sn.sd()+"/tls/serving-kube-apiserver.crt"), sn.file(sn.sd()+"/tls/serving-kube-apiserver.key"))
-		if err != nil {
-			sn.state = "failed"
-			return fmt.Errorf("serving certificate: %w", err)
-		}
-		sn.serving = &pair
-		sn.cacerts = sn.file(sn.sd() + "/" + k3s.PathServerCA)
-	}
-	sn.state = "active"
-	sn.log("level=info msg=\"k3s is up and running\"")
-	return nil
 }

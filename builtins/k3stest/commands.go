@@ -66,7 +66,7 @@ func (c *Cluster) handle(sn *simNode) {
 					return nil, fmt.Errorf("dial %s from %s: connection refused", addr, sn.n.Name)
 				}
 				client, server := net.Pipe()
-				go serveSupervisor(server, *peer.serving, peer.cacerts)
+				go serveSupervisor(server, *peer.serving, peer.cacerts, peer.auth)
 				return client, nil
 			}
 		}
@@ -91,6 +91,7 @@ func (c *Cluster) handle(sn *simNode) {
 	})
 	c.handleSystemd(sn)
 	c.handleSnapshots(sn)
+	c.handleTokenRotate(sn)
 	// The ping playbook's probe.
 	ex.OnFunc(`^uname -n; k3s --version`, func(_ string, _ []byte, stdout, _ io.Writer) int {
 		c.mu.Lock()
@@ -245,8 +246,10 @@ func (c *Cluster) handleSystemd(sn *simNode) {
 }
 
 // serveSupervisor answers one HTTPS request on conn as the node's
-// supervisor: /cacerts (cached at start) and /readyz.
-func serveSupervisor(conn net.Conn, cert tls.Certificate, cacerts []byte) {
+// supervisor: /cacerts (cached at start), /readyz, and a route for servers
+// (/v1-k3s/encrypt/status) whose basic auth is checked against the passwd
+// the server read at its start (401 for a wrong password).
+func serveSupervisor(conn net.Conn, cert tls.Certificate, cacerts []byte, auth map[string]string) {
 	defer conn.Close()
 	tc := tls.Server(conn, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
 	_ = tc.SetDeadline(time.Now().Add(10 * time.Second))
@@ -261,6 +264,19 @@ func serveSupervisor(conn net.Conn, cert tls.Certificate, cacerts []byte) {
 		body = cacerts
 	case "/readyz", "/ping":
 		body = []byte("ok")
+	case "/v1-k3s/encrypt/status":
+		user, pass, ok := req.BasicAuth()
+		want, known := auth[user]
+		switch {
+		case !ok:
+			resp.StatusCode, body = http.StatusForbidden, []byte("forbidden\n")
+		case !known || want != pass:
+			resp.StatusCode, body = http.StatusUnauthorized, []byte("not authorized\n")
+		case user != "server":
+			resp.StatusCode, body = http.StatusForbidden, []byte("forbidden\n")
+		default:
+			body = []byte("{}")
+		}
 	default:
 		resp.StatusCode, body = http.StatusNotFound, []byte("404 page not found\n")
 	}

@@ -106,6 +106,7 @@ var accGroups = []accGroup{
 			{"backup then restore", accBackupRestore},
 			{"check-certs", accCheckCerts},
 			{"datastore snapshot then restore", accSnapshotRestore},
+			{"rotate-token", accRotateToken},
 		},
 	},
 }
