@@ -315,7 +315,8 @@ func (inv *invocation) certCheck(args []string) int {
 		}
 	}
 	now := time.Now()
-	certs := k3s.CheckCertificates(files, now, k3s.CertificateRenewDays*24*time.Hour)
+	window := k3s.RenewDays(n.version) // the release's CertificateRenewDays
+	certs := k3s.CheckCertificates(files, now, time.Duration(window)*24*time.Hour)
 	switch out {
 	case "table":
 		_, _ = io.WriteString(inv.stdout, k3s.FormatCheckTable(certs, now))
@@ -356,7 +357,7 @@ func (inv *invocation) certCheck(args []string) int {
 			case k3s.StatusExpired:
 				inv.cliLog("error", "%s: certificate %s (%s) expired at %s", c.Filename, c.Subject, u, at)
 			case k3s.StatusWarning:
-				inv.cliLog("warning", "%s: certificate %s (%s) will expire within %d days at %s", c.Filename, c.Subject, u, k3s.CertificateRenewDays, at)
+				inv.cliLog("warning", "%s: certificate %s (%s) will expire within %d days at %s", c.Filename, c.Subject, u, window, at)
 			default:
 				inv.cliLog("info", "%s: certificate %s (%s) is ok, expires at %s", c.Filename, c.Subject, u, at)
 			}

@@ -39,7 +39,7 @@ func (c *Cluster) start(sn *simNode) error {
 	get := func(k string) string { return strings.TrimSpace(eff[k].Value) }
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	opts := k3s.LeafOptions{NodeName: sn.n.Name, NodeIPs: []net.IP{net.ParseIP(sn.ip)}, Now: time.Now()}
+	opts := k3s.LeafOptions{NodeName: sn.n.Name, NodeIPs: []net.IP{net.ParseIP(sn.ip)}, Now: time.Now(), RenewDays: k3s.RenewDays(sn.version)}
 	token := sn.startToken(get)
 	if sn.n.Role == inventory.RoleAgent {
 		opts.Agent = true
