@@ -66,6 +66,7 @@ func fakeSection() RefSection {
 			{Name: "bootstrap_bug", Type: "bool", Default: "False", Doc: "servers serve bootstrap data from disk whatever their version (bug #11233)"},
 			{Name: "labels", Type: "dict[str, dict[str, str]]", Default: "{}", Doc: "inventory labels per node"},
 			{Name: "groups", Type: "dict[str, list[str]]", Default: "{}", Doc: "inventory groups per node"},
+			{Name: "leaf_age_days", Type: "dict[str, int]", Default: "{}", Doc: "per node: its leaf certificates look issued that many days ago (expiring 365 days after), as after that long without a restart"},
 		},
 		Check:   checkTest,
 		Example: `c = fake.cluster(servers = 1, agents = 2, labels = {"agent-1": {"zone": "a"}})`,

@@ -38,7 +38,8 @@ import (
 //
 //	scenario="init-replaced", secure_token=False,
 //	server_source={}, node_versions={}, bootstrap_bug=False,
-//	labels={"agent-1": {"zone": "a"}}, groups={"server-1": ["etcd"]}) -> cluster
+//	labels={"agent-1": {"zone": "a"}}, groups={"server-1": ["etcd"]},
+//	leaf_age_days={"server-2": 300}) -> cluster
 //
 // takes the fields of Options (agents=0: none). bootstrap_bug=True makes
 // every server serve bootstrap data from its disk whatever its version
@@ -103,12 +104,24 @@ func newClusterValue(env *Env, th *starlark.Thread, b *starlark.Builtin, args st
 		o                    Options
 		sources, nodeVersion *starlark.Dict
 		labels, groups       *starlark.Dict
+		leafAge              *starlark.Dict
 	)
 	o.Servers, o.Agents = 3, 2
 	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "servers?", &o.Servers, "agents?", &o.Agents, "version?", &o.Version,
 		"scenario?", &o.Scenario, "secure_token?", &o.SecureToken, "server_source?", &sources, "node_versions?", &nodeVersion,
-		"bootstrap_bug?", &o.BootstrapBug, "labels?", &labels, "groups?", &groups); err != nil {
+		"bootstrap_bug?", &o.BootstrapBug, "labels?", &labels, "groups?", &groups, "leaf_age_days?", &leafAge); err != nil {
 		return nil, err
+	}
+	if leafAge != nil {
+		o.LeafAgeDays = map[string]int{}
+		for _, it := range leafAge.Items() {
+			k, _ := starlark.AsString(it[0])
+			var d int
+			if err := starlark.AsInt(it[1], &d); err != nil {
+				return nil, fmt.Errorf("%s: leaf_age_days[%q]: %w", b.Name(), k, err)
+			}
+			o.LeafAgeDays[k] = d
+		}
 	}
 	var err error
 	if o.Labels, err = nodeLabels(labels); err != nil {

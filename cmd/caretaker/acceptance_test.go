@@ -106,6 +106,7 @@ var accGroups = []accGroup{
 			{"leaf rotation", accLeafRotation},
 			{"backup then restore", accBackupRestore},
 			{"check-certs", accCheckCerts},
+			{"renew-leaf-certs: only nodes with leaves in K3s's window", accRenewLeafCerts},
 			{"datastore snapshot then restore", accSnapshotRestore},
 			{"rotate-token", accRotateToken},
 		},

@@ -54,6 +54,11 @@ type LeafOptions struct {
 	Now time.Time
 	// Agent limits the set to the agent/ files (an agent node).
 	Agent bool
+	// Age, for tests and the lab, issues the certificates as if that long
+	// ago: valid from Now-Age for a year (on a cluster whose CAs are older
+	// than that; the CA's notBefore does not hold them back). A leaf then
+	// expires within K3s's renewal window after 365 days minus the window.
+	Age time.Duration
 	// RenewDays is the renewal window of the node's release (RenewDays):
 	// an existing leaf expiring within it is reissued; 0 means
 	// CertificateRenewDays.

@@ -195,7 +195,7 @@ func RenewLeafCerts(cas, existing map[string][]byte, opts LeafOptions) (map[stri
 			key = k
 			out[s.key] = kp
 		}
-		cert, err := signLeaf(s, key, ca, now)
+		cert, err := signLeaf(s, key, ca, now, opts.Age)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -239,7 +239,7 @@ func RenewLeafCerts(cas, existing map[string][]byte, opts LeafOptions) (map[stri
 }
 
 // signLeaf issues one leaf for key, signed by ca.certs[0].
-func signLeaf(s leafSpec, key crypto.Signer, ca caPair, now time.Time) (*x509.Certificate, error) {
+func signLeaf(s leafSpec, key crypto.Signer, ca caPair, now time.Time, age time.Duration) (*x509.Certificate, error) {
 	serial, err := randSerial()
 	if err != nil {
 		return nil, err
@@ -247,6 +247,9 @@ func signLeaf(s leafSpec, key crypto.Signer, ca caPair, now time.Time) (*x509.Ce
 	nb := now.Add(-Backdate)
 	if nb.Before(ca.certs[0].NotBefore) {
 		nb = ca.certs[0].NotBefore
+	}
+	if age > 0 {
+		nb = now.Add(-age) // LeafOptions.Age: as issued that long ago
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: serial,
