@@ -109,6 +109,7 @@ var accGroups = []accGroup{
 			{"renew-leaf-certs: only nodes with leaves in K3s's window", accRenewLeafCerts},
 			{"datastore snapshot then restore", accSnapshotRestore},
 			{"rotate-token", accRotateToken},
+			{"rotate-token: a failing server, then resume", accRotateTokenResume},
 		},
 	},
 }

@@ -168,3 +168,63 @@ func (l *e2eLab) invocationID(node string) string {
 	}
 	return strings.TrimSpace(out)
 }
+
+// accRotateTokenResume: a second rotation (to a generated token) whose
+// second server does not start stops there (the third is not touched);
+// once the fault is cleared, `caretaker resume RUN` finishes it with the
+// token the run saved, and every server serves with it.
+func accRotateTokenResume(t *testing.T, l *e2eLab) {
+	oldTok := l.Token()
+	oldPass, _ := k3s.NormalizeToken(oldTok)
+	if err := l.fault("server-2", "fail-start"); err != nil {
+		t.Fatal(err)
+	}
+	cleared := false
+	defer func() {
+		if !cleared {
+			_ = l.fault("server-2", "clear")
+		}
+	}()
+	res := l.runCaretaker("run", "rotate-token", "-i", l.InventoryPath(), "--yes", "--output", "json")
+	if res.Code != exitFailed || res.StepStatus("servers", "server-2") != "failed" || res.Started("servers", "server-3") {
+		t.Fatalf("rotate-token with a failing server-2: exit %d, server-2 %q, server-3 started %t\n%s", res.Code, res.StepStatus("servers", "server-2"), res.Started("servers", "server-3"), res.Describe())
+	}
+	var id string
+	for _, e := range res.Events {
+		if e.Type == "run_started" {
+			id = e.str("run_id")
+		}
+	}
+	if err := l.fault("server-2", "clear"); err != nil {
+		t.Fatal(err)
+	}
+	cleared = true
+	resumed := runCaretakerBinary(t, "resume", id, "--state-dir", l.StateDir, "--yes", "-o", "json")
+	if resumed.Code != 0 {
+		t.Fatalf("resume %s: %s", id, resumed.Describe())
+	}
+	for _, c := range []struct{ step, node, status string }{
+		{"rotate", "server-1", "skipped"}, {"servers", "server-1", "skipped"}, {"servers", "server-2", "changed"}, {"servers", "server-3", "changed"},
+	} {
+		if got := resumed.StepStatus(c.step, c.node); got != c.status {
+			t.Errorf("resumed run: %s on %s = %q, want %q", c.step, c.node, got, c.status)
+		}
+	}
+	tf := filepath.Join(l.StateDir, "backups", id, "datastore", "new-token")
+	b, err := os.ReadFile(tf)
+	if err != nil {
+		t.Fatalf("the run's token file: %v", err)
+	}
+	newPass := strings.TrimSpace(string(b))
+	l.assertServersRunToken(t, oldTok, newPass)
+	l.assertDatastoreKey(t, oldPass, newPass)
+	for _, n := range l.Nodes("") {
+		if st := l.serviceState(n); st != "active" {
+			t.Errorf("%s is %s after the resumed rotation", n, st)
+		}
+	}
+	if strings.Contains(res.Stdout+resumed.Stdout, newPass) {
+		t.Error("the generated token appears in the JSON events")
+	}
+	l.mustCheck(t)
+}
