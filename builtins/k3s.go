@@ -53,6 +53,14 @@ import (
 //	k3s.token(node, save=False)        the server token (redacted everywhere)
 //	k3s.update_token(node, token)      new CA hash in the configured token
 //	k3s.restore_token(node)            undo update_token byte for byte
+//	k3s.check_token_file(path)         a usable new-token file (top level too)
+//	k3s.new_token(node, file="")       the new token of a rotation, saved 0600
+//	k3s.token_status(nodes=None, token_file="", quiet=False)
+//	                                   every node's token against the datastore
+//	k3s.rotate_token(node, token_file) k3s token rotate (tokens on stdin)
+//	k3s.set_token(node, token_file)    the new token in the node's sources
+//	k3s.verify_token(node, token_file, fail=True)
+//	                                   the node runs with the new token
 var K3s = &starlarkstruct.Module{
 	Name: "k3s",
 	Members: starlark.StringDict{
@@ -74,6 +82,12 @@ var K3s = &starlarkstruct.Module{
 		"token":               k3sBuiltin("k3s.token", k3sToken),
 		"update_token":        k3sBuiltin("k3s.update_token", k3sUpdateToken),
 		"restore_token":       k3sBuiltin("k3s.restore_token", k3sRestoreToken),
+		"check_token_file":    k3sCheckTokenFile,
+		"new_token":           k3sBuiltin("k3s.new_token", k3sNewToken),
+		"token_status":        k3sBuiltin("k3s.token_status", k3sTokenStatus),
+		"rotate_token":        k3sBuiltin("k3s.rotate_token", k3sRotateToken),
+		"set_token":           k3sBuiltin("k3s.set_token", k3sSetToken),
+		"verify_token":        k3sBuiltin("k3s.verify_token", k3sVerifyToken),
 	},
 }
 

@@ -7,7 +7,6 @@ import (
 	"go.starlark.net/starlark"
 
 	"github.com/caretaker/caretaker/builtins/k3sops"
-	"github.com/caretaker/caretaker/internal/k3s"
 )
 
 // k3s.facts(node): what caretaker knows about a node's K3s: version, role,
@@ -198,17 +197,20 @@ func k3sVerify(c *call) (any, error) {
 	return k3sops.Verify(c.env.Ctx, c.env, c.name, o)
 }
 
-// k3s.check(nodes=None, warn_days=120, fail=False, quiet=False): the
+// k3s.check(nodes=None, warn_days=30, fail=False, quiet=False): the
 // expiry of every certificate on every node, as `k3s certificate check`
 // lists them (CA chains included); rows are struct(node, file, subject,
-// issuer, usages, expires, residual_days, status, serial, ca); quiet=True
-// does not print the table. Returns struct(ok, rows, counts, table); ok is
-// False when a certificate is expired, not yet valid or within warn_days
-// of expiry, and then fail=True fails the step.
+// issuer, usages, expires, residual_days, status, serial, ca, k3s_status,
+// renews_at_restart, renew_days); quiet=True does not print the table.
+// A leaf within its release's renewal window (k3s.RenewDays) that expires
+// later than warn_days is RENEWS-AT-RESTART: K3s reissues it at its next
+// start. Returns struct(ok, rows, counts, table, renew_nodes); ok is False
+// when a certificate is expired, not yet valid or within warn_days of
+// expiry, and then fail=True fails the step.
 func k3sCheck(c *call) (any, error) {
 	var (
 		nodesArg starlark.Value = starlark.None
-		o                       = k3sops.CheckOptions{WarnDays: k3s.CertificateRenewDays}
+		o                       = k3sops.CheckOptions{WarnDays: defaultWarnDays}
 	)
 	if err := c.unpack("nodes?", &nodesArg, "warn_days?", &o.WarnDays, "fail?", &o.Fail, "quiet?", &o.Quiet); err != nil {
 		return nil, err
@@ -219,6 +221,12 @@ func k3sCheck(c *call) (any, error) {
 	}
 	return k3sops.Check(c.env.Ctx, c.env, c.name, o)
 }
+
+// defaultWarnDays is k3s.check's warn_days, caretaker check's --warn-days
+// and check-certs' warn_days: certificates expiring within it are findings.
+// (It was K3s's 120-day window before caretaker knew which leaves a
+// restart renews; those are RENEWS-AT-RESTART now.)
+const defaultWarnDays = 30
 
 // k3s.token(node, save=False): the server's current join token (SD/token),
 // registered as a secret so it never shows in output; save=True also

@@ -23,7 +23,7 @@ func k3sSection() RefSection {
 		Doc: "K3s maintenance steps. Every mutating call records its undo before it acts, goes through check " +
 			"mode, is idempotent (a second call changes nothing and reports ok) and marks the step changed when it " +
 			"changed something. Tokens and keys never appear in output, errors or notes.",
-		Entries: append(append(k3sReadEntries(), k3sChangeEntries()...), append(k3sDatastoreEntries(), k3sTokenEntries()...)...),
+		Entries: append(append(append(k3sReadEntries(), k3sChangeEntries()...), append(k3sDatastoreEntries(), k3sTokenEntries()...)...), k3sRotateTokenEntries()...),
 	}
 }
 
@@ -67,11 +67,14 @@ func k3sReadEntries() []RefEntry {
 		{
 			Name: "k3s.check", When: WhenStep, Returns: "check",
 			Summary: "certificate expiry on every node, as `k3s certificate check` lists it",
-			Doc: "CA chains included. ok is False when a certificate is expired, not yet valid or within warn_days " +
-				"of expiry; then fail=True fails the step.",
+			Doc: "CA chains included. K3s reissues a leaf (not a CA) at its next start when it expires within the " +
+				"renewal window of the node's release (120 days since v1.30.13, v1.31.9, v1.32.5, v1.33.1; 90 before): " +
+				"such a leaf expiring later than warn_days is RENEWS-AT-RESTART (renews_at_restart, renew_nodes), not a " +
+				"finding. ok is False when a certificate is expired, not yet valid or within warn_days of expiry; then " +
+				"fail=True fails the step. k3s_status is what `k3s certificate check` itself says.",
 			Params: []RefParam{
 				{Name: "nodes", Type: "selector | None", Default: "None", Doc: "the nodes (None: every node of the run)"},
-				{Name: "warn_days", Type: "int", Default: "120", Doc: "report certificates expiring within this many days"},
+				{Name: "warn_days", Type: "int", Default: "30", Doc: "certificates expiring within this many days are findings (WARNING)"},
 				{Name: "fail", Type: "bool", Default: "False", Doc: "fail the step when not ok"},
 				{Name: "quiet", Type: "bool", Default: "False", Doc: "do not print the table"},
 			},
@@ -238,7 +241,7 @@ func k3sTokenEntries() []RefEntry {
 // k3sStructs are the k3s results, typed by the k3sops types the runtime
 // converts (field types come from them; see APIReference).
 func k3sStructs() []RefStruct {
-	return append(append(k3sFactStructs(), k3sCheckStructs()...), k3sChangeStructs()...)
+	return append(append(append(k3sFactStructs(), k3sCheckStructs()...), k3sChangeStructs()...), k3sRotateTokenStructs()...)
 }
 
 func k3sFactStructs() []RefStruct {
@@ -329,6 +332,7 @@ func k3sCheckStructs() []RefStruct {
 			{Name: "rows", Doc: "one row per certificate"},
 			{Name: "counts", Doc: "rows by status"},
 			{Name: "table", Doc: "the table check prints"},
+			{Name: "renew_nodes", Doc: "the nodes with a leaf K3s reissues at their next start (renews_at_restart)"},
 		}},
 		{Name: "cert", Summary: "one certificate in k3s.check", goType: reflect.TypeFor[k3sops.CertRow](), Fields: []RefField{
 			{Name: "node", Doc: "the node"},
@@ -337,10 +341,13 @@ func k3sCheckStructs() []RefStruct {
 			{Name: "issuer", Doc: "its issuer"},
 			{Name: "expires", Doc: "NotAfter, RFC 3339 in UTC"},
 			{Name: "residual_days", Doc: "days left"},
-			{Name: "status", Doc: "OK, WARNING, EXPIRED or NOT YET VALID"},
+			{Name: "status", Doc: "OK, WARNING (within warn_days), RENEWS-AT-RESTART (a leaf K3s reissues at its next start), EXPIRED or NOT YET VALID"},
 			{Name: "usages", Doc: "key usages"},
 			{Name: "serial", Doc: "serial number"},
 			{Name: "ca", Doc: "a CA certificate"},
+			{Name: "k3s_status", Doc: "what `k3s certificate check` says: OK, WARNING (within the release's renewal window), EXPIRED or NOT YET VALID"},
+			{Name: "renews_at_restart", Doc: "K3s reissues this leaf at the node's next start (expired, or within renew_days)"},
+			{Name: "renew_days", Doc: "the renewal window of the node's K3s release (120 or 90 days)"},
 		}},
 	}
 }

@@ -66,6 +66,7 @@ func fakeSection() RefSection {
 			{Name: "bootstrap_bug", Type: "bool", Default: "False", Doc: "servers serve bootstrap data from disk whatever their version (bug #11233)"},
 			{Name: "labels", Type: "dict[str, dict[str, str]]", Default: "{}", Doc: "inventory labels per node"},
 			{Name: "groups", Type: "dict[str, list[str]]", Default: "{}", Doc: "inventory groups per node"},
+			{Name: "leaf_age_days", Type: "dict[str, int]", Default: "{}", Doc: "per node: its leaf certificates look issued that many days ago (expiring 365 days after), as after that long without a restart"},
 		},
 		Check:   checkTest,
 		Example: `c = fake.cluster(servers = 1, agents = 2, labels = {"agent-1": {"zone": "a"}})`,
@@ -144,6 +145,26 @@ func clusterRunEntries() []RefEntry {
 			Params:  []RefParam{clusterNode, {Name: "path", Type: "str", Doc: "the file"}, {Name: "data", Type: "str", Doc: "its content"}},
 			Check:   checkTest,
 			Example: `c.write("agent-1", "/etc/motd", "hi\n")`,
+		},
+		{
+			Name: "cluster.password", When: WhenTest, Returns: "str",
+			Summary: "the password of the token the datastore is encrypted with now (changes with k3s token rotate)",
+			Check:   checkTest, Example: `assert.ne(c.password(), old)`,
+		},
+		{
+			Name: "cluster.controller_file", When: WhenTest, Returns: "str",
+			Summary: "write a file on the controller (a -p file parameter) and return its path",
+			Params: []RefParam{{Name: "data", Type: "str", Doc: "its content"},
+				{Name: "mode", Type: "int", Default: "0o600", Doc: "its permission bits"}},
+			Check:   checkTest,
+			Example: `f = c.controller_file("New-token-0123456789\n")`,
+		},
+		{
+			Name: "cluster.local", When: WhenTest, Returns: "fake_local | None",
+			Summary: "a controller file's content and mode (None when it does not exist)",
+			Params:  []RefParam{{Name: "path", Type: "str", Doc: "the file"}},
+			Check:   checkTest,
+			Example: `assert.eq(c.local(f).mode, 0o600)`,
 		},
 		{
 			Name: "cluster.nodes", Attr: true, When: WhenTest, Returns: "list[str]",
@@ -238,6 +259,10 @@ func fakeStructs() []RefStruct {
 			{Name: "error", Type: "str", Doc: "the error or skip reason"},
 			{Name: "output", Type: "list[str]", Doc: "output lines, \"node | text\""},
 			{Name: "notes", Type: "list[str]", Doc: "the run's notes"},
+		}},
+		{Name: "fake_local", Summary: "what cluster.local returns", Fields: []RefField{
+			{Name: "data", Type: "str", Doc: "the file's content"},
+			{Name: "mode", Type: "int", Doc: "its permission bits"},
 		}},
 		{Name: "fake_paths", Summary: "what cluster.paths returns", Fields: []RefField{
 			{Name: "data_dir", Type: "str", Doc: "K3s's data directory"},

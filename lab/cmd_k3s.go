@@ -28,7 +28,8 @@ func (inv *invocation) cliFatal(format string, args ...any) int {
 }
 
 // k3s simulates the k3s CLI commands caretaker uses: --version,
-// certificate rotate-ca|rotate|check (k3s-ca-rotation.md §5, §6).
+// certificate rotate-ca|rotate|check (k3s-ca-rotation.md §5, §6),
+// etcd-snapshot save and token rotate.
 func (inv *invocation) k3s() int {
 	args := inv.args
 	for len(args) > 0 && (args[0] == "--debug" || args[0] == "--alsologtostderr") {
@@ -60,6 +61,11 @@ func (inv *invocation) k3s() int {
 		return inv.cliFatal("lab: k3s certificate %s is not simulated (rotate-ca, rotate and check are)", args[1])
 	case "etcd-snapshot":
 		return inv.etcdSnapshot(args[1:])
+	case "token":
+		if len(args) < 2 || args[1] != "rotate" {
+			return inv.cliFatal("lab: k3s token %s is not simulated (rotate is)", strings.Join(args[1:], " "))
+		}
+		return inv.tokenRotate(args[2:])
 	case "server", "agent":
 		for _, a := range args[1:] {
 			if a == "--cluster-reset" || strings.HasPrefix(a, "--cluster-reset=") {
@@ -68,7 +74,7 @@ func (inv *invocation) k3s() int {
 		}
 		return inv.cliFatal("lab: the K3s %s of this node runs as a service; use systemctl start|stop|restart %s", args[0], n.service)
 	}
-	return inv.cliFatal("lab: k3s %s is not simulated on lab nodes (--version, certificate rotate-ca|rotate|check and etcd-snapshot save are)", args[0])
+	return inv.cliFatal("lab: k3s %s is not simulated on lab nodes (--version, certificate rotate-ca|rotate|check, etcd-snapshot save and token rotate are)", args[0])
 }
 
 // goVersionOf is a plausible Go version for a K3s release line.
@@ -309,7 +315,8 @@ func (inv *invocation) certCheck(args []string) int {
 		}
 	}
 	now := time.Now()
-	certs := k3s.CheckCertificates(files, now, k3s.CertificateRenewDays*24*time.Hour)
+	window := k3s.RenewDays(n.version) // the release's CertificateRenewDays
+	certs := k3s.CheckCertificates(files, now, time.Duration(window)*24*time.Hour)
 	switch out {
 	case "table":
 		_, _ = io.WriteString(inv.stdout, k3s.FormatCheckTable(certs, now))
@@ -350,7 +357,7 @@ func (inv *invocation) certCheck(args []string) int {
 			case k3s.StatusExpired:
 				inv.cliLog("error", "%s: certificate %s (%s) expired at %s", c.Filename, c.Subject, u, at)
 			case k3s.StatusWarning:
-				inv.cliLog("warning", "%s: certificate %s (%s) will expire within %d days at %s", c.Filename, c.Subject, u, k3s.CertificateRenewDays, at)
+				inv.cliLog("warning", "%s: certificate %s (%s) will expire within %d days at %s", c.Filename, c.Subject, u, window, at)
 			default:
 				inv.cliLog("info", "%s: certificate %s (%s) is ok, expires at %s", c.Filename, c.Subject, u, at)
 			}

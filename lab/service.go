@@ -319,7 +319,7 @@ func (n *node) renewLeafCerts(cas map[string][]byte, dataDirView string, agent b
 		})
 	}
 	files, reissued, err := k3s.RenewLeafCerts(cas, existing, k3s.LeafOptions{
-		NodeName: n.name, NodeIPs: []net.IP{net.ParseIP(n.ip)}, Now: time.Now(), Agent: agent,
+		NodeName: n.name, NodeIPs: []net.IP{net.ParseIP(n.ip)}, Now: time.Now(), Agent: agent, RenewDays: k3s.RenewDays(n.version),
 	})
 	if err != nil {
 		return err

@@ -94,7 +94,7 @@ func (n *node) loadServingCert(sdHost string, cas map[string][]byte) (tls.Certif
 	} else if b, err := os.ReadFile(path); err == nil {
 		var f dynamicCertFile
 		if json.Unmarshal(b, &f) == nil {
-			if c, err := tls.X509KeyPair(f.Data.Cert, f.Data.Key); err == nil && servingCertUsable(c) {
+			if c, err := tls.X509KeyPair(f.Data.Cert, f.Data.Key); err == nil && servingCertUsable(c, n.version) {
 				n.logK3s("info", "Active TLS secret / (ver=) (count %d): %s", servingCount(c), servingAnnotations(c))
 				return c, nil
 			}
@@ -118,9 +118,11 @@ func (n *node) loadServingCert(sdHost string, cas map[string][]byte) (tls.Certif
 }
 
 // servingCertUsable: dynamiclistener renews a certificate that expires
-// within CertificateRenewDays; the CA that signed it does not matter.
-func servingCertUsable(c tls.Certificate) bool {
-	return c.Leaf != nil && time.Until(c.Leaf.NotAfter) > k3s.CertificateRenewDays*24*time.Hour
+// within the release's renewal window (ExpirationDaysCheck is K3s's
+// CertificateRenewDays: k3s.RenewDays); the CA that signed it does not
+// matter.
+func servingCertUsable(c tls.Certificate, v k3s.Version) bool {
+	return c.Leaf != nil && time.Until(c.Leaf.NotAfter) > time.Duration(k3s.RenewDays(v))*24*time.Hour
 }
 
 // publish schedules the sync of n's start with the secret: once the

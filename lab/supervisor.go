@@ -55,7 +55,9 @@ type supervisor struct {
 	connsMu sync.Mutex
 	unused  map[net.Conn]bool // connections that have not sent a request yet
 
-	// passphrase is the normalized server token the process runs with.
+	// passphrase is the normalized server token the process runs with
+	// (getPassphrase; a token rotation changes it).
+	passMu     sync.Mutex
 	passphrase string
 	passwd     map[string]passwdEntry
 
@@ -116,6 +118,8 @@ func startSupervisor(n *node, p *k3sProc, sdHost, sdView, passphrase string, ser
 	mux.HandleFunc("/v1-k3s/server-ca.crt", s.fileHandler(k3s.PathServerCA))
 	mux.HandleFunc("/v1-k3s/client-ca.crt", s.fileHandler(k3s.PathClientCA))
 	mux.HandleFunc("/v1-k3s/cert/cacerts", s.handleCACertReplace)
+	mux.HandleFunc("/v1-k3s/token", s.handleTokenRotate)
+	mux.HandleFunc("/v1-k3s/encrypt/status", s.handleEncryptStatus)
 	mux.HandleFunc("/version", s.handleVersion)
 	installKubeAPI(mux, s)
 	s.clientCAs = x509.NewCertPool()
@@ -435,7 +439,7 @@ func (s *supervisor) caCertReplace(ctx context.Context, body io.Reader, force bo
 	if cli == nil {
 		return errors.New("etcd is not running on this server")
 	}
-	if _, err := saveBootstrap(ctx, cli, s.passphrase, merged, true); err != nil {
+	if _, err := saveBootstrap(ctx, cli, s.getPassphrase(), merged, true); err != nil {
 		return err
 	}
 	if hasDynamicCertRegenerate(s.n.version) {

@@ -55,6 +55,16 @@ type undoData struct {
 	Files      []string `json:"files"`
 	FromCAHash string   `json:"from_ca_hash,omitempty"`
 	ToCAHash   string   `json:"to_ca_hash,omitempty"`
+	// How tells the operator the way back when there is no automatic
+	// undo (`caretaker undo` shows it as a note).
+	How string `json:"how,omitempty"`
+}
+
+// undoHow is the How of the edit kinds without an automatic undo.
+var undoHow = map[string]string{
+	tokenRotationKind: "the token sources hold the new token (the originals are kept on the node in the record); " +
+		"putting the old token back alone would stop K3s from starting, since the datastore opens only with the new token: " +
+		"to go back, rotate again to the old token (the run's old-token file)",
 }
 
 func sha256Hex(b []byte) string {
@@ -113,7 +123,7 @@ func (c *Target) applyEdits(ctx context.Context, kind, undoKind, verb string, ed
 		for _, f := range rec.Files {
 			files = append(files, f.Path)
 		}
-		undo.Node, undo.Record, undo.Files = c.Node.Name, dir, files
+		undo.Node, undo.Record, undo.Files, undo.How = c.Node.Name, dir, files, undoHow[kind]
 		data, _ := json.Marshal(undo)
 		if err := c.Run.Undo(undoKind, data); err != nil {
 			return c.errorf("record the undo action before editing (nothing was changed): %w", err)

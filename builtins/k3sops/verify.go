@@ -191,6 +191,11 @@ func (c *Target) supervisorGet(ctx context.Context, p string, client *tls.Certif
 // supervisorGetChain is supervisorGet that also returns the certificate
 // chain the supervisor served.
 func (c *Target) supervisorGetChain(ctx context.Context, p string, client *tls.Certificate) (int, []byte, []*x509.Certificate, error) {
+	return c.supervisorDo(ctx, p, client, "", "")
+}
+
+// supervisorDo is supervisorGetChain with basic auth (user "" for none).
+func (c *Target) supervisorDo(ctx context.Context, p string, client *tls.Certificate, user, pass string) (int, []byte, []*x509.Certificate, error) {
 	tc, err := c.supervisorConn(ctx, client)
 	if err != nil {
 		return 0, nil, nil, err
@@ -204,6 +209,9 @@ func (c *Target) supervisorGetChain(ctx context.Context, p string, client *tls.C
 	defer stop()
 	req, _ := http.NewRequest(http.MethodGet, "https://"+c.Node.K3s.SupervisorEndpoint+p, nil)
 	req.Close = true
+	if user != "" {
+		req.SetBasicAuth(user, pass)
+	}
 	if err := req.Write(tc); err != nil {
 		return 0, nil, certs, fmt.Errorf("GET %s: %w", p, err)
 	}

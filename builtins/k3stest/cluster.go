@@ -52,6 +52,11 @@ type Options struct {
 	// playbooks with label: and group: selectors can be tested.
 	Labels map[string]map[string]string
 	Groups map[string][]string
+	// LeafAgeDays makes the named nodes' leaf certificates look issued
+	// that many days ago (they expire 365 days after issue), after the
+	// first start: certificates K3s renews at the next start when within
+	// the release's window (k3s.RenewDays).
+	LeafAgeDays map[string]int
 }
 
 // Cluster is a K3s cluster in miniature for unit tests of the k3s
@@ -107,6 +112,10 @@ type simNode struct {
 	restarts    int
 	reloads     int
 	rotateLeafs bool
+	// auth is the passwd file a server read at its start (user ->
+	// password): what it authenticates agents and servers against until
+	// it restarts, as K3s's basic-auth file.
+	auth map[string]string
 }
 
 // NewCluster builds and starts a fake cluster whose datastore is env's
@@ -197,6 +206,9 @@ func NewCluster(env *Env, o Options) (c *Cluster, err error) {
 		if err := c.start(sn); err != nil {
 			return nil, fmt.Errorf("fake %s did not start: %w (%s)", name, err, strings.Join(sn.journal, "; "))
 		}
+	}
+	if err := c.ageLeaves(o.LeafAgeDays); err != nil {
+		return nil, err
 	}
 	return c, nil
 }

@@ -80,6 +80,7 @@ func (c *Cluster) handle(sn *simNode) {
 	})
 	c.handleSystemd(sn)
 	c.handleSnapshots(sn)
+	c.handleTokenRotate(sn)
 	// The ping playbook's probe.
 	ex.OnFunc(`^uname -n; k3s --version`, func(_ string, _ []byte, stdout, _ io.Writer) int {
 		c.mu.Lock()

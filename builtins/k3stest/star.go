@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
+	"path/filepath"
 	"regexp"
 	"sync"
 	"time"
@@ -36,7 +38,8 @@ import (
 //
 //	scenario="init-replaced", secure_token=False,
 //	server_source={}, node_versions={}, bootstrap_bug=False,
-//	labels={"agent-1": {"zone": "a"}}, groups={"server-1": ["etcd"]}) -> cluster
+//	labels={"agent-1": {"zone": "a"}}, groups={"server-1": ["etcd"]},
+//	leaf_age_days={"server-2": 300}) -> cluster
 //
 // takes the fields of Options (agents=0: none). bootstrap_bug=True makes
 // every server serve bootstrap data from its disk whatever its version
@@ -60,6 +63,10 @@ import (
 //	    stubs commands the fake does not know (regular expression; every
 //	    node when node is empty); an unknown command fails with 127
 //	cluster.nodes -> [names]
+//	cluster.password() -> str   the password of the token the datastore is
+//	    encrypted with now (the cluster token's passphrase)
+//	cluster.controller_file(data, mode=0o600) -> path   a file on the controller
+//	cluster.local(path) -> struct(data, mode) or None   a controller file
 //	cluster.k8s_apply(obj) -> dict   create or replace an object of the
 //	    cluster's Kubernetes API (the lab's simulated API, internal/kubesim)
 //	cluster.k8s_get(kind, name, namespace="") -> dict or None
@@ -102,12 +109,24 @@ func newClusterValue(env *Env, th *starlark.Thread, b *starlark.Builtin, args st
 		o                    Options
 		sources, nodeVersion *starlark.Dict
 		labels, groups       *starlark.Dict
+		leafAge              *starlark.Dict
 	)
 	o.Servers, o.Agents = 3, 2
 	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "servers?", &o.Servers, "agents?", &o.Agents, "version?", &o.Version,
 		"scenario?", &o.Scenario, "secure_token?", &o.SecureToken, "server_source?", &sources, "node_versions?", &nodeVersion,
-		"bootstrap_bug?", &o.BootstrapBug, "labels?", &labels, "groups?", &groups); err != nil {
+		"bootstrap_bug?", &o.BootstrapBug, "labels?", &labels, "groups?", &groups, "leaf_age_days?", &leafAge); err != nil {
 		return nil, err
+	}
+	if leafAge != nil {
+		o.LeafAgeDays = map[string]int{}
+		for _, it := range leafAge.Items() {
+			k, _ := starlark.AsString(it[0])
+			var d int
+			if err := starlark.AsInt(it[1], &d); err != nil {
+				return nil, fmt.Errorf("%s: leaf_age_days[%q]: %w", b.Name(), k, err)
+			}
+			o.LeafAgeDays[k] = d
+		}
 	}
 	var err error
 	if o.Labels, err = nodeLabels(labels); err != nil {
@@ -135,6 +154,7 @@ type clusterValue struct {
 	c         *Cluster
 	playbooks fs.FS
 	runs      int
+	files     int
 }
 
 var _ starlark.HasAttrs = (*clusterValue)(nil)
@@ -150,7 +170,7 @@ func (v *clusterValue) Hash() (uint32, error) {
 // clusterMethods are the methods of a fake.cluster value.
 func clusterMethods() []string {
 	return []string{"call", "run", "read", "write", "sources", "files", "datastore_ca", "disk_ca", "served_ca", "fault", "state", "restarts", "reloads", "calls", "paths", "on",
-		"k8s_apply", "k8s_get"}
+		"password", "controller_file", "local", "k8s_apply", "k8s_get"}
 }
 
 func (v *clusterValue) AttrNames() []string {
@@ -202,6 +222,8 @@ func (v *clusterValue) method(b *starlark.Builtin, name string, args starlark.Tu
 		return v.run(pb, params, check, limit)
 	case "on":
 		return v.on(b, args, kwargs)
+	case "password", "controller_file", "local":
+		return v.controller(b, name, args, kwargs)
 	case "datastore_ca":
 		if err := starlark.UnpackArgs(b.Name(), args, kwargs); err != nil {
 			return nil, err
@@ -428,4 +450,48 @@ func strList(ss []string) *starlark.List {
 		_ = l.Append(starlark.String(s)) // a new list is not frozen
 	}
 	return l
+}
+
+// controller answers the cluster methods about the controller's side:
+// password (the datastore's token passphrase now), controller_file (a
+// file for a -p parameter, 0600 unless mode says otherwise) and local (a
+// controller file's content and mode, None when it does not exist).
+func (v *clusterValue) controller(b *starlark.Builtin, name string, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+	switch name {
+	case "password":
+		if err := starlark.UnpackArgs(b.Name(), args, kwargs); err != nil {
+			return nil, err
+		}
+		v.c.mu.Lock()
+		defer v.c.mu.Unlock()
+		return starlark.String(v.c.password), nil
+	case "controller_file":
+		var data string
+		mode := 0o600
+		if err := starlark.UnpackArgs(b.Name(), args, kwargs, "data", &data, "mode?", &mode); err != nil {
+			return nil, err
+		}
+		v.files++
+		p := filepath.Join(v.c.dir, "controller", fmt.Sprintf("file-%d", v.files))
+		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(p, []byte(data), 0o600); err != nil {
+			return nil, err
+		}
+		return starlark.String(p), os.Chmod(p, fs.FileMode(mode))
+	}
+	var p string
+	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "path", &p); err != nil {
+		return nil, err
+	}
+	fi, err := os.Stat(p)
+	if err != nil {
+		return starlark.None, nil
+	}
+	data, err := os.ReadFile(p)
+	if err != nil {
+		return nil, err
+	}
+	return structOf("local", starlark.StringDict{"data": starlark.String(data), "mode": starlark.MakeInt(int(fi.Mode().Perm()))}), nil
 }

@@ -40,26 +40,22 @@ func (c *Cluster) start(sn *simNode) error {
 	get := func(k string) string { return strings.TrimSpace(eff[k].Value) }
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	opts := k3s.LeafOptions{NodeName: sn.n.Name, NodeIPs: []net.IP{net.ParseIP(sn.ip)}, Now: time.Now()}
+	opts := k3s.LeafOptions{NodeName: sn.n.Name, NodeIPs: []net.IP{net.ParseIP(sn.ip)}, Now: time.Now(), RenewDays: k3s.RenewDays(sn.version)}
+	token := sn.startToken(get)
 	if sn.n.Role == inventory.RoleAgent {
-		peer := c.serverByURL(get("server"))
-		if peer == nil || peer.state != "active" {
-			return fail("failed to get CA certs: %s: connection refused", get("server"))
-		}
-		if tok, err := k3s.ParseToken(get("token")); err == nil && tok.Secure() {
-			h, _ := k3s.HashCA(peer.cacerts)
-			if h != tok.CAHash {
-				return fail("token CA hash does not match the Cluster CA certificate hash: %s != %s", tok.CAHash, h)
-			}
-		}
 		opts.Agent = true
-		return c.finishStart(sn, peer.caSet(), opts, map[string][]byte{
-			sn.dd() + "/agent/server-ca.crt": peer.file(peer.sd() + "/" + k3s.PathServerCA),
-			sn.dd() + "/agent/client-ca.crt": peer.file(peer.sd() + "/" + k3s.PathClientCA),
-		})
+		return c.startAgent(sn, get("server"), token, opts, fail)
 	}
 
-	// Servers: where the bootstrap data comes from (§2).
+	// Servers: the token must open the datastore.
+	pass, err := k3s.NormalizeToken(token)
+	if err != nil {
+		return fail("starting kubernetes: preparing server: %v", err)
+	}
+	if pass != c.password {
+		return fail("starting kubernetes: preparing server: bootstrap data already found and encrypted with different token")
+	}
+	// Where the bootstrap data comes from (§2).
 	var data k3s.BootstrapData
 	from := "local datastore"
 	if join := get("server"); join != "" && get("token") != "" {
@@ -70,6 +66,12 @@ func (c *Cluster) start(sn *simNode) error {
 				h, _ := k3s.HashCA(peer.cacerts)
 				ok = h == tok.CAHash
 			}
+		}
+		if ok && peer.auth["server"] != pass {
+			// The peer still runs with another token (a rotation in
+			// progress): 401, and K3s reconciles with its local datastore.
+			sn.log("level=warning msg=\"Unable to reconcile with remote datastore: %s/v1-k3s/server-bootstrap: 401 Unauthorized\"", join)
+			ok = false
 		}
 		if ok && (c.opts.BootstrapBug || !k3s.ServesBootstrapFromDatastore(peer.version)) {
 			data = k3s.BootstrapData{}
@@ -106,7 +108,13 @@ func (c *Cluster) start(sn *simNode) error {
 	if err != nil {
 		return fail("server CA: %v", err)
 	}
-	sn.ex.SetFile(sn.sd()+"/token", []byte(k3s.FormatToken(hash, "server", c.password)+"\n"), 0o600)
+	sn.ex.SetFile(sn.sd()+"/token", []byte(k3s.FormatToken(hash, "server", pass)+"\n"), 0o600)
+	sn.auth = map[string]string{}
+	if entries, err := k3s.ParsePasswd(sn.file(sn.sd() + "/" + k3s.PathPasswd)); err == nil {
+		for _, e := range entries {
+			sn.auth[e.User] = e.Password
+		}
+	}
 	return c.finishStart(sn, cas, opts, nil)
 }
 
@@ -145,4 +153,44 @@ func (c *Cluster) finishStart(sn *simNode, cas map[string][]byte, opts k3s.LeafO
 	sn.state = "active"
 	sn.log("level=info msg=\"k3s is up and running\"")
 	return nil
+}
+
+// startToken is the token a node's K3s starts with: the configured token,
+// else a token file's content, else (servers) SD/token, K3s's fallback.
+func (sn *simNode) startToken(get func(string) string) string {
+	if t := get("token"); t != "" {
+		return t
+	}
+	if f := get("token-file"); f != "" {
+		return strings.TrimSpace(string(sn.file(f)))
+	}
+	if sn.n.Role == inventory.RoleServer {
+		return strings.TrimSpace(string(sn.file(sn.sd() + "/token")))
+	}
+	return ""
+}
+
+// startAgent is an agent's start-up: the server it joins must run, its
+// CA must match a secure token's hash, and it must accept the token's
+// password for the node user.
+func (c *Cluster) startAgent(sn *simNode, server, token string, opts k3s.LeafOptions, fail func(string, ...any) error) error {
+	peer := c.serverByURL(server)
+	if peer == nil || peer.state != "active" {
+		return fail("failed to get CA certs: %s: connection refused", server)
+	}
+	if tok, err := k3s.ParseToken(token); err == nil && tok.Secure() {
+		h, _ := k3s.HashCA(peer.cacerts)
+		if h != tok.CAHash {
+			return fail("token CA hash does not match the Cluster CA certificate hash: %s != %s", tok.CAHash, h)
+		}
+	}
+	// The server checks the agent's password against the passwd file
+	// it read at its own start (the "node" user).
+	if pass, err := k3s.NormalizeToken(token); err != nil || pass != peer.auth["node"] {
+		return fail("Failed to validate connection to cluster at %s: token is not valid: 401 Unauthorized", server)
+	}
+	return c.finishStart(sn, peer.caSet(), opts, map[string][]byte{
+		sn.dd() + "/agent/server-ca.crt": peer.file(peer.sd() + "/" + k3s.PathServerCA),
+		sn.dd() + "/agent/client-ca.crt": peer.file(peer.sd() + "/" + k3s.PathClientCA),
+	})
 }

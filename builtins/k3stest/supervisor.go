@@ -59,6 +59,8 @@ func startSupervisor(sn *simNode, cert tls.Certificate, cacerts, clientCA []byte
 	mux.HandleFunc("/readyz", ok)
 	mux.HandleFunc("/ping", ok)
 	mux.HandleFunc("/version", s.handleVersion)
+	auth := sn.auth
+	mux.HandleFunc("/v1-k3s/encrypt/status", func(w http.ResponseWriter, r *http.Request) { serveEncryptStatus(w, r, auth) })
 	api := store.Handler(s)
 	for _, p := range kubesim.Routes {
 		mux.Handle(p, api)
@@ -68,6 +70,25 @@ func startSupervisor(sn *simNode, cert tls.Certificate, cacerts, clientCA []byte
 	go func() { _ = s.srv.Serve(tls.NewListener(s.ln, tlsConf)) }()
 	store.ServerReady(s)
 	return s, nil
+}
+
+// serveEncryptStatus is a server's /v1-k3s/encrypt/status as far as its
+// authentication goes: basic auth checked against the passwd file the
+// server read at its start (401 for a wrong password, 403 without the
+// server role).
+func serveEncryptStatus(w http.ResponseWriter, r *http.Request, auth map[string]string) {
+	user, pass, ok := r.BasicAuth()
+	want, known := auth[user]
+	switch {
+	case !ok:
+		http.Error(w, "forbidden", http.StatusForbidden)
+	case !known || want != pass:
+		http.Error(w, "not authorized", http.StatusUnauthorized)
+	case user != "server":
+		http.Error(w, "forbidden", http.StatusForbidden)
+	default:
+		_, _ = io.WriteString(w, "{}")
+	}
 }
 
 // handleVersion is the API's GET /version: 401 without a client

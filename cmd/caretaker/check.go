@@ -47,7 +47,12 @@ certificate's expiry on every node (k3s.check, like ` + "`k3s certificate check`
 
 Exit codes: 0 healthy; 4 a node's CA differs (drift) or a certificate is
 expired or expires within --warn-days; 1 a node (or the datastore) could not
-be reached, so health is unknown. --metrics-file writes the result in the
+be reached, so health is unknown. A leaf certificate that K3s renews at its
+next start (within the renewal window of the node's release: 120 days since
+v1.30.13/v1.31.9/v1.32.5/v1.33.1, 90 before) and that expires later than
+--warn-days is listed as RENEWS-AT-RESTART and is not a finding: a routine
+restart (or renew-leaf-certs) renews it; once it is within --warn-days it is
+a WARNING like any other. --metrics-file writes the result in the
 Prometheus text format for node_exporter's textfile collector, atomically.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -58,7 +63,7 @@ Prometheus text format for node_exporter's textfile collector, atomically.`,
 	fl.StringVarP(&f.inventory, "inventory", "i", "", "inventory file (required)")
 	fl.StringVar(&f.cluster, "cluster", "", "cluster of the inventory (needed when it declares several)")
 	fl.StringVar(&f.limit, "limit", "", "only these nodes (selector)")
-	fl.IntVar(&f.warnDays, "warn-days", 30, "a certificate expiring within this many days is a finding (exit 4)")
+	fl.IntVar(&f.warnDays, "warn-days", 30, "a certificate expiring within this many days is a finding (exit 4); leaves a restart renews are reported before that")
 	fl.StringVarP(&f.output, "output", "o", "table", "table or json")
 	fl.StringVar(&f.metricsFile, "metrics-file", "", "write Prometheus metrics here (node_exporter textfile collector), atomically")
 	fl.BoolVarP(&f.verbose, "verbose", "v", false, "log every step's output to stderr")
@@ -80,6 +85,10 @@ type checkReport struct {
 	Expiring     []k3sops.CertRow `json:"expiring"`
 	Certificates []k3sops.CertRow `json:"certificates"`
 	Nodes        []string         `json:"nodes"`
+	// RenewAtRestart are the RENEWS-AT-RESTART certificates (not
+	// findings) and RenewNodes the nodes a restart renews them on.
+	RenewAtRestart []k3sops.CertRow `json:"renew_at_restart"`
+	RenewNodes     []string         `json:"renew_nodes"`
 }
 
 type nodeProblem struct {
@@ -118,7 +127,8 @@ func runCheck(ctx context.Context, stdout, stderr io.Writer, f *checkFlags) erro
 	if f.verbose {
 		log = runner.NewPlainSink(stderr, true)
 	}
-	rep := &checkReport{Cluster: cluster.Name, CheckedAt: time.Now().UTC(), WarnDays: f.warnDays, Expiring: []k3sops.CertRow{}, Certificates: []k3sops.CertRow{}, CA: caReport{Stale: []string{}, Nodes: []k3sops.Row{}}}
+	rep := &checkReport{Cluster: cluster.Name, CheckedAt: time.Now().UTC(), WarnDays: f.warnDays, Expiring: []k3sops.CertRow{}, Certificates: []k3sops.CertRow{},
+		CA: caReport{Stale: []string{}, Nodes: []k3sops.Row{}}, RenewAtRestart: []k3sops.CertRow{}, RenewNodes: []string{}}
 	for _, n := range nodes {
 		rep.Nodes = append(rep.Nodes, n.Name)
 	}
@@ -292,11 +302,7 @@ func finishReport(rep *checkReport, nodeCount int) {
 		return ca.File < cb.File
 	})
 	sort.Slice(rep.Unreachable, func(a, b int) bool { return order[rep.Unreachable[a].Node] < order[rep.Unreachable[b].Node] })
-	for _, c := range rep.Certificates {
-		if c.Status != "OK" {
-			rep.Expiring = append(rep.Expiring, c)
-		}
-	}
+	classifyCertificates(rep)
 	for _, u := range rep.Unreachable {
 		rep.Problems = append(rep.Problems, fmt.Sprintf("%s: not checked: %s", u.Node, u.Error))
 	}
@@ -383,7 +389,29 @@ func finishReport(rep *checkReport, nodeCount int) {
 		rep.Status, rep.ExitCode = "healthy", exitOK
 		parts = append(parts, fmt.Sprintf("%d node(s) hold the datastore's CA, %d certificate(s) valid for more than %d days", nodeCount, len(rep.Certificates), rep.WarnDays))
 	}
+	if len(rep.RenewAtRestart) > 0 {
+		parts = append(parts, fmt.Sprintf("%d leaf certificate(s) renew at the next restart of K3s on %s", len(rep.RenewAtRestart), strings.Join(rep.RenewNodes, ", ")))
+	}
 	rep.Summary = fmt.Sprintf("cluster %s: %s: %s", rep.Cluster, strings.ToUpper(rep.Status), strings.Join(parts, "; "))
+}
+
+// classifyCertificates sorts the certificates out: findings (expiring)
+// and leaves K3s renews at the next restart (not findings).
+func classifyCertificates(rep *checkReport) {
+	renewOn := map[string]bool{}
+	for _, c := range rep.Certificates {
+		switch c.Status {
+		case k3sops.StatusOK:
+		case k3sops.StatusRenewsAtRestart:
+			rep.RenewAtRestart = append(rep.RenewAtRestart, c)
+			if !renewOn[c.Node] {
+				renewOn[c.Node] = true
+				rep.RenewNodes = append(rep.RenewNodes, c.Node)
+			}
+		default:
+			rep.Expiring = append(rep.Expiring, c)
+		}
+	}
 }
 
 // columnOK says whether a CA column of a verify row agrees with the
@@ -424,6 +452,16 @@ func printCheck(w io.Writer, rep *checkReport) {
 			}
 		}
 		fmt.Fprintf(w, "certificates: %d checked, the first to expire is %s on %s (%s, in %d days)\n", len(rep.Certificates), soonest.File, soonest.Node, soonest.Expires.UTC().Format("2006-01-02"), soonest.ResidualDays)
+	}
+	if len(rep.RenewAtRestart) > 0 {
+		soonest := rep.RenewAtRestart[0]
+		for _, c := range rep.RenewAtRestart {
+			if c.Expires.Before(soonest.Expires) {
+				soonest = c
+			}
+		}
+		fmt.Fprintf(w, "renew at the next restart: %d leaf certificate(s) on %s, within K3s's renewal window; the first expires %s (%s on %s): restart K3s there before then (renew-leaf-certs)\n",
+			len(rep.RenewAtRestart), strings.Join(rep.RenewNodes, ", "), soonest.Expires.UTC().Format("2006-01-02"), soonest.File, soonest.Node)
 	}
 	for _, p := range rep.Problems {
 		fmt.Fprintf(w, "  problem: %s\n", p)
@@ -467,6 +505,7 @@ func checkMetrics(rep *checkReport) []metrics.Family {
 		expiry, notAfter,
 		{Name: "caretaker_ca_consistent", Help: "1 when every checked node's disk, the datastore and the live endpoints carry the same CA; 0 when not or not checked.", Samples: []metrics.Sample{{Labels: cl, Value: b2f(rep.CA.Checked && rep.CA.Consistent)}}},
 		{Name: "caretaker_certs_expiring", Help: "Certificates expired or expiring within the warning window.", Samples: []metrics.Sample{{Labels: cl, Value: float64(len(rep.Expiring))}}},
+		{Name: "caretaker_certs_renew_at_restart", Help: "Leaf certificates K3s renews at the next restart of their node (within the release's renewal window, beyond the warning window).", Samples: []metrics.Sample{{Labels: cl, Value: float64(len(rep.RenewAtRestart))}}},
 		{Name: "caretaker_check_warn_days", Help: "The warning window of the check in days.", Samples: []metrics.Sample{{Labels: cl, Value: float64(rep.WarnDays)}}},
 		{Name: "caretaker_check_healthy", Help: "1 when the check found no drift and no expiring certificate and reached every node.", Samples: []metrics.Sample{{Labels: cl, Value: b2f(rep.ExitCode == exitOK)}}},
 		{Name: "caretaker_check_success", Help: "1 when the check could reach every node and the datastore (its findings are complete).", Samples: []metrics.Sample{{Labels: cl, Value: b2f(rep.Status != "unreachable")}}},

@@ -55,6 +55,24 @@ func TestCheckReportExitCodes(t *testing.T) {
 		t.Errorf("expiring: %d %s", rep.ExitCode, rep.Summary)
 	}
 
+	// A leaf K3s renews at its next start, expiring beyond --warn-days:
+	// reported, not a finding (exit 0), in its own list and metric.
+	rep = baseReport()
+	rep.Certificates[0].Status, rep.Certificates[0].ResidualDays, rep.Certificates[0].RenewsAtRestart = "RENEWS-AT-RESTART", 100, true
+	finishReport(rep, 3)
+	if rep.ExitCode != exitOK || len(rep.Expiring) != 0 || len(rep.RenewAtRestart) != 1 || strings.Join(rep.RenewNodes, ",") != "s2" ||
+		!strings.Contains(rep.Summary, "1 leaf certificate(s) renew at the next restart of K3s on s2") {
+		t.Errorf("renews at restart: %d %s %v", rep.ExitCode, rep.Summary, rep.RenewNodes)
+	}
+	if text, _ := metrics.Format(checkMetrics(rep)); !strings.Contains(string(text), `caretaker_certs_renew_at_restart{cluster="lab"} 1`) {
+		t.Errorf("metrics:\n%s", text)
+	}
+	var out strings.Builder
+	printCheck(&out, rep)
+	if !strings.Contains(out.String(), "renew at the next restart: 1 leaf certificate(s) on s2") {
+		t.Errorf("text output:\n%s", out.String())
+	}
+
 	// Unreachable wins over drift: the findings are incomplete.
 	rep = baseReport()
 	rep.CA.Consistent, rep.CA.Stale = false, []string{"s2"}

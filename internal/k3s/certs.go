@@ -35,7 +35,7 @@ const (
 	LeafValidity         = 365 * 24 * time.Hour  // leaf certs: 1 year
 	RotationCAValidity   = 7300 * 24 * time.Hour // rotate-default-ca-certs.sh: 20 years
 	CustomLeafCAValidity = 3700 * 24 * time.Hour // generate-custom-ca-certs.sh leaf CAs and intermediate
-	CertificateRenewDays = 120                   // leaf renewal window at start
+	CertificateRenewDays = 120                   // leaf renewal window at start (RenewDays: releases since May 2025)
 	Backdate             = time.Hour             // K3s backdates certs by 1 h
 )
 
@@ -54,6 +54,15 @@ type LeafOptions struct {
 	Now time.Time
 	// Agent limits the set to the agent/ files (an agent node).
 	Agent bool
+	// Age, for tests and the lab, issues the certificates as if that long
+	// ago: valid from Now-Age for a year (on a cluster whose CAs are older
+	// than that; the CA's notBefore does not hold them back). A leaf then
+	// expires within K3s's renewal window after 365 days minus the window.
+	Age time.Duration
+	// RenewDays is the renewal window of the node's release (RenewDays):
+	// an existing leaf expiring within it is reissued; 0 means
+	// CertificateRenewDays.
+	RenewDays int
 }
 
 // Leaf and derived file paths relative to the data dir DD (they span
@@ -87,6 +96,10 @@ const (
 	StatusWarning     = "WARNING"
 	StatusExpired     = "EXPIRED"
 	StatusNotYetValid = "NOT YET VALID"
+	// StatusRenewsAtRestart is caretaker's own (K3s says WARNING): a leaf
+	// within its release's renewal window that K3s reissues at its next
+	// start, expiring later than the warning window (CaretakerStatus).
+	StatusRenewsAtRestart = "RENEWS-AT-RESTART"
 )
 
 // CAFingerprint identifies a CA bundle on disk: the sha256 of the file

@@ -290,6 +290,17 @@ func TestRenewLeafCertsAfterRotation(t *testing.T) {
 	if len(issued) == 0 {
 		t.Error("certs within 120 days of expiry must be renewed")
 	}
+	// The window is the release's: 100 days before expiry a release
+	// with the 90-day window keeps them, one with 120 days renews them.
+	opts.Now = mustCerts(t, first["server/tls/etcd/client.crt"])[0].NotAfter.Add(-100 * 24 * time.Hour)
+	opts.RenewDays = LegacyCertificateRenewDays
+	if _, issued, _ = RenewLeafCerts(cas, withRenewed, opts); len(issued) != 0 {
+		t.Errorf("a 90-day release renewed %d certs 100 days before expiry", len(issued))
+	}
+	opts.RenewDays = CertificateRenewDays
+	if _, issued, _ = RenewLeafCerts(cas, withRenewed, opts); len(issued) == 0 {
+		t.Error("a 120-day release must renew certs 100 days before expiry")
+	}
 }
 
 func TestGenerateRotationValidatesAndHashesNewRoot(t *testing.T) {

@@ -286,3 +286,31 @@ func CAFingerprints(bundle []byte) (CAFingerprint, error) {
 	}
 	return fp, nil
 }
+
+// RenewsAtStart says whether K3s reissues the certificate c at the next
+// start of its node: a leaf (not a CA) that is expired or expires within
+// renewDays (RenewDays of the node's release; K3s's expired() in
+// pkg/daemons/control/deps). Agents re-request theirs at every start
+// anyway; the window is what makes the renewal a need.
+func RenewsAtStart(c CertStatus, renewDays int) bool {
+	return !c.IsCA && c.Status != StatusNotYetValid && c.ResidualTime <= time.Duration(renewDays)*24*time.Hour
+}
+
+// CaretakerStatus is caretaker's verdict on a certificate that `k3s
+// certificate check` calls k3sStatus: NOT YET VALID and EXPIRED stay; a
+// certificate expiring within warnDays is WARNING (a restart renews a leaf,
+// but one must happen before it expires); a leaf K3s renews at its next
+// start (RenewsAtStart) and expiring later than that is RENEWS-AT-RESTART;
+// anything else is OK (a CA within K3s's window but beyond warnDays too:
+// CAs are rotated, not renewed).
+func CaretakerStatus(c CertStatus, renewDays, warnDays int) string {
+	switch {
+	case c.Status == StatusNotYetValid || c.Status == StatusExpired:
+		return c.Status
+	case c.ResidualTime <= time.Duration(warnDays)*24*time.Hour:
+		return StatusWarning
+	case RenewsAtStart(c, renewDays):
+		return StatusRenewsAtRestart
+	}
+	return StatusOK
+}

@@ -182,3 +182,37 @@ func TestServiceFiles(t *testing.T) {
 		}
 	}
 }
+
+// caretaker's statuses against K3s's and the release's window: a leaf K3s
+// renews at start beyond --warn-days is RENEWS-AT-RESTART; within it,
+// WARNING; a CA is never renewed at start.
+func TestCaretakerStatus(t *testing.T) {
+	day := 24 * time.Hour
+	cases := []struct {
+		residual  time.Duration
+		ca        bool
+		k3s       string
+		renewDays int
+		want      string
+		renews    bool
+	}{
+		{400 * day, false, StatusOK, 120, StatusOK, false},
+		{100 * day, false, StatusWarning, 120, StatusRenewsAtRestart, true},
+		{100 * day, false, StatusOK, 90, StatusOK, false},
+		{80 * day, false, StatusWarning, 90, StatusRenewsAtRestart, true},
+		{20 * day, false, StatusWarning, 120, StatusWarning, true},
+		{-day, false, StatusExpired, 120, StatusExpired, true},
+		{100 * day, true, StatusWarning, 120, StatusOK, false},
+		{20 * day, true, StatusWarning, 120, StatusWarning, false},
+		{400 * day, false, StatusNotYetValid, 120, StatusNotYetValid, false},
+	}
+	for i, c := range cases {
+		cs := CertStatus{ResidualTime: c.residual, IsCA: c.ca, Status: c.k3s}
+		if got := CaretakerStatus(cs, c.renewDays, 30); got != c.want {
+			t.Errorf("case %d: CaretakerStatus = %s, want %s", i, got, c.want)
+		}
+		if got := RenewsAtStart(cs, c.renewDays); got != c.renews {
+			t.Errorf("case %d: RenewsAtStart = %t, want %t", i, got, c.renews)
+		}
+	}
+}

@@ -184,7 +184,7 @@ func RenewLeafCerts(cas, existing map[string][]byte, opts LeafOptions) (map[stri
 				haveKey = false
 			}
 		}
-		if haveKey && !leafNeedsRenewal(existing[s.cert], s, ca.certs[0], now) {
+		if haveKey && !leafNeedsRenewal(existing[s.cert], s, ca.certs[0], now, opts.RenewDays) {
 			continue
 		}
 		if !haveKey {
@@ -195,7 +195,7 @@ func RenewLeafCerts(cas, existing map[string][]byte, opts LeafOptions) (map[stri
 			key = k
 			out[s.key] = kp
 		}
-		cert, err := signLeaf(s, key, ca, now)
+		cert, err := signLeaf(s, key, ca, now, opts.Age)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -239,7 +239,7 @@ func RenewLeafCerts(cas, existing map[string][]byte, opts LeafOptions) (map[stri
 }
 
 // signLeaf issues one leaf for key, signed by ca.certs[0].
-func signLeaf(s leafSpec, key crypto.Signer, ca caPair, now time.Time) (*x509.Certificate, error) {
+func signLeaf(s leafSpec, key crypto.Signer, ca caPair, now time.Time, age time.Duration) (*x509.Certificate, error) {
 	serial, err := randSerial()
 	if err != nil {
 		return nil, err
@@ -247,6 +247,9 @@ func signLeaf(s leafSpec, key crypto.Signer, ca caPair, now time.Time) (*x509.Ce
 	nb := now.Add(-Backdate)
 	if nb.Before(ca.certs[0].NotBefore) {
 		nb = ca.certs[0].NotBefore
+	}
+	if age > 0 {
+		nb = now.Add(-age) // LeafOptions.Age: as issued that long ago
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: serial,
@@ -266,9 +269,10 @@ func signLeaf(s leafSpec, key crypto.Signer, ca caPair, now time.Time) (*x509.Ce
 }
 
 // leafNeedsRenewal applies K3s's reasons to reissue an existing leaf:
-// missing or unparsable, within CertificateRenewDays of expiry, CN or O
-// changed, SANs missing, or AKI != the CA's current SKI.
-func leafNeedsRenewal(certPEM []byte, s leafSpec, ca *x509.Certificate, now time.Time) bool {
+// missing or unparsable, within the release's renewal window of expiry
+// (RenewDays), CN or O changed, SANs missing, or AKI != the CA's current
+// SKI.
+func leafNeedsRenewal(certPEM []byte, s leafSpec, ca *x509.Certificate, now time.Time, renewDays int) bool {
 	if len(certPEM) == 0 {
 		return true
 	}
@@ -277,7 +281,10 @@ func leafNeedsRenewal(certPEM []byte, s leafSpec, ca *x509.Certificate, now time
 		return true
 	}
 	c := certs[0]
-	if c.NotAfter.Sub(now) <= CertificateRenewDays*24*time.Hour {
+	if renewDays == 0 {
+		renewDays = CertificateRenewDays
+	}
+	if c.NotAfter.Sub(now) <= time.Duration(renewDays)*24*time.Hour {
 		return true
 	}
 	if c.Subject.CommonName != s.cn {

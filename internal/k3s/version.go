@@ -122,3 +122,40 @@ func NeedsServerWorkaround(v Version) bool {
 // /v1-k3s/server-bootstrap from the datastore (fixed releases) rather than
 // from its own disk (k3s-ca-rotation.md §1 "What the fix changed").
 func ServesBootstrapFromDatastore(v Version) bool { return !NeedsServerWorkaround(v) }
+
+// LegacyCertificateRenewDays is the leaf renewal window of releases before
+// the May 2025 patch releases (CertificateRenewDays after them).
+const LegacyCertificateRenewDays = 90
+
+// renew120Patch is the first patch release of each minor whose leaf
+// renewal window is 120 days: K3s PR #12232 ("Update certification renew
+// alert to 120 days", pkg/daemons/config CertificateRenewDays 90 -> 120,
+// merged 2025-05-02, first in v1.33.1) and its backports #12312 (1.33),
+// #12313 (1.32), the 1.31 one and #12315 (1.30), released in v1.33.1+k3s1,
+// v1.32.5+k3s1, v1.31.9+k3s1 and v1.30.13+k3s1 (the K3s docs' version gate
+// for the window). 1.29 and older had no backport.
+var renew120Patch = map[int]int{30: 13, 31: 9, 32: 5, 33: 1}
+
+// RenewDays is the leaf certificate renewal window of release v: K3s
+// reissues a leaf (client and serving certificates on servers; the
+// dynamic listener's certificate) at start when it expires within that
+// many days, and `k3s certificate check` calls such a certificate WARNING.
+// 120 days on v1.30.13, v1.31.9, v1.32.5, v1.33.1 and later patches of
+// their minors, and on 1.34 and later; 90 before. CAs are not renewed at
+// start. (Agents request their certificates from a server at every start,
+// whatever their expiry.)
+func RenewDays(v Version) int {
+	if v.Major != 1 {
+		if v.Major > 1 {
+			return CertificateRenewDays
+		}
+		return LegacyCertificateRenewDays
+	}
+	if v.Minor >= 34 {
+		return CertificateRenewDays
+	}
+	if p, ok := renew120Patch[v.Minor]; ok && v.Patch >= p {
+		return CertificateRenewDays
+	}
+	return LegacyCertificateRenewDays
+}

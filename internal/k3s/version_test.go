@@ -76,3 +76,17 @@ func TestVersionLess(t *testing.T) {
 		}
 	}
 }
+
+// The renewal window by release: the May 2025 patch releases moved it from
+// 90 to 120 days (PR #12232 and its backports).
+func TestRenewDays(t *testing.T) {
+	for v, want := range map[string]int{
+		"v1.29.15+k3s1": 90, "v1.30.12+k3s1": 90, "v1.30.13+k3s1": 120, "v1.30.14+k3s1": 120,
+		"v1.31.8+k3s1": 90, "v1.31.9+k3s1": 120, "v1.32.4+k3s1": 90, "v1.32.5-rc1+k3s1": 120, "v1.32.5+k3s1": 120,
+		"v1.33.0+k3s1": 90, "v1.33.1+k3s1": 120, "v1.34.0+k3s1": 120, "v1.36.3+k3s-af977adf-dirty": 120, "v1.28.15+k3s1": 90,
+	} {
+		if got := RenewDays(MustParseVersion(v)); got != want {
+			t.Errorf("RenewDays(%s) = %d, want %d", v, got, want)
+		}
+	}
+}
