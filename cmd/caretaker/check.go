@@ -177,7 +177,10 @@ func checkTargets(f *checkFlags) (*inventorypkg.Cluster, []*inventorypkg.Node, e
 		}
 	}
 	if len(nodes) == 0 {
-		return nil, nil, usageError{fmt.Errorf("--limit %q selects no node of cluster %s (%s): nothing would be checked; see the inventory's names, groups and labels", f.limit, cluster.Name, nodeList(cluster.Nodes))}
+		return nil, nil, usageError{fmt.Errorf("nothing would be checked: %w", cluster.NoMatch("--limit", f.limit))}
+	}
+	if err := inventorypkg.CheckControllerFiles(cluster.Nodes); err != nil {
+		return nil, nil, err
 	}
 	return cluster, nodes, nil
 }

@@ -199,6 +199,11 @@ func executePlan(ctx context.Context, stdout io.Writer, plan *runner.Plan, f *ru
 	default:
 		return usageError{fmt.Errorf("--output %q: use auto, tui, plain or json", f.output)}
 	}
+	// Identity files and known_hosts are read on this machine: a wrong
+	// one is bad input, refused before any node is dialed.
+	if err := inventorypkg.CheckControllerFiles(plan.Nodes); err != nil {
+		return err
+	}
 	if f.maxFailed < 0 {
 		return usageError{fmt.Errorf("--max-failed %d: give a number of nodes ≥ 0 (0: stop or continue as --on-failure says)", f.maxFailed)}
 	}
