@@ -6,7 +6,6 @@ import (
 	"io/fs"
 	"net"
 	"os"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -95,8 +94,9 @@ func (c *Cluster) NoMatch(what, selector string) error {
 // CheckControllerFiles checks the files on this machine that reaching the
 // nodes needs, before any node is dialed: every identity file the
 // inventory names must be a readable private key, and under
-// host_key_policy strict the known_hosts file must exist (no host key
-// could be verified otherwise). Errors name the inventory line.
+// host_key_policy strict the known_hosts file the inventory names must
+// exist (no host key could be verified otherwise). Errors name the
+// inventory line.
 func CheckControllerFiles(nodes []*Node) error {
 	seen := map[string]bool{}
 	for _, n := range nodes {
@@ -110,23 +110,18 @@ func CheckControllerFiles(nodes []*Node) error {
 				return fmt.Errorf("%s: identity file %s %w; fix identity_files (or leave it out to use ~/.ssh/id_* and the SSH agent): %w", s.IdentityFilesAt, f, err, errs.ErrBadInput)
 			}
 		}
-		if s.HostKeyPolicy != HostKeyStrict || n.SSHHost != "" && s.KnownHosts == "" || seen["kh "+s.KnownHosts] {
+		// Only a file the inventory names: without known_hosts the default
+		// (~/.ssh/known_hosts) is this machine's, and a connection says
+		// when it is missing.
+		kh := s.KnownHosts
+		if s.HostKeyPolicy != HostKeyStrict || s.KnownHostsAt == "" || seen["kh "+kh] {
 			continue
 		}
-		seen["kh "+s.KnownHosts] = true
-		kh := s.KnownHosts
-		if kh == "" {
-			home, _ := os.UserHomeDir()
-			kh = filepath.Join(home, ".ssh", "known_hosts")
-		}
+		seen["kh "+kh] = true
 		if _, err := os.Stat(kh); errors.Is(err, fs.ErrNotExist) {
-			where := s.KnownHostsAt
-			if where == "" {
-				where = fmt.Sprintf("node %s", n.Name)
-			}
 			return fmt.Errorf("%s: the known_hosts file %s does not exist, and under host_key_policy strict no host key can be verified without it; "+
 				"create it with the nodes' keys, verified out of band (ssh-keyscan -p PORT ADDRESS >> %s), point known_hosts at the right file, or set host_key_policy: accept-new: %w",
-				where, kh, kh, errs.ErrBadInput)
+				s.KnownHostsAt, kh, kh, errs.ErrBadInput)
 		}
 	}
 	return nil
