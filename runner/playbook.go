@@ -362,7 +362,7 @@ func (l *loader) exec(ref moduleRef) (starlark.StringDict, error) {
 	if max == 0 {
 		max = 10_000_000
 	}
-	th.SetMaxExecutionSteps(max)
+	stoppedAt := limitSteps(th, max)
 	th.Print = func(_ *starlark.Thread, msg string) { fmt.Fprintln(os.Stderr, msg) }
 	th.Load = func(t *starlark.Thread, module string) (starlark.StringDict, error) {
 		from, _ := t.Local(refKey).(moduleRef)

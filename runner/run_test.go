@@ -420,6 +420,7 @@ func TestPlaybookErrorsCarryPositionAndStack(t *testing.T) {
 		"def b(n):\n  pass\nstep(\"a\", b, nodes=\"label:zone=x\")\n":          `step "a" (pb.star:3:5): nodes="label:zone=x": selector "label:zone=x" selects no node of cluster t (nodes: s1, s2, s3, a1; groups: group:etcd; labels: none)`,
 		"def b(n):\n  pass\nstep(\"a\", b, nodes=\"servers,group:workers\")\n": `"group:workers" selects no node`,
 		"while True:\n  pass\n":                                                "loading pb.star ran 10000000 Starlark operations",
+		"def f():\n  n = 0\n  while True:\n    n += 1\nf()\n":                  "an endless loop? (stopped at pb.star:4:",
 	}
 	for src, want := range cases {
 		fsys := fstest.MapFS{"pb.star": {Data: []byte(src)}, "bad.star": {Data: []byte("x = 1\ny = x // 0\n")}}
