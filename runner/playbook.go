@@ -372,7 +372,7 @@ func (l *loader) exec(ref moduleRef) (starlark.StringDict, error) {
 		}
 		return l.exec(target)
 	}
-	globals, err := starlark.ExecFileOptions(fileOptions(), th, ref.display, src, l.predeclared())
+	globals, err := execFile(th, ref.display, src, l.predeclared())
 	entry.loading = false
 	if err != nil && th.ExecutionSteps() >= max {
 		err = fmt.Errorf("loading %s ran %d Starlark operations, the limit for a playbook's top level: an endless loop? (stopped at %s)", ref.display, max, stoppedAt(err))
@@ -384,6 +384,22 @@ func (l *loader) exec(ref moduleRef) (starlark.StringDict, error) {
 	globals.Freeze()
 	entry.globals = globals
 	return globals, nil
+}
+
+// execFile is starlark.ExecFileOptions with one more check between
+// compiling and running: members of builtin modules must exist
+// (checkModuleAttrs).
+func execFile(th *starlark.Thread, name string, src []byte, pre starlark.StringDict) (starlark.StringDict, error) {
+	f, prog, err := starlark.SourceProgramOptions(fileOptions(), name, src, pre.Has)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkModuleAttrs(f, pre); err != nil {
+		return nil, err
+	}
+	g, err := prog.Init(th, pre)
+	g.Freeze()
+	return g, err
 }
 
 // fileOptions are the Starlark dialect of playbooks: Go-like conveniences

@@ -421,6 +421,8 @@ func TestPlaybookErrorsCarryPositionAndStack(t *testing.T) {
 		"def b(n):\n  pass\nstep(\"a\", b, nodes=\"servers,group:workers\")\n": `"group:workers" selects no node`,
 		"while True:\n  pass\n":                                                "loading pb.star ran 10000000 Starlark operations",
 		"def f():\n  n = 0\n  while True:\n    n += 1\nf()\n":                  "an endless loop? (stopped at pb.star:4:",
+		"def b(n):\n  json.encodee(n)\nstep(\"a\", b)\n":                       `pb.star:2:8: json has no member "encodee" (it has: decode, encode, encode_indent, indent); see`,
+		"x = json.dump\n":                                                      `pb.star:1:10: json has no member "dump"`,
 	}
 	for src, want := range cases {
 		fsys := fstest.MapFS{"pb.star": {Data: []byte(src)}, "bad.star": {Data: []byte("x = 1\ny = x // 0\n")}}
