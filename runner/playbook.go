@@ -66,15 +66,14 @@ type Step struct {
 	Index    int
 	Name     string
 	Selector string
-	Nodes    []*inventory. // resolved targets (after --limit)
-			Node
-	Serial  int  // nodes in flight at once; 0 = all
-	Once    bool // run once, on the first target node
-	Mutates bool
-	Timeout time.Duration
-	Doc     string
-	Pos     syntax.Position
-	Body    starlark.Callable
+	Nodes    []*inventory.Node // resolved targets (after --limit)
+	Serial   int               // nodes in flight at once; 0 = all
+	Once     bool              // run once, on the first target node
+	Mutates  bool
+	Timeout  time.Duration
+	Doc      string
+	Pos      syntax.Position
+	Body     starlark.Callable
 	// Func, when set, is a Go body run instead of Body (for commands such
 	// as `caretaker check` that run Go operations through the engine).
 	Func func(ctx context.Context, env *Env) error
@@ -262,7 +261,11 @@ func (l *loader) paramList() string {
 	}
 	var out []string
 	for _, p := range l.plan.Params {
-		s := fmt.Sprintf("%s (%s, default %s)", p.Name, p.Default.Type(), p.Default.String())
+		ty := p.Type
+		if ty == "" {
+			ty = p.Default.Type()
+		}
+		s := fmt.Sprintf("%s (%s, default %s)", p.Name, ty, p.Default.String())
 		if len(p.Choices) > 0 {
 			s = fmt.Sprintf("%s (%s)", p.Name, strings.Join(p.Choices, "|"))
 		}
