@@ -59,7 +59,7 @@ func runWithTUI(ctx context.Context, plan *runner.Plan, opts runner.RunOptions, 
 	ssh.SetWarnings(&warnings)
 	defer func() {
 		ssh.SetWarnings(os.Stderr)
-		os.Stderr.Write(warnings.Bytes())
+		_, _ = os.Stderr.Write(warnings.Bytes()) // nothing to do if stderr is gone
 	}()
 	ctl := &lateController{}
 	prog, err := tui.Start(ctx, tui.Options{
