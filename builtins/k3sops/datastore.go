@@ -32,10 +32,13 @@ type Datastore struct {
 	// with its own token and etcd endpoint (Via among them).
 	Readers []string `json:"readers"`
 	// Failed says, for each server tried that could not, why the
-	// datastore could not be read through it (or why what it read is not
-	// Via's): a broken server the read went around is a finding, not a
-	// detail.
+	// datastore could not be read through it: a broken server the read
+	// went around is a finding, not a detail.
 	Failed map[string]string `json:"failed,omitempty"`
+	// Elsewhere names the servers that read another datastore than Via's
+	// (another key or server CA) with their own token and etcd endpoint,
+	// and what they read: they are not servers of one cluster.
+	Elsewhere map[string]string `json:"elsewhere,omitempty"`
 
 	data k3s.BootstrapData
 }
@@ -229,19 +232,22 @@ func DatastoreEach(ctx context.Context, run Run, op string, each, fallback []*in
 		return nil, fmt.Errorf("%s: the datastore could not be read through any server: %s", op, strings.Join(tried, "; "))
 	}
 	ds.Readers = []string{ds.Via}
+	elsewhere := map[string]string{}
 	for i, n := range each {
 		if errs[i] != nil || n.Name == ds.Via {
 			continue
 		}
 		if d := reads[i]; d.Key != ds.Key || d.ServerCA.SHA256 != ds.ServerCA.SHA256 {
-			failed[n.Name] = fmt.Sprintf("%s: %s: it reads another datastore (%s, server CA %s) than %s (%s, server CA %s): its token or etcd_endpoint leads elsewhere",
-				op, n.Name, d.Key, caDesc(d.serverCA()), ds.Via, ds.Key, caDesc(ds.serverCA()))
+			elsewhere[n.Name] = fmt.Sprintf("%s, server CA %s", d.Key, caDesc(d.serverCA()))
 			continue
 		}
 		ds.Readers = append(ds.Readers, n.Name)
 	}
 	if len(failed) > 0 {
 		ds.Failed = failed
+	}
+	if len(elsewhere) > 0 {
+		ds.Elsewhere = elsewhere
 	}
 	return ds, nil
 }

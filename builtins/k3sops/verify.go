@@ -34,7 +34,8 @@ type Row struct {
 	// its own token and etcd endpoint: "ok", "token" (its token does not
 	// open the datastore: K3s would not come back from a restart),
 	// "unreadable" (the read through it failed: what it would see cannot
-	// be told), or "-" (agents; servers not tried).
+	// be told), "other" (it reads another datastore than the one shown),
+	// or "-" (agents; servers not tried).
 	Datastore string   `json:"datastore"`
 	Problems  []string `json:"problems,omitempty" star:"problems"`
 	Warnings  []string `json:"warnings,omitempty" star:"warnings"`
@@ -156,6 +157,9 @@ func (c *Target) verifyServerToken(ds *Datastore, tok remoteFile, row *Row) {
 		if why, ok := ds.Failed[c.Node.Name]; ok {
 			row.Datastore = "unreadable"
 			row.Problems = append(row.Problems, fmt.Sprintf("cannot read the datastore itself with its own token and etcd endpoint (read via %s instead), so what it sees cannot be told: %s", ds.Via, why))
+		} else if what, ok := ds.Elsewhere[c.Node.Name]; ok {
+			row.Datastore = "other"
+			row.Problems = append(row.Problems, fmt.Sprintf("reads another datastore (%s) with its own token and etcd endpoint than %s (%s, server CA %s): it is not a server of the same cluster, or its token or etcd_endpoint leads elsewhere", what, ds.Via, ds.Key, caDesc(ds.serverCA())))
 		} else if slices.Contains(ds.Readers, c.Node.Name) {
 			row.Datastore = "ok"
 		}

@@ -15,8 +15,8 @@ import (
 //
 //   - down: K3s is not running on a server; its CA once it runs cannot be
 //     told.
-//   - broken: a server's own token does not open the datastore: it holds
-//     the right CA but would not come back from a restart.
+//   - broken: a server's own token does not open the datastore (it would
+//     not come back from a restart), or it reads another datastore.
 //   - unreadable: the datastore could not be read through a server with its
 //     own etcd endpoint (or its files not read): what it sees cannot be told.
 //   - other: a row that is not ok for another reason.
@@ -32,7 +32,11 @@ func classifyCA(rep *checkReport) caFindings {
 		case "DOWN":
 			f.down = append(f.down, fmt.Sprintf("%s (%s)", r.Node, r.Service))
 		case "BROKEN":
-			f.broken = append(f.broken, r.Node)
+			why := "would not come back from a restart: its token does not open the datastore"
+			if r.Datastore == "other" {
+				why = "reads another datastore with its own token and etcd endpoint"
+			}
+			f.broken = append(f.broken, r.Node+" "+why)
 		case "UNKNOWN":
 			f.unreadable = append(f.unreadable, r.Node)
 		case "DRIFT":
@@ -68,7 +72,7 @@ func finishReport(rep *checkReport, nodeCount int) {
 		parts = append(parts, fmt.Sprintf("K3s is not running on %s", strings.Join(f.down, ", ")))
 	}
 	if len(f.broken) > 0 {
-		parts = append(parts, fmt.Sprintf("%s hold(s) the datastore's CA but would not come back from a restart: the server token does not open the datastore", strings.Join(f.broken, ", ")))
+		parts = append(parts, strings.Join(f.broken, "; "))
 	}
 	if len(f.other) > 0 {
 		parts = append(parts, fmt.Sprintf("%d node(s) hold the datastore's CA but have problems (below): %s", len(f.other), strings.Join(f.other, ", ")))
@@ -159,7 +163,8 @@ func columnOK(v string) bool { return v == "ok" || v == "-" || v == "" }
 
 // rowVerdict is the CA column of the text report: ok, DRIFT (the node's
 // CA differs), DOWN (K3s not running), BROKEN (would not come back from a
-// restart), UNKNOWN (the datastore could not be read through it) or
+// restart, or reads another datastore), UNKNOWN (the datastore could not
+// be read through it) or
 // PROBLEM.
 func rowVerdict(r k3sops.Row) string {
 	switch {
@@ -167,7 +172,7 @@ func rowVerdict(r k3sops.Row) string {
 		return "ok"
 	case r.Service != "":
 		return "DOWN"
-	case r.Datastore == "token":
+	case r.Datastore == "token" || r.Datastore == "other":
 		return "BROKEN"
 	case r.Datastore == "unreadable" || r.Disk == "error" || r.Disk == "unreachable":
 		return "UNKNOWN"

@@ -44,7 +44,7 @@ func TestCheckReportExitCodes(t *testing.T) {
 	rep.CA.Consistent, rep.CA.Stale = false, []string{"s1"}
 	rep.CA.Nodes[0] = k3sops.Row{Node: "s1", OK: false, Datastore: "token", Disk: "ok", Live: "ok", Cacerts: "ok", Agent: "-", Problems: []string{"/var/lib/rancher/k3s/server/token is not the token the datastore is encrypted with"}}
 	finishReport(rep, 3)
-	if rep.ExitCode != exitFailed || rep.Status != "broken" || !strings.Contains(rep.Summary, "s1 hold(s) the datastore's CA but would not come back from a restart") || strings.Contains(rep.Summary, "without the datastore's CA") {
+	if rep.ExitCode != exitFailed || rep.Status != "broken" || !strings.Contains(rep.Summary, "s1 would not come back from a restart: its token does not open the datastore") || strings.Contains(rep.Summary, "without the datastore's CA") {
 		t.Errorf("token problem: %d %s", rep.ExitCode, rep.Summary)
 	}
 
