@@ -185,11 +185,11 @@ func (d *Datastore) serverCA() []byte { return d.data[k3s.KeyServerCA].Content }
 // that server reads it when it starts: health is judged per server, and a
 // server that could not read it is not hidden behind one that could. Via
 // is the first server of each (in its order) that read it; every other
-// that could not is in Failed with the reason, and so is one that read a
+// that could not is in Failed with the reason, and one that read a
 // datastore other than Via's (another key or server CA: its token or
-// etcd_endpoint points elsewhere). When no server of each can, the
-// servers of fallback are tried one after another; it fails only when no
-// server at all can.
+// etcd_endpoint leads elsewhere) is in Elsewhere. When no server of each
+// can, the servers of fallback are tried one after another; it fails only
+// when no server at all can.
 func DatastoreEach(ctx context.Context, run Run, op string, each, fallback []*inventory.Node) (*Datastore, error) {
 	each = uniqueServers(each, nil)
 	reads, errs := forEachNode(ctx, run, each, op, func(c *Target) (*Datastore, error) {
