@@ -37,8 +37,8 @@ type biCase struct {
 	// fault changes the lab before the command; what it returns puts it
 	// back after the command (the trees are compared in between).
 	fault func(s *biSuite) func()
-	// signal, when set, is sent once the JSON output shows a step_started
-	// event (runtime signals).
+	// signal, when set, is sent once every node has printed output (its
+	// command runs: runtime signals).
 	signal syscall.Signal
 	// code is the exit code the case must end with; want are fragments of
 	// stdout+stderr (what, where, what to do).
@@ -278,8 +278,9 @@ func (s *biSuite) noSecrets(t *testing.T, res cliResult) {
 	}
 }
 
-// runSignalled runs the binary with -o json output, sends sig once the
-// first step started on a node, and returns the result.
+// runSignalled runs the binary with -o json output, sends sig once every
+// node of the lab has printed output (its command is running), and
+// returns the result.
 func (s *biSuite) runSignalled(t *testing.T, sig syscall.Signal, args ...string) cliResult {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -298,12 +299,17 @@ func (s *biSuite) runSignalled(t *testing.T, sig syscall.Signal, args ...string)
 	}
 	var out strings.Builder
 	sent := false
+	printed := map[string]bool{}
 	sc := bufio.NewScanner(stdout)
 	sc.Buffer(make([]byte, 1<<20), 1<<22)
 	for sc.Scan() {
 		line := sc.Text()
 		out.WriteString(line + "\n")
-		if !sent && strings.Contains(line, `"type":"output"`) {
+		var ev struct{ Type, Node string }
+		if sent || json.Unmarshal([]byte(line), &ev) != nil || ev.Type != "output" {
+			continue
+		}
+		if printed[ev.Node] = true; len(printed) == len(s.lab.Nodes("")) {
 			sent = true
 			_ = cmd.Process.Signal(sig)
 		}
