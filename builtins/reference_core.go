@@ -55,7 +55,8 @@ func loadEntries() []RefEntry {
 			Summary: "declare a step: body(node) runs on every target node",
 			Doc: "Steps run in the order declared. nodes is a selector: all, servers, agents, group:NAME, " +
 				"label:K=V, a node name, or a list of them; a group: or label: selector that matches no node " +
-				"is refused when the playbook loads. serial=N runs N nodes at a time (0: all at once); " +
+				"is refused when the playbook loads (the message lists the cluster's groups and labels), unless " +
+				"allow_empty=True says the step may have no target (it then does nothing). serial=N runs N nodes at a time (0: all at once); " +
 				"once=True runs the body once, on the first target node. What the body returns is the step's " +
 				"result on that node (result(step, node)).",
 			Params: []RefParam{
@@ -67,6 +68,7 @@ func loadEntries() []RefEntry {
 				{Name: "mutates", Type: "bool", Default: "True", Doc: "False: a read-only step (no cluster lock needed for it, shown as such)"},
 				{Name: "timeout", Type: "str", Default: `""`, Doc: "a duration per node such as \"5m\" (\"\": none)"},
 				{Name: "doc", Type: "str", Default: `""`, Doc: "one line shown in the plan"},
+				{Name: "allow_empty", Type: "bool", Default: "False", Doc: "True: a group: or label: selector may match no node (the step does nothing then)"},
 			},
 			Check:   "Declares only. Under --check the step still runs; the mutating calls in its body report `would ...`.",
 			Example: "step(\"restart agents\", restart, nodes = \"label:zone=a\",\n     serial = 1, timeout = \"5m\")",

@@ -50,7 +50,10 @@ func k3sReadEntries() []RefEntry {
 			Doc: "Every server's disk CA set equals the datastore's, every server serves it live (TLS chain on the " +
 				"supervisor port, GET /cacerts), every agent's server-ca.crt equals it. A live :6443 certificate " +
 				"issued by the previous CA (\"prev. issuer\") is not done; wait re-checks, for up to that long, servers " +
-				"whose only problem is such a certificate. Fails with the table when not ok and fail is True.",
+				"whose only problem is such a certificate. Every server checked reads the datastore itself, at once, with " +
+				"its own token and etcd endpoint (row.datastore: ok, token, unreadable, other); one that cannot is not ok, " +
+				"named with the reason, and datastore.via is the server whose reading is used. " +
+				"Fails with the table when not ok and fail is True.",
 			Params: []RefParam{
 				{Name: "nodes", Type: "selector | None", Default: "None", Doc: "the nodes to check (None: every node of the run)"},
 				{Name: "expect", Type: "str", Default: `""`, Doc: "the sha256 the datastore's server CA must have (the staged one after a rotation)"},
@@ -292,7 +295,9 @@ func k3sFactStructs() []RefStruct {
 			{Name: "files", Doc: "every bootstrap file, by key"},
 			{Name: "server_ca", Doc: "the server CA bundle"},
 			{Name: "ca_hash", Doc: "its hash, as in secure join tokens"},
-			{Name: "failed", Doc: "servers tried before via, and why the datastore could not be read through them"},
+			{Name: "readers", Doc: "the servers that read this datastore themselves, each with its own token and etcd endpoint"},
+			{Name: "failed", Doc: "the servers tried that could not read it, and why"},
+			{Name: "elsewhere", Doc: "the servers that read another datastore (key, server CA) with their own token and etcd endpoint"},
 		}},
 		{Name: "datastore_file", Summary: "one file of the bootstrap data", goType: reflect.TypeFor[k3sops.DatastoreFile](), Fields: []RefField{
 			{Name: "sha256", Doc: "sha256 of the content"},
@@ -322,6 +327,7 @@ func k3sCheckStructs() []RefStruct {
 			{Name: "live", Doc: "the :6443 chain (servers)"},
 			{Name: "cacerts", Doc: "GET /cacerts (servers)"},
 			{Name: "agent", Doc: "the agent's server-ca.crt (agents)"},
+			{Name: "datastore", Doc: "a server reads the datastore itself: ok, token (its token does not open it: it would not come back from a restart), unreadable (the read through it failed), other (it reads another datastore), - (agents)"},
 			{Name: "problems", Doc: "what is wrong"},
 			{Name: "warnings", Doc: "what is odd but not wrong"},
 			{Name: "service", Doc: "the unit's state when K3s is not active on a server: an outage, not drift"},

@@ -66,15 +66,14 @@ type Step struct {
 	Index    int
 	Name     string
 	Selector string
-	Nodes    []*inventory. // resolved targets (after --limit)
-			Node
-	Serial  int  // nodes in flight at once; 0 = all
-	Once    bool // run once, on the first target node
-	Mutates bool
-	Timeout time.Duration
-	Doc     string
-	Pos     syntax.Position
-	Body    starlark.Callable
+	Nodes    []*inventory.Node // resolved targets (after --limit)
+	Serial   int               // nodes in flight at once; 0 = all
+	Once     bool              // run once, on the first target node
+	Mutates  bool
+	Timeout  time.Duration
+	Doc      string
+	Pos      syntax.Position
+	Body     starlark.Callable
 	// Func, when set, is a Go body run instead of Body (for commands such
 	// as `caretaker check` that run Go operations through the engine).
 	Func func(ctx context.Context, env *Env) error
@@ -242,8 +241,7 @@ func (l *loader) limitNodes() ([]*inventory.Node, error) {
 		return nil, fmt.Errorf("--limit: %w", err)
 	}
 	if len(limited) == 0 {
-		return nil, fmt.Errorf("--limit %q selects no node of cluster %s (nodes: %s); check the names, groups and labels in the inventory: %w",
-			l.opts.Limit, l.opts.Cluster.Name, nodeNames(l.opts.Cluster.Nodes), errs.ErrBadInput)
+		return nil, l.opts.Cluster.NoMatch("--limit", l.opts.Limit)
 	}
 	return limited, nil
 }
@@ -263,7 +261,11 @@ func (l *loader) paramList() string {
 	}
 	var out []string
 	for _, p := range l.plan.Params {
-		s := fmt.Sprintf("%s (%s, default %s)", p.Name, p.Default.Type(), p.Default.String())
+		ty := p.Type
+		if ty == "" {
+			ty = p.Default.Type()
+		}
+		s := fmt.Sprintf("%s (%s, default %s)", p.Name, ty, p.Default.String())
 		if len(p.Choices) > 0 {
 			s = fmt.Sprintf("%s (%s)", p.Name, strings.Join(p.Choices, "|"))
 		}
@@ -363,7 +365,7 @@ func (l *loader) exec(ref moduleRef) (starlark.StringDict, error) {
 	if max == 0 {
 		max = 10_000_000
 	}
-	th.SetMaxExecutionSteps(max)
+	stoppedAt := limitSteps(th, max)
 	th.Print = func(_ *starlark.Thread, msg string) { fmt.Fprintln(os.Stderr, msg) }
 	th.Load = func(t *starlark.Thread, module string) (starlark.StringDict, error) {
 		from, _ := t.Local(refKey).(moduleRef)
@@ -373,7 +375,7 @@ func (l *loader) exec(ref moduleRef) (starlark.StringDict, error) {
 		}
 		return l.exec(target)
 	}
-	globals, err := starlark.ExecFileOptions(fileOptions(), th, ref.display, src, l.predeclared())
+	globals, err := execFile(th, ref.display, src, l.predeclared())
 	entry.loading = false
 	if err != nil && th.ExecutionSteps() >= max {
 		err = fmt.Errorf("loading %s ran %d Starlark operations, the limit for a playbook's top level: an endless loop? (stopped at %s)", ref.display, max, stoppedAt(err))
@@ -385,6 +387,22 @@ func (l *loader) exec(ref moduleRef) (starlark.StringDict, error) {
 	globals.Freeze()
 	entry.globals = globals
 	return globals, nil
+}
+
+// execFile is starlark.ExecFileOptions with one more check between
+// compiling and running: members of builtin modules must exist
+// (checkModuleAttrs).
+func execFile(th *starlark.Thread, name string, src []byte, pre starlark.StringDict) (starlark.StringDict, error) {
+	f, prog, err := starlark.SourceProgramOptions(fileOptions(), name, src, pre.Has)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkModuleAttrs(f, pre); err != nil {
+		return nil, err
+	}
+	g, err := prog.Init(th, pre)
+	g.Freeze()
+	return g, err
 }
 
 // fileOptions are the Starlark dialect of playbooks: Go-like conveniences
@@ -463,119 +481,6 @@ func describeBuiltin(th *starlark.Thread, b *starlark.Builtin, args starlark.Tup
 		l.plan.LocalLockOnly = true
 	}
 	return starlark.None, nil
-}
-
-// step(name, body, nodes="all", serial=0, once=False, mutates=True,
-// timeout="", doc=""): declare a step. body(node) runs for every target
-// node (once=True: for the first only).
-func stepBuiltin(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
-	l, err := loaderFrom(th, b.Name())
-	if err != nil {
-		return nil, err
-	}
-	var (
-		name, timeout, doc string
-		body               starlark.Callable
-		nodes              starlark.Value = starlark.String("all")
-		serial             int
-		once               bool
-		mutates            = true
-	)
-	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "name", &name, "body", &body, "nodes?", &nodes, "serial?", &serial, "once?", &once, "mutates?", &mutates, "timeout?", &timeout, "doc?", &doc); err != nil {
-		return nil, err
-	}
-	if name == "" {
-		return nil, fmt.Errorf("%s: name must not be empty", b.Name())
-	}
-	for _, s := range l.plan.Steps {
-		if s.Name == name {
-			return nil, fmt.Errorf("%s: a step named %q is already declared at %s", b.Name(), name, s.Pos)
-		}
-	}
-	if serial < 0 {
-		return nil, fmt.Errorf("%s: serial must be 0 (all nodes at once) or more, got %d", b.Name(), serial)
-	}
-	sel, err := selectorString(nodes)
-	if err != nil {
-		return nil, fmt.Errorf("%s: nodes: %w", b.Name(), err)
-	}
-	targets, err := l.opts.Cluster.Select(sel)
-	if err != nil {
-		return nil, fmt.Errorf("%s %q: %w", b.Name(), name, err)
-	}
-	if err := l.checkSelectorMatches(sel); err != nil {
-		return nil, fmt.Errorf("%s %q (%s): %w", b.Name(), name, th.CallFrame(1).Pos, err)
-	}
-	var d time.Duration
-	if timeout != "" {
-		if d, err = time.ParseDuration(timeout); err != nil || d <= 0 {
-			return nil, fmt.Errorf("%s: timeout must be a duration such as \"30s\" or \"10m\", got %q", b.Name(), timeout)
-		}
-	}
-	// --limit keeps a step's targets within the limited nodes.
-	inRun := map[*inventory.Node]bool{}
-	for _, n := range l.plan.Nodes {
-		inRun[n] = true
-	}
-	var kept []*inventory.Node
-	for _, n := range targets {
-		if inRun[n] {
-			kept = append(kept, n)
-		}
-	}
-	pos := th.CallFrame(1).Pos
-	l.plan.Steps = append(l.plan.Steps, &Step{
-		Index: len(l.plan.Steps), Name: name, Selector: sel, Nodes: kept, Serial: serial, Once: once,
-		Mutates: mutates, Timeout: d, Doc: doc, Pos: pos, Body: body,
-	})
-	return starlark.None, nil
-}
-
-// checkSelectorMatches refuses a group: or label: part of a step's
-// selector that matches no node of the cluster: a typo would make the
-// step silently do nothing. Roles (all, servers, agents) may be empty (a
-// cluster without agents), and names are checked by Select itself.
-func (l *loader) checkSelectorMatches(sel string) error {
-	for _, part := range strings.Split(sel, ",") {
-		part = strings.TrimSpace(part)
-		if !strings.HasPrefix(part, "group:") && !strings.HasPrefix(part, "label:") {
-			continue
-		}
-		if nodes, err := l.opts.Cluster.Select(part); err == nil && len(nodes) == 0 {
-			return fmt.Errorf("nodes=%q: %q matches no node of cluster %s; check the groups and labels in the inventory: %w", sel, part, l.opts.Cluster.Name, errs.ErrBadInput)
-		}
-	}
-	return nil
-}
-
-// nodeNames lists node names for messages.
-func nodeNames(nodes []*inventory.Node) string {
-	names := make([]string, 0, len(nodes))
-	for _, n := range nodes {
-		names = append(names, n.Name)
-	}
-	return strings.Join(names, ", ")
-}
-
-func selectorString(v starlark.Value) (string, error) {
-	switch x := v.(type) {
-	case starlark.String:
-		return string(x), nil
-	case *starlark.List, starlark.Tuple:
-		var parts []string
-		it := starlark.Iterate(x)
-		defer it.Done()
-		var e starlark.Value
-		for it.Next(&e) {
-			s, ok := starlark.AsString(e)
-			if !ok {
-				return "", fmt.Errorf("list items must be strings, got %s", e.Type())
-			}
-			parts = append(parts, s)
-		}
-		return strings.Join(parts, ","), nil
-	}
-	return "", fmt.Errorf("want a selector string (all, servers, agents, group:NAME, label:K=V, a node name) or a list of them, got %s", v.Type())
 }
 
 // ParamValues returns the parameters as strings, for events and the journal.

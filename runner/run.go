@@ -507,7 +507,7 @@ func (r *Run) runOne(ctx context.Context, step *Step, n *inventory.Node) StepDon
 	if max == 0 {
 		max = 100_000_000
 	}
-	th.SetMaxExecutionSteps(max)
+	stoppedAt := limitSteps(th, max)
 	th.Print = func(_ *starlark.Thread, msg string) {
 		for _, line := range strings.Split(msg, "\n") {
 			env.Output(StreamLog, line)
@@ -554,16 +554,6 @@ func (r *Run) runOne(ctx context.Context, step *Step, n *inventory.Node) StepDon
 		return finish(StatusChanged, nil)
 	}
 	return finish(StatusOK, nil)
-}
-
-// stoppedAt is where a Starlark evaluation error happened (file:line:col
-// of its innermost frame), or its text.
-func stoppedAt(err error) string {
-	var ee *starlark.EvalError
-	if errors.As(err, &ee) && len(ee.CallStack) > 0 {
-		return ee.CallStack.At(0).Pos.String()
-	}
-	return err.Error()
 }
 
 // describeError splits an error into a one-line message and a detail: the

@@ -415,11 +415,14 @@ func TestPlaybookErrorsCarryPositionAndStack(t *testing.T) {
 		"load(\"../etc/passwd.star\", \"x\")\n":                                "only .star modules beside the playbook",
 		"load(\"missing.star\", \"x\")\n":                                      "module not found",
 		"load(\"bad.star\", \"x\")\n":                                          "bad.star:2:7: floored division by zero",
-		"def b(n):\n  pass\nstep(\"a\", b, nodes=\"nosuch\")\n":                "matches no node",
+		"def b(n):\n  pass\nstep(\"a\", b, nodes=\"nosuch\")\n":                "selects no node",
 		"def b(n):\n  pass\nstep(\"a\", b)\nstep(\"a\", b)\n":                  "already declared at pb.star:3:5",
-		"def b(n):\n  pass\nstep(\"a\", b, nodes=\"label:zone=x\")\n":          `step "a" (pb.star:3:5): nodes="label:zone=x": "label:zone=x" matches no node of cluster t`,
-		"def b(n):\n  pass\nstep(\"a\", b, nodes=\"servers,group:workers\")\n": `"group:workers" matches no node`,
+		"def b(n):\n  pass\nstep(\"a\", b, nodes=\"label:zone=x\")\n":          `step "a" (pb.star:3:5): nodes="label:zone=x": selector "label:zone=x" selects no node of cluster t (nodes: s1, s2, s3, a1; groups: group:etcd; labels: none)`,
+		"def b(n):\n  pass\nstep(\"a\", b, nodes=\"servers,group:workers\")\n": `"group:workers" selects no node`,
 		"while True:\n  pass\n":                                                "loading pb.star ran 10000000 Starlark operations",
+		"def f():\n  n = 0\n  while True:\n    n += 1\nf()\n":                  "an endless loop? (stopped at pb.star:4:",
+		"def b(n):\n  json.encodee(n)\nstep(\"a\", b)\n":                       `pb.star:2:8: json has no member "encodee" (it has: decode, encode, encode_indent, indent); see`,
+		"x = json.dump\n":                                                      `pb.star:1:10: json has no member "dump"`,
 	}
 	for src, want := range cases {
 		fsys := fstest.MapFS{"pb.star": {Data: []byte(src)}, "bad.star": {Data: []byte("x = 1\ny = x // 0\n")}}
@@ -579,8 +582,25 @@ func TestLoadStaysInsideItsDirectories(t *testing.T) {
 func TestLimitSelectingNothingIsRefused(t *testing.T) {
 	f := runtest.NewFixture(t)
 	_, err := f.Load("step(\"s\", lambda n: None)\n", nil, "group:workers")
-	if err == nil || !errors.Is(err, errs.ErrBadInput) || !strings.Contains(err.Error(), `--limit "group:workers" selects no node of cluster t (nodes: s1, s2, s3, a1)`) {
+	if err == nil || !errors.Is(err, errs.ErrBadInput) || !strings.Contains(err.Error(), `--limit "group:workers" selects no node of cluster t (nodes: s1, s2, s3, a1; groups: group:etcd; labels: none)`) {
 		t.Errorf("--limit group:workers: err = %v", err)
+	}
+}
+
+// TestStepAllowEmpty: a step may say that a selector matching no node is
+// fine; it then has no target and the run does nothing for it.
+func TestStepAllowEmpty(t *testing.T) {
+	f := runtest.NewFixture(t)
+	plan, err := f.Load("step(\"s\", lambda n: fail(\"ran\"), nodes = \"label:zone=x\", allow_empty = True)\nstep(\"t\", lambda n: None, nodes = \"s1\")\n", nil, "")
+	if err != nil {
+		t.Fatalf("allow_empty = True: %v", err)
+	}
+	if len(plan.Steps) != 2 || len(plan.Steps[0].Nodes) != 0 {
+		t.Fatalf("steps %+v; want the first without targets", plan.Steps)
+	}
+	done, err := f.Run(plan, runner.RunOptions{})
+	if err != nil || done.Status != "ok" || done.Counts[runner.StatusOK] != 1 {
+		t.Errorf("run: %v, %+v; want ok with one cell", err, done)
 	}
 }
 

@@ -62,7 +62,11 @@ func MarshalEvent(e Event) ([]byte, error) {
 }
 
 // PlainSink writes one human-readable line per event, for logs and cron
-// mail. Output lines are prefixed with the node name.
+// mail. Output lines are prefixed with the node name. Each fact is written
+// once: a failed cell's error and the run's notes are in the summary at
+// the end (what tail, cron mail and the terminal view show), so the live
+// line of a failed cell only says when it failed and points there, and
+// notes are not echoed as they arrive (JSON output has both as events).
 type PlainSink struct {
 	mu      sync.Mutex
 	w       io.Writer
@@ -102,7 +106,7 @@ func (s *PlainSink) Emit(e Event) {
 		extra := ""
 		switch {
 		case e.Status == StatusFailed:
-			extra = ": " + e.Error
+			extra = " (the error is in the summary at the end)"
 		case e.Reason != "":
 			extra = " (" + e.Reason + ")"
 		}
@@ -125,11 +129,7 @@ func (s *PlainSink) Emit(e Event) {
 	case RunResumed:
 		fmt.Fprintf(s.w, "%s run resumed\n", ts(e.At))
 	case Note:
-		who := ""
-		if e.Node != "" {
-			who = " " + e.Node + ":"
-		}
-		fmt.Fprintf(s.w, "%s note:%s %s\n", ts(e.At), who, e.Text)
+		// In the summary (RunDone.Notes).
 	case RunDone:
 		fmt.Fprint(s.w, Summary(e))
 	}

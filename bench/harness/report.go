@@ -452,8 +452,9 @@ func (r *report) markdownCheck(b *strings.Builder) {
 	} else {
 		if c.missing != "" {
 			fmt.Fprintf(b, "**Missing piece:** %s. Measured instead: one lab of %d nodes, and %d nodes from several\n", c.missing, labMax, cfg.checkN)
-			b.WriteString("labs merged into one inventory (their CAs differ, so the expected verdict is drift on every node outside\n")
-			b.WriteString("the first lab: the harness checks exactly that; several lab daemons and etcds share the cores).\n\n")
+			b.WriteString("labs merged into one inventory (their datastores and CAs differ, so the expected verdict is broken, exit 1: every\n")
+			b.WriteString("node outside the first lab is named, its servers reading another datastore; the harness checks exactly that;\n")
+			b.WriteString("several lab daemons and etcds share the cores).\n\n")
 		}
 		b.WriteString("`caretaker check -i INV -o json`, in-process lab nodes (the lab daemons share the 2 cores), a fresh\n")
 		b.WriteString("process per run, 3 runs; wall is the median, peak RSS the maximum over the runs (getrusage).\n\n")

@@ -28,10 +28,17 @@ type Datastore struct {
 	// secure join tokens.
 	ServerCA CA     `json:"server_ca"`
 	CAHash   string `json:"ca_hash"`
-	// Failed says, for each server tried before Via, why the datastore
-	// could not be read through it: a broken server the read went around
-	// is a finding, not a detail.
+	// Readers are the servers that read this datastore themselves, each
+	// with its own token and etcd endpoint (Via among them).
+	Readers []string `json:"readers"`
+	// Failed says, for each server tried that could not, why the
+	// datastore could not be read through it: a broken server the read
+	// went around is a finding, not a detail.
 	Failed map[string]string `json:"failed,omitempty"`
+	// Elsewhere names the servers that read another datastore than Via's
+	// (another key or server CA) with their own token and etcd endpoint,
+	// and what they read: they are not servers of one cluster.
+	Elsewhere map[string]string `json:"elsewhere,omitempty"`
 
 	data k3s.BootstrapData
 }
@@ -173,37 +180,94 @@ func (c *Target) readDatastore(ctx context.Context) (*Datastore, error) {
 // serverCA returns the datastore's server CA bundle.
 func (d *Datastore) serverCA() []byte { return d.data[k3s.KeyServerCA].Content }
 
-// DatastoreVia reads the datastore through the first server of
-// candidates that answers.
-func DatastoreVia(ctx context.Context, run Run, op string, candidates []*inventory.Node) (*Datastore, error) {
-	var errs []string
+// DatastoreEach reads the datastore through every server of each at once,
+// each with its own token (SD/token) and its own etcd endpoint, as K3s on
+// that server reads it when it starts: health is judged per server, and a
+// server that could not read it is not hidden behind one that could. Via
+// is the first server of each (in its order) that read it; every other
+// that could not is in Failed with the reason, and one that read a
+// datastore other than Via's (another key or server CA: its token or
+// etcd_endpoint leads elsewhere) is in Elsewhere. When no server of each
+// can, the servers of fallback are tried one after another; it fails only
+// when no server at all can.
+func DatastoreEach(ctx context.Context, run Run, op string, each, fallback []*inventory.Node) (*Datastore, error) {
+	each = uniqueServers(each, nil)
+	reads, errs := forEachNode(ctx, run, each, op, func(c *Target) (*Datastore, error) {
+		return c.readDatastore(ctx)
+	})
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
 	failed := map[string]string{}
+	var ds *Datastore
+	var tried []string
+	for i, n := range each {
+		switch {
+		case errs[i] != nil:
+			failed[n.Name] = errs[i].Error()
+			tried = append(tried, errs[i].Error())
+		case ds == nil:
+			ds = reads[i]
+		}
+	}
+	if ds == nil {
+		for _, n := range uniqueServers(fallback, each) {
+			c, err := NewTarget(ctx, run, n, nil, op)
+			if err == nil {
+				if ds, err = c.readDatastore(ctx); err == nil {
+					break
+				}
+			}
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			failed[n.Name] = err.Error()
+			tried = append(tried, err.Error())
+		}
+	}
+	if ds == nil {
+		if len(tried) == 0 {
+			return nil, fmt.Errorf("%s: no server to read the datastore through", op)
+		}
+		return nil, fmt.Errorf("%s: the datastore could not be read through any server: %s", op, strings.Join(tried, "; "))
+	}
+	ds.Readers = []string{ds.Via}
+	elsewhere := map[string]string{}
+	for i, n := range each {
+		if errs[i] != nil || n.Name == ds.Via {
+			continue
+		}
+		if d := reads[i]; d.Key != ds.Key || d.ServerCA.SHA256 != ds.ServerCA.SHA256 {
+			elsewhere[n.Name] = fmt.Sprintf("%s, server CA %s", d.Key, caDesc(d.serverCA()))
+			continue
+		}
+		ds.Readers = append(ds.Readers, n.Name)
+	}
+	if len(failed) > 0 {
+		ds.Failed = failed
+	}
+	if len(elsewhere) > 0 {
+		ds.Elsewhere = elsewhere
+	}
+	return ds, nil
+}
+
+// uniqueServers keeps the servers of nodes, each once, that are not in
+// except.
+func uniqueServers(nodes, except []*inventory.Node) []*inventory.Node {
 	seen := map[*inventory.Node]bool{}
-	for _, n := range candidates {
+	for _, n := range except {
+		seen[n] = true
+	}
+	var out []*inventory.Node
+	for _, n := range nodes {
 		if n == nil || n.Role != inventory.RoleServer || seen[n] {
 			continue
 		}
 		seen[n] = true
-		c, err := NewTarget(ctx, run, n, nil, op)
-		if err == nil {
-			var d *Datastore
-			if d, err = c.readDatastore(ctx); err == nil {
-				if len(failed) > 0 {
-					d.Failed = failed
-				}
-				return d, nil
-			}
-		}
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		errs = append(errs, err.Error())
-		failed[n.Name] = err.Error()
+		out = append(out, n)
 	}
-	if len(errs) == 0 {
-		return nil, fmt.Errorf("%s: no server to read the datastore through", op)
-	}
-	return nil, fmt.Errorf("%s: the datastore could not be read through any server: %s", op, strings.Join(errs, "; "))
+	return out
 }
 
 // ReadDatastore reads the bootstrap data in etcd through a server,

@@ -240,7 +240,7 @@ func TestVerifyServerTokenMustOpenTheDatastore(t *testing.T) {
 	tokenPath := ServerDir(c.server) + "/" + k3s.PathToken
 	c.srvEx.SetFile(tokenPath, []byte("K10dead::server:x\n"), 0o600)
 	row := c.target(t, c.server, c.srvEx).verifyNode(context.Background(), datastoreOf(t, c.cas, "server-2"), true)
-	if row.OK || len(row.Problems) != 1 || !strings.Contains(row.Problems[0], tokenPath) || !strings.Contains(row.Problems[0], "cannot open the datastore at its next start") {
+	if row.OK || row.Datastore != "token" || len(row.Problems) != 1 || !strings.Contains(row.Problems[0], tokenPath) || !strings.Contains(row.Problems[0], "would not come back from a restart") {
 		t.Errorf("garbled token: row %+v, want one problem naming %s", row, tokenPath)
 	}
 	for _, p := range row.Problems {
@@ -253,7 +253,7 @@ func TestVerifyServerTokenMustOpenTheDatastore(t *testing.T) {
 	ds := datastoreOf(t, c.cas, "server-2")
 	ds.Failed = map[string]string{"server-1": "etcd at 10.9.9.9:2379 (reached from node server-1): connection refused"}
 	row = c.target(t, c.server, c.srvEx).verifyNode(context.Background(), ds, true)
-	if row.OK || len(row.Problems) != 1 || !strings.Contains(row.Problems[0], "could not be read through server-1 (read via server-2 instead): etcd at 10.9.9.9:2379") {
+	if row.OK || row.Datastore != "unreadable" || len(row.Problems) != 1 || !strings.Contains(row.Problems[0], "cannot read the datastore itself with its own token and etcd endpoint (read via server-2 instead), so what it sees cannot be told: etcd at 10.9.9.9:2379") {
 		t.Errorf("etcd unreachable through server-1: row %+v, want one problem saying so", row)
 	}
 }

@@ -142,7 +142,7 @@ func undoToken(ctx context.Context, env *runner.Env, data []byte) error {
 		return err
 	}
 	if edited && json.Unmarshal(data, &d) == nil && d.FromCAHash != "" {
-		ds, err := DatastoreVia(ctx, env, c.Op, clusterServers(env.Cluster(), c.Node))
+		ds, err := DatastoreEach(ctx, env, c.Op, nil, clusterServers(env.Cluster(), c.Node))
 		if err != nil {
 			return c.errorf("cannot tell whether the recorded token still matches the cluster's CA, so it is not put back: %w; run `caretaker undo` again once a server answers", err)
 		}
@@ -186,7 +186,7 @@ func undoRotateCA(ctx context.Context, env *runner.Env, data []byte) error {
 		Previous string `json:"previous_server_ca_sha256"`
 	}
 	_ = json.Unmarshal(data, &d)
-	ds, err := DatastoreVia(ctx, env, c.Op, clusterServers(env.Cluster(), c.Node))
+	ds, err := DatastoreEach(ctx, env, c.Op, nil, clusterServers(env.Cluster(), c.Node))
 	if err != nil {
 		env.Note(fmt.Sprintf("%s: no automatic undo for k3s.rotate_ca, and the datastore cannot be read now (%v): `caretaker run rotate-ca` finishes a rotation in progress; %s", c.Node.Name, err, describeRotateUndo(data)))
 		return runner.Skip("cannot be undone automatically: see the note")
@@ -238,7 +238,7 @@ func readCASplit(ctx context.Context, run Run, op string, cl *inventory.Cluster)
 			servers = append(servers, n)
 		}
 	}
-	ds, err := DatastoreVia(ctx, run, op, servers)
+	ds, err := DatastoreEach(ctx, run, op, nil, servers)
 	if err != nil {
 		return nil, err
 	}

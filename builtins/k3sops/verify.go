@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -22,15 +23,22 @@ import (
 // Row is what Verify found on one node. Disk, Live, Cacerts and Agent are
 // the cells of the table: "ok", "-" (not applicable) or what differs.
 type Row struct {
-	Node     string   `json:"node"`
-	Role     string   `json:"role"`
-	OK       bool     `json:"ok"`
-	Disk     string   `json:"disk"`
-	Live     string   `json:"live"`
-	Cacerts  string   `json:"cacerts"`
-	Agent    string   `json:"agent"`
-	Problems []string `json:"problems,omitempty" star:"problems"`
-	Warnings []string `json:"warnings,omitempty" star:"warnings"`
+	Node    string `json:"node"`
+	Role    string `json:"role"`
+	OK      bool   `json:"ok"`
+	Disk    string `json:"disk"`
+	Live    string `json:"live"`
+	Cacerts string `json:"cacerts"`
+	Agent   string `json:"agent"`
+	// Datastore says whether a server reads the datastore itself, with
+	// its own token and etcd endpoint: "ok", "token" (its token does not
+	// open the datastore: K3s would not come back from a restart),
+	// "unreadable" (the read through it failed: what it would see cannot
+	// be told), "other" (it reads another datastore than the one shown),
+	// or "-" (agents; servers not tried).
+	Datastore string   `json:"datastore"`
+	Problems  []string `json:"problems,omitempty" star:"problems"`
+	Warnings  []string `json:"warnings,omitempty" star:"warnings"`
 	// Service is the unit's state when K3s is not active on a server
 	// ("activating (start)", "failed (failed)", ...): not drift, an
 	// outage.
@@ -130,22 +138,30 @@ func (c *Target) verifyServerDisk(ctx context.Context, ds *Datastore, row *Row) 
 
 // verifyServerToken checks that the server's own token opens the
 // datastore's bootstrap data (K3s decrypts it with that token at every
-// start) and reports why the datastore could not be read through it when
-// another server had to be used.
+// start) and that the server read the datastore itself, reporting why not
+// when another server had to be used (row.Datastore).
 func (c *Target) verifyServerToken(ds *Datastore, tok remoteFile, row *Row) {
 	p := c.sd() + "/" + k3s.PathToken
 	text := strings.TrimSpace(string(tok.Data))
 	c.redactToken(text)
+	row.Datastore = "token"
 	switch pass, err := k3s.NormalizeToken(text); {
 	case len(tok.Data) == 0:
-		row.Problems = append(row.Problems, fmt.Sprintf("%s is missing or empty: K3s on %s cannot open the datastore at its next start", p, c.Node.Name))
+		row.Problems = append(row.Problems, fmt.Sprintf("%s is missing or empty: K3s on %s cannot open the datastore at its next start: this server would not come back from a restart", p, c.Node.Name))
 	case err != nil:
-		row.Problems = append(row.Problems, fmt.Sprintf("%s does not hold a K3s token (%v): K3s on %s cannot open the datastore at its next start; put the cluster's token back (k3s.restore or a backup)", p, err, c.Node.Name))
+		row.Problems = append(row.Problems, fmt.Sprintf("%s does not hold a K3s token (%v): K3s on %s cannot open the datastore at its next start: this server would not come back from a restart; put the cluster's token back (k3s.restore or a backup)", p, err, c.Node.Name))
 	case k3s.StorageKey(pass) != ds.Key:
-		row.Problems = append(row.Problems, fmt.Sprintf("%s is not the token the datastore is encrypted with (it opens %s, the datastore is %s): K3s on %s cannot open the datastore at its next start; put the cluster's token back (k3s.restore or a backup)", p, k3s.StorageKey(pass), ds.Key, c.Node.Name))
+		row.Problems = append(row.Problems, fmt.Sprintf("%s is not the token the datastore is encrypted with (it opens %s, the datastore is %s): K3s on %s cannot open the datastore at its next start: this server would not come back from a restart; put the cluster's token back (k3s.restore or a backup)", p, k3s.StorageKey(pass), ds.Key, c.Node.Name))
 	default:
+		row.Datastore = "-"
 		if why, ok := ds.Failed[c.Node.Name]; ok {
-			row.Problems = append(row.Problems, fmt.Sprintf("the datastore could not be read through %s (read via %s instead): %s", c.Node.Name, ds.Via, why))
+			row.Datastore = "unreadable"
+			row.Problems = append(row.Problems, fmt.Sprintf("cannot read the datastore itself with its own token and etcd endpoint (read via %s instead), so what it sees cannot be told: %s", ds.Via, why))
+		} else if what, ok := ds.Elsewhere[c.Node.Name]; ok {
+			row.Datastore = "other"
+			row.Problems = append(row.Problems, fmt.Sprintf("reads another datastore (%s) with its own token and etcd endpoint than %s (%s, server CA %s): it is not a server of the same cluster, or its token or etcd_endpoint leads elsewhere", what, ds.Via, ds.Key, caDesc(ds.serverCA())))
+		} else if slices.Contains(ds.Readers, c.Node.Name) {
+			row.Datastore = "ok"
 		}
 	}
 }
@@ -333,7 +349,7 @@ func (c *Target) verifyNodeWaiting(ctx context.Context, ds *Datastore, live bool
 
 // verifyNode fills the row of one node.
 func (c *Target) verifyNode(ctx context.Context, ds *Datastore, live bool) Row {
-	row := Row{Node: c.Node.Name, Role: c.Node.Role, Disk: "-", Live: "-", Cacerts: "-", Agent: "-", Problems: []string{}, Warnings: []string{}}
+	row := Row{Node: c.Node.Name, Role: c.Node.Role, Disk: "-", Live: "-", Cacerts: "-", Agent: "-", Datastore: "-", Problems: []string{}, Warnings: []string{}}
 	var err error
 	if c.Node.Role == inventory.RoleServer {
 		err = c.verifyServerDisk(ctx, ds, &row)
@@ -357,13 +373,13 @@ func (c *Target) verifyNode(ctx context.Context, ds *Datastore, live bool) Row {
 func verifyTable(rows []Row) string {
 	var b strings.Builder
 	tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tROLE\tDISK CA\tLIVE CHAIN\t/cacerts\tAGENT server-ca\tRESULT")
+	fmt.Fprintln(tw, "NODE\tROLE\tDATASTORE\tDISK CA\tLIVE CHAIN\t/cacerts\tAGENT server-ca\tRESULT")
 	for _, r := range rows {
 		res := "ok"
 		if !r.OK {
 			res = "STALE"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Node, r.Role, r.Disk, r.Live, r.Cacerts, r.Agent, res)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Node, r.Role, r.Datastore, r.Disk, r.Live, r.Cacerts, r.Agent, res)
 	}
 	_ = tw.Flush()
 	return b.String()
@@ -374,8 +390,9 @@ type VerifyOptions struct {
 	// Nodes are checked; Focus (default Nodes) decide the result, the
 	// others are only shown. Focus nodes missing from Nodes are added.
 	Nodes, Focus []*inventory.Node
-	// Via are servers to read the datastore through after Focus (then
-	// Nodes and the run's nodes).
+	// Via are servers to read the datastore through when no server of
+	// Focus and Nodes can (then the run's nodes). Every server of Focus
+	// and Nodes reads it itself (DatastoreEach).
 	Via []*inventory.Node
 	// Expect is the sha256 the datastore's server CA must have (the staged
 	// one after a rotation).
@@ -428,8 +445,8 @@ func Verify(ctx context.Context, run Run, op string, o VerifyOptions) (*VerifyRe
 	if err := run.CheckStop(); err != nil {
 		return nil, err
 	}
-	candidates := append(append(append(append([]*inventory.Node{}, focus...), o.Via...), nodes...), run.Nodes()...)
-	ds, err := DatastoreVia(ctx, run, op, candidates)
+	each := append(append([]*inventory.Node{}, focus...), nodes...)
+	ds, err := DatastoreEach(ctx, run, op, each, append(append([]*inventory.Node{}, o.Via...), run.Nodes()...))
 	if err != nil {
 		return nil, err
 	}
@@ -448,7 +465,7 @@ func Verify(ctx context.Context, run Run, op string, o VerifyOptions) (*VerifyRe
 	})
 	for i, e := range errs {
 		if e != nil {
-			rows[i] = Row{Node: nodes[i].Name, Role: nodes[i].Role, Disk: "unreachable", Live: "-", Cacerts: "-", Agent: "-", Problems: []string{e.Error()}, Warnings: []string{}}
+			rows[i] = Row{Node: nodes[i].Name, Role: nodes[i].Role, Disk: "unreachable", Live: "-", Cacerts: "-", Agent: "-", Datastore: "-", Problems: []string{e.Error()}, Warnings: []string{}}
 		}
 	}
 	return verdict(run, op, o, ds, rows, focus)

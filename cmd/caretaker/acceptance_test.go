@@ -88,6 +88,7 @@ var accGroups = []accGroup{
 			accKill(killAfterRestoreServer, "resume"), accKill(killAfterRestoreServer, "undo"),
 			{"locks", accLocks},
 			{"check findings", accCheckFindings},
+			{"health judged per server", accServerHealth},
 		},
 	},
 	{
@@ -614,13 +615,14 @@ func accCheckFindings(t *testing.T, l *e2eLab) {
 	}
 
 	// A garbled server token: the datastore is read through another
-	// server, the report says which, and names server-1's token.
+	// server, the report says which, and names server-1's token: it
+	// would not come back from a restart (exit 1, not drift).
 	tokenPath := filepath.Join(sd("server-1"), "token")
 	restore = l.replaceNodeFile(t, "server-1", tokenPath, []byte("K10dead::server:x\n"))
 	garbled := l.check(t, inv)
 	restore()
-	if garbled.Code != exitDrift || garbled.rep.CA.Via == "server-1" || garbled.rep.CA.Via == "" ||
-		len(containsAll(strings.Join(garbled.rep.Problems, "\n"), "server-1: "+tokenPath, "cannot open the datastore at its next start")) > 0 {
+	if garbled.Code != exitFailed || garbled.rep.Status != "broken" || garbled.rep.CA.Via == "server-1" || garbled.rep.CA.Via == "" ||
+		len(containsAll(strings.Join(garbled.rep.Problems, "\n"), "server-1: "+tokenPath, "cannot open the datastore at its next start", "would not come back from a restart")) > 0 {
 		t.Errorf("garbled token on server-1: exit %d, via %q, problems %q: %s", garbled.Code, garbled.rep.CA.Via, garbled.rep.Problems, garbled.rep.Summary)
 	}
 

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"sort"
 	"strings"
 	"sync"
 	"text/tabwriter"
@@ -45,15 +44,22 @@ the CA in the datastore and the CA served live by every server (:6443 and
 /cacerts), agents' server-ca.crt included (k3s.verify), and lists every
 certificate's expiry on every node (k3s.check, like ` + "`k3s certificate check`" + `).
 
+Every server reads the datastore itself, with its own token and etcd
+endpoint, as K3s does when it starts; a server that cannot is named with
+the reason.
+
 Exit codes: 0 healthy; 4 a node's CA differs (drift) or a certificate is
-expired or expires within --warn-days; 1 a node (or the datastore) could not
-be reached, so health is unknown. A leaf certificate that K3s renews at its
-next start (within the renewal window of the node's release: 120 days since
-v1.30.13/v1.31.9/v1.32.5/v1.33.1, 90 before) and that expires later than
---warn-days is listed as RENEWS-AT-RESTART and is not a finding: a routine
-restart (or renew-leaf-certs) renews it; once it is within --warn-days it is
-a WARNING like any other. --metrics-file writes the result in the
-Prometheus text format for node_exporter's textfile collector, atomically.`,
+expired or expires within --warn-days; 1 health cannot be told or a server
+is not well: a node, the datastore, or the datastore through one server
+could not be read, K3s is not running on a server, or a server's token does
+not open the datastore (it would not come back from a restart). A leaf
+certificate that K3s renews at its next start (within the renewal window of
+the node's release: 120 days since v1.30.13/v1.31.9/v1.32.5/v1.33.1, 90
+before) and that expires later than --warn-days is listed as
+RENEWS-AT-RESTART and is not a finding: a routine restart (or
+renew-leaf-certs) renews it; once it is within --warn-days it is a WARNING
+like any other. --metrics-file writes the result in the Prometheus text
+format for node_exporter's textfile collector, atomically.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runCheck(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), &f)
@@ -76,7 +82,7 @@ type checkReport struct {
 	Cluster      string           `json:"cluster"`
 	CheckedAt    time.Time        `json:"checked_at"`
 	WarnDays     int              `json:"warn_days"`
-	Status       string           `json:"status"` // healthy, drift, unreachable
+	Status       string           `json:"status"` // healthy, drift, down, broken, unreachable
 	ExitCode     int              `json:"exit_code"`
 	Summary      string           `json:"summary"`
 	Problems     []string         `json:"problems,omitempty"`
@@ -187,7 +193,10 @@ func checkTargets(f *checkFlags) (*inventorypkg.Cluster, []*inventorypkg.Node, e
 		}
 	}
 	if len(nodes) == 0 {
-		return nil, nil, usageError{fmt.Errorf("--limit %q selects no node of cluster %s (%s): nothing would be checked; see the inventory's names, groups and labels", f.limit, cluster.Name, nodeList(cluster.Nodes))}
+		return nil, nil, usageError{fmt.Errorf("nothing would be checked: %w", cluster.NoMatch("--limit", f.limit))}
+	}
+	if err := inventorypkg.CheckControllerFiles(cluster.Nodes); err != nil {
+		return nil, nil, err
 	}
 	return cluster, nodes, nil
 }
@@ -242,9 +251,9 @@ func checkCertificates(ctx context.Context, pool *runner.Pool, cluster *inventor
 }
 
 // checkCAConsistency compares the CA of the reachable nodes, the datastore
-// and the live endpoints. The datastore is read through the first server
-// that can, checked nodes first, then any server of the cluster; the
-// report names the one that was used.
+// and the live endpoints. Every checked server reads the datastore itself
+// (k3sops.DatastoreEach); when none can, any other server of the cluster
+// is tried. The report names the one that was used (via).
 func checkCAConsistency(ctx context.Context, pool *runner.Pool, cluster *inventorypkg.Cluster, reachable []*inventorypkg.Node, f *checkFlags, rep *checkReport, log runner.Sink) {
 	unreachable := map[string]bool{}
 	for _, u := range rep.Unreachable {
@@ -287,114 +296,6 @@ func checkCAConsistency(ctx context.Context, pool *runner.Pool, cluster *invento
 	}
 }
 
-// finishReport sorts the rows, lists the findings and sets the status and
-// exit code: unreachable (1) wins over drift or expiry (4).
-func finishReport(rep *checkReport, nodeCount int) {
-	order := map[string]int{}
-	for i, n := range rep.Nodes {
-		order[n] = i
-	}
-	sort.SliceStable(rep.Certificates, func(a, b int) bool {
-		ca, cb := rep.Certificates[a], rep.Certificates[b]
-		if ca.Node != cb.Node {
-			return order[ca.Node] < order[cb.Node]
-		}
-		return ca.File < cb.File
-	})
-	sort.Slice(rep.Unreachable, func(a, b int) bool { return order[rep.Unreachable[a].Node] < order[rep.Unreachable[b].Node] })
-	classifyCertificates(rep)
-	for _, u := range rep.Unreachable {
-		rep.Problems = append(rep.Problems, fmt.Sprintf("%s: not checked: %s", u.Node, u.Error))
-	}
-	var down []string
-	isDown := map[string]bool{}
-	for _, r := range rep.CA.Nodes {
-		if r.Service != "" {
-			down = append(down, fmt.Sprintf("%s (%s)", r.Node, r.Service))
-			isDown[r.Node] = true
-		}
-	}
-	// A stale row is one whose disk or live CA differs; a row that is not
-	// ok for another reason (a server token that does not open the
-	// datastore, an etcd that cannot be reached through it) is named apart.
-	var stale, other []string
-	caOK := map[string]bool{}
-	for _, r := range rep.CA.Nodes {
-		caOK[r.Node] = columnOK(r.Disk) && columnOK(r.Live) && columnOK(r.Cacerts) && columnOK(r.Agent)
-	}
-	for _, n := range rep.CA.Stale {
-		switch {
-		case isDown[n]:
-		case caOK[n]:
-			other = append(other, n)
-		default:
-			stale = append(stale, n)
-		}
-	}
-	if rep.CA.Error != "" {
-		rep.Problems = append(rep.Problems, "CA consistency not checked: "+rep.CA.Error)
-	}
-	for _, r := range rep.CA.Nodes {
-		if !r.OK {
-			for _, p := range r.Problems {
-				rep.Problems = append(rep.Problems, fmt.Sprintf("%s: %s", r.Node, p))
-			}
-			if len(r.Problems) == 0 {
-				rep.Problems = append(rep.Problems, fmt.Sprintf("%s: does not hold the datastore's CA", r.Node))
-			}
-		}
-	}
-	for _, c := range rep.Expiring {
-		rep.Problems = append(rep.Problems, fmt.Sprintf("%s: %s (%s) %s, expires %s (%d days)", c.Node, c.File, c.Subject, c.Status, c.Expires.UTC().Format("2006-01-02"), c.ResidualDays))
-	}
-	drift := (rep.CA.Checked && !rep.CA.Consistent && len(stale)+len(other) > 0) || len(rep.Expiring) > 0 || (rep.CA.Checked && !rep.CA.Consistent && len(down) == 0)
-	var parts []string
-	if len(down) > 0 {
-		parts = append(parts, fmt.Sprintf("K3s is not running on %s", strings.Join(down, ", ")))
-	}
-	if len(stale) > 0 {
-		parts = append(parts, fmt.Sprintf("%d node(s) without the datastore's CA: %s", len(stale), strings.Join(stale, ", ")))
-	}
-	if len(other) > 0 {
-		parts = append(parts, fmt.Sprintf("%d node(s) hold the datastore's CA but have problems (below): %s", len(other), strings.Join(other, ", ")))
-	}
-	if len(stale) == 0 && len(other) == 0 && rep.CA.Checked && !rep.CA.Consistent && len(down) == 0 {
-		parts = append(parts, "the CA is not consistent")
-	}
-	if len(rep.Expiring) > 0 {
-		parts = append(parts, fmt.Sprintf("%d certificate(s) expired or expiring within %d days", len(rep.Expiring), rep.WarnDays))
-	}
-	switch {
-	case len(down) > 0 && len(rep.Unreachable) == 0 && rep.CA.Error == "":
-		// A stopped or stuck service is an outage, not drift: what its CA
-		// will be once it runs cannot be told.
-		rep.Status, rep.ExitCode = "down", exitFailed
-	case len(rep.Unreachable) > 0 || rep.CA.Error != "":
-		rep.Status, rep.ExitCode = "unreachable", exitFailed
-		var who []string
-		for _, u := range rep.Unreachable {
-			who = append(who, u.Node)
-		}
-		msg := "health unknown"
-		if len(who) > 0 {
-			msg += fmt.Sprintf(": %d of %d node(s) could not be checked (%s)", len(who), nodeCount, strings.Join(who, ", "))
-		}
-		if rep.CA.Error != "" {
-			msg += "; CA consistency not checked"
-		}
-		parts = append([]string{msg}, parts...)
-	case drift:
-		rep.Status, rep.ExitCode = "drift", exitDrift
-	default:
-		rep.Status, rep.ExitCode = "healthy", exitOK
-		parts = append(parts, fmt.Sprintf("%d node(s) hold the datastore's CA, %d certificate(s) valid for more than %d days", nodeCount, len(rep.Certificates), rep.WarnDays))
-	}
-	if len(rep.RenewAtRestart) > 0 {
-		parts = append(parts, fmt.Sprintf("%d leaf certificate(s) renew at the next restart of K3s on %s", len(rep.RenewAtRestart), strings.Join(rep.RenewNodes, ", ")))
-	}
-	rep.Summary = fmt.Sprintf("cluster %s: %s: %s", rep.Cluster, strings.ToUpper(rep.Status), strings.Join(parts, "; "))
-}
-
 // classifyCertificates sorts the certificates out: findings (expiring)
 // and leaves K3s renews at the next restart (not findings).
 func classifyCertificates(rep *checkReport) {
@@ -414,10 +315,6 @@ func classifyCertificates(rep *checkReport) {
 	}
 }
 
-// columnOK says whether a CA column of a verify row agrees with the
-// datastore ("-" is a column that does not apply to the node).
-func columnOK(v string) bool { return v == "ok" || v == "-" || v == "" }
-
 // printCheck writes the report as text.
 func printCheck(w io.Writer, rep *checkReport) {
 	fmt.Fprintln(w, rep.Summary)
@@ -426,13 +323,9 @@ func printCheck(w io.Writer, rep *checkReport) {
 			fmt.Fprintf(w, "datastore CA: %v (sha256 %.16v…, read via %s)\n", ds.ServerCA.Subject, ds.ServerCA.SHA256, rep.CA.Via)
 		}
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "NODE\tROLE\tCA\tDISK\tLIVE\tCACERTS\tAGENT")
+		fmt.Fprintln(tw, "NODE\tROLE\tCA\tDATASTORE\tDISK\tLIVE\tCACERTS\tAGENT")
 		for _, r := range rep.CA.Nodes {
-			ok := "ok"
-			if !r.OK {
-				ok = "DRIFT"
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Node, r.Role, ok, r.Disk, r.Live, r.Cacerts, r.Agent)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Node, r.Role, rowVerdict(r), r.Datastore, r.Disk, r.Live, r.Cacerts, r.Agent)
 		}
 		_ = tw.Flush() // a terminal or pipe that fails is not ours to report
 	}

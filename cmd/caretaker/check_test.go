@@ -39,13 +39,32 @@ func TestCheckReportExitCodes(t *testing.T) {
 	}
 
 	// A server whose CA is right but whose token does not open the
-	// datastore is a finding too, named as such.
+	// datastore would not come back from a restart: exit 1, not drift.
 	rep = baseReport()
 	rep.CA.Consistent, rep.CA.Stale = false, []string{"s1"}
-	rep.CA.Nodes[0] = k3sops.Row{Node: "s1", OK: false, Disk: "ok", Live: "ok", Cacerts: "ok", Agent: "-", Problems: []string{"/var/lib/rancher/k3s/server/token is not the token the datastore is encrypted with"}}
+	rep.CA.Nodes[0] = k3sops.Row{Node: "s1", OK: false, Datastore: "token", Disk: "ok", Live: "ok", Cacerts: "ok", Agent: "-", Problems: []string{"/var/lib/rancher/k3s/server/token is not the token the datastore is encrypted with"}}
 	finishReport(rep, 3)
-	if rep.ExitCode != exitDrift || !strings.Contains(rep.Summary, "1 node(s) hold the datastore's CA but have problems (below): s1") || strings.Contains(rep.Summary, "without the datastore's CA") {
+	if rep.ExitCode != exitFailed || rep.Status != "broken" || !strings.Contains(rep.Summary, "s1 would not come back from a restart: its token does not open the datastore") || strings.Contains(rep.Summary, "without the datastore's CA") {
 		t.Errorf("token problem: %d %s", rep.ExitCode, rep.Summary)
+	}
+
+	// A server the datastore cannot be read through (its etcd endpoint):
+	// what it sees cannot be told, exit 1; so is a stopped K3s, even with
+	// drift elsewhere.
+	rep = baseReport()
+	rep.CA.Consistent, rep.CA.Stale = false, []string{"s2"}
+	rep.CA.Nodes[1] = k3sops.Row{Node: "s2", OK: false, Datastore: "unreadable", Disk: "ok", Live: "ok", Cacerts: "ok", Agent: "-", Problems: []string{"s2 cannot read the datastore itself"}}
+	finishReport(rep, 3)
+	if rep.ExitCode != exitFailed || rep.Status != "unreachable" || !strings.Contains(rep.Summary, "the datastore could not be read through s2") {
+		t.Errorf("unreadable through s2: %d %s %s", rep.ExitCode, rep.Status, rep.Summary)
+	}
+	rep = baseReport()
+	rep.CA.Consistent, rep.CA.Stale = false, []string{"s1", "s2"}
+	rep.CA.Nodes[0] = k3sops.Row{Node: "s1", OK: false, Disk: "OLD x", Live: "ok", Cacerts: "ok", Agent: "-"}
+	rep.CA.Nodes[1] = k3sops.Row{Node: "s2", OK: false, Service: "inactive (dead)", Datastore: "unreadable", Disk: "ok", Live: "down: inactive (dead)", Cacerts: "down", Agent: "-"}
+	finishReport(rep, 3)
+	if rep.ExitCode != exitFailed || rep.Status != "down" || !strings.Contains(rep.Summary, "K3s is not running on s2 (inactive (dead))") || !strings.Contains(rep.Summary, "1 node(s) without the datastore's CA: s1") {
+		t.Errorf("down s2 and stale s1: %d %s %s", rep.ExitCode, rep.Status, rep.Summary)
 	}
 
 	rep = baseReport()
@@ -76,6 +95,7 @@ func TestCheckReportExitCodes(t *testing.T) {
 	// Unreachable wins over drift: the findings are incomplete.
 	rep = baseReport()
 	rep.CA.Consistent, rep.CA.Stale = false, []string{"s2"}
+	rep.CA.Nodes[1] = k3sops.Row{Node: "s2", OK: false, Disk: "OLD k3s-server-ca@1"}
 	rep.Unreachable = []nodeProblem{{Node: "a1", Error: "node unreachable: connection refused"}}
 	finishReport(rep, 3)
 	if rep.ExitCode != exitFailed || rep.Status != "unreachable" || !strings.Contains(rep.Summary, "1 of 3 node(s) could not be checked (a1)") || !strings.Contains(rep.Summary, "s2") {

@@ -155,6 +155,9 @@ func kubeconfigTargets(f *kubeconfigFlags) (*inventorypkg.Cluster, []*inventoryp
 	if len(servers) == 0 {
 		return nil, nil, usageError{fmt.Errorf("cluster %s has no server in the inventory: the admin credentials are on servers", cluster.Name)}
 	}
+	if err := inventorypkg.CheckControllerFiles(servers); err != nil {
+		return nil, nil, err
+	}
 	return cluster, servers, nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -130,7 +131,24 @@ func newRootCommand() *cobra.Command {
 	for _, c := range extraCommands {
 		root.AddCommand(c())
 	}
+	argsAreUsage(root)
 	return root
+}
+
+// argsAreUsage makes a wrong number of arguments bad input (exit 2) that
+// says where to look, like a wrong flag, on every command.
+func argsAreUsage(c *cobra.Command) {
+	if check := c.Args; check != nil {
+		c.Args = func(cmd *cobra.Command, args []string) error {
+			if err := check(cmd, args); err != nil {
+				return usageError{fmt.Errorf("%s: %w (usage: %s; see %s --help)", strings.TrimPrefix(cmd.CommandPath(), "caretaker "), err, cmd.UseLine(), cmd.CommandPath())}
+			}
+			return nil
+		}
+	}
+	for _, sub := range c.Commands() {
+		argsAreUsage(sub)
+	}
 }
 
 // extraCommands are added by other files of this package (lab, check, ...).

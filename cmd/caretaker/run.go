@@ -199,6 +199,14 @@ func executePlan(ctx context.Context, stdout io.Writer, plan *runner.Plan, f *ru
 	default:
 		return usageError{fmt.Errorf("--output %q: use auto, tui, plain or json", f.output)}
 	}
+	// Identity files and known_hosts are read on this machine: a wrong
+	// one is bad input, refused before any node is dialed.
+	if err := inventorypkg.CheckControllerFiles(plan.Nodes); err != nil {
+		return err
+	}
+	if err := f.conflicts(); err != nil {
+		return err
+	}
 	if f.maxFailed < 0 {
 		return usageError{fmt.Errorf("--max-failed %d: give a number of nodes ≥ 0 (0: stop or continue as --on-failure says)", f.maxFailed)}
 	}
@@ -242,6 +250,17 @@ func executePlan(ctx context.Context, stdout io.Writer, plan *runner.Plan, f *ru
 	stopOnInterrupt(ctx, run, os.Stderr)
 	done, err := run.Execute(ctx)
 	return runOutcome(done, err)
+}
+
+// conflicts refuses flags that contradict each other.
+func (f *runFlags) conflicts() error {
+	switch {
+	case f.breakLock && f.noClusterLock:
+		return usageError{errors.New("--break-lock and --no-cluster-lock contradict each other: --break-lock takes the cluster lock from another run, --no-cluster-lock takes none; give one of them")}
+	case f.breakLock && f.check:
+		return usageError{errors.New("--break-lock with --check: a check-mode run takes no cluster lock, so it would stop another run for nothing; leave --break-lock out of the rehearsal")}
+	}
+	return nil
 }
 
 // runOutcome maps a finished run to the process's exit code; the summary

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -8,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/caretaker/caretaker/runner"
+	"github.com/caretaker/caretaker/runner/transport/ssh"
 	"github.com/caretaker/caretaker/tui"
 )
 
@@ -51,6 +53,14 @@ func (c *lateController) Stop(hard bool) {
 func runWithTUI(ctx context.Context, plan *runner.Plan, opts runner.RunOptions, f *runFlags) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// Warnings about the SSH setup would scribble over the screen: they
+	// are printed once the terminal view has ended.
+	var warnings bytes.Buffer
+	ssh.SetWarnings(&warnings)
+	defer func() {
+		ssh.SetWarnings(os.Stderr)
+		_, _ = os.Stderr.Write(warnings.Bytes()) // nothing to do if stderr is gone
+	}()
 	ctl := &lateController{}
 	prog, err := tui.Start(ctx, tui.Options{
 		Title:      plan.Playbook,

@@ -110,4 +110,8 @@ type SSHSettings struct {
 	KeepAlive      Duration
 	JumpHost       string // user@host:port, reached first
 	ConfigFile     string // ssh_config to honour; default ~/.ssh/config
+	// IdentityFilesAt and KnownHostsAt say where identity_files and
+	// known_hosts were set ("inventory.yaml:7: clusters[0].ssh.known_hosts"),
+	// for messages about those files.
+	IdentityFilesAt, KnownHostsAt string
 }

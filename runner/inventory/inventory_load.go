@@ -189,6 +189,11 @@ func (p *invParser) mapping(n *yaml.Node, field string, allowed []string, fn fun
 	return nil
 }
 
+// at names a field's place for messages: "FILE:LINE: FIELD".
+func (p *invParser) at(n *yaml.Node, field string) string {
+	return fmt.Sprintf("%s:%d: %s", p.file, n.Line, field)
+}
+
 func (p *invParser) str(n *yaml.Node, field string) (string, error) {
 	if n.Kind != yaml.ScalarNode || n.Tag == "!!map" || n.Tag == "!!seq" {
 		return "", p.errf(n, field, "must be a string")
@@ -374,7 +379,7 @@ func (p *invParser) ssh(n *yaml.Node, field string, s *SSHSettings) error {
 		case "identity_files":
 			var l []string
 			l, err = p.strList(v, f)
-			s.IdentityFiles = nil
+			s.IdentityFiles, s.IdentityFilesAt = nil, p.at(v, f)
 			for _, x := range l {
 				s.IdentityFiles = append(s.IdentityFiles, p.path(x))
 			}
@@ -383,7 +388,7 @@ func (p *invParser) ssh(n *yaml.Node, field string, s *SSHSettings) error {
 		case "known_hosts":
 			var x string
 			x, err = p.str(v, f)
-			s.KnownHosts = p.path(x)
+			s.KnownHosts, s.KnownHostsAt = p.path(x), p.at(v, f)
 		case "host_key_policy":
 			var x string
 			x, err = p.str(v, f)
@@ -419,7 +424,7 @@ func (p *invParser) node(n *yaml.Node, field string, cl *Cluster) (*Node, error)
 	if cl.K3s.EnvFiles != nil {
 		node.K3s.EnvFiles = append([]string(nil), cl.K3s.EnvFiles...)
 	}
-	var roleNode *yaml.Node
+	var roleNode, addrNode *yaml.Node
 	err := p.mapping(n, field, nodeKeys, func(key string, v, _ *yaml.Node) error {
 		f := field + "." + key
 		var err error
@@ -427,6 +432,7 @@ func (p *invParser) node(n *yaml.Node, field string, cl *Cluster) (*Node, error)
 		case "name":
 			node.Name, err = p.str(v, f)
 		case "address":
+			addrNode = v
 			node.Address, err = p.str(v, f)
 		case "port":
 			node.Port, err = p.port(v, f)
@@ -465,6 +471,9 @@ func (p *invParser) node(n *yaml.Node, field string, cl *Cluster) (*Node, error)
 	if node.Address == "" && node.SSHHost == "" {
 		return nil, p.errf(n, field+".address", "is required (an IP address or host name), unless ssh_host names a ~/.ssh/config entry")
 	}
+	if node.Address != "" && !validHost(node.Address) {
+		return nil, p.errf(addrNode, field+".address", "must be an IP address or a host name, got %q", node.Address)
+	}
 	switch node.Role {
 	case RoleServer, RoleAgent:
 	case "":
@@ -494,15 +503,27 @@ func (p *invParser) k3s(n *yaml.Node, field string, k *K3sPaths) error {
 		case "kubeconfig":
 			k.KubeConfig, err = p.str(v, f)
 		case "etcd_endpoint":
-			k.EtcdEndpoint, err = p.str(v, f)
+			k.EtcdEndpoint, err = p.endpoint(v, f)
 		case "supervisor_endpoint":
-			k.SupervisorEndpoint, err = p.str(v, f)
+			k.SupervisorEndpoint, err = p.endpoint(v, f)
 		case "bootstrap_bug":
 			k.BootstrapBug, err = p.bootstrapBug(v, f)
 			k.BootstrapBugFrom = fmt.Sprintf("%s:%d %s", filepath.Base(p.file), v.Line, f)
 		}
 		return err
 	})
+}
+
+// endpoint reads a host:port endpoint.
+func (p *invParser) endpoint(n *yaml.Node, field string) (string, error) {
+	s, err := p.str(n, field)
+	if err != nil || s == "" {
+		return s, err
+	}
+	if err := checkEndpoint(s); err != nil {
+		return "", p.errf(n, field, "%v", err)
+	}
+	return s, nil
 }
 
 // bootstrapBug reads k3s.bootstrap_bug: auto, or a boolean (true/false,

@@ -84,7 +84,7 @@ func TestParseInventory(t *testing.T) {
 	if names(sel) != "s1" {
 		t.Errorf("Select(label) = %s", names(sel))
 	}
-	if _, err := c.Select("nosuchnode"); err == nil || !strings.Contains(err.Error(), "matches no node") || !errors.Is(err, errs.ErrBadInput) {
+	if _, err := c.Select("nosuchnode"); err == nil || !strings.Contains(err.Error(), "selects no node") || !strings.Contains(err.Error(), "groups: group:etcd; labels: label:zone=a") || !errors.Is(err, errs.ErrBadInput) {
 		t.Errorf("Select(nosuchnode) err = %v", err)
 	}
 }

@@ -61,7 +61,7 @@ func (c *Cluster) Select(selector string) ([]*Node, error) {
 			}
 		}
 		if matched == 0 && !isRoleSelector(part) {
-			return nil, fmt.Errorf("selector %q matches no node of cluster %q (use all, servers, agents, group:NAME, label:KEY=VALUE or a node name; nodes: %s): %w", part, c.Name, strings.Join(c.nodeNames(), ", "), errs.ErrBadInput)
+			return nil, c.NoMatch("selector", part)
 		}
 	}
 	var out []*Node

@@ -4,6 +4,7 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net"
 	"os"
@@ -83,7 +84,54 @@ func parseKnownHosts(file string) (ssh.HostKeyCallback, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read known_hosts %s: %w", file, err)
 	}
+	warnUnreadableKnownHosts(file)
 	return cb, nil
+}
+
+// warnedKnownHosts are the known_hosts files already warned about.
+var warnedKnownHosts sync.Map // path -> bool
+
+// warnings is where warnings about the SSH setup go (SetWarnings).
+var warnings = struct {
+	sync.Mutex
+	w io.Writer
+}{w: os.Stderr}
+
+// SetWarnings sends warnings about the SSH setup that do not stop a
+// connection (known_hosts lines that do not parse, which x/crypto skips
+// silently) to w, os.Stderr by default; nil discards them. A terminal view
+// collects them while it owns the screen.
+func SetWarnings(w io.Writer) {
+	warnings.Lock()
+	defer warnings.Unlock()
+	warnings.w = w
+}
+
+// warnUnreadableKnownHosts warns, once per file and process, about the
+// lines of a known_hosts file that do not parse: they are skipped even
+// when another line matches, and the skipped one is often the entry meant
+// for a node.
+func warnUnreadableKnownHosts(file string) {
+	bad := unreadableKnownHosts(file)
+	if len(bad) == 0 {
+		return
+	}
+	if _, done := warnedKnownHosts.LoadOrStore(file, true); done {
+		return
+	}
+	where := make([]string, 0, len(bad))
+	for _, b := range bad {
+		where = append(where, fmt.Sprintf("%s:%d: %s", file, b.line, b.why))
+	}
+	warnings.Lock()
+	defer warnings.Unlock()
+	if warnings.w != nil {
+		more := ""
+		if len(bad) == maxBadLines {
+			more = " (the first five)"
+		}
+		fmt.Fprintf(warnings.w, "caretaker: warning: %s: these known_hosts line(s)%s do not parse and are ignored; fix or remove them\n", strings.Join(where, "; "), more)
+	}
 }
 
 func (h *hostKeyChecker) callback(hostport string, remote net.Addr, key ssh.PublicKey) error {
@@ -124,22 +172,35 @@ func (h *hostKeyChecker) unknown(hostport string, key ssh.PublicKey) error {
 	if _, err := os.Stat(h.file); errors.Is(err, fs.ErrNotExist) {
 		where = "cannot be checked: the known_hosts file " + h.file + " does not exist"
 	} else if bad := unreadableKnownHosts(h.file); len(bad) > 0 {
-		where += fmt.Sprintf(" (which has %d line(s) that do not parse and were ignored: %s)", len(bad), strings.Join(bad, "; "))
+		lines := make([]string, 0, len(bad))
+		for _, b := range bad {
+			lines = append(lines, fmt.Sprintf("line %d: %s", b.line, b.why))
+		}
+		where += fmt.Sprintf(" (which has %d line(s) that do not parse and were ignored: %s)", len(bad), strings.Join(lines, "; "))
 	}
 	return fmt.Errorf("%s (%s): %w: host key %s %s %s; verify the fingerprint out of band, then add the key "+
 		"(for example: ssh-keyscan -p %s %s >> %s) or set host_key_policy: accept-new to record it on first connect",
 		h.label, hostport, errs.ErrHostKey, key.Type(), ssh.FingerprintSHA256(key), where, port, host, h.file)
 }
 
+// maxBadLines is how many unparsable known_hosts lines messages name.
+const maxBadLines = 5
+
+// badLine is a known_hosts line that does not parse, and why.
+type badLine struct {
+	line int
+	why  string
+}
+
 // unreadableKnownHosts lists the lines of a known_hosts file that do not
-// parse ("line N: why"), at most five: x/crypto's reader skips some of
-// them silently, and a broken line is often the one that should match.
-func unreadableKnownHosts(file string) []string {
+// parse, at most five: x/crypto's reader skips them silently, and a broken
+// line is often the one that should match.
+func unreadableKnownHosts(file string) []badLine {
 	data, err := os.ReadFile(file)
 	if err != nil {
 		return nil
 	}
-	var bad []string
+	var bad []badLine
 	for i, line := range strings.Split(string(data), "\n") {
 		t := strings.TrimSpace(line)
 		if t == "" || strings.HasPrefix(t, "#") {
@@ -150,8 +211,8 @@ func unreadableKnownHosts(file string) []string {
 			err = fmt.Errorf("unknown marker @%s", marker)
 		}
 		if err != nil {
-			bad = append(bad, fmt.Sprintf("line %d: %v", i+1, err))
-			if len(bad) == 5 {
+			bad = append(bad, badLine{line: i + 1, why: err.Error()})
+			if len(bad) == maxBadLines {
 				break
 			}
 		}

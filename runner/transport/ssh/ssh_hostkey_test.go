@@ -1,6 +1,7 @@
 package ssh
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
@@ -73,5 +74,34 @@ func TestHostKeyPolicyInvalid(t *testing.T) {
 	_, err := Dial(context.Background(), n)
 	if !errors.Is(err, errs.ErrBadInput) || !strings.Contains(err.Error(), "accept-new") {
 		t.Fatalf("err = %v; want ErrBadInput listing the policies", err)
+	}
+}
+
+// TestHostKeyMalformedLineWarnsOnce: a known_hosts line that does not
+// parse is skipped by x/crypto even when another line matches; the dial
+// succeeds, and a warning names the file and line, once per file.
+func TestHostKeyMalformedLineWarnsOnce(t *testing.T) {
+	n, _ := transporttest.StartNode(t, "server-1")
+	good, err := os.ReadFile(n.SSH.KnownHosts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kh := filepath.Join(t.TempDir(), "known_hosts")
+	if err := os.WriteFile(kh, append([]byte("# comment\nbroken-entry-without-a-key\n"), good...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	n.SSH.KnownHosts = kh
+	var warned bytes.Buffer
+	SetWarnings(&warned)
+	defer SetWarnings(os.Stderr)
+	for range 2 {
+		e, err := Dial(context.Background(), n)
+		if err != nil {
+			t.Fatalf("dial with a matching line beside a broken one: %v", err)
+		}
+		e.Close()
+	}
+	if got := warned.String(); strings.Count(got, "warning") != 1 || !strings.Contains(got, kh+":2: ") || !strings.Contains(got, "ignored") {
+		t.Errorf("warnings %q; want one naming %s:2", got, kh)
 	}
 }
