@@ -133,7 +133,7 @@ type Options struct {
 }
 
 // DefaultServingCertSyncDelay is Options.ServingCertSyncDelay's default.
-const DefaultServingCertSyncDelay = 3 * time.Second
+const DefaultServingCertSyncDelay = time.Second
 
 // withDefaults validates o and fills in defaults.
 func (o Options) withDefaults() (Options, error) {

@@ -3,6 +3,7 @@ package labtest
 import (
 	"context"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -32,7 +33,9 @@ func RequireReal(tb testing.TB) {
 func StartEngine(tb testing.TB, o lab.Options) lab.Handle {
 	tb.Helper()
 	if o.Engine != lab.EngineReal {
-		return Start(tb, o)
+		l := Start(tb, o)
+		WaitServingSynced(tb, l)
+		return l
 	}
 	RequireReal(tb)
 	if o.Dir == "" {
@@ -62,8 +65,43 @@ func StartEngine(tb testing.TB, o lab.Options) lab.Handle {
 			tb.Errorf("labtest: close the real engine: %v", err)
 		}
 	})
+	WaitServingSynced(tb, h)
 	return h
 }
+
+// servingSynced is what K3s logs once its listener synced with the
+// kube-system/k3s-serving secret.
+const servingSynced = "Active TLS secret kube-system/k3s-serving (ver="
+
+// WaitServingSynced waits until every server of the lab logged its sync
+// with the kube-system/k3s-serving secret. That sync (a second or two
+// after K3s is ready, on both engines) rewrites SD/tls/dynamic-cert.json,
+// so a test that compares node files before and after a command starts
+// only once it happened.
+func WaitServingSynced(tb testing.TB, h lab.Handle) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, n := range h.NodeNames() {
+		if !strings.HasPrefix(n, "server-") {
+			continue
+		}
+		for {
+			out, _, _, err := h.Exec(ctx, n, "journalctl -u k3s --no-pager -o cat | grep -c "+shellQuote(servingSynced)+" || true")
+			if err == nil && strings.TrimSpace(out) != "0" && strings.TrimSpace(out) != "" {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				tb.Fatalf("labtest: %s logged no sync with kube-system/k3s-serving within a minute (last: %q, %v)", n, out, err)
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	}
+}
+
+// shellQuote quotes s for a POSIX shell.
+func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
 // AllocateRealSubnet reserves a 127.2.y subnet for a real-engine lab of a
 // test (realnode.AllocateSubnet).
