@@ -15,6 +15,8 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/caretaker/caretaker/runner"
 	errspkg "github.com/caretaker/caretaker/runner/errs"
@@ -189,6 +191,54 @@ func clusterLockKeys(cluster string) (mutexPrefix, holderKey string) {
 // *LockedError naming the holder. The lock lasts until Unlock, or until
 // the lease expires (TTL after this process stops keeping it alive).
 func TakeCluster(ctx context.Context, cli *clientv3.Client, cluster string, h Holder, opts ClusterOptions) (*ClusterLock, error) {
+	var lock *ClusterLock
+	err := retryTransient(ctx, func() error {
+		var err error
+		lock, err = takeClusterOnce(ctx, cli, cluster, h, opts)
+		return err
+	})
+	return lock, err
+}
+
+// transientTries and transientPause bound retryTransient: a member that
+// restarts (every server restarts during a CA rotation) is back within
+// seconds, and the client then uses another member or the same again.
+var (
+	transientTries = 6
+	transientPause = 2 * time.Second
+)
+
+// retryTransient runs fn again while it fails only because the etcd
+// member the client talked to went away mid-request (gRPC Unavailable:
+// "error reading from server: EOF" while its K3s restarts). Every
+// operation it retries is idempotent (breaking a lock, taking it with a
+// new session, reading the holder).
+func retryTransient(ctx context.Context, fn func() error) error {
+	var err error
+	for i := 0; i < transientTries; i++ {
+		if err = fn(); err == nil || !isUnavailable(err) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(transientPause):
+		}
+	}
+	return err
+}
+
+// isUnavailable finds a gRPC Unavailable status anywhere in err's chain.
+func isUnavailable(err error) bool {
+	for e := err; e != nil; e = errors.Unwrap(e) {
+		if status.Code(e) == codes.Unavailable {
+			return true
+		}
+	}
+	return false
+}
+
+func takeClusterOnce(ctx context.Context, cli *clientv3.Client, cluster string, h Holder, opts ClusterOptions) (*ClusterLock, error) {
 	ttl := opts.TTL
 	if ttl <= 0 {
 		ttl = DefaultLockTTL
