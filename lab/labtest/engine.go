@@ -98,6 +98,9 @@ func WaitServingSynced(tb testing.TB, h lab.Handle) {
 			}
 		}
 	}
+	// The servers that synced before adopt the last sync's write within
+	// 60 ms (20 ms on the simulator).
+	time.Sleep(time.Second)
 }
 
 // shellQuote quotes s for a POSIX shell.
