@@ -19,26 +19,26 @@ import (
 var Assert = &starlarkstruct.Module{
 	Name: "assert",
 	Members: starlark.StringDict{
-		"eq":       starlark.NewBuiltin("assert.eq", assertEq),
-		"ne":       starlark.NewBuiltin("assert.ne", assertNe),
-		"true":     starlark.NewBuiltin("assert.true", assertTrue),
-		"contains": starlark.NewBuiltin("assert.contains", assertContains),
-		"fails":    starlark.NewBuiltin("assert.fails", assertFails),
+		"eq":       NewBuiltin("assert.eq", WhenAny, assertEq),
+		"ne":       NewBuiltin("assert.ne", WhenAny, assertNe),
+		"true":     NewBuiltin("assert.true", WhenAny, assertTrue),
+		"contains": NewBuiltin("assert.contains", WhenAny, assertContains),
+		"fails":    NewBuiltin("assert.fails", WhenAny, assertFails),
 	},
 }
 
-func assertFailure(b *starlark.Builtin, msg, format string, args ...any) error {
+func assertFailure(c *Call, msg, format string, args ...any) error {
 	text := fmt.Sprintf(format, args...)
 	if msg != "" {
 		text = msg + ": " + text
 	}
-	return fmt.Errorf("%s: %s", b.Name(), text)
+	return fmt.Errorf("%s: %s", c.name, text)
 }
 
-func assertEq(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+func assertEq(c *Call) (any, error) {
 	var got, want starlark.Value
 	var msg string
-	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "got", &got, "want", &want, "msg?", &msg); err != nil {
+	if err := c.Unpack("got", &got, "want", &want, "msg?", &msg); err != nil {
 		return nil, err
 	}
 	eq, err := starlark.Equal(got, want)
@@ -46,15 +46,15 @@ func assertEq(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwa
 		return nil, err
 	}
 	if !eq {
-		return nil, assertFailure(b, msg, "got %s, want %s", got.String(), want.String())
+		return nil, assertFailure(c, msg, "got %s, want %s", got.String(), want.String())
 	}
-	return starlark.None, nil
+	return nil, nil
 }
 
-func assertNe(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+func assertNe(c *Call) (any, error) {
 	var x, y starlark.Value
 	var msg string
-	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "x", &x, "y", &y, "msg?", &msg); err != nil {
+	if err := c.Unpack("x", &x, "y", &y, "msg?", &msg); err != nil {
 		return nil, err
 	}
 	eq, err := starlark.Equal(x, y)
@@ -62,27 +62,27 @@ func assertNe(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwa
 		return nil, err
 	}
 	if eq {
-		return nil, assertFailure(b, msg, "both are %s", x.String())
+		return nil, assertFailure(c, msg, "both are %s", x.String())
 	}
-	return starlark.None, nil
+	return nil, nil
 }
 
-func assertTrue(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+func assertTrue(c *Call) (any, error) {
 	var cond starlark.Value
 	var msg string
-	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "cond", &cond, "msg?", &msg); err != nil {
+	if err := c.Unpack("cond", &cond, "msg?", &msg); err != nil {
 		return nil, err
 	}
 	if !cond.Truth() {
-		return nil, assertFailure(b, msg, "%s is not true", cond.String())
+		return nil, assertFailure(c, msg, "%s is not true", cond.String())
 	}
-	return starlark.None, nil
+	return nil, nil
 }
 
-func assertContains(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+func assertContains(c *Call) (any, error) {
 	var container, x starlark.Value
 	var msg string
-	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "container", &container, "x", &x, "msg?", &msg); err != nil {
+	if err := c.Unpack("container", &container, "x", &x, "msg?", &msg); err != nil {
 		return nil, err
 	}
 	in, err := starlark.Binary(syntax.IN, x, container)
@@ -90,25 +90,25 @@ func assertContains(th *starlark.Thread, b *starlark.Builtin, args starlark.Tupl
 		return nil, err
 	}
 	if !in.Truth() {
-		return nil, assertFailure(b, msg, "%s does not contain %s", shortRepr(container), x.String())
+		return nil, assertFailure(c, msg, "%s does not contain %s", shortRepr(container), x.String())
 	}
-	return starlark.None, nil
+	return nil, nil
 }
 
-func assertFails(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+func assertFails(c *Call) (any, error) {
 	var fn starlark.Callable
 	var pattern string
-	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "fn", &fn, "pattern", &pattern); err != nil {
+	if err := c.Unpack("fn", &fn, "pattern", &pattern); err != nil {
 		return nil, err
 	}
-	_, err := starlark.Call(th, fn, nil, nil)
+	_, err := starlark.Call(c.thread, fn, nil, nil)
 	if err == nil {
-		return nil, assertFailure(b, "", "call succeeded, want an error matching %q", pattern)
+		return nil, assertFailure(c, "", "call succeeded, want an error matching %q", pattern)
 	}
 	if !strings.Contains(err.Error(), pattern) {
-		return nil, assertFailure(b, "", "error %q does not contain %q", err.Error(), pattern)
+		return nil, assertFailure(c, "", "error %q does not contain %q", err.Error(), pattern)
 	}
-	return starlark.String(err.Error()), nil
+	return err.Error(), nil
 }
 
 func shortRepr(v starlark.Value) string {

@@ -1,7 +1,9 @@
 // Package builtins holds the Starlark modules playbooks call. Every builtin
-// reaches its node and run through runner.EnvFrom; none emits events of its
+// is unpack → call → convert, made with NewBuiltin (register.go): the
+// wrapper refuses a step builtin outside a step, converts the typed result
+// and names the -p parameter an error came from. None emits events of its
 // own except output lines and notes, and every mutating one goes through
-// env.Wet so check mode holds.
+// env.Wet (directly or in a k3sops/k8sops operation) so check mode holds.
 package builtins
 
 import (
@@ -38,21 +40,21 @@ import (
 //	redact(secret)                   never show secret in output, errors or notes
 //	json.encode/decode, struct(...)
 var Core = starlark.StringDict{
-	"log":        starlark.NewBuiltin("log", logFn),
-	"fail":       starlark.NewBuiltin("fail", failFn),
-	"skip":       starlark.NewBuiltin("skip", skipFn),
-	"sleep":      starlark.NewBuiltin("sleep", sleepFn),
-	"confirm":    starlark.NewBuiltin("confirm", confirmFn),
-	"note":       starlark.NewBuiltin("note", noteFn),
-	"share":      starlark.NewBuiltin("share", shareFn),
-	"shared":     starlark.NewBuiltin("shared", sharedFn),
-	"result":     starlark.NewBuiltin("result", resultFn),
-	"nodes":      starlark.NewBuiltin("nodes", nodesFn),
-	"check_mode": starlark.NewBuiltin("check_mode", checkModeFn),
-	"run_id":     starlark.NewBuiltin("run_id", runIDFn),
-	"redact":     starlark.NewBuiltin("redact", redactFn),
+	"log":        NewBuiltin("log", WhenAny, logFn),
+	"fail":       NewBuiltin("fail", WhenAny, failFn),
+	"skip":       NewBuiltin("skip", WhenAny, skipFn),
+	"sleep":      NewBuiltin("sleep", WhenStep, sleepFn),
+	"confirm":    NewBuiltin("confirm", WhenStep, confirmFn),
+	"note":       NewBuiltin("note", WhenStep, noteFn),
+	"share":      NewBuiltin("share", WhenStep, shareFn),
+	"shared":     NewBuiltin("shared", WhenStep, sharedFn),
+	"result":     NewBuiltin("result", WhenStep, resultFn),
+	"nodes":      NewBuiltin("nodes", WhenAny, nodesFn),
+	"check_mode": NewBuiltin("check_mode", WhenStep, checkModeFn),
+	"run_id":     NewBuiltin("run_id", WhenStep, runIDFn),
+	"redact":     NewBuiltin("redact", WhenStep, redactFn),
 	"json":       json.Module,
-	"struct":     starlark.NewBuiltin("struct", starlarkstruct.Make),
+	"struct":     NewBuiltin("struct", WhenAny, structFn),
 }
 
 // All returns every predeclared name playbooks see: Core plus the modules
@@ -71,12 +73,12 @@ func All(modules ...*starlarkstruct.Module) (starlark.StringDict, error) {
 	return out, nil
 }
 
-func logFn(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
-	if len(kwargs) > 0 {
-		return nil, fmt.Errorf("%s: takes no keyword arguments", b.Name())
+func logFn(c *Call) (any, error) {
+	if len(c.kwargs) > 0 {
+		return nil, fmt.Errorf("%s: takes no keyword arguments", c.name)
 	}
 	var parts []string
-	for _, a := range args {
+	for _, a := range c.args {
 		if s, ok := starlark.AsString(a); ok {
 			parts = append(parts, s)
 		} else {
@@ -84,25 +86,24 @@ func logFn(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs
 		}
 	}
 	text := strings.Join(parts, " ")
-	env, err := runner.EnvFrom(th, b.Name())
-	if err != nil {
+	if c.env == nil {
 		// At load time log() prints like print().
-		th.Print(th, text)
-		return starlark.None, nil
+		c.thread.Print(c.thread, text)
+		return nil, nil
 	}
 	for _, line := range strings.Split(text, "\n") {
-		env.Output(runner.StreamLog, line)
+		c.env.Output(runner.StreamLog, line)
 	}
-	return starlark.None, nil
+	return nil, nil
 }
 
 // failFn is fail(msg, kind=""): the step fails with msg. kind="drift"
 // says the cluster works but needs maintenance (CA drift, expiring
 // certificates): a run whose failures are all drift exits 4, like
 // `caretaker check`.
-func failFn(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+func failFn(c *Call) (any, error) {
 	var msg, kind string
-	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "msg", &msg, "kind?", &kind); err != nil {
+	if err := c.Unpack("msg", &msg, "kind?", &kind); err != nil {
 		return nil, err
 	}
 	switch kind {
@@ -114,9 +115,12 @@ func failFn(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwarg
 	return nil, fmt.Errorf("fail: kind %q: use \"drift\" or leave it out: %w", kind, errs.ErrBadInput)
 }
 
-func skipFn(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+// skipFn is skip(reason): the step ends as skipped. It needs no step of
+// its own (registered WhenAny): at load time the playbook fails to load
+// with the reason.
+func skipFn(c *Call) (any, error) {
 	reason := "skipped by the playbook"
-	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "reason?", &reason); err != nil {
+	if err := c.Unpack("reason?", &reason); err != nil {
 		return nil, err
 	}
 	return nil, runner.Skip(reason)
@@ -148,22 +152,18 @@ func (d *Duration) Unpack(v starlark.Value) error {
 
 var _ starlark.Unpacker = (*Duration)(nil)
 
-func sleepFn(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
-	env, err := runner.EnvFrom(th, b.Name())
-	if err != nil {
-		return nil, err
-	}
+func sleepFn(c *Call) (any, error) {
 	var d Duration
-	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "duration", &d); err != nil {
-		return nil, env.ParamHint(err, args, kwargs)
+	if err := c.Unpack("duration", &d); err != nil {
+		return nil, err
 	}
 	t := time.NewTimer(time.Duration(d))
 	defer t.Stop()
 	select {
 	case <-t.C:
-		return starlark.None, nil
-	case <-env.Ctx.Done():
-		return nil, fmt.Errorf("%s: %w", b.Name(), stopCause(env))
+		return nil, nil
+	case <-c.env.Ctx.Done():
+		return nil, fmt.Errorf("%s: %w", c.name, stopCause(c.env))
 	}
 }
 
@@ -174,88 +174,68 @@ func stopCause(env *runner.Env) error {
 	return errs.ErrAborted
 }
 
-func confirmFn(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+func confirmFn(c *Call) (any, error) {
 	var (
 		question    string
 		def         bool
 		destructive = true
 	)
-	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "question", &question, "default?", &def, "destructive?", &destructive); err != nil {
+	if err := c.Unpack("question", &question, "default?", &def, "destructive?", &destructive); err != nil {
 		return nil, err
 	}
-	env, err := runner.EnvFrom(th, b.Name())
+	ans, err := c.env.Confirm(question, def, destructive)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s: %w", c.name, err)
 	}
-	ans, err := env.Confirm(question, def, destructive)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", b.Name(), err)
-	}
-	return starlark.Bool(ans), nil
+	return ans, nil
 }
 
-func noteFn(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+func noteFn(c *Call) (any, error) {
 	var text string
-	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "text", &text); err != nil {
+	if err := c.Unpack("text", &text); err != nil {
 		return nil, err
 	}
-	env, err := runner.EnvFrom(th, b.Name())
-	if err != nil {
-		return nil, err
-	}
-	env.Note(text)
-	return starlark.None, nil
+	c.env.Note(text)
+	return nil, nil
 }
 
-func shareFn(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+func shareFn(c *Call) (any, error) {
 	var (
 		key string
 		v   starlark.Value
 	)
-	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "key", &key, "value", &v); err != nil {
+	if err := c.Unpack("key", &key, "value", &v); err != nil {
 		return nil, err
 	}
-	env, err := runner.EnvFrom(th, b.Name())
-	if err != nil {
-		return nil, err
-	}
-	env.Share(key, v)
-	return starlark.None, nil
+	c.env.Share(key, v)
+	return nil, nil
 }
 
-func sharedFn(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+func sharedFn(c *Call) (any, error) {
 	var (
 		key string
 		def starlark.Value = starlark.None
 	)
-	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "key", &key, "default?", &def); err != nil {
+	if err := c.Unpack("key", &key, "default?", &def); err != nil {
 		return nil, err
 	}
-	env, err := runner.EnvFrom(th, b.Name())
-	if err != nil {
-		return nil, err
-	}
-	if v, ok := env.Shared(key); ok {
+	if v, ok := c.env.Shared(key); ok {
 		return v, nil
 	}
 	return def, nil
 }
 
-func resultFn(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+func resultFn(c *Call) (any, error) {
 	var step string
 	var node starlark.Value
-	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "step", &step, "node", &node); err != nil {
-		return nil, err
-	}
-	env, err := runner.EnvFrom(th, b.Name())
-	if err != nil {
+	if err := c.Unpack("step", &step, "node", &node); err != nil {
 		return nil, err
 	}
 	name, err := nodeName(node)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", b.Name(), err)
+		return nil, fmt.Errorf("%s: %w", c.name, err)
 	}
-	return env.Result(step, name), nil
+	return c.env.Result(step, name), nil
 }
 
 func nodeName(v starlark.Value) (string, error) {
@@ -268,18 +248,18 @@ func nodeName(v starlark.Value) (string, error) {
 	return "", fmt.Errorf("want a node or a node name, got %s", v.Type())
 }
 
-func nodesFn(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+func nodesFn(c *Call) (any, error) {
 	var sel starlark.Value = starlark.String("all")
-	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "selector?", &sel); err != nil {
+	if err := c.Unpack("selector?", &sel); err != nil {
 		return nil, err
 	}
-	nodes, err := runner.RunNodes(th, b.Name())
+	nodes, err := runner.RunNodes(c.thread, c.name)
 	if err != nil {
 		return nil, err
 	}
 	terms, err := selectorTerms(sel)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", b.Name(), err)
+		return nil, fmt.Errorf("%s: %w", c.name, err)
 	}
 	var out []starlark.Value
 	for _, n := range nodes {
@@ -290,8 +270,7 @@ func nodesFn(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwar
 			}
 		}
 	}
-	l := starlark.NewList(out)
-	return l, nil
+	return starlark.NewList(out), nil
 }
 
 func selectorTerms(v starlark.Value) ([]string, error) {
@@ -320,34 +299,27 @@ func selectorTerms(v starlark.Value) ([]string, error) {
 	return out, nil
 }
 
-func checkModeFn(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
-	if err := starlark.UnpackArgs(b.Name(), args, kwargs); err != nil {
+func checkModeFn(c *Call) (any, error) {
+	if err := c.Unpack(); err != nil {
 		return nil, err
 	}
-	env, err := runner.EnvFrom(th, b.Name())
-	if err != nil {
-		return nil, err
-	}
-	return starlark.Bool(env.Check), nil
+	return c.env.Check, nil
 }
 
-func runIDFn(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
-	env, err := runner.EnvFrom(th, b.Name())
-	if err != nil {
-		return nil, err
-	}
-	return starlark.String(env.RunID()), nil
+func runIDFn(c *Call) (any, error) {
+	return c.env.RunID(), nil
 }
 
-func redactFn(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+// structFn is struct(**kwargs), starlark-go's starlarkstruct.Make.
+func structFn(c *Call) (any, error) {
+	return starlarkstruct.Make(c.thread, nil, c.args, c.kwargs)
+}
+
+func redactFn(c *Call) (any, error) {
 	var s string
-	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "secret", &s); err != nil {
+	if err := c.Unpack("secret", &s); err != nil {
 		return nil, err
 	}
-	env, err := runner.EnvFrom(th, b.Name())
-	if err != nil {
-		return nil, err
-	}
-	env.Redact(s)
-	return starlark.None, nil
+	c.env.Redact(s)
+	return nil, nil
 }

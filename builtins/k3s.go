@@ -64,73 +64,36 @@ import (
 var K3s = &starlarkstruct.Module{
 	Name: "k3s",
 	Members: starlark.StringDict{
-		"facts":               k3sBuiltin("k3s.facts", k3sFacts),
-		"backup_certs":        k3sBuiltin("k3s.backup_certs", k3sBackupCerts),
-		"restore":             k3sBuiltin("k3s.restore", k3sRestore),
-		"strip_server":        k3sBuiltin("k3s.strip_server", k3sStripServer),
-		"restore_server":      k3sBuiltin("k3s.restore_server", k3sRestoreServer),
-		"generate_ca":         k3sBuiltin("k3s.generate_ca", k3sGenerateCA),
-		"rotate_ca":           k3sBuiltin("k3s.rotate_ca", k3sRotateCA),
-		"restart":             k3sBuiltin("k3s.restart", k3sRestart),
-		"datastore":           k3sBuiltin("k3s.datastore", k3sDatastore),
-		"verify":              k3sBuiltin("k3s.verify", k3sVerify),
-		"check":               k3sBuiltin("k3s.check", k3sCheck),
-		"snapshot":            k3sBuiltin("k3s.snapshot", k3sSnapshot),
-		"restore_datastore":   k3sBuiltin("k3s.restore_datastore", k3sRestoreDatastore),
-		"find_snapshot":       k3sBuiltin("k3s.find_snapshot", k3sFindSnapshot),
-		"move_database_aside": k3sBuiltin("k3s.move_database_aside", k3sMoveDatabaseAside),
-		"token":               k3sBuiltin("k3s.token", k3sToken),
-		"update_token":        k3sBuiltin("k3s.update_token", k3sUpdateToken),
-		"restore_token":       k3sBuiltin("k3s.restore_token", k3sRestoreToken),
-		"check_token_file":    k3sCheckTokenFile,
-		"new_token":           k3sBuiltin("k3s.new_token", k3sNewToken),
-		"token_status":        k3sBuiltin("k3s.token_status", k3sTokenStatus),
-		"rotate_token":        k3sBuiltin("k3s.rotate_token", k3sRotateToken),
-		"set_token":           k3sBuiltin("k3s.set_token", k3sSetToken),
-		"verify_token":        k3sBuiltin("k3s.verify_token", k3sVerifyToken),
+		"facts":               NewBuiltin("k3s.facts", WhenStep, k3sFacts),
+		"backup_certs":        NewBuiltin("k3s.backup_certs", WhenStep, k3sBackupCerts),
+		"restore":             NewBuiltin("k3s.restore", WhenStep, k3sRestore),
+		"strip_server":        NewBuiltin("k3s.strip_server", WhenStep, k3sStripServer),
+		"restore_server":      NewBuiltin("k3s.restore_server", WhenStep, k3sRestoreServer),
+		"generate_ca":         NewBuiltin("k3s.generate_ca", WhenStep, k3sGenerateCA),
+		"rotate_ca":           NewBuiltin("k3s.rotate_ca", WhenStep, k3sRotateCA),
+		"restart":             NewBuiltin("k3s.restart", WhenStep, k3sRestart),
+		"datastore":           NewBuiltin("k3s.datastore", WhenStep, k3sDatastore),
+		"verify":              NewBuiltin("k3s.verify", WhenStep, k3sVerify),
+		"check":               NewBuiltin("k3s.check", WhenStep, k3sCheck),
+		"snapshot":            NewBuiltin("k3s.snapshot", WhenStep, k3sSnapshot),
+		"restore_datastore":   NewBuiltin("k3s.restore_datastore", WhenStep, k3sRestoreDatastore),
+		"find_snapshot":       NewBuiltin("k3s.find_snapshot", WhenStep, k3sFindSnapshot),
+		"move_database_aside": NewBuiltin("k3s.move_database_aside", WhenStep, k3sMoveDatabaseAside),
+		"token":               NewBuiltin("k3s.token", WhenStep, k3sToken),
+		"update_token":        NewBuiltin("k3s.update_token", WhenStep, k3sUpdateToken),
+		"restore_token":       NewBuiltin("k3s.restore_token", WhenStep, k3sRestoreToken),
+		"check_token_file":    NewBuiltin("k3s.check_token_file", WhenAny, k3sCheckTokenFile),
+		"new_token":           NewBuiltin("k3s.new_token", WhenStep, k3sNewToken),
+		"token_status":        NewBuiltin("k3s.token_status", WhenStep, k3sTokenStatus),
+		"rotate_token":        NewBuiltin("k3s.rotate_token", WhenStep, k3sRotateToken),
+		"set_token":           NewBuiltin("k3s.set_token", WhenStep, k3sSetToken),
+		"verify_token":        NewBuiltin("k3s.verify_token", WhenStep, k3sVerifyToken),
 	},
-}
-
-// call is one call of a k3s builtin: the thread's run env and the
-// arguments, for the builtin to unpack.
-type call struct {
-	name   string
-	env    *runner.Env
-	args   starlark.Tuple
-	kwargs []starlark.Tuple
-}
-
-// k3sBuiltin is the one wrapper every k3s builtin is registered through
-// (unpack -> call the typed operation -> convert): it finds the run's env
-// (refusing calls outside a step), calls fn, and converts its typed result
-// to Starlark. Check mode, undo records and redaction are the operations'
-// own (package k3sops), so no builtin decides them.
-func k3sBuiltin(name string, fn func(c *call) (any, error)) *starlark.Builtin {
-	return starlark.NewBuiltin(name, func(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
-		env, err := runner.EnvFrom(th, name)
-		if err != nil {
-			return nil, err
-		}
-		res, err := fn(&call{name: name, env: env, args: args, kwargs: kwargs})
-		if err != nil {
-			return nil, env.ParamHint(err, args, kwargs)
-		}
-		v, err := toStarlark(res)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", name, err)
-		}
-		return v, nil
-	})
-}
-
-// unpack unpacks the arguments like starlark.UnpackArgs.
-func (c *call) unpack(pairs ...any) error {
-	return starlark.UnpackArgs(c.name, c.args, c.kwargs, pairs...)
 }
 
 // target resolves a node argument (a node value or name; None: the
 // step's node) and connects to it.
-func (c *call) target(nodeArg starlark.Value) (*k3sops.Target, error) {
+func (c *Call) target(nodeArg starlark.Value) (*k3sops.Target, error) {
 	n, err := resolveNode(c.env, nodeArg)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", c.name, err)
@@ -144,16 +107,16 @@ func (c *call) target(nodeArg starlark.Value) (*k3sops.Target, error) {
 
 // nodeTarget unpacks an optional first "node" followed by further
 // parameters and resolves the node.
-func (c *call) nodeTarget(pairs ...any) (*k3sops.Target, error) {
+func (c *Call) nodeTarget(pairs ...any) (*k3sops.Target, error) {
 	var nodeArg starlark.Value = starlark.None
-	if err := c.unpack(append([]any{"node?", &nodeArg}, pairs...)...); err != nil {
+	if err := c.Unpack(append([]any{"node?", &nodeArg}, pairs...)...); err != nil {
 		return nil, err
 	}
 	return c.target(nodeArg)
 }
 
 // nodes resolves a nodes argument (None: every node of the run).
-func (c *call) nodes(what string, v starlark.Value) ([]*inventory.Node, error) {
+func (c *Call) nodes(what string, v starlark.Value) ([]*inventory.Node, error) {
 	nodes, err := nodeList(c.env, v)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %s: %w", c.name, what, err)

@@ -12,7 +12,7 @@ import (
 // k3s.facts(node): what caretaker knows about a node's K3s: version, role,
 // effective server/token/cluster-init/data-dir with their source, the bug
 // gate, the service state and the CAs on disk.
-func k3sFacts(c *call) (any, error) {
+func k3sFacts(c *Call) (any, error) {
 	t, err := c.nodeTarget()
 	if err != nil {
 		return nil, err
@@ -26,7 +26,7 @@ func k3sFacts(c *call) (any, error) {
 // sha256 manifest, and copy both to <state dir>/backups/<name>/<node>/ on
 // the controller; files 0600. name defaults to the run ID. Taking the same
 // backup again changes nothing.
-func k3sBackupCerts(c *call) (any, error) {
+func k3sBackupCerts(c *Call) (any, error) {
 	var name string
 	t, err := c.nodeTarget("name?", &name)
 	if err != nil {
@@ -42,7 +42,7 @@ func k3sBackupCerts(c *call) (any, error) {
 // backup are left alone. restart=True restarts K3s afterwards. Note: a
 // server whose datastore holds a different CA pulls it again at its next
 // start; restoring a CA needs rotate_ca too.
-func k3sRestore(c *call) (any, error) {
+func k3sRestore(c *Call) (any, error) {
 	var (
 		name    string
 		restart bool
@@ -55,7 +55,7 @@ func k3sRestore(c *call) (any, error) {
 }
 
 // k3s.strip_server(node): remove `server` from every source that sets it.
-func k3sStripServer(c *call) (any, error) {
+func k3sStripServer(c *Call) (any, error) {
 	t, err := c.nodeTarget()
 	if err != nil {
 		return nil, err
@@ -65,7 +65,7 @@ func k3sStripServer(c *call) (any, error) {
 
 // k3s.restore_server(node): put back what strip_server removed, byte for
 // byte, from the records on the node.
-func k3sRestoreServer(c *call) (any, error) {
+func k3sRestoreServer(c *Call) (any, error) {
 	t, err := c.nodeTarget()
 	if err != nil {
 		return nil, err
@@ -74,7 +74,7 @@ func k3sRestoreServer(c *call) (any, error) {
 }
 
 // k3s.restore_token(node): put back what update_token changed.
-func k3sRestoreToken(c *call) (any, error) {
+func k3sRestoreToken(c *Call) (any, error) {
 	t, err := c.nodeTarget()
 	if err != nil {
 		return nil, err
@@ -93,7 +93,7 @@ func k3sRestoreToken(c *call) (any, error) {
 // custom files are read on the controller. The set is checked with K3s's
 // rotate-ca validation first (force=True only warns). A second call in the
 // same run returns the staged set unchanged.
-func k3sGenerateCA(c *call) (any, error) {
+func k3sGenerateCA(c *Call) (any, error) {
 	var o k3sops.GenerateOptions
 	t, err := c.nodeTarget("root_cert?", &o.RootCert, "root_key?", &o.RootKey,
 		"intermediate_cert?", &o.IntermediateCert, "intermediate_key?", &o.IntermediateKey, "force?", &o.Force)
@@ -107,13 +107,13 @@ func k3sGenerateCA(c *call) (any, error) {
 // --path=<path>` on the node (a running server) and check that the
 // datastore now holds the staged set. A datastore that already holds it
 // is left alone.
-func k3sRotateCA(c *call) (any, error) {
+func k3sRotateCA(c *Call) (any, error) {
 	var (
 		nodeArg starlark.Value
 		path    string
 		force   bool
 	)
-	if err := c.unpack("node", &nodeArg, "path", &path, "force?", &force); err != nil {
+	if err := c.Unpack("node", &nodeArg, "path", &path, "force?", &force); err != nil {
 		return nil, err
 	}
 	t, err := c.target(nodeArg)
@@ -134,7 +134,7 @@ func k3sRotateCA(c *call) (any, error) {
 // regenerate_cert=True first creates SD/tls/dynamic-cert-regenerate on a
 // server, so that K3s serves a new certificate of the CA on its disk
 // (needed after a CA rotation).
-func k3sRestart(c *call) (any, error) {
+func k3sRestart(c *Call) (any, error) {
 	var (
 		timeout = Duration(3 * time.Minute)
 		o       = k3sops.RestartOptions{Fail: true}
@@ -149,7 +149,7 @@ func k3sRestart(c *call) (any, error) {
 
 // k3s.datastore(node): the bootstrap data in etcd, decrypted with the
 // node's server token; CA subjects and sha256 of every file (no content).
-func k3sDatastore(c *call) (any, error) {
+func k3sDatastore(c *Call) (any, error) {
 	t, err := c.nodeTarget()
 	if err != nil {
 		return nil, err
@@ -172,13 +172,13 @@ func k3sDatastore(c *call) (any, error) {
 // the newest one seconds after a restart). In check mode, an expect the
 // datastore does not hold yet (the CA this run would rotate to) is
 // reported as "would verify ..." with planned=True and ok=True.
-func k3sVerify(c *call) (any, error) {
+func k3sVerify(c *Call) (any, error) {
 	var (
 		nodesArg, focusArg starlark.Value = starlark.None, starlark.None
 		wait               Duration
 		o                  = k3sops.VerifyOptions{Live: true, Fail: true}
 	)
-	if err := c.unpack("nodes?", &nodesArg, "expect?", &o.Expect, "focus?", &focusArg, "live?", &o.Live, "fail?", &o.Fail, "quiet?", &o.Quiet, "wait?", &wait); err != nil {
+	if err := c.Unpack("nodes?", &nodesArg, "expect?", &o.Expect, "focus?", &focusArg, "live?", &o.Live, "fail?", &o.Fail, "quiet?", &o.Quiet, "wait?", &wait); err != nil {
 		return nil, err
 	}
 	var err error
@@ -207,12 +207,12 @@ func k3sVerify(c *call) (any, error) {
 // start. Returns struct(ok, rows, counts, table, renew_nodes); ok is False
 // when a certificate is expired, not yet valid or within warn_days of
 // expiry, and then fail=True fails the step.
-func k3sCheck(c *call) (any, error) {
+func k3sCheck(c *Call) (any, error) {
 	var (
 		nodesArg starlark.Value = starlark.None
 		o                       = k3sops.CheckOptions{WarnDays: defaultWarnDays}
 	)
-	if err := c.unpack("nodes?", &nodesArg, "warn_days?", &o.WarnDays, "fail?", &o.Fail, "quiet?", &o.Quiet); err != nil {
+	if err := c.Unpack("nodes?", &nodesArg, "warn_days?", &o.WarnDays, "fail?", &o.Fail, "quiet?", &o.Quiet); err != nil {
 		return nil, err
 	}
 	var err error
@@ -239,7 +239,7 @@ const defaultWarnDays = 30
 // struct(name, node, path, size, sha256, local, token_file, reused). In
 // check mode it only says what it would do (a server without embedded
 // etcd is refused in both).
-func k3sSnapshot(c *call) (any, error) {
+func k3sSnapshot(c *Call) (any, error) {
 	var name string
 	t, err := c.nodeTarget("name?", &name)
 	if err != nil {
@@ -257,7 +257,7 @@ func k3sSnapshot(c *call) (any, error) {
 // taken with. Returns struct(node, snapshot, uploaded, pre_restore). The
 // restore-datastore playbook stops every server first and rejoins the
 // others after.
-func k3sRestoreDatastore(c *call) (any, error) {
+func k3sRestoreDatastore(c *Call) (any, error) {
 	var o k3sops.RestoreDatastoreOptions
 	t, err := c.nodeTarget("snapshot", &o.Snapshot, "token_file?", &o.TokenFile)
 	if err != nil {
@@ -269,7 +269,7 @@ func k3sRestoreDatastore(c *call) (any, error) {
 // k3s.find_snapshot(node, snapshot, token_file="") -> struct(path,
 // controller, size, token_file): where restore_datastore would find the
 // snapshot, read-only (a preflight before any server is stopped).
-func k3sFindSnapshot(c *call) (any, error) {
+func k3sFindSnapshot(c *Call) (any, error) {
 	var snapshot, tokenFile string
 	t, err := c.nodeTarget("snapshot", &snapshot, "token_file?", &tokenFile)
 	if err != nil {
@@ -281,7 +281,7 @@ func k3sFindSnapshot(c *call) (any, error) {
 // k3s.move_database_aside(node) -> path: move a stopped server's database
 // (SD/db) to SD/db-pre-restore-<run ID>, so that it joins the restored
 // cluster afresh at its next start. Idempotent; "" when it has none.
-func k3sMoveDatabaseAside(c *call) (any, error) {
+func k3sMoveDatabaseAside(c *Call) (any, error) {
 	t, err := c.nodeTarget()
 	if err != nil {
 		return nil, err
@@ -289,7 +289,7 @@ func k3sMoveDatabaseAside(c *call) (any, error) {
 	return k3sops.MoveDatabaseAside(c.env.Ctx, t)
 }
 
-func k3sToken(c *call) (any, error) {
+func k3sToken(c *Call) (any, error) {
 	var save bool
 	t, err := c.nodeTarget("save?", &save)
 	if err != nil {
@@ -303,12 +303,12 @@ func k3sToken(c *call) (any, error) {
 // hash in it with the new one — that of token (the new server token) or
 // ca_hash (e.g. generate_ca's result) — keeping the node's own
 // credentials.
-func k3sUpdateToken(c *call) (any, error) {
+func k3sUpdateToken(c *Call) (any, error) {
 	var (
 		nodeArg       starlark.Value
 		token, caHash string
 	)
-	if err := c.unpack("node", &nodeArg, "token?", &token, "ca_hash?", &caHash); err != nil {
+	if err := c.Unpack("node", &nodeArg, "token?", &token, "ca_hash?", &caHash); err != nil {
 		return nil, err
 	}
 	t, err := c.target(nodeArg)

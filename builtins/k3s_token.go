@@ -19,23 +19,23 @@ import (
 // (k3sops.ReadTokenFile: 0600-like permissions, a token K3s reads the same
 // everywhere). Callable at the top level, so that a bad file is bad input
 // (exit 2) before any node is touched. Returns None.
-var k3sCheckTokenFile = starlark.NewBuiltin("k3s.check_token_file", func(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+func k3sCheckTokenFile(c *Call) (any, error) {
 	var path string
-	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "path", &path); err != nil {
+	if err := c.Unpack("path", &path); err != nil {
 		return nil, err
 	}
 	if _, err := k3sops.ReadTokenFile(nil, path); err != nil {
-		return nil, fmt.Errorf("%s: %w", b.Name(), err)
+		return nil, fmt.Errorf("%s: %w", c.name, err)
 	}
-	return starlark.None, nil
-})
+	return nil, nil
+}
 
 // k3s.new_token(node, file=""): the new token of a rotation, prepared on a
 // server: this run's copy (an earlier attempt), else the token in file,
 // else a generated one; saved with the current one to the run's backup
 // dir on the controller (0600). Returns struct(file, old_file, source,
 // rotated, planned).
-func k3sNewToken(c *call) (any, error) {
+func k3sNewToken(c *Call) (any, error) {
 	var file string
 	t, err := c.nodeTarget("file?", &file)
 	if err != nil {
@@ -48,13 +48,13 @@ func k3sNewToken(c *call) (any, error) {
 // configured token and every server's SD/token against the datastore's
 // key (read-only). Returns struct(key, via, rotated, consistent, stale,
 // rows, earlier_token_file, table).
-func k3sTokenStatus(c *call) (any, error) {
+func k3sTokenStatus(c *Call) (any, error) {
 	var (
 		nodesArg  starlark.Value = starlark.None
 		tokenFile string
 		quiet     bool
 	)
-	if err := c.unpack("nodes?", &nodesArg, "token_file?", &tokenFile, "quiet?", &quiet); err != nil {
+	if err := c.Unpack("nodes?", &nodesArg, "token_file?", &tokenFile, "quiet?", &quiet); err != nil {
 		return nil, err
 	}
 	nodes, err := c.nodes("nodes", nodesArg)
@@ -78,12 +78,12 @@ func k3sTokenStatus(c *call) (any, error) {
 // token in token_file (new_token's file), unless the datastore already
 // opens with it; then the datastore must hold the bootstrap data under the
 // new token's key only.
-func k3sRotateToken(c *call) (any, error) {
+func k3sRotateToken(c *Call) (any, error) {
 	var (
 		nodeArg   starlark.Value
 		tokenFile string
 	)
-	if err := c.unpack("node", &nodeArg, "token_file", &tokenFile); err != nil {
+	if err := c.Unpack("node", &nodeArg, "token_file", &tokenFile); err != nil {
 		return nil, err
 	}
 	t, err := c.target(nodeArg)
@@ -95,12 +95,12 @@ func k3sRotateToken(c *call) (any, error) {
 
 // k3s.set_token(node, token_file): the new token in every source the node
 // takes its token from, byte for byte except the token's password.
-func k3sSetToken(c *call) (any, error) {
+func k3sSetToken(c *Call) (any, error) {
 	var (
 		nodeArg   starlark.Value
 		tokenFile string
 	)
-	if err := c.unpack("node", &nodeArg, "token_file", &tokenFile); err != nil {
+	if err := c.Unpack("node", &nodeArg, "token_file", &tokenFile); err != nil {
 		return nil, err
 	}
 	t, via, err := c.tokenTargets(nodeArg)
@@ -112,13 +112,13 @@ func k3sSetToken(c *call) (any, error) {
 
 // k3s.verify_token(node, token_file, fail=True): the node runs with the new
 // token. Returns struct(node, ok, problems, planned).
-func k3sVerifyToken(c *call) (any, error) {
+func k3sVerifyToken(c *Call) (any, error) {
 	var (
 		nodeArg   starlark.Value
 		tokenFile string
 		fail      = true
 	)
-	if err := c.unpack("node", &nodeArg, "token_file", &tokenFile, "fail?", &fail); err != nil {
+	if err := c.Unpack("node", &nodeArg, "token_file", &tokenFile, "fail?", &fail); err != nil {
 		return nil, err
 	}
 	t, via, err := c.tokenTargets(nodeArg)
@@ -130,7 +130,7 @@ func k3sVerifyToken(c *call) (any, error) {
 
 // tokenTargets resolves the node and, for an agent, the first server of
 // the run (whose config and passwd say which token agents join with).
-func (c *call) tokenTargets(nodeArg starlark.Value) (*k3sops.Target, *k3sops.Target, error) {
+func (c *Call) tokenTargets(nodeArg starlark.Value) (*k3sops.Target, *k3sops.Target, error) {
 	t, err := c.target(nodeArg)
 	if err != nil {
 		return nil, nil, err

@@ -38,21 +38,21 @@ import (
 var K8s = &starlarkstruct.Module{
 	Name: "k8s",
 	Members: starlark.StringDict{
-		"get":                 k3sBuiltin("k8s.get", k8sGet),
-		"list":                k3sBuiltin("k8s.list", k8sList),
-		"patch":               k3sBuiltin("k8s.patch", k8sPatch),
-		"rollout_restart":     k3sBuiltin("k8s.rollout_restart", k8sRolloutRestart),
-		"rollout_status":      k3sBuiltin("k8s.rollout_status", k8sRolloutStatus),
-		"restart_workloads":   k3sBuiltin("k8s.restart_workloads", k8sRestartWorkloads),
-		"trust":               k3sBuiltin("k8s.trust", k8sTrust),
-		"refresh_kubeconfigs": k3sBuiltin("k8s.refresh_kubeconfigs", k8sRefreshKubeconfigs),
-		"selector":            starlark.NewBuiltin("k8s.selector", k8sSelector),
+		"get":                 NewBuiltin("k8s.get", WhenStep, k8sGet),
+		"list":                NewBuiltin("k8s.list", WhenStep, k8sList),
+		"patch":               NewBuiltin("k8s.patch", WhenStep, k8sPatch),
+		"rollout_restart":     NewBuiltin("k8s.rollout_restart", WhenStep, k8sRolloutRestart),
+		"rollout_status":      NewBuiltin("k8s.rollout_status", WhenStep, k8sRolloutStatus),
+		"restart_workloads":   NewBuiltin("k8s.restart_workloads", WhenStep, k8sRestartWorkloads),
+		"trust":               NewBuiltin("k8s.trust", WhenStep, k8sTrust),
+		"refresh_kubeconfigs": NewBuiltin("k8s.refresh_kubeconfigs", WhenStep, k8sRefreshKubeconfigs),
+		"selector":            NewBuiltin("k8s.selector", WhenAny, k8sSelector),
 	},
 }
 
 // client connects to the API through the node argument (None: the step's
 // node when it is a server, else the first server that answers).
-func (c *call) client(nodeArg starlark.Value) (*k8sops.Client, error) {
+func (c *Call) client(nodeArg starlark.Value) (*k8sops.Client, error) {
 	if nodeArg != nil && nodeArg != starlark.None {
 		t, err := c.target(nodeArg)
 		if err != nil {
@@ -68,12 +68,12 @@ func (c *call) client(nodeArg starlark.Value) (*k8sops.Client, error) {
 
 // k8s.get(kind, name, namespace="", node=None): one object as a dict, or
 // None when it does not exist.
-func k8sGet(c *call) (any, error) {
+func k8sGet(c *Call) (any, error) {
 	var (
 		kind, name, ns string
 		nodeArg        starlark.Value = starlark.None
 	)
-	if err := c.unpack("kind", &kind, "name", &name, "namespace?", &ns, "node?", &nodeArg); err != nil {
+	if err := c.Unpack("kind", &kind, "name", &name, "namespace?", &ns, "node?", &nodeArg); err != nil {
 		return nil, err
 	}
 	cl, err := c.client(nodeArg)
@@ -89,13 +89,13 @@ func k8sGet(c *call) (any, error) {
 
 // k8s.list(kind, namespace="", selector="", node=None): the objects of a
 // kind (every namespace when none is given), sorted by namespace and name.
-func k8sList(c *call) (any, error) {
+func k8sList(c *Call) (any, error) {
 	var (
 		kind    string
 		o       k8sops.ListOptions
 		nodeArg starlark.Value = starlark.None
 	)
-	if err := c.unpack("kind", &kind, "namespace?", &o.Namespace, "selector?", &o.Selector, "node?", &nodeArg); err != nil {
+	if err := c.Unpack("kind", &kind, "namespace?", &o.Namespace, "selector?", &o.Selector, "node?", &nodeArg); err != nil {
 		return nil, err
 	}
 	cl, err := c.client(nodeArg)
@@ -107,14 +107,14 @@ func k8sList(c *call) (any, error) {
 
 // k8s.patch(kind, name, patch, namespace="", type="strategic", node=None):
 // a merge or strategic merge patch (a dict or a JSON string).
-func k8sPatch(c *call) (any, error) {
+func k8sPatch(c *Call) (any, error) {
 	var (
 		kind, name, ns string
 		patchType      = k8sops.PatchStrategic
 		patch          starlark.Value
 		nodeArg        starlark.Value = starlark.None
 	)
-	if err := c.unpack("kind", &kind, "name", &name, "patch", &patch, "namespace?", &ns, "type?", &patchType, "node?", &nodeArg); err != nil {
+	if err := c.Unpack("kind", &kind, "name", &name, "patch", &patch, "namespace?", &ns, "type?", &patchType, "node?", &nodeArg); err != nil {
 		return nil, err
 	}
 	doc, err := jsonOf(c, patch)
@@ -129,7 +129,7 @@ func k8sPatch(c *call) (any, error) {
 }
 
 // jsonOf is a patch argument as JSON: a string as it is, a dict encoded.
-func jsonOf(c *call, v starlark.Value) ([]byte, error) {
+func jsonOf(c *Call, v starlark.Value) ([]byte, error) {
 	if s, ok := starlark.AsString(v); ok {
 		return []byte(s), nil
 	}
@@ -145,12 +145,12 @@ func jsonOf(c *call, v starlark.Value) ([]byte, error) {
 
 // k8s.rollout_restart(kind, name, namespace, node=None): as `kubectl
 // rollout restart`.
-func k8sRolloutRestart(c *call) (any, error) {
+func k8sRolloutRestart(c *Call) (any, error) {
 	var (
 		kind, name, ns string
 		nodeArg        starlark.Value = starlark.None
 	)
-	if err := c.unpack("kind", &kind, "name", &name, "namespace", &ns, "node?", &nodeArg); err != nil {
+	if err := c.Unpack("kind", &kind, "name", &name, "namespace", &ns, "node?", &nodeArg); err != nil {
 		return nil, err
 	}
 	cl, err := c.client(nodeArg)
@@ -162,14 +162,14 @@ func k8sRolloutRestart(c *call) (any, error) {
 
 // k8s.rollout_status(kind, name, namespace, timeout="5m", fail=True,
 // node=None): wait for the rollout as `kubectl rollout status`.
-func k8sRolloutStatus(c *call) (any, error) {
+func k8sRolloutStatus(c *Call) (any, error) {
 	var (
 		kind, name, ns string
 		timeout                       = Duration(5 * time.Minute)
 		fail                          = true
 		nodeArg        starlark.Value = starlark.None
 	)
-	if err := c.unpack("kind", &kind, "name", &name, "namespace", &ns, "timeout?", &timeout, "fail?", &fail, "node?", &nodeArg); err != nil {
+	if err := c.Unpack("kind", &kind, "name", &name, "namespace", &ns, "timeout?", &timeout, "fail?", &fail, "node?", &nodeArg); err != nil {
 		return nil, err
 	}
 	cl, err := c.client(nodeArg)
@@ -189,7 +189,7 @@ func k8sRolloutStatus(c *call) (any, error) {
 // k8s.restart_workloads(namespaces, selector="", kinds=None, wave=5,
 // max_unready=0, timeout="5m", node=None): restart in waves, stopping at
 // the first wave that does not become ready.
-func k8sRestartWorkloads(c *call) (any, error) {
+func k8sRestartWorkloads(c *Call) (any, error) {
 	var (
 		nsArg, kindsArg starlark.Value = starlark.None, starlark.None
 		sel             k8sops.WorkloadSelection
@@ -197,7 +197,7 @@ func k8sRestartWorkloads(c *call) (any, error) {
 		timeout                        = Duration(5 * time.Minute)
 		nodeArg         starlark.Value = starlark.None
 	)
-	if err := c.unpack("namespaces", &nsArg, "selector?", &sel.Selector, "kinds?", &kindsArg, "wave?", &o.Wave,
+	if err := c.Unpack("namespaces", &nsArg, "selector?", &sel.Selector, "kinds?", &kindsArg, "wave?", &o.Wave,
 		"max_unready?", &o.MaxUnready, "timeout?", &timeout, "node?", &nodeArg); err != nil {
 		return nil, err
 	}
@@ -223,7 +223,7 @@ func k8sRestartWorkloads(c *call) (any, error) {
 }
 
 // stringsOf reads a str ("a,b") or a list of str; None is empty.
-func stringsOf(c *call, what string, v starlark.Value) ([]string, error) {
+func stringsOf(c *Call, what string, v starlark.Value) ([]string, error) {
 	if v == nil || v == starlark.None {
 		return nil, nil
 	}
@@ -244,7 +244,7 @@ func stringsOf(c *call, what string, v starlark.Value) ([]string, error) {
 // refresh_token_secrets=False, quiet=False, node=None): the trust bundles
 // of the cluster's API objects judged against the current and previous
 // roots; the opt-in refreshes.
-func k8sTrust(c *call) (any, error) {
+func k8sTrust(c *Call) (any, error) {
 	var (
 		prevArg starlark.Value = starlark.None
 		o       k8sops.RefreshOptions
@@ -252,7 +252,7 @@ func k8sTrust(c *call) (any, error) {
 		expect  string
 		nodeArg starlark.Value = starlark.None
 	)
-	if err := c.unpack("previous_roots?", &prevArg, "expect?", &expect, "update_ca_bundles?", &o.CABundles, "refresh_token_secrets?", &o.TokenSecrets,
+	if err := c.Unpack("previous_roots?", &prevArg, "expect?", &expect, "update_ca_bundles?", &o.CABundles, "refresh_token_secrets?", &o.TokenSecrets,
 		"quiet?", &quiet, "node?", &nodeArg); err != nil {
 		return nil, err
 	}
@@ -279,7 +279,7 @@ func k8sTrust(c *call) (any, error) {
 // server's CA bundle now and the previous roots given; when expect (the
 // sha256 of the CA bundle a rotation goes to) is given and the server does
 // not hold it yet, as it will be after the rotation.
-func (c *call) clientAndRoots(nodeArg, prevArg starlark.Value, expect string) (*k8sops.Client, *k8sops.Roots, error) {
+func (c *Call) clientAndRoots(nodeArg, prevArg starlark.Value, expect string) (*k8sops.Client, *k8sops.Roots, error) {
 	prev, err := stringsOf(c, "previous_roots", prevArg)
 	if err != nil {
 		return nil, nil, err
@@ -302,12 +302,12 @@ func (c *call) clientAndRoots(nodeArg, prevArg starlark.Value, expect string) (*
 
 // k8s.refresh_kubeconfigs(previous_roots=[], node=None): rewrite the
 // inventory's kubeconfigs that trust only the previous root.
-func k8sRefreshKubeconfigs(c *call) (any, error) {
+func k8sRefreshKubeconfigs(c *Call) (any, error) {
 	var (
 		prevArg, nodeArg starlark.Value = starlark.None, starlark.None
 		expect           string
 	)
-	if err := c.unpack("previous_roots?", &prevArg, "expect?", &expect, "node?", &nodeArg); err != nil {
+	if err := c.Unpack("previous_roots?", &prevArg, "expect?", &expect, "node?", &nodeArg); err != nil {
 		return nil, err
 	}
 	paths := c.env.Cluster().Kubeconfigs
@@ -327,14 +327,14 @@ func k8sRefreshKubeconfigs(c *call) (any, error) {
 
 // k8s.selector(s): s checked as a label selector and returned normalized;
 // a pure function, callable when the playbook loads.
-func k8sSelector(_ *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+func k8sSelector(c *Call) (any, error) {
 	var s string
-	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "s", &s); err != nil {
+	if err := c.Unpack("s", &s); err != nil {
 		return nil, err
 	}
 	sel, err := k8sops.ParseSelector(s)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", b.Name(), err)
+		return nil, fmt.Errorf("%s: %w", c.name, err)
 	}
-	return starlark.String(sel.String()), nil
+	return sel.String(), nil
 }

@@ -75,7 +75,7 @@ func (n *Node) Hash() (uint32, error) {
 	return starlark.String(n.N.Cluster + "/" + n.N.Name).Hash()
 }
 
-var nodeMethods = map[string]func(n *Node, th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error){
+var nodeMethods = map[string]func(n *Node, c *Call) (any, error){
 	"run":    nodeRun,
 	"read":   nodeRead,
 	"write":  nodeWrite,
@@ -126,9 +126,7 @@ func (n *Node) Attr(name string) (starlark.Value, error) {
 		return starlark.String(k.SupervisorEndpoint), nil
 	}
 	if m, ok := nodeMethods[name]; ok {
-		return starlark.NewBuiltin("node."+name, func(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
-			return m(n, th, b, args, kwargs)
-		}), nil
+		return NewBuiltin("node."+name, WhenStep, func(c *Call) (any, error) { return m(n, c) }), nil
 	}
 	return nil, nil
 }
@@ -152,34 +150,31 @@ func stringList(ss []string) *starlark.List {
 	return l
 }
 
-// exec returns the env of the calling thread and this node's executor.
-func (n *Node) exec(th *starlark.Thread, name string) (*runner.Env, transport.Executor, error) {
-	env, err := runner.EnvFrom(th, name)
-	if err != nil {
-		return nil, nil, err
-	}
+// exec returns this node's executor for the calling step.
+func (n *Node) exec(c *Call) (transport.Executor, error) {
+	env := c.env
 	if env.Node == n.N && env.Exec != nil {
-		return env, env.Exec, nil
+		return env.Exec, nil
 	}
 	ex, err := env.Executor(env.Ctx, n.N)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", name, err)
+		return nil, fmt.Errorf("%s: %w", c.name, err)
 	}
-	return env, ex, nil
+	return ex, nil
 }
 
 // pathCall unpacks the single "path" argument of read, exists and stat and
-// returns the calling step's env and this node's executor.
-func (n *Node) pathCall(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (string, *runner.Env, transport.Executor, error) {
+// returns this node's executor.
+func (n *Node) pathCall(c *Call) (string, transport.Executor, error) {
 	var path string
-	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "path", &path); err != nil {
-		return "", nil, nil, err
+	if err := c.Unpack("path", &path); err != nil {
+		return "", nil, err
 	}
-	env, ex, err := n.exec(th, b.Name())
-	return path, env, ex, err
+	ex, err := n.exec(c)
+	return path, ex, err
 }
 
-func nodeRun(n *Node, th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+func nodeRun(n *Node, c *Call) (any, error) {
 	var (
 		cmd, timeout string
 		changes      = true
@@ -189,42 +184,43 @@ func nodeRun(n *Node, th *starlark.Thread, b *starlark.Builtin, args starlark.Tu
 		stdin        starlark.Value = starlark.None
 		undo         string
 	)
-	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "cmd", &cmd, "changes?", &changes, "sudo?", &sudo, "check?", &check, "stdin?", &stdin, "timeout?", &timeout, "quiet?", &quiet, "undo?", &undo); err != nil {
+	if err := c.Unpack("cmd", &cmd, "changes?", &changes, "sudo?", &sudo, "check?", &check, "stdin?", &stdin, "timeout?", &timeout, "quiet?", &quiet, "undo?", &undo); err != nil {
 		return nil, err
 	}
 	if undo != "" && !changes {
-		return nil, fmt.Errorf("%s: undo= with changes=False: a read-only command has nothing to undo", b.Name())
+		return nil, fmt.Errorf("%s: undo= with changes=False: a read-only command has nothing to undo", c.name)
 	}
-	env, ex, err := n.exec(th, b.Name())
+	env := c.env
+	ex, err := n.exec(c)
 	if err != nil {
 		return nil, err
 	}
-	c := transport.Command{Line: cmd, Sudo: n.N.Sudo}
+	cm := transport.Command{Line: cmd, Sudo: n.N.Sudo}
 	if sb, ok := sudo.(starlark.Bool); ok {
-		c.Sudo = bool(sb)
+		cm.Sudo = bool(sb)
 	}
 	if s, ok := starlark.AsString(stdin); ok {
-		c.Stdin = strings.NewReader(s)
+		cm.Stdin = strings.NewReader(s)
 	}
 	if timeout != "" {
 		d, err := time.ParseDuration(timeout)
 		if err != nil {
-			return nil, env.ParamHint(fmt.Errorf("%s: timeout %q is not a duration (examples: 30s, 5m)", b.Name(), timeout), args, kwargs)
+			return nil, fmt.Errorf("%s: timeout %q is not a duration (examples: 30s, 5m)", c.name, timeout)
 		}
-		c.Timeout = d
+		cm.Timeout = d
 	}
 	if undo != "" {
-		if err := recordRunUndo(env, n.N, undo, c.Sudo); err != nil {
-			return nil, fmt.Errorf("%s: %w", b.Name(), err)
+		if err := recordRunUndo(env, n.N, undo, cm.Sudo); err != nil {
+			return nil, fmt.Errorf("%s: %w", c.name, err)
 		}
 	}
-	res, stdout, stderr, err := env.RunCommand(env.Ctx, ex, n.N, c, changes, quiet)
+	res, stdout, stderr, err := env.RunCommand(env.Ctx, ex, n.N, cm, changes, quiet)
 	var exitErr *transport.ExitError
 	if err != nil && !errors.As(err, &exitErr) {
-		return nil, fmt.Errorf("%s: %w", b.Name(), err)
+		return nil, fmt.Errorf("%s: %w", c.name, err)
 	}
 	if err != nil && check {
-		return nil, fmt.Errorf("%s: %w", b.Name(), err)
+		return nil, fmt.Errorf("%s: %w", c.name, err)
 	}
 	return starlarkstruct.FromStringDict(starlark.String("result"), starlark.StringDict{
 		"code":   starlark.MakeInt(res.ExitCode),
@@ -286,38 +282,38 @@ func init() {
 	})
 }
 
-func nodeRead(n *Node, th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
-	path, env, ex, err := n.pathCall(th, b, args, kwargs)
+func nodeRead(n *Node, c *Call) (any, error) {
+	path, ex, err := n.pathCall(c)
 	if err != nil {
 		return nil, err
 	}
-	data, err := ex.ReadFile(env.Ctx, path)
+	data, err := ex.ReadFile(c.env.Ctx, path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("%s: %s: no such file on %s: %w", b.Name(), path, n.N.Name, fs.ErrNotExist)
+		return nil, fmt.Errorf("%s: %s: no such file on %s: %w", c.name, path, n.N.Name, fs.ErrNotExist)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", b.Name(), err)
+		return nil, fmt.Errorf("%s: %w", c.name, err)
 	}
-	return starlark.String(data), nil
+	return string(data), nil
 }
 
-func nodeWrite(n *Node, th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+func nodeWrite(n *Node, c *Call) (any, error) {
 	var (
 		path, data string
 		mode       = 0o644
 	)
-	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "path", &path, "data", &data, "mode?", &mode); err != nil {
+	if err := c.Unpack("path", &path, "data", &data, "mode?", &mode); err != nil {
 		return nil, err
 	}
-	env, ex, err := n.exec(th, b.Name())
+	ex, err := n.exec(c)
 	if err != nil {
 		return nil, err
 	}
-	changed, err := WriteIfChanged(env, ex, n.N, path, []byte(data), fs.FileMode(mode))
+	changed, err := WriteIfChanged(c.env, ex, n.N, path, []byte(data), fs.FileMode(mode))
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", b.Name(), err)
+		return nil, fmt.Errorf("%s: %w", c.name, err)
 	}
-	return starlark.Bool(changed), nil
+	return changed, nil
 }
 
 // WriteIfChanged writes data to path on the node unless it already holds
@@ -340,32 +336,32 @@ func WriteIfChanged(env *runner.Env, ex transport.Executor, node *inventory.Node
 	return true, nil
 }
 
-func nodeExists(n *Node, th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
-	path, env, ex, err := n.pathCall(th, b, args, kwargs)
+func nodeExists(n *Node, c *Call) (any, error) {
+	path, ex, err := n.pathCall(c)
 	if err != nil {
 		return nil, err
 	}
-	_, err = ex.Stat(env.Ctx, path)
+	_, err = ex.Stat(c.env.Ctx, path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return starlark.False, nil
+		return false, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", b.Name(), err)
+		return nil, fmt.Errorf("%s: %w", c.name, err)
 	}
-	return starlark.True, nil
+	return true, nil
 }
 
-func nodeStat(n *Node, th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
-	path, env, ex, err := n.pathCall(th, b, args, kwargs)
+func nodeStat(n *Node, c *Call) (any, error) {
+	path, ex, err := n.pathCall(c)
 	if err != nil {
 		return nil, err
 	}
-	fi, err := ex.Stat(env.Ctx, path)
+	fi, err := ex.Stat(c.env.Ctx, path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return starlark.None, nil
+		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", b.Name(), err)
+		return nil, fmt.Errorf("%s: %w", c.name, err)
 	}
 	return starlarkstruct.FromStringDict(starlark.String("stat"), starlark.StringDict{
 		"path":   starlark.String(fi.Path),

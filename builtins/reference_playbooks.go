@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"io/fs"
 
-	"go.starlark.net/starlark"
-
 	"github.com/caretaker/caretaker/runner"
 	"github.com/caretaker/caretaker/runner/inventory"
 )
@@ -55,9 +53,7 @@ func PlaybookDocs(fsys fs.FS, names []string) ([]PlaybookDoc, error) {
 	if err != nil {
 		return nil, fmt.Errorf("playbook docs: %w", err)
 	}
-	pre["fail"] = starlark.NewBuiltin("fail", func(*starlark.Thread, *starlark.Builtin, starlark.Tuple, []starlark.Tuple) (starlark.Value, error) {
-		return starlark.None, nil
-	})
+	pre["fail"] = NewBuiltin("fail", WhenAny, func(*Call) (any, error) { return nil, nil })
 	out := make([]PlaybookDoc, 0, len(names))
 	for _, name := range names {
 		plan, err := runner.Load(runner.LoadOptions{Name: name, Path: name + ".star", FS: fsys, FSPrefix: "playbooks",

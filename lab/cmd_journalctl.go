@@ -68,36 +68,18 @@ func (q *journalQuery) option(inv *invocation, i *int) bool {
 	if k, v, ok := strings.Cut(a, "="); ok && strings.HasPrefix(a, "--") {
 		name, val = k, v
 	}
-	need := func() bool {
-		if val != "" {
-			return true
-		}
-		v, ok := inv.optionArg(i, a)
-		val = v
-		return ok
-	}
 	switch {
-	case name == "-u" || name == "--unit":
-		if !need() {
-			return false
+	case journalValueOptions[name]:
+		if val == "" {
+			v, ok := inv.optionArg(i, a)
+			if !ok {
+				return false
+			}
+			val = v
 		}
-		q.units = append(q.units, val)
+		return q.valueOption(inv, name, val)
 	case strings.HasPrefix(a, "-u") && len(a) > 2:
 		q.units = append(q.units, a[2:])
-	case name == "-n" || name == "--lines":
-		if !need() {
-			return false
-		}
-		if val == "all" || val == "+0" {
-			q.lines = -1
-			break
-		}
-		v, err := strconv.Atoi(strings.TrimPrefix(val, "+"))
-		if err != nil {
-			inv.errf("Failed to parse lines '%s'", val)
-			return false
-		}
-		q.lines = v
 	case strings.HasPrefix(a, "-n") && len(a) > 2:
 		v, err := strconv.Atoi(a[2:])
 		if err != nil {
@@ -105,35 +87,6 @@ func (q *journalQuery) option(inv *invocation, i *int) bool {
 			return false
 		}
 		q.lines = v
-	case name == "-o" || name == "--output":
-		if !need() {
-			return false
-		}
-		q.output = val
-	case name == "-S" || name == "--since" || name == "-U" || name == "--until":
-		if !need() {
-			return false
-		}
-		t, err := parseJournalTime(val, time.Now())
-		if err != nil {
-			inv.errf("Failed to parse timestamp: %s", val)
-			return false
-		}
-		if name == "-S" || name == "--since" {
-			q.since = t
-		} else {
-			q.until = t
-		}
-	case name == "-g" || name == "--grep":
-		if !need() {
-			return false
-		}
-		re, err := regexp.Compile(val)
-		if err != nil {
-			inv.errf("Bad pattern \"%s\": %v", val, err)
-			return false
-		}
-		q.grep = re
 	case name == "-r" || name == "--reverse":
 		q.reverse = true
 	case name == "-q" || name == "--quiet":
@@ -147,6 +100,54 @@ func (q *journalQuery) option(inv *invocation, i *int) bool {
 		}
 	default:
 		// --no-pager, -b, -x, --no-hostname, --utc, -a: accepted.
+	}
+	return true
+}
+
+// journalValueOptions are the options that take a value (the next
+// argument, or after = for the long ones).
+var journalValueOptions = map[string]bool{
+	"-u": true, "--unit": true, "-n": true, "--lines": true, "-o": true, "--output": true,
+	"-S": true, "--since": true, "-U": true, "--until": true, "-g": true, "--grep": true,
+}
+
+// valueOption applies option name with its value val; false once it has
+// printed an error.
+func (q *journalQuery) valueOption(inv *invocation, name, val string) bool {
+	switch name {
+	case "-u", "--unit":
+		q.units = append(q.units, val)
+	case "-n", "--lines":
+		if val == "all" || val == "+0" {
+			q.lines = -1
+			break
+		}
+		v, err := strconv.Atoi(strings.TrimPrefix(val, "+"))
+		if err != nil {
+			inv.errf("Failed to parse lines '%s'", val)
+			return false
+		}
+		q.lines = v
+	case "-o", "--output":
+		q.output = val
+	case "-S", "--since", "-U", "--until":
+		t, err := parseJournalTime(val, time.Now())
+		if err != nil {
+			inv.errf("Failed to parse timestamp: %s", val)
+			return false
+		}
+		if name == "-S" || name == "--since" {
+			q.since = t
+		} else {
+			q.until = t
+		}
+	case "-g", "--grep":
+		re, err := regexp.Compile(val)
+		if err != nil {
+			inv.errf("Bad pattern \"%s\": %v", val, err)
+			return false
+		}
+		q.grep = re
 	}
 	return true
 }

@@ -1,23 +1,13 @@
 package runner_test
 
 import (
-	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
-	"math/big"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"testing/fstest"
 	"time"
@@ -27,7 +17,6 @@ import (
 	"github.com/caretaker/caretaker/runner"
 	"github.com/caretaker/caretaker/runner/errs"
 	"github.com/caretaker/caretaker/runner/inventory"
-	"github.com/caretaker/caretaker/runner/transport"
 	"github.com/caretaker/caretaker/runner/transport/fake"
 )
 
@@ -93,133 +82,6 @@ func nodeNames(ns []*inventory.Node) string {
 	return strings.Join(out, ",")
 }
 
-func TestParams(t *testing.T) {
-	f := runtest.NewFixture(t)
-	src := `
-mode = param("mode", "auto", choices=["auto", "always", "never"])
-force = param("force", False)
-count = param("count", 3)
-names = param("names", [])
-def show(node):
-    log("mode=%s force=%s count=%d names=%s" % (mode, force, count, names))
-step("show", show, nodes="s1", mutates=False)
-`
-	plan, err := f.Load(src, map[string]string{"mode": "never", "force": "true", "count": "7", "names": "a, b"}, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.Run(plan, runner.RunOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	out := strings.Join(f.Output(runner.StreamLog), "\n")
-	if !strings.Contains(out, `mode=never force=True count=7 names=["a", "b"]`) {
-		t.Errorf("params not typed by their defaults: %s", out)
-	}
-	for _, tc := range []struct {
-		params map[string]string
-		want   []string
-	}{
-		{map[string]string{"mod": "x"}, []string{`unknown parameter "mod"`, "mode (auto|always|never)", "force (bool, default False)"}},
-		{map[string]string{"force": "perhaps"}, []string{`-p force=perhaps`, "not a boolean", "true or false"}},
-		{map[string]string{"count": "many"}, []string{`-p count=many`, "not an integer"}},
-		{map[string]string{"mode": "sometimes"}, []string{`"sometimes" is not allowed`, "auto, always, never"}},
-	} {
-		_, err := f.Load(src, tc.params, "")
-		if err == nil || !errors.Is(err, errs.ErrBadInput) {
-			t.Errorf("params %v: err = %v, want a bad-input error", tc.params, err)
-			continue
-		}
-		for _, w := range tc.want {
-			if !strings.Contains(err.Error(), w) {
-				t.Errorf("params %v: error %q does not mention %q", tc.params, err, w)
-			}
-		}
-	}
-}
-
-// TestTypedParams: typed parameters refuse a bad value when the playbook
-// loads, naming the parameter, the value, what it accepts and where it is
-// declared; file values become absolute paths; a bad default is the
-// playbook's error.
-func TestTypedParams(t *testing.T) {
-	f := runtest.NewFixture(t)
-	dir := t.TempDir()
-	certFile, notPEM := filepath.Join(dir, "root.crt"), filepath.Join(dir, "notes.txt")
-	if err := os.WriteFile(certFile, testCertPEM(t), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(notPEM, []byte("hello\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	src := `
-timeout = param("timeout", "3m", type = "duration", min = "10s", max = "1h")
-root = param("root", "", type = "pem-cert")
-notes = param("notes", "", type = "file")
-days = param("days", 30, min = 0, max = 365)
-def show(node):
-    log("timeout=%s root=%s notes=%s days=%d" % (timeout, root, notes, days))
-step("show", show, nodes="s1", mutates=False)
-`
-	plan, err := f.Load(src, map[string]string{"timeout": "90s", "root": certFile, "notes": notPEM, "days": "0"}, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.Run(plan, runner.RunOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if out := strings.Join(f.Output(runner.StreamLog), "\n"); !strings.Contains(out, "timeout=90s root="+certFile+" notes="+notPEM+" days=0") {
-		t.Errorf("typed values: %s", out)
-	}
-	for _, tc := range []struct {
-		params map[string]string
-		want   []string
-	}{
-		{map[string]string{"timeout": "banana"}, []string{"-p timeout=banana", `"banana" is not a duration`, "a duration such as 90s", "pb.star:2:"}},
-		{map[string]string{"timeout": "1s"}, []string{"-p timeout=1s", "below the minimum 10s"}},
-		{map[string]string{"timeout": "2h"}, []string{"above the maximum 1h"}},
-		{map[string]string{"root": filepath.Join(dir, "missing.crt")}, []string{"-p root=", "missing.crt does not exist", "a PEM certificate file"}},
-		{map[string]string{"root": notPEM}, []string{"notes.txt holds no PEM certificate"}},
-		{map[string]string{"root": dir}, []string{"is not a regular file"}},
-		{map[string]string{"notes": filepath.Join(dir, "nope")}, []string{"nope does not exist"}},
-		{map[string]string{"days": "-1"}, []string{"-p days=-1", "below the minimum 0"}},
-	} {
-		_, err := f.Load(src, tc.params, "")
-		if err == nil || !errors.Is(err, errs.ErrBadInput) {
-			t.Errorf("params %v: err = %v, want a bad-input error", tc.params, err)
-			continue
-		}
-		for _, w := range tc.want {
-			if !strings.Contains(err.Error(), w) {
-				t.Errorf("params %v: error %q does not mention %q", tc.params, err, w)
-			}
-		}
-	}
-	for _, bad := range []string{
-		`x = param("x", "banana", type = "duration")`,
-		`x = param("x", "", type = "colour")`,
-		`x = param("x", "a", min = 1)`,
-	} {
-		if _, err := f.Load(bad+"\nstep(\"s\", lambda n: None, nodes=\"s1\")\n", nil, ""); err == nil {
-			t.Errorf("%s: loaded, want an error", bad)
-		}
-	}
-}
-
-// testCertPEM is a self-signed certificate in PEM.
-func testCertPEM(t *testing.T) []byte {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test-root"}, NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-}
-
 func TestCheckMode(t *testing.T) {
 	f := runtest.NewFixture(t)
 	for _, fk := range f.Fakes {
@@ -283,105 +145,6 @@ step("again", body, nodes="s1")
 	}
 }
 
-func TestFailurePolicyStop(t *testing.T) {
-	f := runtest.NewFixture(t)
-	plan := f.MustLoad(`
-def restart(node):
-    if node.name == "s2":
-        fail("s2 did not come back")
-    log("restarted")
-def after(node):
-    log("after")
-step("restart", restart, nodes="servers", serial=1)
-step("after", after, nodes="all")
-`)
-	done, err := f.Run(plan, runner.RunOptions{})
-	if err == nil || done.Status != "failed" {
-		t.Fatalf("status = %s err = %v, want failed", done.Status, err)
-	}
-	if f.Status("restart", "s1") != runner.StatusOK || f.Status("restart", "s2") != runner.StatusFailed {
-		t.Errorf("s1=%s s2=%s", f.Status("restart", "s1"), f.Status("restart", "s2"))
-	}
-	if f.Status("restart", "s3") != runner.StatusPending {
-		t.Errorf("s3 was touched after s2 failed in a serial step: %s", f.Status("restart", "s3"))
-	}
-	if f.Status("after", "s1") != runner.StatusPending {
-		t.Errorf("a later step ran after a failure")
-	}
-	if len(done.Failed) != 1 || !strings.Contains(done.Failed[0].Error, "pb.star:4:13: s2 did not come back") {
-		t.Errorf("failed = %+v", done.Failed)
-	}
-}
-
-func TestFailurePolicyContinueAndMaxFailed(t *testing.T) {
-	src := `
-def first(node):
-    if node.name in ("s2", "a1"):
-        fail("broken")
-def second(node):
-    pass
-step("first", first, nodes="all")
-step("second", second, nodes="all")
-`
-	f := runtest.NewFixture(t)
-	done, err := f.Run(f.MustLoad(src), runner.RunOptions{Failure: runner.FailurePolicy{Continue: true}})
-	if err == nil || done.Status != "failed" {
-		t.Fatalf("status %s, want failed", done.Status)
-	}
-	if f.Status("second", "s1") != runner.StatusOK || f.Status("second", "s2") != runner.StatusSkipped {
-		t.Errorf("continue: second s1=%s s2=%s, want ok and skipped", f.Status("second", "s1"), f.Status("second", "s2"))
-	}
-	if done.Counts[runner.StatusFailed] != 2 || done.Counts[runner.StatusSkipped] != 2 {
-		t.Errorf("counts = %v", done.Counts)
-	}
-	f2 := runtest.NewFixture(t)
-	f2.Run(f2.MustLoad(src), runner.RunOptions{Failure: runner.FailurePolicy{MaxFailed: 1}})
-	if f2.Status("second", "s1") != runner.StatusPending {
-		t.Errorf("max-failed 1 with 2 failures: second step still ran")
-	}
-	f3 := runtest.NewFixture(t)
-	f3.Run(f3.MustLoad(src), runner.RunOptions{Failure: runner.FailurePolicy{MaxFailed: 2}})
-	if f3.Status("second", "s1") != runner.StatusOK {
-		t.Errorf("max-failed 2 with 2 failures: second step did not run")
-	}
-}
-
-func TestSerialLimit(t *testing.T) {
-	for _, serial := range []int{0, 1, 2} {
-		f := runtest.NewFixture(t)
-		var cur, peak atomic.Int32
-		for _, fk := range f.Fakes {
-			fk.OnFunc(`^work$`, func(string, []byte, io.Writer, io.Writer) int {
-				n := cur.Add(1)
-				for {
-					p := peak.Load()
-					if n <= p || peak.CompareAndSwap(p, n) {
-						break
-					}
-				}
-				time.Sleep(30 * time.Millisecond)
-				cur.Add(-1)
-				return 0
-			})
-		}
-		plan := f.MustLoad(`
-def body(node):
-    node.run("work")
-step("w", body, nodes="all", serial=` + string(rune('0'+serial)) + `)
-`)
-		if _, err := f.Run(plan, runner.RunOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		want := int32(serial)
-		if serial == 0 {
-			want = 4
-		}
-		if peak.Load() != want {
-			t.Errorf("serial=%d: peak concurrency %d, want %d", serial, peak.Load(), want)
-		}
-	}
-}
-
 func TestPlaybookErrorsCarryPositionAndStack(t *testing.T) {
 	dir := t.TempDir()
 	lib := filepath.Join(dir, "lib")
@@ -433,86 +196,6 @@ func TestPlaybookErrorsCarryPositionAndStack(t *testing.T) {
 		if err != nil && !errors.Is(err, errs.ErrBadInput) {
 			t.Errorf("source %q: error is not ErrBadInput", src)
 		}
-	}
-}
-
-func TestStopAndCancel(t *testing.T) {
-	f := runtest.NewFixture(t)
-	started := make(chan struct{}, 8)
-	var finished atomic.Int32
-	for _, fk := range f.Fakes {
-		fk.OnFunc(`^slow$`, func(string, []byte, io.Writer, io.Writer) int {
-			started <- struct{}{}
-			time.Sleep(150 * time.Millisecond)
-			finished.Add(1)
-			return 0
-		})
-	}
-	plan := f.MustLoad(`
-def body(node):
-    node.run("slow")
-    node.run("slow")
-step("a", body, nodes="servers", serial=1)
-step("b", body, nodes="all")
-`)
-	r := runner.NewRun(plan, runner.RunOptions{
-		Connect:   func(ctx context.Context, n *inventory.Node) (transport.Executor, error) { return f.Fakes[n.Name], nil },
-		NodeValue: builtins.NodeValue,
-	})
-	go func() {
-		<-started
-		r.Stop(false) // graceful: the running command finishes, nothing new starts
-	}()
-	done, err := r.Execute(context.Background())
-	if !errors.Is(err, errs.ErrAborted) || done.Status != "aborted" {
-		t.Fatalf("err = %v status = %s, want aborted", err, done.Status)
-	}
-	if finished.Load() != 1 {
-		t.Errorf("graceful stop: %d commands finished, want exactly the running one", finished.Load())
-	}
-
-	// Hard stop cancels a running sleep at once.
-	f2 := runtest.NewFixture(t)
-	plan2 := f2.MustLoad(`
-def body(node):
-    sleep("30s")
-step("a", body, nodes="s1")
-`)
-	r2 := runner.NewRun(plan2, runner.RunOptions{Connect: func(ctx context.Context, n *inventory.Node) (transport.Executor, error) { return f2.Fakes[n.Name], nil }, NodeValue: builtins.NodeValue})
-	time.AfterFunc(50*time.Millisecond, func() { r2.Stop(true) })
-	start := time.Now()
-	done2, _ := r2.Execute(context.Background())
-	if time.Since(start) > 5*time.Second || done2.Status != "aborted" {
-		t.Errorf("hard stop took %s, status %s", time.Since(start), done2.Status)
-	}
-}
-
-func TestStepTimeoutAndMaxSteps(t *testing.T) {
-	f := runtest.NewFixture(t)
-	plan := f.MustLoad(`
-def slow(node):
-    sleep("10s")
-def spin(node):
-    x = 0
-    while True:
-        x += 1
-step("slow", slow, nodes="s1", timeout="100ms")
-`)
-	done, _ := f.Run(plan, runner.RunOptions{})
-	if len(done.Failed) != 1 || !strings.Contains(done.Failed[0].Error, "timed out after 100ms") {
-		t.Errorf("timeout failure = %+v", done.Failed)
-	}
-	f2 := runtest.NewFixture(t)
-	plan2 := f2.MustLoad(`
-def spin(node):
-    x = 0
-    while True:
-        x += 1
-step("spin", spin, nodes="s1")
-`)
-	done2, _ := f2.Run(plan2, runner.RunOptions{MaxSteps: 10000})
-	if len(done2.Failed) != 1 || !strings.Contains(done2.Failed[0].Error, `the body of step "spin" ran 10000 Starlark operations`) || !strings.Contains(done2.Failed[0].Error, "endless loop") {
-		t.Errorf("max steps failure = %+v", done2.Failed)
 	}
 }
 
@@ -614,38 +297,6 @@ func TestRunnerImportsNoUI(t *testing.T) {
 			if strings.HasPrefix(dep, bad) {
 				t.Errorf("runner depends on %s", dep)
 			}
-		}
-	}
-}
-
-// TestParamHint: a builtin refusing a value that came from an untyped
-// parameter says which parameter to change.
-func TestParamHint(t *testing.T) {
-	f := runtest.NewFixture(t)
-	src := `
-pause = param("pause", "1s")
-def wait(node):
-    sleep(pause)
-step("wait", wait, nodes="s1", mutates=False)
-`
-	plan, err := f.Load(src, map[string]string{"pause": "banana"}, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = f.Run(plan, runner.RunOptions{})
-	if err == nil {
-		t.Fatal("the run passed; want sleep to refuse banana")
-	}
-	var msgs []string
-	for _, e := range f.Events() {
-		if d, ok := e.(runner.StepDone); ok && d.Error != "" {
-			msgs = append(msgs, d.Error)
-		}
-	}
-	msg := strings.Join(msgs, "\n")
-	for _, want := range []string{`"banana" is not a duration`, "the value of parameter pause, -p pause=banana", "give another with -p pause=..."} {
-		if !strings.Contains(msg, want) {
-			t.Errorf("step error %q lacks %q", msg, want)
 		}
 	}
 }

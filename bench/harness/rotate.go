@@ -143,81 +143,110 @@ func (r *rotateResult) ratio() float64 {
 // cells; a step is a restart step when a cell's output says it ran
 // `systemctl restart` (k3s.restart logs that line).
 func (r *rotateResult) parse(out []byte) error {
-	type cell struct{ start, done time.Time }
-	type step struct {
-		name    string
-		cells   map[string]*cell
-		restart bool
-	}
-	steps := map[int]*step{}
-	var waits []interval
-	get := func(i int, name string) *step {
-		s := steps[i]
-		if s == nil {
-			s = &step{name: name, cells: map[string]*cell{}}
-			steps[i] = s
-		}
-		if name != "" {
-			s.name = name
-		}
-		return s
-	}
+	p := &rotateEvents{steps: map[int]*rotStep{}}
 	for _, line := range strings.Split(string(out), "\n") {
 		if strings.TrimSpace(line) == "" {
 			continue
 		}
-		var ev struct {
-			Type     string    `json:"type"`
-			Step     *int      `json:"step"`
-			StepName string    `json:"step_name"`
-			Node     string    `json:"node"`
-			Text     string    `json:"text"`
-			Status   string    `json:"status"`
-			At       time.Time `json:"at"`
-			Duration int64     `json:"duration_ns"`
-		}
+		var ev rotEvent
 		if err := json.Unmarshal([]byte(line), &ev); err != nil {
 			return fmt.Errorf("rotate-ca printed a line that is not JSON: %.80q", line)
 		}
-		switch ev.Type {
-		case "step_started":
-			s := get(*ev.Step, ev.StepName)
-			s.cells[ev.Node] = &cell{start: ev.At}
-		case "step_done":
-			s := get(*ev.Step, ev.StepName)
-			c := s.cells[ev.Node]
-			if c == nil {
-				c = &cell{start: ev.At.Add(-time.Duration(ev.Duration))}
-				s.cells[ev.Node] = c
-			}
-			c.done = ev.At
-		case "output":
-			text := strings.TrimSpace(ev.Text)
-			// k3s.restart logs its command: "systemctl restart --no-block
-			// <service>", after "touch .../dynamic-cert-regenerate && " on
-			// the servers of a rotation.
-			if ev.Step != nil && strings.Contains(text, "systemctl restart") {
-				get(*ev.Step, "").restart = true
-			}
-			// k3s.restart logs "<service> is up after <duration>" when the
-			// service is active again (and /readyz answers on servers).
-			if _, d, ok := strings.Cut(text, " is up after "); ok {
-				if took, err := time.ParseDuration(d); err == nil {
-					waits = append(waits, interval{ev.At.Add(-took), ev.At})
-				}
-			}
-		case "run_done":
-			r.status = ev.Status
-			r.runDur = time.Duration(ev.Duration)
-		}
+		p.add(r, ev)
 	}
-	idx := make([]int, 0, len(steps))
-	for i := range steps {
+	r.summarize(p)
+	if (len(r.restarts) == 0 || len(p.waits) == 0) && r.status == "ok" {
+		return fmt.Errorf("rotate-ca's events show no restart (`systemctl restart` and `... is up after D` lines from k3s.restart): cannot measure its waits")
+	}
+	return nil
+}
+
+// rotEvent is the part of a JSON event parse reads.
+type rotEvent struct {
+	Type     string    `json:"type"`
+	Step     *int      `json:"step"`
+	StepName string    `json:"step_name"`
+	Node     string    `json:"node"`
+	Text     string    `json:"text"`
+	Status   string    `json:"status"`
+	At       time.Time `json:"at"`
+	Duration int64     `json:"duration_ns"`
+}
+
+// rotCell is one step on one node: when it started and ended.
+type rotCell struct{ start, done time.Time }
+
+// rotStep is one step of the run: its cells and whether it restarted K3s.
+type rotStep struct {
+	name    string
+	cells   map[string]*rotCell
+	restart bool
+}
+
+// rotateEvents collects the steps and restart waits of the events.
+type rotateEvents struct {
+	steps map[int]*rotStep
+	waits []interval
+}
+
+// step returns step i, made on first use; a non-empty name names it.
+func (p *rotateEvents) step(i int, name string) *rotStep {
+	s := p.steps[i]
+	if s == nil {
+		s = &rotStep{name: name, cells: map[string]*rotCell{}}
+		p.steps[i] = s
+	}
+	if name != "" {
+		s.name = name
+	}
+	return s
+}
+
+// add takes one event in (run_done's status and duration go to r).
+func (p *rotateEvents) add(r *rotateResult, ev rotEvent) {
+	switch ev.Type {
+	case "step_started":
+		s := p.step(*ev.Step, ev.StepName)
+		s.cells[ev.Node] = &rotCell{start: ev.At}
+	case "step_done":
+		s := p.step(*ev.Step, ev.StepName)
+		c := s.cells[ev.Node]
+		if c == nil {
+			c = &rotCell{start: ev.At.Add(-time.Duration(ev.Duration))}
+			s.cells[ev.Node] = c
+		}
+		c.done = ev.At
+	case "output":
+		text := strings.TrimSpace(ev.Text)
+		// k3s.restart logs its command: "systemctl restart --no-block
+		// <service>", after "touch .../dynamic-cert-regenerate && " on
+		// the servers of a rotation.
+		if ev.Step != nil && strings.Contains(text, "systemctl restart") {
+			p.step(*ev.Step, "").restart = true
+		}
+		// k3s.restart logs "<service> is up after <duration>" when the
+		// service is active again (and /readyz answers on servers).
+		if _, d, ok := strings.Cut(text, " is up after "); ok {
+			if took, err := time.ParseDuration(d); err == nil {
+				p.waits = append(p.waits, interval{ev.At.Add(-took), ev.At})
+			}
+		}
+	case "run_done":
+		r.status = ev.Status
+		r.runDur = time.Duration(ev.Duration)
+	}
+}
+
+// summarize fills r's steps, restart steps and waits from the events, in
+// step order.
+func (r *rotateResult) summarize(p *rotateEvents) {
+	idx := make([]int, 0, len(p.steps))
+	for i := range p.steps {
 		idx = append(idx, i)
 	}
 	sort.Ints(idx)
 	for _, i := range idx {
-		s := steps[i]
+		s := p.steps[i]
 		var first, last time.Time
 		var sum time.Duration
 		for _, c := range s.cells {
@@ -237,12 +266,8 @@ func (r *rotateResult) parse(out []byte) error {
 			r.restarts = append(r.restarts, restartSpan{step: s.name, nodes: len(s.cells), span: sp.span})
 		}
 	}
-	r.nRestart = len(waits)
-	r.waits = unionLength(waits)
-	if (len(r.restarts) == 0 || len(waits) == 0) && r.status == "ok" {
-		return fmt.Errorf("rotate-ca's events show no restart (`systemctl restart` and `... is up after D` lines from k3s.restart): cannot measure its waits")
-	}
-	return nil
+	r.nRestart = len(p.waits)
+	r.waits = unionLength(p.waits)
 }
 
 // interval is a span of wall time.

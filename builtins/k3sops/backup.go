@@ -364,21 +364,9 @@ func (c *Target) restoreBackup(ctx context.Context, name string, restart bool) (
 	for _, f := range m.Files {
 		paths = append(paths, f.Path)
 	}
-	cur, err := c.fetchMap(ctx, paths...)
+	pending, err := c.pendingRestore(ctx, m, contents, paths)
 	if err != nil {
 		return nil, err
-	}
-	var pending []backupFile
-	for _, f := range m.Files {
-		data, ok := contents[f.Path]
-		if !ok || sha256Hex(data) != f.SHA256 {
-			return nil, c.errorf("backup %s: %s is missing from the archive or damaged", m.Name, f.Path)
-		}
-		now, exists := cur[f.Path]
-		if exists && bytes.Equal(now.Data, data) && now.Mode == f.Mode {
-			continue
-		}
-		pending = append(pending, f)
 	}
 	if len(pending) == 0 {
 		c.Run.Output(runner.StreamLog, fmt.Sprintf("every file already matches backup %s", m.Name))
@@ -397,41 +385,7 @@ func (c *Target) restoreBackup(ctx context.Context, name string, restart bool) (
 		if err := c.Run.Undo("k3s.restore", undo); err != nil {
 			return c.errorf("record the undo action (nothing was changed): %w", err)
 		}
-		reload := false
-		var touch []string
-		dirs := map[string]bool{}
-		for _, f := range pending {
-			dirs[path.Dir(f.Path)] = true
-		}
-		var mk []string
-		for d := range dirs {
-			mk = append(mk, transport.ShellQuote(d))
-		}
-		sort.Strings(mk)
-		if _, _, err := c.runQuiet(ctx, "mkdir -p -- "+strings.Join(mk, " "), time.Minute); err != nil {
-			return c.errorf("create directories: %w", err)
-		}
-		for _, f := range pending {
-			if err := c.Exec.WriteFile(ctx, f.Path, contents[f.Path], fs.FileMode(f.Mode)); err != nil {
-				return c.errorf("write %s: %w", f.Path, err)
-			}
-			c.Run.MarkChanged()
-			touch = append(touch, fmt.Sprintf("chmod %o %s && touch -m -d @%d %s", f.Mode, transport.ShellQuote(f.Path), f.MTime.Unix(), transport.ShellQuote(f.Path)))
-			if f.Path == c.Node.K3s.UnitFile || strings.HasPrefix(f.Path, c.Node.K3s.UnitFile+".d/") {
-				reload = true
-			}
-		}
-		// Modification times matter: K3s refuses disk files newer than
-		// the datastore (k3s-ca-rotation.md §2).
-		if _, _, err := c.runQuiet(ctx, strings.Join(touch, " && "), time.Minute); err != nil {
-			return c.errorf("set modes and modification times: %w", err)
-		}
-		if reload {
-			if err := c.daemonReload(ctx); err != nil {
-				return err
-			}
-		}
-		return nil
+		return c.writeRestored(ctx, pending, contents)
 	})
 	if err != nil {
 		return nil, err
@@ -446,4 +400,65 @@ func (c *Target) restoreBackup(ctx context.Context, name string, restart bool) (
 		}
 	}
 	return &RestoreResult{Changed: true, Backup: m.Name, Files: restored, SafetyBackup: safety}, nil
+}
+
+// pendingRestore checks every file of backup m against its archive
+// contents and returns those the node (at paths) holds differently.
+func (c *Target) pendingRestore(ctx context.Context, m *backupManifest, contents map[string][]byte, paths []string) ([]backupFile, error) {
+	cur, err := c.fetchMap(ctx, paths...)
+	if err != nil {
+		return nil, err
+	}
+	var pending []backupFile
+	for _, f := range m.Files {
+		data, ok := contents[f.Path]
+		if !ok || sha256Hex(data) != f.SHA256 {
+			return nil, c.errorf("backup %s: %s is missing from the archive or damaged", m.Name, f.Path)
+		}
+		now, exists := cur[f.Path]
+		if exists && bytes.Equal(now.Data, data) && now.Mode == f.Mode {
+			continue
+		}
+		pending = append(pending, f)
+	}
+	return pending, nil
+}
+
+// writeRestored writes the pending files of a backup with their modes and
+// modification times, and reloads systemd when a unit file was among
+// them.
+func (c *Target) writeRestored(ctx context.Context, pending []backupFile, contents map[string][]byte) error {
+	reload := false
+	var touch []string
+	dirs := map[string]bool{}
+	for _, f := range pending {
+		dirs[path.Dir(f.Path)] = true
+	}
+	var mk []string
+	for d := range dirs {
+		mk = append(mk, transport.ShellQuote(d))
+	}
+	sort.Strings(mk)
+	if _, _, err := c.runQuiet(ctx, "mkdir -p -- "+strings.Join(mk, " "), time.Minute); err != nil {
+		return c.errorf("create directories: %w", err)
+	}
+	for _, f := range pending {
+		if err := c.Exec.WriteFile(ctx, f.Path, contents[f.Path], fs.FileMode(f.Mode)); err != nil {
+			return c.errorf("write %s: %w", f.Path, err)
+		}
+		c.Run.MarkChanged()
+		touch = append(touch, fmt.Sprintf("chmod %o %s && touch -m -d @%d %s", f.Mode, transport.ShellQuote(f.Path), f.MTime.Unix(), transport.ShellQuote(f.Path)))
+		if f.Path == c.Node.K3s.UnitFile || strings.HasPrefix(f.Path, c.Node.K3s.UnitFile+".d/") {
+			reload = true
+		}
+	}
+	// Modification times matter: K3s refuses disk files newer than
+	// the datastore (k3s-ca-rotation.md §2).
+	if _, _, err := c.runQuiet(ctx, strings.Join(touch, " && "), time.Minute); err != nil {
+		return c.errorf("set modes and modification times: %w", err)
+	}
+	if reload {
+		return c.daemonReload(ctx)
+	}
+	return nil
 }

@@ -100,8 +100,8 @@ func (v *clusterValue) call(fn starlark.Callable, node string, check bool) (star
 		return nil, fmt.Errorf("cluster.call: no node %q", node)
 	}
 	var got starlark.Value = starlark.None
-	body := starlark.NewBuiltin("call", func(th *starlark.Thread, _ *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
-		r, err := starlark.Call(th, fn, args, kwargs)
+	body := builtins.NewBuiltin("call", builtins.WhenAny, func(bc *builtins.Call) (any, error) {
+		r, err := starlark.Call(bc.Thread(), fn, bc.Args(), bc.Kwargs())
 		if err == nil {
 			got = r
 		}

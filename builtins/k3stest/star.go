@@ -16,6 +16,7 @@ import (
 	"go.starlark.net/starlark"
 	"go.starlark.net/starlarkstruct"
 
+	"github.com/caretaker/caretaker/builtins"
 	"github.com/caretaker/caretaker/internal/k3s"
 	"github.com/caretaker/caretaker/runner/inventory"
 	"github.com/caretaker/caretaker/runner/transport/fake"
@@ -74,8 +75,8 @@ import (
 // and fake.b64encode(s) / fake.b64decode(s) for caBundle and Secret data.
 func Module(env *Env, playbooks fs.FS) *starlarkstruct.Module {
 	members := b64Builtins()
-	members["cluster"] = starlark.NewBuiltin("fake.cluster", func(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
-		return newClusterValue(env, th, b, args, kwargs, playbooks)
+	members["cluster"] = builtins.NewBuiltin("fake.cluster", builtins.WhenTest, func(bc *builtins.Call) (any, error) {
+		return newClusterValue(env, bc, playbooks)
 	})
 	return &starlarkstruct.Module{Name: "fake", Members: members}
 }
@@ -104,7 +105,7 @@ func (r *clusterRegistry) closeAll() {
 	r.all = nil
 }
 
-func newClusterValue(env *Env, th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple, playbooks fs.FS) (starlark.Value, error) {
+func newClusterValue(env *Env, bc *builtins.Call, playbooks fs.FS) (starlark.Value, error) {
 	var (
 		o                    Options
 		sources, nodeVersion *starlark.Dict
@@ -112,7 +113,7 @@ func newClusterValue(env *Env, th *starlark.Thread, b *starlark.Builtin, args st
 		leafAge              *starlark.Dict
 	)
 	o.Servers, o.Agents = 3, 2
-	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "servers?", &o.Servers, "agents?", &o.Agents, "version?", &o.Version,
+	if err := bc.Unpack("servers?", &o.Servers, "agents?", &o.Agents, "version?", &o.Version,
 		"scenario?", &o.Scenario, "secure_token?", &o.SecureToken, "server_source?", &sources, "node_versions?", &nodeVersion,
 		"bootstrap_bug?", &o.BootstrapBug, "labels?", &labels, "groups?", &groups, "leaf_age_days?", &leafAge); err != nil {
 		return nil, err
@@ -123,17 +124,17 @@ func newClusterValue(env *Env, th *starlark.Thread, b *starlark.Builtin, args st
 			k, _ := starlark.AsString(it[0])
 			var d int
 			if err := starlark.AsInt(it[1], &d); err != nil {
-				return nil, fmt.Errorf("%s: leaf_age_days[%q]: %w", b.Name(), k, err)
+				return nil, fmt.Errorf("%s: leaf_age_days[%q]: %w", bc.Name(), k, err)
 			}
 			o.LeafAgeDays[k] = d
 		}
 	}
 	var err error
 	if o.Labels, err = nodeLabels(labels); err != nil {
-		return nil, fmt.Errorf("%s: labels: %w", b.Name(), err)
+		return nil, fmt.Errorf("%s: labels: %w", bc.Name(), err)
 	}
 	if o.Groups, err = nodeGroups(groups); err != nil {
-		return nil, fmt.Errorf("%s: groups: %w", b.Name(), err)
+		return nil, fmt.Errorf("%s: groups: %w", bc.Name(), err)
 	}
 	if o.Agents == 0 {
 		o.Agents = -1
@@ -141,9 +142,9 @@ func newClusterValue(env *Env, th *starlark.Thread, b *starlark.Builtin, args st
 	o.ServerSource, o.NodeVersions = stringMap(sources), stringMap(nodeVersion)
 	c, err := NewCluster(env, o)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", b.Name(), err)
+		return nil, fmt.Errorf("%s: %w", bc.Name(), err)
 	}
-	if reg, ok := th.Local(clustersKey).(*clusterRegistry); ok {
+	if reg, ok := bc.Thread().Local(clustersKey).(*clusterRegistry); ok {
 		reg.add(c)
 	}
 	return &clusterValue{c: c, playbooks: playbooks}, nil
@@ -187,25 +188,25 @@ func (v *clusterValue) Attr(name string) (starlark.Value, error) {
 	}
 	for _, m := range clusterMethods() {
 		if m == name {
-			return starlark.NewBuiltin("cluster."+name, func(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+			return builtins.NewBuiltin("cluster."+name, builtins.WhenTest, func(bc *builtins.Call) (any, error) {
 				if name == "k8s_apply" || name == "k8s_get" {
-					return v.k8sMethod(th, b, name, args, kwargs)
+					return v.k8sMethod(bc, name)
 				}
-				return v.method(b, name, args, kwargs)
+				return v.method(bc, name)
 			}), nil
 		}
 	}
 	return nil, nil
 }
 
-func (v *clusterValue) method(b *starlark.Builtin, name string, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+func (v *clusterValue) method(bc *builtins.Call, name string) (starlark.Value, error) {
 	c := v.c
 	switch name {
 	case "call":
 		var fn starlark.Callable
 		node := "server-1"
 		check := false
-		if err := starlark.UnpackArgs(b.Name(), args, kwargs, "fn", &fn, "node?", &node, "check?", &check); err != nil {
+		if err := bc.Unpack("fn", &fn, "node?", &node, "check?", &check); err != nil {
 			return nil, err
 		}
 		return v.call(fn, node, check)
@@ -216,16 +217,16 @@ func (v *clusterValue) method(b *starlark.Builtin, name string, args starlark.Tu
 			check  bool
 			limit  string
 		)
-		if err := starlark.UnpackArgs(b.Name(), args, kwargs, "playbook", &pb, "params?", &params, "check?", &check, "limit?", &limit); err != nil {
+		if err := bc.Unpack("playbook", &pb, "params?", &params, "check?", &check, "limit?", &limit); err != nil {
 			return nil, err
 		}
 		return v.run(pb, params, check, limit)
 	case "on":
-		return v.on(b, args, kwargs)
+		return v.on(bc)
 	case "password", "controller_file", "local":
-		return v.controller(b, name, args, kwargs)
+		return v.controller(bc, name)
 	case "datastore_ca":
-		if err := starlark.UnpackArgs(b.Name(), args, kwargs); err != nil {
+		if err := bc.Unpack(); err != nil {
 			return nil, err
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -237,7 +238,7 @@ func (v *clusterValue) method(b *starlark.Builtin, name string, args starlark.Tu
 		return shaValue(d[k3s.KeyServerCA].Content), nil
 	case "write":
 		var node, p, data string
-		if err := starlark.UnpackArgs(b.Name(), args, kwargs, "node", &node, "path", &p, "data", &data); err != nil {
+		if err := bc.Unpack("node", &node, "path", &p, "data", &data); err != nil {
 			return nil, err
 		}
 		sn, err := c.lookup(node)
@@ -257,36 +258,36 @@ func (v *clusterValue) method(b *starlark.Builtin, name string, args starlark.Tu
 	var err error
 	switch name {
 	case "read":
-		err = starlark.UnpackArgs(b.Name(), args, kwargs, "node", &node, "path", &arg)
+		err = bc.Unpack("node", &node, "path", &arg)
 	case "fault":
-		err = starlark.UnpackArgs(b.Name(), args, kwargs, "node", &node, "kind", &arg)
+		err = bc.Unpack("node", &node, "kind", &arg)
 	default:
-		err = starlark.UnpackArgs(b.Name(), args, kwargs, "node", &node)
+		err = bc.Unpack("node", &node)
 	}
 	if err != nil {
 		return nil, err
 	}
 	sn, err := c.lookup(node)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", b.Name(), err)
+		return nil, fmt.Errorf("%s: %w", bc.Name(), err)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return sn.attr(b, name, arg)
+	return sn.attr(bc, name, arg)
 }
 
 // on stubs the commands a playbook runs that the fake cluster does not
 // know: cluster.on(pattern, stdout="", stderr="", code=0, node="") answers
 // every command matching the regular expression on node (all nodes when
 // empty) with that output and exit code. Later stubs win.
-func (v *clusterValue) on(b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+func (v *clusterValue) on(bc *builtins.Call) (starlark.Value, error) {
 	var pattern, stdout, stderr, node string
 	code := 0
-	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "pattern", &pattern, "stdout?", &stdout, "stderr?", &stderr, "code?", &code, "node?", &node); err != nil {
+	if err := bc.Unpack("pattern", &pattern, "stdout?", &stdout, "stderr?", &stderr, "code?", &code, "node?", &node); err != nil {
 		return nil, err
 	}
 	if _, err := regexp.Compile(pattern); err != nil {
-		return nil, fmt.Errorf("%s: pattern %q: %w", b.Name(), pattern, err)
+		return nil, fmt.Errorf("%s: pattern %q: %w", bc.Name(), pattern, err)
 	}
 	var targets []*simNode
 	if node == "" {
@@ -296,7 +297,7 @@ func (v *clusterValue) on(b *starlark.Builtin, args starlark.Tuple, kwargs []sta
 	} else {
 		sn, err := v.c.lookup(node)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", b.Name(), err)
+			return nil, fmt.Errorf("%s: %w", bc.Name(), err)
 		}
 		targets = append(targets, sn)
 	}
@@ -308,7 +309,7 @@ func (v *clusterValue) on(b *starlark.Builtin, args starlark.Tuple, kwargs []sta
 
 // attr answers the node methods of a fake.cluster (called with the
 // cluster's lock held); arg is the path of read and the kind of fault.
-func (sn *simNode) attr(b *starlark.Builtin, name, arg string) (starlark.Value, error) {
+func (sn *simNode) attr(bc *builtins.Call, name, arg string) (starlark.Value, error) {
 	switch name {
 	case "read":
 		data, ok := sn.ex.File(arg)
@@ -323,7 +324,7 @@ func (sn *simNode) attr(b *starlark.Builtin, name, arg string) (starlark.Value, 
 		case "clear", "":
 			sn.fault = ""
 		default:
-			return nil, fmt.Errorf("%s: unknown fault %q (fail-start, hang-start or clear)", b.Name(), arg)
+			return nil, fmt.Errorf("%s: unknown fault %q (fail-start, hang-start or clear)", bc.Name(), arg)
 		}
 		return starlark.None, nil
 	case "sources":
@@ -370,7 +371,7 @@ func (sn *simNode) attr(b *starlark.Builtin, name, arg string) (starlark.Value, 
 			"unit_file": starlark.String(k.UnitFile), "env_file": starlark.String(k.UnitFile + ".env"),
 		}), nil
 	}
-	return nil, fmt.Errorf("%s: unknown method", b.Name())
+	return nil, fmt.Errorf("%s: unknown method", bc.Name())
 }
 
 // stringMap is a Starlark dict of strings as a Go map (nil for nil).
@@ -456,10 +457,10 @@ func strList(ss []string) *starlark.List {
 // password (the datastore's token passphrase now), controller_file (a
 // file for a -p parameter, 0600 unless mode says otherwise) and local (a
 // controller file's content and mode, None when it does not exist).
-func (v *clusterValue) controller(b *starlark.Builtin, name string, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+func (v *clusterValue) controller(bc *builtins.Call, name string) (starlark.Value, error) {
 	switch name {
 	case "password":
-		if err := starlark.UnpackArgs(b.Name(), args, kwargs); err != nil {
+		if err := bc.Unpack(); err != nil {
 			return nil, err
 		}
 		v.c.mu.Lock()
@@ -468,7 +469,7 @@ func (v *clusterValue) controller(b *starlark.Builtin, name string, args starlar
 	case "controller_file":
 		var data string
 		mode := 0o600
-		if err := starlark.UnpackArgs(b.Name(), args, kwargs, "data", &data, "mode?", &mode); err != nil {
+		if err := bc.Unpack("data", &data, "mode?", &mode); err != nil {
 			return nil, err
 		}
 		v.files++
@@ -482,7 +483,7 @@ func (v *clusterValue) controller(b *starlark.Builtin, name string, args starlar
 		return starlark.String(p), os.Chmod(p, fs.FileMode(mode))
 	}
 	var p string
-	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "path", &p); err != nil {
+	if err := bc.Unpack("path", &p); err != nil {
 		return nil, err
 	}
 	fi, err := os.Stat(p)

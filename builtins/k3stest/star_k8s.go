@@ -8,6 +8,8 @@ import (
 	starjson "go.starlark.net/lib/json"
 	"go.starlark.net/starlark"
 	utiljson "k8s.io/apimachinery/pkg/util/json"
+
+	"github.com/caretaker/caretaker/builtins"
 )
 
 // The fake cluster's Kubernetes API for .star tests: cluster.k8s_apply and
@@ -18,30 +20,31 @@ import (
 
 // k8sMethod answers cluster.k8s_apply(obj) and cluster.k8s_get(kind,
 // name, namespace="").
-func (v *clusterValue) k8sMethod(th *starlark.Thread, b *starlark.Builtin, name string, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+func (v *clusterValue) k8sMethod(bc *builtins.Call, name string) (starlark.Value, error) {
+	th := bc.Thread()
 	store := v.c.kube
 	if name == "k8s_apply" {
 		var obj *starlark.Dict
-		if err := starlark.UnpackArgs(b.Name(), args, kwargs, "obj", &obj); err != nil {
+		if err := bc.Unpack("obj", &obj); err != nil {
 			return nil, err
 		}
 		in, err := goObject(th, obj)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", b.Name(), err)
+			return nil, fmt.Errorf("%s: %w", bc.Name(), err)
 		}
 		out, err := store.Apply(in)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", b.Name(), err)
+			return nil, fmt.Errorf("%s: %w", bc.Name(), err)
 		}
 		return starlarkObject(th, out)
 	}
 	var kind, objName, ns string
-	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "kind", &kind, "name", &objName, "namespace?", &ns); err != nil {
+	if err := bc.Unpack("kind", &kind, "name", &objName, "namespace?", &ns); err != nil {
 		return nil, err
 	}
 	out, err := store.Get(kind, ns, objName)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", b.Name(), err)
+		return nil, fmt.Errorf("%s: %w", bc.Name(), err)
 	}
 	if out == nil {
 		return starlark.None, nil
@@ -74,21 +77,21 @@ func starlarkObject(th *starlark.Thread, o map[string]any) (starlark.Value, erro
 // b64Builtins are fake.b64encode(s) and fake.b64decode(s).
 func b64Builtins() starlark.StringDict {
 	return starlark.StringDict{
-		"b64encode": starlark.NewBuiltin("fake.b64encode", func(_ *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+		"b64encode": builtins.NewBuiltin("fake.b64encode", builtins.WhenTest, func(bc *builtins.Call) (any, error) {
 			var s string
-			if err := starlark.UnpackArgs(b.Name(), args, kwargs, "s", &s); err != nil {
+			if err := bc.Unpack("s", &s); err != nil {
 				return nil, err
 			}
 			return starlark.String(base64.StdEncoding.EncodeToString([]byte(s))), nil
 		}),
-		"b64decode": starlark.NewBuiltin("fake.b64decode", func(_ *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+		"b64decode": builtins.NewBuiltin("fake.b64decode", builtins.WhenTest, func(bc *builtins.Call) (any, error) {
 			var s string
-			if err := starlark.UnpackArgs(b.Name(), args, kwargs, "s", &s); err != nil {
+			if err := bc.Unpack("s", &s); err != nil {
 				return nil, err
 			}
 			out, err := base64.StdEncoding.DecodeString(s)
 			if err != nil {
-				return nil, fmt.Errorf("%s: %w", b.Name(), err)
+				return nil, fmt.Errorf("%s: %w", bc.Name(), err)
 			}
 			return starlark.String(out), nil
 		}),

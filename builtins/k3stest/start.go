@@ -56,52 +56,13 @@ func (c *Cluster) start(sn *simNode) error {
 		return fail("starting kubernetes: preparing server: bootstrap data already found and encrypted with different token")
 	}
 	// Where the bootstrap data comes from (§2).
-	var data k3s.BootstrapData
-	from := "local datastore"
-	if join := get("server"); join != "" && get("token") != "" {
-		peer := c.serverByURL(join)
-		ok := peer != nil && peer.state == "active"
-		if ok {
-			if tok, err := k3s.ParseToken(get("token")); err == nil && tok.Secure() {
-				h, _ := k3s.HashCA(peer.cacerts)
-				ok = h == tok.CAHash
-			}
-		}
-		if ok && peer.auth["server"] != pass {
-			// The peer still runs with another token (a rotation in
-			// progress): 401, and K3s reconciles with its local datastore.
-			sn.log("level=warning msg=\"Unable to reconcile with remote datastore: %s/v1-k3s/server-bootstrap: 401 Unauthorized\"", join)
-			ok = false
-		}
-		if ok && (c.opts.BootstrapBug || !k3s.ServesBootstrapFromDatastore(peer.version)) {
-			data = k3s.BootstrapData{}
-			for _, bf := range k3s.BootstrapFiles {
-				if b, has := peer.ex.File(peer.sd() + "/" + bf.Path); has {
-					data[bf.Key] = k3s.File{Content: b}
-				}
-			}
-			from = "remote disk of " + peer.n.Name
-		} else if ok {
-			from = "remote datastore via " + peer.n.Name
-		}
-	}
+	data, from := c.remoteBootstrap(sn, get, pass)
 	if data == nil {
 		if data, err = c.Datastore(ctx); err != nil {
 			return fail("read the datastore: %v", err)
 		}
 	}
-	var updated []string
-	for _, bf := range k3s.BootstrapFiles {
-		f, ok := data[bf.Key]
-		if !ok {
-			continue
-		}
-		p := sn.sd() + "/" + bf.Path
-		if !bytes.Equal(sn.file(p), f.Content) {
-			sn.ex.SetFile(p, f.Content, 0o600)
-			updated = append(updated, bf.Path)
-		}
-	}
+	updated := sn.reconcileBootstrap(data)
 	sn.log("level=info msg=\"Successfully reconciled with %s (%d files updated)\"", from, len(updated))
 	cas := sn.caSet()
 	hash, err := k3s.HashCA(cas[k3s.PathServerCA])
@@ -116,6 +77,64 @@ func (c *Cluster) start(sn *simNode) error {
 		}
 	}
 	return c.finishStart(sn, cas, opts, nil)
+}
+
+// remoteBootstrap is the bootstrap data a joining server gets from the
+// server it joins (§2), and where it came from: nil data (from the local
+// datastore) unless the peer is up, its CA matches the token's hash and it
+// accepts the token, and the peer serves it from its disk (nil too when
+// it serves the datastore's: the caller reads it).
+func (c *Cluster) remoteBootstrap(sn *simNode, get func(string) string, pass string) (k3s.BootstrapData, string) {
+	from := "local datastore"
+	join := get("server")
+	if join == "" || get("token") == "" {
+		return nil, from
+	}
+	peer := c.serverByURL(join)
+	ok := peer != nil && peer.state == "active"
+	if ok {
+		if tok, err := k3s.ParseToken(get("token")); err == nil && tok.Secure() {
+			h, _ := k3s.HashCA(peer.cacerts)
+			ok = h == tok.CAHash
+		}
+	}
+	if ok && peer.auth["server"] != pass {
+		// The peer still runs with another token (a rotation in
+		// progress): 401, and K3s reconciles with its local datastore.
+		sn.log("level=warning msg=\"Unable to reconcile with remote datastore: %s/v1-k3s/server-bootstrap: 401 Unauthorized\"", join)
+		ok = false
+	}
+	if !ok {
+		return nil, from
+	}
+	if !c.opts.BootstrapBug && k3s.ServesBootstrapFromDatastore(peer.version) {
+		return nil, "remote datastore via " + peer.n.Name
+	}
+	data := k3s.BootstrapData{}
+	for _, bf := range k3s.BootstrapFiles {
+		if b, has := peer.ex.File(peer.sd() + "/" + bf.Path); has {
+			data[bf.Key] = k3s.File{Content: b}
+		}
+	}
+	return data, "remote disk of " + peer.n.Name
+}
+
+// reconcileBootstrap writes the bootstrap files of data that differ from
+// the node's disk and returns their paths.
+func (sn *simNode) reconcileBootstrap(data k3s.BootstrapData) []string {
+	var updated []string
+	for _, bf := range k3s.BootstrapFiles {
+		f, ok := data[bf.Key]
+		if !ok {
+			continue
+		}
+		p := sn.sd() + "/" + bf.Path
+		if !bytes.Equal(sn.file(p), f.Content) {
+			sn.ex.SetFile(p, f.Content, 0o600)
+			updated = append(updated, bf.Path)
+		}
+	}
+	return updated
 }
 
 // finishStart renews the leaf certificates and brings the service up.

@@ -8,9 +8,11 @@ import (
 
 // TestPackageRules pins the package structure (DESIGN.md): cmd → tui,
 // builtins, runner, lab; builtins → runner; tui → runner (events only);
-// runner imports none of them; the K3s operations are plain Go (no
-// Starlark); test support and etcd's server stay out of production
-// packages other than the simulator and `caretaker test`'s kit (k3stest).
+// runner imports none of them; the K3s and Kubernetes operations (k3sops,
+// k8sops) are plain Go (no Starlark); the simulated Kubernetes API
+// (internal/kubesim) knows neither the lab, the engine nor the builtins;
+// test support and etcd's server stay out of production packages other
+// than the simulator and `caretaker test`'s kit (k3stest).
 func TestPackageRules(t *testing.T) {
 	const mod = "github.com/caretaker/caretaker/"
 	rules := []struct {
@@ -21,6 +23,9 @@ func TestPackageRules(t *testing.T) {
 		{"runner/...", false, []string{mod + "tui", mod + "builtins", mod + "lab", mod + "cmd", "charm.land/", "go.starlark.net/lib", "go.etcd.io/etcd/server"}},
 		{"builtins/k3sops", true, []string{"go.starlark.net"}},
 		{"builtins/k3sops", false, []string{mod + "tui", mod + "lab", mod + "builtins/k3stest", "go.etcd.io/etcd/server", mod + "runner/transport/fake"}},
+		// The Kubernetes operations likewise: typed Go, no Starlark.
+		{"builtins/k8sops", true, []string{"go.starlark.net"}},
+		{"builtins/k8sops", false, []string{mod + "tui", mod + "lab", mod + "builtins/k3stest", "go.etcd.io/etcd/server", mod + "runner/transport/fake"}},
 		{"builtins", false, []string{mod + "tui", mod + "lab", mod + "builtins/k3stest", "go.etcd.io/etcd/server", mod + "runner/transport/fake"}},
 		{"tui/...", false, []string{mod + "builtins", mod + "lab", "go.etcd.io/etcd/server"}},
 		// The simulated Kubernetes API serves both simulators (lab, k3stest)

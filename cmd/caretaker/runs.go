@@ -127,6 +127,38 @@ func cellsDone(r *journal.RunRecord) string {
 }
 
 func printRun(w io.Writer, r *journal.RunRecord) {
+	printRunHeader(w, r)
+	m := r.Meta
+	fmt.Fprintf(w, "  journal %s\n", r.Path)
+	fmt.Fprintln(w, "steps:")
+	printRunSteps(w, r)
+	if len(r.Undos) > 0 {
+		fmt.Fprintln(w, "undo actions (replayed latest first by `caretaker undo`):")
+		for _, u := range r.Undos {
+			fmt.Fprintf(w, "  #%d %s on %s, step %q, %s\n", u.Seq, u.Kind, u.Node, u.StepName, u.At.Local().Format("15:04:05"))
+		}
+	}
+	for _, n := range r.Notes {
+		fmt.Fprintf(w, "  note: %s\n", n)
+	}
+	if r.Truncated {
+		fmt.Fprintln(w, "  (the last journal line was cut short when the process died; it is ignored)")
+	}
+	switch {
+	case r.Resumable() == nil:
+		fmt.Fprintf(w, "next: `caretaker resume %s` continues it", m.RunID)
+		if len(r.Undos) > 0 {
+			fmt.Fprintf(w, "; `caretaker undo %s` rolls back its recorded changes", m.RunID)
+		}
+		fmt.Fprintln(w)
+	case m.UndoOf != "" && r.State != "ok":
+		fmt.Fprintf(w, "next: `caretaker undo %s` again finishes the undo\n", m.UndoOf)
+	}
+}
+
+// printRunHeader prints what a run was: playbook, cluster, state, who
+// started it, its inventory, parameters and last error.
+func printRunHeader(w io.Writer, r *journal.RunRecord) {
 	m := r.Meta
 	fmt.Fprintf(w, "run %s: playbook %s on cluster %s — %s\n", m.RunID, m.Playbook, m.Cluster, stateLabel(r))
 	fmt.Fprintf(w, "  started %s by %s@%s (pid %d), %d attempt(s)", m.Started.Local().Format("2006-01-02 15:04:05 MST"), m.User, m.Host, m.PID, r.Attempts)
@@ -156,8 +188,11 @@ func printRun(w io.Writer, r *journal.RunRecord) {
 	if r.LastDone != nil && r.LastDone.Error != "" {
 		fmt.Fprintf(w, "  error: %s\n", r.LastDone.Error)
 	}
-	fmt.Fprintf(w, "  journal %s\n", r.Path)
-	fmt.Fprintln(w, "steps:")
+}
+
+// printRunSteps prints one line per step and node: its status and error,
+// skip reason or start time.
+func printRunSteps(w io.Writer, r *journal.RunRecord) {
 	results := map[string]journal.StepResult{}
 	for _, res := range r.Results {
 		results[fmt.Sprintf("%d/%s", res.Step, res.Node)] = res
@@ -166,56 +201,39 @@ func printRun(w io.Writer, r *journal.RunRecord) {
 		results[fmt.Sprintf("%d/%s", res.Step, res.Node)] = res
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	for _, s := range m.Steps {
+	for _, s := range r.Meta.Steps {
 		nodes := s.Nodes
 		if s.Once && len(nodes) > 1 {
 			nodes = nodes[:1]
 		}
 		for _, n := range nodes {
-			res, ok := results[fmt.Sprintf("%d/%s", s.Index, n)]
 			status, extra := "pending", ""
-			if ok {
-				status = string(res.Status)
-				switch {
-				case res.Status == runner.StatusRunning:
-					status = "INTERRUPTED"
-					if r.State == journal.RunStateRunning {
-						status = "running"
-					}
-					extra = "started " + res.At.Local().Format("15:04:05")
-				case res.Error != "":
-					extra = res.Error
-				case res.Reason != "":
-					extra = res.Reason
-				}
-				if res.Attempt > 1 {
-					extra = strings.TrimSpace(fmt.Sprintf("(attempt %d) %s", res.Attempt, extra))
-				}
+			if res, ok := results[fmt.Sprintf("%d/%s", s.Index, n)]; ok {
+				status, extra = stepStatus(r, res)
 			}
 			fmt.Fprintf(tw, "  %d. %s\t%s\t%s\t%s\n", s.Index+1, s.Name, n, status, extra)
 		}
 	}
 	_ = tw.Flush() // a terminal or pipe that fails is not ours to report
-	if len(r.Undos) > 0 {
-		fmt.Fprintln(w, "undo actions (replayed latest first by `caretaker undo`):")
-		for _, u := range r.Undos {
-			fmt.Fprintf(w, "  #%d %s on %s, step %q, %s\n", u.Seq, u.Kind, u.Node, u.StepName, u.At.Local().Format("15:04:05"))
-		}
-	}
-	for _, n := range r.Notes {
-		fmt.Fprintf(w, "  note: %s\n", n)
-	}
-	if r.Truncated {
-		fmt.Fprintln(w, "  (the last journal line was cut short when the process died; it is ignored)")
-	}
+}
+
+// stepStatus is the status column of a step result and what follows it.
+func stepStatus(r *journal.RunRecord, res journal.StepResult) (string, string) {
+	status, extra := string(res.Status), ""
 	switch {
-	case r.Resumable() == nil:
-		fmt.Fprintf(w, "next: `caretaker resume %s` continues it", m.RunID)
-		if len(r.Undos) > 0 {
-			fmt.Fprintf(w, "; `caretaker undo %s` rolls back its recorded changes", m.RunID)
+	case res.Status == runner.StatusRunning:
+		status = "INTERRUPTED"
+		if r.State == journal.RunStateRunning {
+			status = "running"
 		}
-		fmt.Fprintln(w)
-	case m.UndoOf != "" && r.State != "ok":
-		fmt.Fprintf(w, "next: `caretaker undo %s` again finishes the undo\n", m.UndoOf)
+		extra = "started " + res.At.Local().Format("15:04:05")
+	case res.Error != "":
+		extra = res.Error
+	case res.Reason != "":
+		extra = res.Reason
 	}
+	if res.Attempt > 1 {
+		extra = strings.TrimSpace(fmt.Sprintf("(attempt %d) %s", res.Attempt, extra))
+	}
+	return status, extra
 }

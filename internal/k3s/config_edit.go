@@ -42,44 +42,8 @@ func StripKey(src Sources, flag string) ([]Edit, error) {
 	envNames := flagEnvNames(flag)
 	var edits []Edit
 	for _, u := range s.units {
-		data := u.data
-		var what []string
-		// Edit directives from the last so offsets stay valid.
-		for di := len(u.dirs) - 1; di >= 0; di-- {
-			d := u.dirs[di]
-			if d.section != "Service" {
-				continue
-			}
-			drop := map[int]bool{}
-			switch d.key {
-			case "ExecStart":
-				if d.empty {
-					continue
-				}
-				for _, f := range parseUnitFlags(d.words) {
-					if f.name == flag && f.value != "" {
-						for _, w := range f.words {
-							drop[w] = true
-						}
-						what = append(what, fmt.Sprintf("removed %s from ExecStart (line %d)", d.words[f.words[0]].Value, f.line))
-					}
-				}
-			case "Environment":
-				for wi, w := range d.words {
-					k, v, _ := strings.Cut(w.Value, "=")
-					if slices.Contains(envNames, k) && v != "" {
-						drop[wi] = true
-						what = append(what, fmt.Sprintf("removed %s from Environment= (line %d)", k, w.Line))
-					}
-				}
-			}
-			if len(drop) > 0 {
-				data = removeUnitWords(data, u.lines, d, drop)
-				// Offsets of earlier directives are unchanged.
-			}
-		}
-		if !bytes.Equal(data, u.data) {
-			edits = append(edits, Edit{Path: u.path, Before: u.data, After: data, What: strings.Join(reverse(what), "; ")})
+		if e, ok := stripUnitKey(u, flag, envNames); ok {
+			edits = append(edits, e)
 		}
 	}
 	for fi, f := range s.config {
@@ -92,19 +56,85 @@ func StripKey(src Sources, flag string) ([]Edit, error) {
 		}
 	}
 	for fi, f := range s.envFiles {
-		var drop []envAssign
-		var lines []string
-		for _, a := range s.envEnts[fi] {
-			if slices.Contains(envNames, a.key) && a.value != "" {
-				drop = append(drop, a)
-				lines = append(lines, fmt.Sprintf("%s line %d", a.key, a.line))
-			}
-		}
-		if len(drop) > 0 {
-			edits = append(edits, Edit{Path: f.Path, Before: f.Data, After: envRemove(f.Data, drop), What: "removed " + strings.Join(lines, ", ")})
+		if e, ok := stripEnvFileKey(f, s.envEnts[fi], envNames); ok {
+			edits = append(edits, e)
 		}
 	}
 	return edits, nil
+}
+
+// stripUnitKey removes the flag from the [Service] ExecStart= and
+// Environment= directives of one unit file; ok is false when the file
+// does not set it.
+func stripUnitKey(u unitFile, flag string, envNames []string) (Edit, bool) {
+	data := u.data
+	var what []string
+	// Edit directives from the last so offsets stay valid.
+	for di := len(u.dirs) - 1; di >= 0; di-- {
+		d := u.dirs[di]
+		if d.section != "Service" {
+			continue
+		}
+		drop, w := directiveDrops(d, flag, envNames)
+		what = append(what, w...)
+		if len(drop) > 0 {
+			data = removeUnitWords(data, u.lines, d, drop)
+			// Offsets of earlier directives are unchanged.
+		}
+	}
+	if bytes.Equal(data, u.data) {
+		return Edit{}, false
+	}
+	return Edit{Path: u.path, Before: u.data, After: data, What: strings.Join(reverse(what), "; ")}, true
+}
+
+// directiveDrops are the words of one [Service] directive that set the
+// flag to a non-empty value (an ExecStart= flag with its value, an
+// Environment= assignment of one of envNames), and what removing them
+// does, in the directive's order.
+func directiveDrops(d unitDirective, flag string, envNames []string) (map[int]bool, []string) {
+	drop := map[int]bool{}
+	var what []string
+	switch d.key {
+	case "ExecStart":
+		if d.empty {
+			return drop, nil
+		}
+		for _, f := range parseUnitFlags(d.words) {
+			if f.name == flag && f.value != "" {
+				for _, w := range f.words {
+					drop[w] = true
+				}
+				what = append(what, fmt.Sprintf("removed %s from ExecStart (line %d)", d.words[f.words[0]].Value, f.line))
+			}
+		}
+	case "Environment":
+		for wi, w := range d.words {
+			k, v, _ := strings.Cut(w.Value, "=")
+			if slices.Contains(envNames, k) && v != "" {
+				drop[wi] = true
+				what = append(what, fmt.Sprintf("removed %s from Environment= (line %d)", k, w.Line))
+			}
+		}
+	}
+	return drop, what
+}
+
+// stripEnvFileKey removes the assignments of envNames with a non-empty
+// value from one env file; ok is false when it has none.
+func stripEnvFileKey(f NamedFile, ents []envAssign, envNames []string) (Edit, bool) {
+	var drop []envAssign
+	var lines []string
+	for _, a := range ents {
+		if slices.Contains(envNames, a.key) && a.value != "" {
+			drop = append(drop, a)
+			lines = append(lines, fmt.Sprintf("%s line %d", a.key, a.line))
+		}
+	}
+	if len(drop) == 0 {
+		return Edit{}, false
+	}
+	return Edit{Path: f.Path, Before: f.Data, After: envRemove(f.Data, drop), What: "removed " + strings.Join(lines, ", ")}, true
 }
 
 func reverse(s []string) []string {

@@ -147,95 +147,128 @@ func RenewLeafCerts(cas, existing map[string][]byte, opts LeafOptions) (map[stri
 	if opts.NodeName == "" {
 		return nil, nil, fmt.Errorf("issue leaf certificates: node name is empty")
 	}
-	now := opts.Now
-	if now.IsZero() {
-		now = time.Now()
+	r := &leafRenewal{cas: cas, existing: existing, opts: opts, now: opts.Now, out: map[string][]byte{}, loaded: map[string]caPair{}}
+	if r.now.IsZero() {
+		r.now = time.Now()
 	}
-	out := map[string][]byte{}
 	var issued []string
-	loaded := map[string]caPair{}
-	getCA := func(certPath, keyPath string) (caPair, error) {
-		if ca, ok := loaded[certPath]; ok {
-			return ca, nil
-		}
-		ca, err := loadCA(cas, certPath, keyPath)
-		if err != nil {
-			return caPair{}, fmt.Errorf("issue leaf certificates: %w", err)
-		}
-		loaded[certPath] = ca
-		return ca, nil
-	}
-	put := func(p string, data []byte) {
-		if old, ok := existing[p]; !ok || !bytes.Equal(old, data) {
-			out[p] = data
-		}
-	}
 	for _, s := range leafSpecs(opts) {
-		ca, err := getCA(s.caCert, s.caKey)
+		done, err := r.leaf(s)
 		if err != nil {
 			return nil, nil, err
 		}
-		keyPEM, haveKey := existing[s.key]
-		var key crypto.Signer
-		if haveKey {
-			if ks, err := parsePrivateKeys(keyPEM); err == nil {
-				key = ks[0]
-			} else {
-				haveKey = false
-			}
+		if done {
+			issued = append(issued, s.cert)
 		}
-		if haveKey && !leafNeedsRenewal(existing[s.cert], s, ca.certs[0], now, opts.RenewDays) {
-			continue
-		}
-		if !haveKey {
-			k, kp, err := newECKey()
-			if err != nil {
-				return nil, nil, err
-			}
-			key = k
-			out[s.key] = kp
-		}
-		cert, err := signLeaf(s, key, ca, now, opts.Age)
-		if err != nil {
-			return nil, nil, err
-		}
-		put(s.cert, append(encodeCert(cert), ca.bundlePEM...))
-		issued = append(issued, s.cert)
 	}
 	if !opts.Agent {
-		for _, k := range keyOnlyFiles {
-			if _, ok := existing[k]; ok {
-				continue
-			}
-			_, kp, err := newECKey()
-			if err != nil {
-				return nil, nil, err
-			}
-			out[k] = kp
-		}
-		// Derived files rewritten at each start (deps.go).
-		for _, d := range []struct{ src, dst string }{{PathServerCA, PathServerCANoChain}, {PathClientCA, PathClientCANoChain}} {
-			certs, err := ParseCertsPEM(cas[d.src])
-			if err != nil {
-				return nil, nil, fmt.Errorf("issue leaf certificates: %s: %w", d.src, err)
-			}
-			put(path.Join(ServerDir, d.dst), encodeCert(certs[0]))
-		}
-		keys, err := parsePrivateKeys(cas[PathServiceKey])
-		if err != nil {
-			return nil, nil, fmt.Errorf("issue leaf certificates: %s: %w", PathServiceKey, err)
-		}
-		cur, err := marshalPrivateKey(keys[0])
-		if err != nil {
+		if err := r.serverFiles(); err != nil {
 			return nil, nil, err
 		}
-		put(path.Join(ServerDir, PathServiceCurrent), cur)
 	}
 	// The agent fetches the bundles from /v1-k3s/{server,client}-ca.crt
 	// (k3s-ca-rotation.md §7 "Agents").
-	put("agent/server-ca.crt", cas[PathServerCA])
-	put("agent/client-ca.crt", cas[PathClientCA])
-	return out, issued, nil
+	r.put("agent/server-ca.crt", cas[PathServerCA])
+	r.put("agent/client-ca.crt", cas[PathClientCA])
+	return r.out, issued, nil
+}
+
+// leafRenewal is one RenewLeafCerts: its inputs, the CAs loaded so far
+// and the files to write.
+type leafRenewal struct {
+	cas, existing map[string][]byte
+	opts          LeafOptions
+	now           time.Time
+	out           map[string][]byte
+	loaded        map[string]caPair
+}
+
+// ca loads a CA pair of cas once.
+func (r *leafRenewal) ca(certPath, keyPath string) (caPair, error) {
+	if ca, ok := r.loaded[certPath]; ok {
+		return ca, nil
+	}
+	ca, err := loadCA(r.cas, certPath, keyPath)
+	if err != nil {
+		return caPair{}, fmt.Errorf("issue leaf certificates: %w", err)
+	}
+	r.loaded[certPath] = ca
+	return ca, nil
+}
+
+// put writes p unless it exists with that content already.
+func (r *leafRenewal) put(p string, data []byte) {
+	if old, ok := r.existing[p]; !ok || !bytes.Equal(old, data) {
+		r.out[p] = data
+	}
+}
+
+// leaf reissues one leaf certificate when it needs it (and its key when
+// missing or unreadable), reporting whether it did.
+func (r *leafRenewal) leaf(s leafSpec) (bool, error) {
+	ca, err := r.ca(s.caCert, s.caKey)
+	if err != nil {
+		return false, err
+	}
+	keyPEM, haveKey := r.existing[s.key]
+	var key crypto.Signer
+	if haveKey {
+		if ks, err := parsePrivateKeys(keyPEM); err == nil {
+			key = ks[0]
+		} else {
+			haveKey = false
+		}
+	}
+	if haveKey && !leafNeedsRenewal(r.existing[s.cert], s, ca.certs[0], r.now, r.opts.RenewDays) {
+		return false, nil
+	}
+	if !haveKey {
+		k, kp, err := newECKey()
+		if err != nil {
+			return false, err
+		}
+		key = k
+		r.out[s.key] = kp
+	}
+	cert, err := signLeaf(s, key, ca, r.now, r.opts.Age)
+	if err != nil {
+		return false, err
+	}
+	r.put(s.cert, append(encodeCert(cert), ca.bundlePEM...))
+	return true, nil
+}
+
+// serverFiles are a server's key-only files (made once) and the files
+// derived from the CAs that K3s rewrites at each start (deps.go).
+func (r *leafRenewal) serverFiles() error {
+	for _, k := range keyOnlyFiles {
+		if _, ok := r.existing[k]; ok {
+			continue
+		}
+		_, kp, err := newECKey()
+		if err != nil {
+			return err
+		}
+		r.out[k] = kp
+	}
+	// Derived files rewritten at each start (deps.go).
+	for _, d := range []struct{ src, dst string }{{PathServerCA, PathServerCANoChain}, {PathClientCA, PathClientCANoChain}} {
+		certs, err := ParseCertsPEM(r.cas[d.src])
+		if err != nil {
+			return fmt.Errorf("issue leaf certificates: %s: %w", d.src, err)
+		}
+		r.put(path.Join(ServerDir, d.dst), encodeCert(certs[0]))
+	}
+	keys, err := parsePrivateKeys(r.cas[PathServiceKey])
+	if err != nil {
+		return fmt.Errorf("issue leaf certificates: %s: %w", PathServiceKey, err)
+	}
+	cur, err := marshalPrivateKey(keys[0])
+	if err != nil {
+		return err
+	}
+	r.put(path.Join(ServerDir, PathServiceCurrent), cur)
+	return nil
 }
 
 // signLeaf issues one leaf for key, signed by ca.certs[0].

@@ -138,65 +138,81 @@ func splitUnitWords(data []byte, start, end, line int) ([]UnitArg, error) {
 			return out, nil
 		}
 		ws := i
-		var val strings.Builder
-		for i < end && data[i] != ' ' && data[i] != '\t' && data[i] != '\r' {
-			switch c := data[i]; c {
-			case '\'':
-				j := bytes.IndexByte(data[i+1:end], '\'')
-				if j < 0 {
-					return nil, fmt.Errorf("line %d: unterminated single quote", line)
-				}
-				val.WriteString(unitPercent(string(data[i+1 : i+1+j])))
-				i += j + 2
-			case '"':
+		val, next, err := unitWord(data, i, end, line)
+		if err != nil {
+			return nil, err
+		}
+		i = next
+		out = append(out, UnitArg{Value: val, Raw: string(data[ws:i]), Line: line, Start: ws, End: i})
+	}
+}
+
+// unitWord reads the word that starts at data[i] (not blank) up to the
+// next blank or end, and returns its value and where it ends.
+func unitWord(data []byte, i, end, line int) (string, int, error) {
+	var val strings.Builder
+	for i < end && data[i] != ' ' && data[i] != '\t' && data[i] != '\r' {
+		switch c := data[i]; c {
+		case '\'':
+			j := bytes.IndexByte(data[i+1:end], '\'')
+			if j < 0 {
+				return "", 0, fmt.Errorf("line %d: unterminated single quote", line)
+			}
+			val.WriteString(unitPercent(string(data[i+1 : i+1+j])))
+			i += j + 2
+		case '"':
+			next, err := unitDoubleQuoted(data, i+1, end, line, &val)
+			if err != nil {
+				return "", 0, err
+			}
+			i = next
+		case '\\':
+			if i+1 >= end {
 				i++
-				closed := false
-				for i < end {
-					if data[i] == '\\' && i+1 < end {
-						r, n := cUnescape(data[i+1 : end])
-						val.WriteString(r)
-						i += 1 + n
-						continue
-					}
-					if data[i] == '"' {
-						closed = true
-						i++
-						break
-					}
-					if data[i] == '%' && i+1 < end && data[i+1] == '%' {
-						val.WriteByte('%')
-						i += 2
-						continue
-					}
-					val.WriteByte(data[i])
-					i++
-				}
-				if !closed {
-					return nil, fmt.Errorf("line %d: unterminated double quote", line)
-				}
-			case '\\':
-				if i+1 >= end {
-					i++
-					continue
-				}
-				r, n := cUnescape(data[i+1 : end])
-				val.WriteString(r)
-				i += 1 + n
-			case '%':
-				if i+1 < end && data[i+1] == '%' {
-					val.WriteByte('%')
-					i += 2
-				} else {
-					val.WriteByte(c)
-					i++
-				}
-			default:
+				continue
+			}
+			r, n := cUnescape(data[i+1 : end])
+			val.WriteString(r)
+			i += 1 + n
+		case '%':
+			if i+1 < end && data[i+1] == '%' {
+				val.WriteByte('%')
+				i += 2
+			} else {
 				val.WriteByte(c)
 				i++
 			}
+		default:
+			val.WriteByte(c)
+			i++
 		}
-		out = append(out, UnitArg{Value: val.String(), Raw: string(data[ws:i]), Line: line, Start: ws, End: i})
 	}
+	return val.String(), i, nil
+}
+
+// unitDoubleQuoted reads a "..." string whose text starts at data[i] into
+// val (C escapes decoded, %% is %) and returns where it ends, after the
+// closing quote.
+func unitDoubleQuoted(data []byte, i, end, line int, val *strings.Builder) (int, error) {
+	for i < end {
+		if data[i] == '\\' && i+1 < end {
+			r, n := cUnescape(data[i+1 : end])
+			val.WriteString(r)
+			i += 1 + n
+			continue
+		}
+		if data[i] == '"' {
+			return i + 1, nil
+		}
+		if data[i] == '%' && i+1 < end && data[i+1] == '%' {
+			val.WriteByte('%')
+			i += 2
+			continue
+		}
+		val.WriteByte(data[i])
+		i++
+	}
+	return 0, fmt.Errorf("line %d: unterminated double quote", line)
 }
 
 // unitPercent turns %% into % (other specifiers are kept as written).
@@ -376,59 +392,19 @@ func removeUnitWords(data []byte, lines []unitLine, d unitDirective, drop map[in
 		last := lines[d.lines[len(d.lines)-1]]
 		return append(append([]byte{}, data[:first.start]...), data[last.next:]...)
 	}
-	wordsOn := map[int][]int{} // line index → word indexes
-	for wi, w := range d.words {
-		for _, li := range d.lines {
-			if w.Start >= lines[li].start && w.End <= lines[li].end {
-				wordsOn[li] = append(wordsOn[li], wi)
-			}
-		}
-	}
+	wordsOn := unitWordsByLine(lines, d)
 	var out []byte
 	pos := 0
 	lastOrigCont := lines[d.lines[len(d.lines)-1]].cont
 	for k, li := range d.lines {
 		l := lines[li]
 		ws := wordsOn[li]
-		all := len(ws) > 0
-		for _, wi := range ws {
-			if !drop[wi] {
-				all = false
-			}
-		}
-		if all && k > 0 {
-			out = append(out, data[pos:l.start]...)
-			pos = l.next
+		out = append(out, data[pos:l.start]...)
+		pos = l.next
+		if k > 0 && allDropped(ws, drop) {
 			continue
 		}
-		// Keep the line, cutting the dropped words and the blanks before them.
-		out = append(out, data[pos:l.start]...)
-		cur := l.start
-		for _, wi := range ws {
-			if !drop[wi] {
-				continue
-			}
-			w := d.words[wi]
-			cut := w.Start
-			for cut > cur && (data[cut-1] == ' ' || data[cut-1] == '\t') {
-				cut--
-			}
-			out = append(out, data[cur:cut]...)
-			cur = w.End
-			if cut == w.Start {
-				// Nothing before the word (it follows "Key="): eat the
-				// blanks after it instead, unless a continuation follows.
-				j := cur
-				for j < l.end && (data[j] == ' ' || data[j] == '\t') {
-					j++
-				}
-				if j < l.end && !(l.cont && j == l.contAt) {
-					cur = j
-				}
-			}
-		}
-		out = append(out, data[cur:l.next]...)
-		pos = l.next
+		out = append(out, keptLineBytes(data, l, d, ws, drop)...)
 	}
 	out = append(out, data[pos:]...)
 	if lastOrigCont {
@@ -437,6 +413,61 @@ func removeUnitWords(data []byte, lines []unitLine, d unitDirective, drop map[in
 	// Re-parse to see whether the directive now ends in a dangling
 	// backslash (its original last line was removed).
 	return fixDanglingContinuation(out, d.key, d.section)
+}
+
+// unitWordsByLine maps each physical line of d to the indexes of the
+// words on it.
+func unitWordsByLine(lines []unitLine, d unitDirective) map[int][]int {
+	wordsOn := map[int][]int{} // line index → word indexes
+	for wi, w := range d.words {
+		for _, li := range d.lines {
+			if w.Start >= lines[li].start && w.End <= lines[li].end {
+				wordsOn[li] = append(wordsOn[li], wi)
+			}
+		}
+	}
+	return wordsOn
+}
+
+// allDropped reports whether ws holds words and every one is dropped.
+func allDropped(ws []int, drop map[int]bool) bool {
+	for _, wi := range ws {
+		if !drop[wi] {
+			return false
+		}
+	}
+	return len(ws) > 0
+}
+
+// keptLineBytes is line l (up to the next line) without its dropped words
+// ws and the blanks before them.
+func keptLineBytes(data []byte, l unitLine, d unitDirective, ws []int, drop map[int]bool) []byte {
+	var out []byte
+	cur := l.start
+	for _, wi := range ws {
+		if !drop[wi] {
+			continue
+		}
+		w := d.words[wi]
+		cut := w.Start
+		for cut > cur && (data[cut-1] == ' ' || data[cut-1] == '\t') {
+			cut--
+		}
+		out = append(out, data[cur:cut]...)
+		cur = w.End
+		if cut == w.Start {
+			// Nothing before the word (it follows "Key="): eat the
+			// blanks after it instead, unless a continuation follows.
+			j := cur
+			for j < l.end && (data[j] == ' ' || data[j] == '\t') {
+				j++
+			}
+			if j < l.end && !(l.cont && j == l.contAt) {
+				cur = j
+			}
+		}
+	}
+	return append(out, data[cur:l.next]...)
 }
 
 // fixDanglingContinuation removes a trailing backslash from the last line

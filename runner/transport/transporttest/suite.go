@@ -166,97 +166,101 @@ func streamingSuite(ctx context.Context, t *testing.T, newExec func(t *testing.T
 
 // fileSuite checks writes, reads and stats.
 func fileSuite(ctx context.Context, t *testing.T, newExec func(t *testing.T) transport.Executor) {
-	t.Run("write, read, stat", func(t *testing.T) {
-		e := newExec(t)
-		dir := t.TempDir()
-		p := filepath.Join(dir, "new file.txt") // a space needs quoting
-		data := []byte("hello\nworld 'quoted' $HOME\n\x00binary\xff")
-		if err := e.WriteFile(ctx, p, data, 0o640); err != nil {
-			t.Fatalf("WriteFile: %v", err)
-		}
-		got, err := e.ReadFile(ctx, p)
-		if err != nil || !bytes.Equal(got, data) {
-			t.Fatalf("ReadFile = %q, %v; want %q", got, err, data)
-		}
-		fi, err := e.Stat(ctx, p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if fi.Mode != 0o640 || fi.Size != int64(len(data)) || fi.IsDir || fi.Path != p || fi.UID != os.Geteuid() {
-			t.Errorf("Stat = %+v, want mode 0640, size %d, uid %d", fi, len(data), os.Geteuid())
-		}
-		if st, _ := os.Stat(p); st.Mode().Perm() != 0o640 {
-			t.Errorf("mode on disk %v", st.Mode())
-		}
-		di, err := e.Stat(ctx, dir)
-		if err != nil || !di.IsDir || !di.Mode.IsDir() {
-			t.Errorf("Stat(dir) = %+v, %v; want a directory", di, err)
-		}
-		empty := filepath.Join(dir, "empty")
-		if err := e.WriteFile(ctx, empty, nil, 0o600); err != nil {
-			t.Fatalf("WriteFile(empty): %v", err)
-		}
-		if b, err := e.ReadFile(ctx, empty); err != nil || len(b) != 0 {
-			t.Errorf("ReadFile(empty) = %q, %v", b, err)
-		}
-		AssertNoTempFiles(t, dir)
-	})
+	t.Run("write, read, stat", func(t *testing.T) { fileWriteReadStat(ctx, t, newExec(t)) })
+	t.Run("overwrite keeps mode and owner", func(t *testing.T) { fileOverwriteKeepsModeOwner(ctx, t, newExec(t)) })
+	t.Run("write through a symlink replaces its target", func(t *testing.T) { fileWriteThroughSymlink(ctx, t, newExec(t)) })
+}
 
-	t.Run("overwrite keeps mode and owner", func(t *testing.T) {
-		e := newExec(t)
-		dir := t.TempDir()
-		p := filepath.Join(dir, "config.yaml")
-		if err := os.WriteFile(p, []byte("old\n"), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Chmod(p, 0o604); err != nil { // not what WriteFile is asked for
-			t.Fatal(err)
-		}
-		wantUID, wantGID := os.Geteuid(), os.Getegid()
-		if os.Geteuid() == 0 {
-			wantUID, wantGID = 4242, 4343
-			if err := os.Chown(p, wantUID, wantGID); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if err := e.WriteFile(ctx, p, []byte("new\n"), 0o644); err != nil {
-			t.Fatalf("WriteFile: %v", err)
-		}
-		st, err := os.Stat(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		sys := StatT(st)
-		if st.Mode().Perm() != 0o604 || int(sys.Uid) != wantUID || int(sys.Gid) != wantGID {
-			t.Errorf("after overwrite: mode %v uid %d gid %d; want 0604 %d %d", st.Mode(), sys.Uid, sys.Gid, wantUID, wantGID)
-		}
-		if b, _ := os.ReadFile(p); string(b) != "new\n" {
-			t.Errorf("content %q", b)
-		}
-		AssertNoTempFiles(t, dir)
-	})
+// fileWriteReadStat writes a file, reads it back and stats it (and an empty one).
+func fileWriteReadStat(ctx context.Context, t *testing.T, e transport.Executor) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "new file.txt") // a space needs quoting
+	data := []byte("hello\nworld 'quoted' $HOME\n\x00binary\xff")
+	if err := e.WriteFile(ctx, p, data, 0o640); err != nil {
+		t.Fatalf("WriteFile: %v", err)
+	}
+	got, err := e.ReadFile(ctx, p)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("ReadFile = %q, %v; want %q", got, err, data)
+	}
+	fi, err := e.Stat(ctx, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode != 0o640 || fi.Size != int64(len(data)) || fi.IsDir || fi.Path != p || fi.UID != os.Geteuid() {
+		t.Errorf("Stat = %+v, want mode 0640, size %d, uid %d", fi, len(data), os.Geteuid())
+	}
+	if st, _ := os.Stat(p); st.Mode().Perm() != 0o640 {
+		t.Errorf("mode on disk %v", st.Mode())
+	}
+	di, err := e.Stat(ctx, dir)
+	if err != nil || !di.IsDir || !di.Mode.IsDir() {
+		t.Errorf("Stat(dir) = %+v, %v; want a directory", di, err)
+	}
+	empty := filepath.Join(dir, "empty")
+	if err := e.WriteFile(ctx, empty, nil, 0o600); err != nil {
+		t.Fatalf("WriteFile(empty): %v", err)
+	}
+	if b, err := e.ReadFile(ctx, empty); err != nil || len(b) != 0 {
+		t.Errorf("ReadFile(empty) = %q, %v", b, err)
+	}
+	AssertNoTempFiles(t, dir)
+}
 
-	t.Run("write through a symlink replaces its target", func(t *testing.T) {
-		e := newExec(t)
-		dir := t.TempDir()
-		target := filepath.Join(dir, "real")
-		link := filepath.Join(dir, "link")
-		if err := os.WriteFile(target, []byte("a"), 0o600); err != nil {
+// fileOverwriteKeepsModeOwner overwrites a file whose mode and owner differ from what WriteFile asks: both are kept.
+func fileOverwriteKeepsModeOwner(ctx context.Context, t *testing.T, e transport.Executor) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(p, []byte("old\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(p, 0o604); err != nil { // not what WriteFile is asked for
+		t.Fatal(err)
+	}
+	wantUID, wantGID := os.Geteuid(), os.Getegid()
+	if os.Geteuid() == 0 {
+		wantUID, wantGID = 4242, 4343
+		if err := os.Chown(p, wantUID, wantGID); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.Symlink(target, link); err != nil {
-			t.Fatal(err)
-		}
-		if err := e.WriteFile(ctx, link, []byte("b"), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if fi, err := os.Lstat(link); err != nil || fi.Mode()&fs.ModeSymlink == 0 {
-			t.Errorf("link replaced by a file: %v %v", fi, err)
-		}
-		if b, _ := os.ReadFile(target); string(b) != "b" {
-			t.Errorf("target content %q, want b", b)
-		}
-	})
+	}
+	if err := e.WriteFile(ctx, p, []byte("new\n"), 0o644); err != nil {
+		t.Fatalf("WriteFile: %v", err)
+	}
+	st, err := os.Stat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sys := StatT(st)
+	if st.Mode().Perm() != 0o604 || int(sys.Uid) != wantUID || int(sys.Gid) != wantGID {
+		t.Errorf("after overwrite: mode %v uid %d gid %d; want 0604 %d %d", st.Mode(), sys.Uid, sys.Gid, wantUID, wantGID)
+	}
+	if b, _ := os.ReadFile(p); string(b) != "new\n" {
+		t.Errorf("content %q", b)
+	}
+	AssertNoTempFiles(t, dir)
+}
+
+// fileWriteThroughSymlink writes through a symlink: its target is replaced, the link stays.
+func fileWriteThroughSymlink(ctx context.Context, t *testing.T, e transport.Executor) {
+	dir := t.TempDir()
+	target := filepath.Join(dir, "real")
+	link := filepath.Join(dir, "link")
+	if err := os.WriteFile(target, []byte("a"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.WriteFile(ctx, link, []byte("b"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Lstat(link); err != nil || fi.Mode()&fs.ModeSymlink == 0 {
+		t.Errorf("link replaced by a file: %v %v", fi, err)
+	}
+	if b, _ := os.ReadFile(target); string(b) != "b" {
+		t.Errorf("target content %q, want b", b)
+	}
 }
 
 // fileErrorSuite checks file operations that must fail cleanly.
