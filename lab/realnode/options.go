@@ -240,12 +240,18 @@ func DefaultK3sBinary() string {
 // benchmark, so that labs of parallel test processes never share one: an
 // exclusive lock file per subnet in $TMPDIR/caretaker-lab-subnets, held
 // until release is called. The simulator's test subnets (127.200+) and the
-// engine's default 127.1.0 are never handed out.
+// engine's default 127.1.0 are never handed out. A subnet whose lock is
+// free but which a lab still holds — a test process that died before its
+// cleanup (a timeout, a kill) leaves its machines, bridge and
+// registration behind, and $TMPDIR may be fresh while /run is not — is
+// taken back when that lab's state file is still there (Open + Close, as
+// `lab down` would) and skipped otherwise.
 func AllocateSubnet() (subnet string, release func(), err error) {
 	dir := filepath.Join(os.TempDir(), "caretaker-lab-subnets")
 	if err := os.MkdirAll(dir, 0o777); err != nil {
 		return "", nil, fmt.Errorf("realnode: subnet lock dir: %w", err)
 	}
+	var skipped []string
 	for y := 1; y < 255; y++ {
 		s := fmt.Sprintf("127.2.%d", y)
 		fl := flock.New(filepath.Join(dir, s+".lock"))
@@ -253,9 +259,40 @@ func AllocateSubnet() (subnet string, release func(), err error) {
 		if err != nil {
 			return "", nil, fmt.Errorf("realnode: lock subnet %s: %w", s, err)
 		}
-		if ok {
-			return s, func() { _ = fl.Unlock() }, nil
+		if !ok {
+			continue
 		}
+		if err := reclaimSubnet(names{x: 2, y: y}); err != nil {
+			_ = fl.Unlock()
+			skipped = append(skipped, err.Error())
+			continue
+		}
+		return s, func() { _ = fl.Unlock() }, nil
 	}
-	return "", nil, fmt.Errorf("realnode: every test subnet 127.2.* is taken")
+	return "", nil, fmt.Errorf("realnode: every test subnet 127.2.* is taken (%s)", strings.Join(skipped, "; "))
+}
+
+// reclaimSubnet makes sure no lab holds nm's subnet, whose lock the caller
+// has just taken (so no live test uses it): nil when none does or when the
+// leftover lab was torn down, an error saying what holds it otherwise.
+func reclaimSubnet(nm names) error {
+	br := nm.bridge()
+	lab := registeredDir(br)
+	if !fileExists(filepath.Join("/sys/class/net", br)) && (lab == "" || !registrantAlive(br)) {
+		return nil
+	}
+	if lab == "" || registrantAlive(br) {
+		return fmt.Errorf("%s: bridge %s exists", br, br)
+	}
+	c, err := Open(lab)
+	if err != nil {
+		return fmt.Errorf("%s: held by the lab in %s, which cannot be opened: %w", br, lab, err)
+	}
+	if err := c.Close(); err != nil {
+		return fmt.Errorf("%s: tear down the leftover lab in %s: %w", br, lab, err)
+	}
+	if fileExists(filepath.Join("/sys/class/net", br)) {
+		return fmt.Errorf("%s: bridge %s is still there after the leftover lab in %s was torn down", br, br, lab)
+	}
+	return nil
 }
