@@ -1,10 +1,12 @@
 package realnode
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
@@ -285,6 +287,11 @@ func reclaimSubnet(nm names) error {
 		return fmt.Errorf("%s: bridge %s exists", br, br)
 	}
 	c, err := Open(lab)
+	if errors.Is(err, fs.ErrNotExist) {
+		if c, err = recoverCluster(nm, lab); err == nil {
+			defer os.RemoveAll(c.Dir())
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("%s: held by the lab in %s, which cannot be opened: %w", br, lab, err)
 	}
@@ -293,6 +300,74 @@ func reclaimSubnet(nm names) error {
 	}
 	if fileExists(filepath.Join("/sys/class/net", br)) {
 		return fmt.Errorf("%s: bridge %s is still there after the leftover lab in %s was torn down", br, br, lab)
+	}
+	return nil
+}
+
+// recoverCluster rebuilds the state of the lab on nm's subnet whose lab
+// dir (and state file) is gone — a test's temp dir removed while its
+// machines ran — from the names that derive from the subnet: the nodes
+// are the lab's cgroups and network namespaces. The state file of the
+// rebuilt lab goes to a new temp dir, since Close records what it did.
+func recoverCluster(nm names, dir string) (*Cluster, error) {
+	hier, err := detectCgroups()
+	if err != nil {
+		return nil, err
+	}
+	tmp, err := os.MkdirTemp("", "caretaker-reclaim-")
+	if err != nil {
+		return nil, fmt.Errorf("realnode: %w", err)
+	}
+	subnet := fmt.Sprintf("127.%d.%d", nm.x, nm.y)
+	st := &state{Version: 1, Dir: tmp, Subnet: subnet, Bridge: nm.bridge(), HostAcquired: true, OwnsSubnet: true}
+	for _, h := range hier {
+		st.CgroupRoots = append(st.CgroupRoots, filepath.Join(h, nm.cgroup()))
+	}
+	for i := 1; i < 255; i++ {
+		name := fmt.Sprintf("server-%d", i)
+		n := nodeState{Name: name, Index: i, Machine: nm.machine(name), Netns: nm.netns(i), Veth: nm.veth(i),
+			Dir: filepath.Join(dir, "nodes", name)}
+		n.Root = filepath.Join(n.Dir, "root")
+		found := fileExists(filepath.Join("/run/netns", n.Netns)) || fileExists(filepath.Join("/sys/class/net", n.Veth)) || isMountPoint(n.Root)
+		for _, r := range st.CgroupRoots {
+			n.Cgroups = append(n.Cgroups, filepath.Join(r, name))
+			found = found || fileExists(filepath.Join(r, name))
+		}
+		if !found {
+			break
+		}
+		st.Nodes = append(st.Nodes, n)
+	}
+	if err := st.save(); err != nil {
+		return nil, err
+	}
+	// The registration names the lost dir; Close leaves the network of a
+	// subnet registered to another dir alone, so it moves to the new one.
+	if err := reregister(nm.bridge(), dir, tmp); err != nil {
+		return nil, err
+	}
+	return &Cluster{st: st, logf: func(string, ...any) {}}, nil
+}
+
+// reregister moves bridge's registration from dir to newDir (under the
+// host lock), keeping the registrant.
+func reregister(bridge, dir, newDir string) error {
+	l, err := lockHost(context.Background())
+	if err != nil {
+		return err
+	}
+	defer l.Unlock()
+	reg := filepath.Join(runDir, "labs", bridge)
+	b, err := os.ReadFile(reg)
+	if err != nil {
+		return fmt.Errorf("realnode: %w", err)
+	}
+	got, rest, _ := strings.Cut(string(b), "\n")
+	if strings.TrimSpace(got) != dir {
+		return fmt.Errorf("realnode: %s is now registered to %s", bridge, got)
+	}
+	if err := writeFileAtomic(reg, []byte(newDir+"\n"+rest), 0o644); err != nil {
+		return fmt.Errorf("realnode: %w", err)
 	}
 	return nil
 }

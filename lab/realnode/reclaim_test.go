@@ -5,8 +5,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // A test process that dies before its cleanup leaves its lab on a 127.2.y
@@ -80,15 +82,51 @@ func TestReclaimSubnet(t *testing.T) {
 		t.Fatalf("live registrant: want the subnet skipped and the bridge kept, got %v (bridge there: %v)", err, bridgeExists())
 	}
 
-	// The registrant died and its lab dir is gone: skipped, left alone.
+	// The registrant died and its lab dir is gone (its temp dir removed):
+	// the lab is rebuilt from the subnet's names — here a node's netns and
+	// a cgroup with a process in it — and torn down.
 	dead := exec.Command("true")
 	if err := dead.Run(); err != nil {
 		t.Fatal(err)
 	}
-	register(filepath.Join(dir, "gone"), dead.Process.Pid, 1)
-	if err := reclaimSubnet(nm); err == nil || !strings.Contains(err.Error(), "cannot be opened") || !bridgeExists() {
-		t.Fatalf("dead registrant without state: want the subnet skipped and the bridge kept, got %v", err)
+	netns := nm.netns(1)
+	if out, err := exec.Command("ip", "netns", "add", netns).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v: %s", err, out)
 	}
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", netns).Run() })
+	hier, err := detectCgroups()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cg := filepath.Join(hier[0], nm.cgroup(), "server-1")
+	if err := os.MkdirAll(cg, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = removeCgroupTree(filepath.Join(hier[0], nm.cgroup()), time.Second) })
+	sleeper := exec.Command("sleep", "300")
+	if err := sleeper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = sleeper.Wait(); close(exited) }()
+	t.Cleanup(func() { _ = sleeper.Process.Kill() })
+	if err := os.WriteFile(filepath.Join(cg, "cgroup.procs"), []byte(strconv.Itoa(sleeper.Process.Pid)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	register(filepath.Join(dir, "gone"), dead.Process.Pid, 1)
+	if err := reclaimSubnet(nm); err != nil {
+		t.Fatalf("dead registrant without state: %v", err)
+	}
+	select {
+	case <-exited:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the process in the leftover lab's cgroup still runs")
+	}
+	if bridgeExists() || fileExists(filepath.Join("/run/netns", netns)) || fileExists(cg) || registeredDir(br) != "" {
+		t.Fatalf("leftover without state not torn down: bridge %v, netns %v, cgroup %v, registration %q",
+			bridgeExists(), fileExists(filepath.Join("/run/netns", netns)), fileExists(cg), registeredDir(br))
+	}
+	addBridge()
 
 	// The registrant died, its state file is there: torn down.
 	st := &state{Version: 1, Dir: dir, Subnet: subnet, Bridge: br, HostAcquired: true, OwnsSubnet: true}
