@@ -9,15 +9,17 @@ import (
 	"github.com/caretaker/caretaker/builtins/k3sops"
 )
 
-// k3s.facts(node): what caretaker knows about a node's K3s: version, role,
-// effective server/token/cluster-init/data-dir with their source, the bug
-// gate, the service state and the CAs on disk.
+// k3s.facts(node, settle="1m"): what caretaker knows about a node's K3s:
+// version, role, effective server/token/cluster-init/data-dir with their
+// source, the bug gate, the service state and the CAs on disk. A K3s that
+// is starting is first given up to settle to become active.
 func k3sFacts(c *Call) (any, error) {
-	t, err := c.nodeTarget()
+	settle := Duration(k3sops.DefaultFactsSettle)
+	t, err := c.nodeTarget("settle?", &settle)
 	if err != nil {
 		return nil, err
 	}
-	return k3sops.ReadFacts(c.env.Ctx, t)
+	return k3sops.ReadFacts(c.env.Ctx, t, time.Duration(settle))
 }
 
 // k3s.backup_certs(node, name=""): archive the server's tls/, cred/ and

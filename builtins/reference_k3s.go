@@ -30,10 +30,15 @@ func k3sSection() RefSection {
 func k3sReadEntries() []RefEntry {
 	return []RefEntry{
 		{
-			Name: "k3s.facts", When: WhenStep, Returns: "facts", Params: []RefParam{nodeParam},
+			Name: "k3s.facts", When: WhenStep, Returns: "facts",
+			Params: []RefParam{nodeParam,
+				{Name: "settle", Type: "duration", Default: `"1m"`, Doc: "how long a K3s that is starting (unit activating) is given to become active before its facts are read; \"0s\" reads at once"}},
 			Summary: "what caretaker knows about a node's K3s",
 			Doc: "Version, role, the effective server/token/cluster-init/data-dir settings with the source that " +
-				"sets each, the bug #11233 gate, the service state and the CAs on disk.",
+				"sets each, the bug #11233 gate, the service state and the CAs on disk. A K3s brought back just " +
+				"before the run is still starting: its etcd member, the datastore and :6443 come up one after the " +
+				"other, so facts first waits up to settle for the unit to leave activating (service_state stays " +
+				"\"activating\" when it does not: stuck, e.g. under TimeoutStartSec=0).",
 			Check:   checkReadOnly,
 			Example: "f = k3s.facts(node)\nif f.needs_workaround:\n    log(\"%s: bug #11233 (%s)\" % (node.name, f.bug_gate))",
 		},

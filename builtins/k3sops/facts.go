@@ -272,6 +272,32 @@ func (c *Target) serviceState(ctx context.Context) (string, error) {
 	return state, nil
 }
 
+// settledState is the unit's state once it is no longer "activating",
+// or after settle (then still "activating"); it says when it waits.
+func (c *Target) settledState(ctx context.Context, settle time.Duration) (string, error) {
+	state, err := c.serviceState(ctx)
+	if err != nil || state != "activating" || settle <= 0 {
+		return state, err
+	}
+	c.Run.Output(runner.StreamLog, fmt.Sprintf("%s is starting (activating): waiting up to %s for it to become active", c.Node.K3s.Service, settle))
+	began := time.Now()
+	err = pollEvery(ctx, time.Second, func() (bool, error) {
+		if state, err = c.serviceState(ctx); err != nil {
+			return false, err
+		}
+		return state != "activating" || time.Since(began) >= settle, nil
+	})
+	if err != nil {
+		return "", err
+	}
+	if state == "activating" {
+		c.Run.Output(runner.StreamStderr, fmt.Sprintf("%s is still starting (activating) after %s: it is stuck or slow; see journalctl -u %s", c.Node.K3s.Service, settle, c.Node.K3s.Service))
+	} else {
+		c.Run.Output(runner.StreamLog, fmt.Sprintf("%s is %s after %s", c.Node.K3s.Service, state, time.Since(began).Round(100*time.Millisecond)))
+	}
+	return state, nil
+}
+
 // caPaths are the CA bundles of a node relative to DD.
 func caPaths(role string) []string {
 	if role == inventory.RoleAgent {
@@ -348,10 +374,24 @@ type Facts struct {
 	Sources        []string      `json:"sources"`
 }
 
+// DefaultFactsSettle is how long ReadFacts waits, by default, for a K3s
+// that is starting (unit "activating") to become active or fail.
+const DefaultFactsSettle = time.Minute
+
 // ReadFacts reads a node's K3s facts: version, role, the effective
 // server/token/cluster-init/data-dir with their sources, the bug gate,
 // the service state and the CAs on disk. It logs a one-line summary.
-func ReadFacts(ctx context.Context, c *Target) (*Facts, error) {
+// A K3s that is starting has no settled facts (its etcd member, the
+// datastore and :6443 come up one after the other): ReadFacts first
+// waits up to settle for it to leave "activating" — a K3s brought back
+// just before the run — and reports the state it ends in (still
+// "activating" when it did not settle: stuck, e.g. under
+// TimeoutStartSec=0).
+func ReadFacts(ctx context.Context, c *Target, settle time.Duration) (*Facts, error) {
+	state, err := c.settledState(ctx, settle)
+	if err != nil {
+		return nil, err
+	}
 	ns, err := c.readSources(ctx)
 	if err != nil {
 		return nil, err
@@ -361,10 +401,6 @@ func ReadFacts(ctx context.Context, c *Target) (*Facts, error) {
 		return nil, err
 	}
 	v, vline, verr := c.version(ctx)
-	state, err := c.serviceState(ctx)
-	if err != nil {
-		return nil, err
-	}
 	cas, err := c.caFingerprints(ctx)
 	if err != nil {
 		return nil, err
